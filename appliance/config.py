@@ -1,0 +1,297 @@
+"""Typed gateway configuration, loaded from one TOML file and validated before anything runs.
+
+Every table refuses unknown keys, values are type-checked strictly (a string is never silently
+turned into a number) and cross-field rules (window vs Welch segment, duplicate names, sources that
+point nowhere) are checked at load time. Errors name the offending key, e.g.
+``assets[0].channels[1].rate_hz: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from appliance.errors import ConfigError
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+PositiveFloat = Annotated[float, Field(gt=0)]
+BandEdges = Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=2, max_length=2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GatewayConfig(_Strict):
+    id: Name
+    """Gateway identifier, unique per site; used in MQTT topics and SMS texts."""
+
+
+class StoreConfig(_Strict):
+    path: str = "/var/lib/appliance/appliance.db"
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """SQLite synchronous mode under WAL: NORMAL survives process crashes; FULL also power cuts."""
+    max_mb: PositiveFloat | None = 1024.0
+    """Size cap; oldest routine feature records are evicted first (and counted)."""
+    retention_days: PositiveFloat | None = 90.0
+
+
+class FeaturesConfig(_Strict):
+    window_s: PositiveFloat = 5.0
+    stride_s: PositiveFloat = 1.0
+    nperseg: Annotated[int, Field(ge=8, le=65536)] = 256
+    noverlap: Annotated[int, Field(ge=0)] = 128
+    bands_hz: (
+        list[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=2, max_length=2)]]
+        | None
+    ) = None
+    """Band-energy edges [[lo, hi], ...] in Hz; default: bands scaled to each channel's Nyquist."""
+    slow_window_s: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _check_segments(self) -> FeaturesConfig:
+        if self.noverlap >= self.nperseg:
+            raise ValueError(
+                f"noverlap ({self.noverlap}) must be smaller than nperseg ({self.nperseg})"
+            )
+        if self.stride_s > self.window_s:
+            raise ValueError(
+                f"stride_s ({self.stride_s}) must not exceed window_s ({self.window_s})"
+            )
+        for i, (lo, hi) in enumerate(self.bands_hz or []):
+            if lo >= hi:
+                raise ValueError(f"bands_hz[{i}]: lower edge {lo} must be below upper edge {hi}")
+        return self
+
+
+class McuEmulation(_Strict):
+    """Run an emulated microcontroller on a pseudo-terminal instead of opening real hardware."""
+
+    channels: Annotated[int, Field(ge=1, le=32)] = 4
+    rate_hz: Annotated[int, Field(gt=0, le=100_000)] = 1000
+    faults: list[str] = []
+
+
+class SerialConfig(_Strict):
+    name: Name
+    port: str = ""
+    """Device path; prefer /dev/serial/by-id/... so it survives re-enumeration."""
+    baudrate: Annotated[int, Field(gt=0)] = 921600
+    emulate: McuEmulation | None = None
+
+    @model_validator(mode="after")
+    def _port_or_emulation(self) -> SerialConfig:
+        if not self.port and self.emulate is None:
+            raise ValueError("port is required (or an [serial.emulate] table for a simulated MCU)")
+        return self
+
+
+class I2cConfig(_Strict):
+    name: Name
+    bus: int | str
+    """Linux bus number (/dev/i2c-N), or "emulated" for the built-in emulated bus."""
+    poll_s: Annotated[float, Field(ge=0.05, le=3600)] = 1.0
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_number_or_emulated(cls, bus: int | str) -> int | str:
+        if (isinstance(bus, int) and bus >= 0) or bus == "emulated":
+            return bus
+        raise ValueError('must be a bus number >= 0 (/dev/i2c-N) or "emulated"')
+
+
+class SerialSource(_Strict):
+    serial: Name
+    channel: Annotated[int, Field(ge=0, le=255)]
+    """Channel id in the MCU's frames (see firmware_bridge/PROTOCOL.md)."""
+
+
+I2cSensor = Literal["tmp117", "ina219"]
+I2cQuantity = Literal["temperature", "bus_voltage", "shunt_voltage", "current", "power"]
+SENSOR_QUANTITIES: dict[str, set[str]] = {
+    "tmp117": {"temperature"},
+    "ina219": {"bus_voltage", "shunt_voltage", "current", "power"},
+}
+
+
+class I2cSource(_Strict):
+    i2c: Name
+    sensor: I2cSensor
+    address: Annotated[int, Field(ge=0x03, le=0x77)]
+    quantity: I2cQuantity
+    shunt_ohms: PositiveFloat = 0.1
+    """INA219 only: shunt resistor value."""
+    max_current_a: PositiveFloat = 3.2
+    """INA219 only: the current range used to compute its calibration register."""
+
+    @model_validator(mode="after")
+    def _quantity_fits_sensor(self) -> I2cSource:
+        if self.quantity not in SENSOR_QUANTITIES[self.sensor]:
+            allowed = ", ".join(sorted(SENSOR_QUANTITIES[self.sensor]))
+            raise ValueError(
+                f"quantity {self.quantity!r} is not measured by {self.sensor} ({allowed})"
+            )
+        return self
+
+
+def _source_kind(value: Any) -> str | None:
+    if isinstance(value, SerialSource | I2cSource):
+        return "serial" if isinstance(value, SerialSource) else "i2c"
+    if isinstance(value, dict):
+        return "serial" if "serial" in value else "i2c" if "i2c" in value else None
+    return None
+
+
+Source = Annotated[
+    Annotated[SerialSource, Tag("serial")] | Annotated[I2cSource, Tag("i2c")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="source needs either a 'serial' key (MCU channel) or an 'i2c' key",
+    ),
+]
+
+ChannelKind = Literal["vibration", "temperature", "current", "voltage", "power", "pressure", "flow"]
+
+
+class ChannelConfig(_Strict):
+    name: Name
+    kind: ChannelKind
+    rate_hz: PositiveFloat
+    unit: Annotated[str, Field(min_length=1, max_length=16)]
+    valid_range: Annotated[list[float], Field(min_length=2, max_length=2)]
+    """[min, max] physically possible values; readings outside mean a broken sensor."""
+    source: Source
+
+    @property
+    def is_vibration(self) -> bool:
+        return self.kind == "vibration"
+
+    @model_validator(mode="after")
+    def _check(self) -> ChannelConfig:
+        lo, hi = self.valid_range
+        if lo >= hi:
+            raise ValueError(f"valid_range: min {lo} must be below max {hi}")
+        if self.is_vibration and not isinstance(self.source, SerialSource):
+            raise ValueError("a vibration channel must come from a serial (MCU) source")
+        return self
+
+
+class AssetConfig(_Strict):
+    name: Name
+    description: str = ""
+    channels: Annotated[list[ChannelConfig], Field(min_length=1)]
+
+
+class ApplianceConfig(_Strict):
+    gateway: GatewayConfig
+    store: StoreConfig = StoreConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    serial: list[SerialConfig] = []
+    i2c: list[I2cConfig] = []
+    assets: Annotated[list[AssetConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ApplianceConfig:
+        _refuse_duplicates("serial", [s.name for s in self.serial])
+        _refuse_duplicates("i2c", [b.name for b in self.i2c])
+        _refuse_duplicates("assets", [a.name for a in self.assets])
+        for i, asset in enumerate(self.assets):
+            _refuse_duplicates(f"assets[{i}].channels", [c.name for c in asset.channels])
+            for j, channel in enumerate(asset.channels):
+                self._check_channel(f"assets[{i}].channels[{j}]", channel)
+        serial_ids = [
+            (c.source.serial, c.source.channel)
+            for a in self.assets
+            for c in a.channels
+            if isinstance(c.source, SerialSource)
+        ]
+        _refuse_duplicates("serial channel source", [f"{s}:{ch}" for s, ch in serial_ids])
+        return self
+
+    def _check_channel(self, where: str, channel: ChannelConfig) -> None:
+        source = channel.source
+        if isinstance(source, SerialSource) and source.serial not in {s.name for s in self.serial}:
+            raise ValueError(f"{where}.source.serial: no [[serial]] device named {source.serial!r}")
+        if isinstance(source, I2cSource) and source.i2c not in {b.name for b in self.i2c}:
+            raise ValueError(f"{where}.source.i2c: no [[i2c]] bus named {source.i2c!r}")
+        if channel.is_vibration:
+            window_samples = self.features.window_s * channel.rate_hz
+            if window_samples < self.features.nperseg:
+                raise ValueError(
+                    f"features.window_s: {self.features.window_s} s at {where}.rate_hz "
+                    f"{channel.rate_hz} Hz gives {window_samples:g} samples, shorter than one "
+                    f"Welch segment (features.nperseg = {self.features.nperseg})"
+                )
+
+    def asset(self, name: str) -> AssetConfig:
+        return next(a for a in self.assets if a.name == name)
+
+
+def _refuse_duplicates(where: str, names: list[str]) -> None:
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise ValueError(f"{where}: duplicate name(s) {', '.join(map(repr, repeated))}")
+
+
+def parse_config(data: dict[str, Any], origin: str = "<config>") -> ApplianceConfig:
+    """Validate an already-parsed TOML document; raise ConfigError naming each bad key."""
+    try:
+        return ApplianceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(origin, exc)) from None
+
+
+def load_config(path: Path) -> ApplianceConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def _describe(origin: str, exc: ValidationError) -> str:
+    lines = [f"{origin}: {exc.error_count()} problem(s)"]
+    for error in exc.errors(include_url=False):
+        where = _format_location(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (not part of the configuration schema)"
+        elif (
+            "input" in error
+            and error["type"] not in {"missing"}
+            and not isinstance(error["input"], dict | list)
+        ):
+            message += f" (got {error['input']!r})"
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
+    return "\n".join(lines)
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    """('assets', 0, 'channels', 1, 'source', 'SerialSource', 'channel') -> assets[0]...channel."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"serial", "i2c"} and out.endswith(".source"):
+            continue  # the union tag pydantic inserts; the key itself follows
+        else:
+            out += f".{part}" if out else part
+    return out
