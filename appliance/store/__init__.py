@@ -1,0 +1,24 @@
+"""The local store: the only package that imports sqlite3/aiosqlite (design: store.py)."""
+
+from appliance.store.migrations import MIGRATIONS, Migration
+from appliance.store.store import (
+    EvictionReport,
+    Store,
+    StorePragmas,
+    StoreSettings,
+    StoreStats,
+    is_disk_full,
+)
+from appliance.store.writer import run_store_writer
+
+__all__ = [
+    "MIGRATIONS",
+    "EvictionReport",
+    "Migration",
+    "Store",
+    "StorePragmas",
+    "StoreSettings",
+    "StoreStats",
+    "is_disk_full",
+    "run_store_writer",
+]

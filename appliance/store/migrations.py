@@ -1,0 +1,135 @@
+"""Named schema migrations, applied in order, one transaction each, recorded in schema_migrations.
+
+Never edit or reorder a migration that has shipped: add a new one at the end. A database that has
+recorded a name this release does not know was written by a newer release and is refused.
+
+Sequence numbers: every row that must leave the device (features now; scores and alerts in later
+migrations) takes the next number from the single `outbox_sequence` counter and keeps it as its
+INTEGER PRIMARY KEY, so the uplink can send one ordered stream across tables and the receiver can
+drop duplicates by (gateway, seq). The counter only grows: a number is never reused after deletions.
+A later migration adds e.g. `scores(seq INTEGER PRIMARY KEY, ...)` and `alerts(seq INTEGER PRIMARY
+KEY, ...)` drawing from the same counter (Store._next_seqs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from appliance.errors import StoreError
+
+MigrationFunction = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """`apply` is a SQL script or an async function; both run inside the migration's transaction."""
+
+    name: str
+    apply: str | MigrationFunction
+
+
+OUTBOX_SEQUENCE_AND_FEATURES = """
+CREATE TABLE outbox_sequence (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq INTEGER NOT NULL
+);
+INSERT INTO outbox_sequence (id, last_seq) VALUES (1, 0);
+
+CREATE TABLE feature_schemas (
+    id INTEGER PRIMARY KEY,
+    asset TEXT NOT NULL,
+    names_json TEXT NOT NULL,
+    UNIQUE (asset, names_json)
+);
+
+CREATE TABLE features (
+    seq INTEGER PRIMARY KEY,
+    asset TEXT NOT NULL,
+    window_end REAL NOT NULL,
+    schema_id INTEGER NOT NULL REFERENCES feature_schemas (id),
+    values_f64le BLOB NOT NULL
+);
+CREATE INDEX features_by_asset ON features (asset, seq);
+"""
+
+FEATURES_BY_WINDOW_END = """
+CREATE INDEX features_by_window_end ON features (window_end);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
+    Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
+)
+
+CREATE_SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name TEXT PRIMARY KEY,
+    applied_at TEXT NOT NULL
+)
+"""
+
+
+async def apply_migrations(
+    db: aiosqlite.Connection, migrations: Sequence[Migration], path: Path
+) -> list[str]:
+    """Bring the database up to `migrations`; return the names applied now (oldest first)."""
+    await refuse_foreign_database(db, path)
+    await db.execute_fetchall(CREATE_SCHEMA_MIGRATIONS)
+    applied = await applied_migration_names(db)
+    known = [migration.name for migration in migrations]
+    unknown = [name for name in applied if name not in known]
+    if unknown:
+        raise StoreError(
+            f"store {path} was written by a newer release (unknown migrations: "
+            f"{', '.join(unknown)}); refusing to open it with this one"
+        )
+    pending = [migration for migration in migrations if migration.name not in applied]
+    for migration in pending:
+        await apply_migration(db, migration, path)
+    return [migration.name for migration in pending]
+
+
+async def applied_migration_names(db: aiosqlite.Connection) -> list[str]:
+    rows = await db.execute_fetchall("SELECT name FROM schema_migrations ORDER BY rowid")
+    return [str(row[0]) for row in rows]
+
+
+async def refuse_foreign_database(db: aiosqlite.Connection, path: Path) -> None:
+    """A database with tables but no schema_migrations belongs to something else: leave it alone."""
+    rows = await db.execute_fetchall(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    tables = {str(row[0]) for row in rows}
+    if tables and "schema_migrations" not in tables:
+        raise StoreError(
+            f"{path} is an SQLite database but not an appliance store "
+            f"(tables: {', '.join(sorted(tables))}); refusing to change it"
+        )
+
+
+async def apply_migration(db: aiosqlite.Connection, migration: Migration, path: Path) -> None:
+    """Apply one migration and record it in the same transaction, or roll both back."""
+    try:
+        if isinstance(migration.apply, str):
+            # executescript() commits any open transaction first, so BEGIN must be in the script.
+            async with db.executescript(f"BEGIN IMMEDIATE;\n{migration.apply}"):
+                pass
+        else:
+            await db.execute_fetchall("BEGIN IMMEDIATE")
+            await migration.apply(db)
+        await db.execute_fetchall(
+            "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+            (migration.name, datetime.now(UTC).isoformat(timespec="seconds")),
+        )
+        await db.execute_fetchall("COMMIT")
+    except BaseException as exc:
+        if db.in_transaction:
+            await db.execute_fetchall("ROLLBACK")
+        if isinstance(exc, aiosqlite.Error):
+            raise StoreError(f"store {path}: migration {migration.name} failed: {exc}") from exc
+        raise

@@ -1,0 +1,205 @@
+"""The store task: FeatureVectors from a queue into the store in batches, never lost silently."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from appliance.errors import StoreError
+from appliance.records import FeatureVector
+from appliance.store.store import Store, is_disk_full
+
+# Waits between attempts to write a batch that failed; the last one repeats.
+RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# On shutdown a failing batch gets this many attempts before it is given up (and logged).
+FLUSH_ATTEMPTS = 3
+
+Pause = Callable[[float], Awaitable[None]]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class PendingBatch:
+    """Vectors taken from the queue and not yet marked done; `stored` once committed."""
+
+    vectors: list[FeatureVector]
+    stored: bool = False
+
+
+async def run_store_writer(
+    store: Store,
+    queue: asyncio.Queue[FeatureVector],
+    *,
+    max_batch: int = 500,
+    limits_every_s: float = 30.0,
+    retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
+    pause: Pause = asyncio.sleep,
+) -> None:
+    """Drain `queue` into `store`, one transaction per batch, until cancelled.
+
+    A batch is one vector awaited plus everything already queued, up to `max_batch`. A failed write
+    (e.g. SQLITE_FULL) is logged and counted (store.stats.write_errors) and the same batch is
+    retried after the next delay in `retry_delays_s` (waited with `pause`); nothing is dropped.
+    Limits are enforced after a batch once `limits_every_s` has passed since the last time (at
+    once after the first batch). `queue.task_done()` is called for each vector once it is stored,
+    so `await queue.join()` means "everything handed over is committed". On cancellation, the
+    batch in hand and whatever is queued are flushed, then the function returns.
+    """
+    if max_batch < 1 or not retry_delays_s:
+        raise ValueError("max_batch must be >= 1 and retry_delays_s not empty")
+    pending: PendingBatch | None = None
+    limits_due_at = time.monotonic()
+    try:
+        while True:
+            pending = PendingBatch(await take_batch(queue, max_batch))
+            await write_until_stored(store, pending, retry_delays_s, pause)
+            mark_done(queue, len(pending.vectors))
+            pending = None
+            if time.monotonic() >= limits_due_at:
+                await enforce_limits_logged(store)
+                limits_due_at = time.monotonic() + limits_every_s
+    except asyncio.CancelledError:
+        await flush(store, queue, pending, max_batch, retry_delays_s, pause)
+
+
+async def take_batch(queue: asyncio.Queue[FeatureVector], max_batch: int) -> list[FeatureVector]:
+    """Wait for one vector, then take whatever else is already queued, up to max_batch."""
+    batch = [await queue.get()]
+    while len(batch) < max_batch:
+        try:
+            batch.append(queue.get_nowait())
+        except asyncio.QueueEmpty:
+            break
+    return batch
+
+
+async def write_until_stored(
+    store: Store,
+    pending: PendingBatch,
+    retry_delays_s: Sequence[float],
+    pause: Pause,
+    *,
+    max_attempts: int | None = None,
+) -> None:
+    """Write `pending` in one transaction, retrying after each delay, until stored (or
+    `max_attempts` tries have failed)."""
+    for attempt, retry_in_s in enumerate(retry_schedule(retry_delays_s), start=1):
+        await write_attempt(store, pending, attempt, retry_in_s)
+        if pending.stored or (max_attempts is not None and attempt >= max_attempts):
+            return
+        await pause(retry_in_s)
+
+
+async def write_attempt(
+    store: Store, pending: PendingBatch, attempt: int, retry_in_s: float
+) -> None:
+    """One try at writing `pending`; sets `pending.stored`.
+
+    A cancellation arriving during the try waits for the transaction to end first, so
+    `pending.stored` is true to the database when the CancelledError propagates.
+    """
+    write = asyncio.ensure_future(store.add_features(pending.vectors))
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        await asyncio.wait([write])
+        error = write.exception()
+        if isinstance(error, StoreError):
+            log_write_failed(error, pending, attempt, retry_in_s)
+        pending.stored = error is None
+        raise
+    except StoreError as error:
+        log_write_failed(error, pending, attempt, retry_in_s)
+        return
+    pending.stored = True
+
+
+def log_write_failed(
+    error: StoreError, pending: PendingBatch, attempt: int, retry_in_s: float
+) -> None:
+    log.warning(
+        "store_write_failed",
+        reason=str(error),
+        disk_full=is_disk_full(error),
+        vectors=len(pending.vectors),
+        attempt=attempt,
+        retry_in_s=retry_in_s,
+    )
+
+
+async def flush(
+    store: Store,
+    queue: asyncio.Queue[FeatureVector],
+    pending: PendingBatch | None,
+    max_batch: int,
+    retry_delays_s: Sequence[float],
+    pause: Pause,
+) -> None:
+    """Write the batch in hand (unless already stored) and everything still queued.
+
+    Each batch gets FLUSH_ATTEMPTS tries, so a full disk cannot hang shutdown; what cannot be
+    written is logged with its count (store_flush_failed), never dropped without a trace.
+    """
+    vectors: list[FeatureVector] = []
+    if pending is not None and pending.stored:
+        mark_done(queue, len(pending.vectors))
+    elif pending is not None:
+        vectors.extend(pending.vectors)
+    vectors.extend(drain(queue))
+    for start in range(0, len(vectors), max_batch):
+        batch = PendingBatch(vectors[start : start + max_batch])
+        await write_until_stored(store, batch, retry_delays_s, pause, max_attempts=FLUSH_ATTEMPTS)
+        if not batch.stored:
+            log.error(
+                "store_flush_failed",
+                lost_vectors=len(vectors) - start,
+                flushed_vectors=start,
+                attempts=FLUSH_ATTEMPTS,
+            )
+            mark_done(queue, len(vectors) - start)
+            return
+        mark_done(queue, len(batch.vectors))
+    log.info("store_flushed", vectors=len(vectors))
+
+
+async def enforce_limits_logged(store: Store) -> None:
+    """Enforce the store's limits; failures are logged, not raised (writing goes on)."""
+    try:
+        report = await store.enforce_limits(time.time())
+    except StoreError as error:
+        log.warning("store_limits_failed", reason=str(error))
+        return
+    if report.evicted_by_age or report.evicted_by_size:
+        log.info(
+            "store_evicted",
+            evicted_by_age=report.evicted_by_age,
+            evicted_by_size=report.evicted_by_size,
+            bytes_after=report.bytes_after,
+        )
+    max_bytes = store.settings.max_bytes
+    if max_bytes is not None and report.bytes_after > max_bytes:
+        log.warning("store_over_size_cap", bytes=report.bytes_after, max_bytes=max_bytes)
+
+
+def drain(queue: asyncio.Queue[FeatureVector]) -> list[FeatureVector]:
+    vectors: list[FeatureVector] = []
+    while True:
+        try:
+            vectors.append(queue.get_nowait())
+        except asyncio.QueueEmpty:
+            return vectors
+
+
+def mark_done(queue: asyncio.Queue[FeatureVector], count: int) -> None:
+    for _ in range(count):
+        queue.task_done()
+
+
+def retry_schedule(retry_delays_s: Sequence[float]) -> Iterator[float]:
+    return itertools.chain(retry_delays_s, itertools.repeat(retry_delays_s[-1]))

@@ -1,0 +1,173 @@
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from appliance.records import FeatureVector
+from appliance.store import Store, StoreSettings, run_store_writer
+
+VectorFactory = Callable[..., FeatureVector]  # the make_vector fixture (conftest.py)
+
+
+def queue_of(vectors: list[FeatureVector]) -> asyncio.Queue[FeatureVector]:
+    queue: asyncio.Queue[FeatureVector] = asyncio.Queue()
+    for vector in vectors:
+        queue.put_nowait(vector)
+    return queue
+
+
+async def stop(writer: asyncio.Task[None]) -> None:
+    writer.cancel()
+    await writer
+    assert not writer.cancelled(), "the writer returns after flushing"
+
+
+async def window_ends(store: Store) -> list[float]:
+    return [vector.window_end for _, vector in await store.features()]
+
+
+async def test_writer_takes_what_is_queued_in_batches_of_at_most_max_batch(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    queue = queue_of([make_vector(float(t)) for t in range(7)])
+
+    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=3))
+    await queue.join()
+    await stop(writer)
+
+    assert store.stats.write_transactions == 3
+    assert store.stats.rows_written == 7
+    assert [seq for seq, _ in await store.features()] == [1, 2, 3, 4, 5, 6, 7]
+    assert await window_ends(store) == [float(t) for t in range(7)]
+
+
+async def test_cancelled_writer_flushes_what_is_still_queued(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    queue = queue_of([make_vector(0.0)])
+    writer = asyncio.create_task(run_store_writer(store, queue))
+    await queue.join()
+
+    for t in range(1, 6):
+        queue.put_nowait(make_vector(float(t)))
+    with capture_logs() as logs:
+        await stop(writer)
+
+    assert await window_ends(store) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert {"event": "store_flushed", "vectors": 5, "log_level": "info"} in logs
+    await queue.join()
+
+
+async def test_cancel_during_a_write_neither_loses_nor_repeats_the_batch(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    queue = queue_of([make_vector(float(t)) for t in range(5)])
+
+    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=3))
+    # Runs right after the writer's first step, which ends waiting for its first transaction.
+    asyncio.get_running_loop().call_soon(writer.cancel)
+    await writer
+
+    assert store.stats.rows_written == 5
+    assert [seq for seq, _ in await store.features()] == [1, 2, 3, 4, 5]
+    await queue.join()
+
+
+async def test_disk_full_keeps_the_batch_and_writes_it_once_space_returns(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    vectors = [make_vector(float(t)) for t in range(5)]
+    await store.set_max_page_count_for_tests(1)  # SQLite raises it to the current size
+    queue = queue_of(vectors)
+    first_failure = asyncio.Event()
+    may_retry = asyncio.Event()
+
+    async def pause(_delay_s: float) -> None:
+        first_failure.set()
+        await may_retry.wait()
+
+    with capture_logs() as logs:
+        writer = asyncio.create_task(run_store_writer(store, queue, pause=pause))
+        await first_failure.wait()
+        errors_while_full = store.stats.write_errors
+        stored_while_full = await store.features()
+        queued_while_full = queue.qsize()
+
+        await store.set_max_page_count_for_tests(None)
+        may_retry.set()
+        await queue.join()
+        await stop(writer)
+
+    assert errors_while_full == 1
+    assert stored_while_full == []
+    assert queued_while_full == 0, "the batch is held by the writer, not put back"
+    assert await window_ends(store) == [float(t) for t in range(5)]
+    assert store.stats.rows_written == 5
+    failures = [entry for entry in logs if entry["event"] == "store_write_failed"]
+    assert len(failures) == 1
+    assert failures[0]["disk_full"] is True
+    assert "database or disk is full" in failures[0]["reason"]
+    assert failures[0]["vectors"] == 5
+
+
+async def test_cancel_while_backing_off_flushes_the_kept_batch(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    await store.set_max_page_count_for_tests(1)
+    queue = queue_of([make_vector(float(t)) for t in range(5)])
+    first_failure = asyncio.Event()
+
+    async def pause(_delay_s: float) -> None:
+        first_failure.set()
+        await asyncio.Event().wait()  # backing off until cancelled
+
+    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=2, pause=pause))
+    await first_failure.wait()
+    await store.set_max_page_count_for_tests(None)
+    await stop(writer)
+
+    assert await window_ends(store) == [float(t) for t in range(5)]
+    assert store.stats.write_errors == 1
+    await queue.join()
+
+
+async def test_flush_that_cannot_write_gives_up_loudly_instead_of_hanging(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    await store.set_max_page_count_for_tests(1)
+    queue = queue_of([make_vector(float(t)) for t in range(4)])
+    first_failure = asyncio.Event()
+
+    async def pause(_delay_s: float) -> None:
+        first_failure.set()
+
+    with capture_logs() as logs:
+        writer = asyncio.create_task(run_store_writer(store, queue, max_batch=2, pause=pause))
+        await first_failure.wait()
+        await stop(writer)
+
+    assert store.stats.rows_written == 0
+    gave_up = [entry for entry in logs if entry["event"] == "store_flush_failed"]
+    assert len(gave_up) == 1
+    assert gave_up[0]["lost_vectors"] == 4
+    assert gave_up[0]["log_level"] == "error"
+    await queue.join()
+
+
+async def test_writer_enforces_the_store_limits(
+    store_path: Path, make_vector: VectorFactory
+) -> None:
+    long_ago = time.time() - 3_600.0
+    settings = StoreSettings(store_path, retention_s=60.0)
+    async with await Store.open(settings) as store:
+        queue = queue_of([make_vector(long_ago + t) for t in range(3)])
+
+        writer = asyncio.create_task(run_store_writer(store, queue, limits_every_s=0.0))
+        await queue.join()
+        await stop(writer)
+        await store.close()  # waits for the eviction the writer started
+
+        assert store.stats.rows_written == 3
+        assert store.stats.evicted_by_age == 3
