@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import detrend as scipy_detrend
-from scipy.signal import get_window
 
-from appliance.features.settings import Band, Detrend, FeatureSettings
+from appliance.features.settings import Band, Detrend, FeatureSettings, window_coefficients
 from appliance.records import FloatArray
 
 
@@ -36,7 +34,7 @@ class SpectrumPlan:
     def create(
         cls, settings: FeatureSettings, rate: float, bands: tuple[Band, ...]
     ) -> SpectrumPlan:
-        window = np.asarray(get_window(settings.welch_window, settings.nperseg), dtype=np.float64)
+        window = window_coefficients(settings.welch_window, settings.nperseg)
         if settings.scaling == "density":
             scale = 1.0 / (rate * float((window * window).sum()))
             bin_weight = rate / settings.nperseg
@@ -64,6 +62,8 @@ class SpectrumPlan:
         if self.detrend == "constant":
             detrended = segments - segments.mean(axis=-1, keepdims=True)
         elif self.detrend == "linear":
+            from scipy.signal import detrend as scipy_detrend
+
             detrended = scipy_detrend(segments, type="linear", axis=-1)
         else:
             detrended = segments
