@@ -1,0 +1,284 @@
+"""Composition root: builds every object from the config, wires the queues, runs the tasks and
+shuts them down in order (capture first, store last, flushed). Nothing imports this module."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from appliance.capture.i2c import I2cPoller, PolledSensor, SmbusLike, build_sensor, open_smbus
+from appliance.capture.i2c_emulator import (
+    EmulatedChip,
+    EmulatedI2cBus,
+    EmulatedIna219,
+    EmulatedTmp117,
+    PlantModel,
+)
+from appliance.capture.mcu_emulator import EmulatedMcu, parse_faults
+from appliance.capture.serial_link import SerialLink
+from appliance.config import ApplianceConfig, I2cConfig, I2cSource, SerialConfig, SerialSource
+from appliance.errors import ConfigError
+from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
+from appliance.features.stage import run_feature_stage
+from appliance.records import FeatureVector, SampleBlock
+from appliance.status import StatusBoard
+from appliance.store import Store, StoreSettings, run_store_writer
+from appliance.summary import SummaryPrinter
+
+log = structlog.get_logger(__name__)
+
+QUEUE_BLOCKS = 4096
+QUEUE_VECTORS = 1024
+SHUTDOWN_DRAIN_S = 10.0
+
+
+@dataclass
+class Sources:
+    """Everything that produces SampleBlocks (and the emulators behind them, if any)."""
+
+    emulators: list[EmulatedMcu] = field(default_factory=list)
+    links: dict[str, SerialLink] = field(default_factory=dict)
+    pollers: dict[str, I2cPoller] = field(default_factory=dict)
+
+    def tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return [
+            *(e.run() for e in self.emulators),
+            *(link.run() for link in self.links.values()),
+            *(poller.run() for poller in self.pollers.values()),
+        ]
+
+
+async def run_appliance(
+    config: ApplianceConfig,
+    *,
+    seconds: float | None = None,
+    summary_every: float | None = None,
+    summary_out: TextIO | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM or `seconds`; then stop capture, drain features, flush the store."""
+    board = StatusBoard(config.gateway.id)
+    blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
+    vectors: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
+    board.queues.update(blocks=blocks, vectors=vectors)
+    for asset in config.assets:
+        board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
+    engines = build_feature_engines(config)
+    with tempfile.TemporaryDirectory(prefix="appliance-") as run_dir:
+        sources = build_sources(config, blocks, Path(run_dir))
+        board.serial.update({name: link.stats for name, link in sources.links.items()})
+        board.i2c.update({name: poller.stats for name, poller in sources.pollers.items()})
+        async with open_store(config) as store:
+            board.store = store.stats
+            await _check_i2c(sources)
+            for emulator in sources.emulators:
+                emulator.open()
+            try:
+                await _run_tasks(
+                    board,
+                    sources,
+                    engines,
+                    store,
+                    blocks,
+                    vectors,
+                    seconds,
+                    summary_every,
+                    summary_out,
+                )
+            finally:
+                for emulator in sources.emulators:
+                    emulator.close()
+
+
+async def _run_tasks(
+    board: StatusBoard,
+    sources: Sources,
+    engines: dict[str, AssetFeatures],
+    store: Store,
+    blocks: asyncio.Queue[SampleBlock],
+    vectors: asyncio.Queue[FeatureVector],
+    seconds: float | None,
+    summary_every: float | None,
+    summary_out: TextIO | None,
+) -> None:
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as group, _stop_on_signals(stop):
+        writer = group.create_task(run_store_writer(store, vectors), name="store")
+        features = group.create_task(
+            run_feature_stage(engines, blocks, vectors, board), name="features"
+        )
+        capture = [group.create_task(c) for c in sources.tasks()]
+        summary = None
+        if summary_every and summary_out is not None:
+            printer = SummaryPrinter(board, summary_out)
+            summary = group.create_task(printer.run(summary_every), name="summary")
+        log.info("appliance_started", gateway=board.gateway_id, assets=sorted(engines))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        log.info("appliance_stopping")
+        await _cancel(*capture)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(blocks.join(), SHUTDOWN_DRAIN_S)
+        await _cancel(features)
+        await _cancel(writer)  # the writer flushes everything queued before it returns
+        if summary is not None:
+            await _cancel(summary)
+            printer.print_once()
+    log.info("appliance_stopped", rows_written=store.stats.rows_written)
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def open_store(config: ApplianceConfig) -> AsyncIterator[Store]:
+    settings = StoreSettings(
+        path=Path(config.store.path),
+        synchronous=config.store.synchronous,
+        max_bytes=int(config.store.max_mb * 1e6) if config.store.max_mb else None,
+        retention_s=config.store.retention_days * 86400 if config.store.retention_days else None,
+    )
+    store = await Store.open(settings)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def build_feature_engines(config: ApplianceConfig) -> dict[str, AssetFeatures]:
+    f = config.features
+    settings = FeatureSettings(
+        window_s=f.window_s,
+        stride_s=f.stride_s,
+        nperseg=f.nperseg,
+        noverlap=f.noverlap,
+        bands_hz=tuple((lo, hi) for lo, hi in f.bands_hz) if f.bands_hz else None,
+        slow_window_s=f.slow_window_s,
+    )
+    return {
+        asset.name: AssetFeatures(
+            asset.name,
+            [ChannelSpec(c.name, c.rate_hz, c.is_vibration) for c in asset.channels],
+            settings,
+        )
+        for asset in config.assets
+    }
+
+
+def build_sources(
+    config: ApplianceConfig, blocks: asyncio.Queue[SampleBlock], run_dir: Path
+) -> Sources:
+    sources = Sources()
+    for device in config.serial:
+        port = device.port or str(run_dir / device.name)
+        if device.emulate is not None:
+            sources.emulators.append(_emulated_mcu(device, port))
+        sources.links[device.name] = _serial_link(config, device, port, blocks)
+    for bus in config.i2c:
+        sources.pollers[bus.name] = _i2c_poller(config, bus, blocks)
+    return sources
+
+
+def _emulated_mcu(device: SerialConfig, port: str) -> EmulatedMcu:
+    assert device.emulate is not None
+    try:
+        faults, machine = parse_faults(device.emulate.faults)
+    except ValueError as exc:
+        raise ConfigError(f"serial[{device.name}].emulate.faults: {exc}") from None
+    return EmulatedMcu(
+        link_path=port,
+        rate_hz=device.emulate.rate_hz,
+        channels=device.emulate.channels,
+        faults=faults,
+        signal=machine,
+        seed=hash(device.name) & 0xFFFF,
+    )
+
+
+def _serial_link(
+    config: ApplianceConfig,
+    device: SerialConfig,
+    port: str,
+    blocks: asyncio.Queue[SampleBlock],
+) -> SerialLink:
+    channel_map: dict[int, tuple[str, str]] = {}
+    rates: dict[int, float] = {}
+    for asset in config.assets:
+        for channel in asset.channels:
+            source = channel.source
+            if isinstance(source, SerialSource) and source.serial == device.name:
+                channel_map[source.channel] = (asset.name, channel.name)
+                rates[source.channel] = channel.rate_hz
+    return SerialLink(port, channel_map, blocks, expected_rate_hz=rates, baudrate=device.baudrate)
+
+
+def _i2c_poller(
+    config: ApplianceConfig, bus_config: I2cConfig, blocks: asyncio.Queue[SampleBlock]
+) -> I2cPoller:
+    by_address: dict[int, tuple[I2cSource, dict[str, tuple[str, str]]]] = {}
+    for asset in config.assets:
+        for channel in asset.channels:
+            source = channel.source
+            if isinstance(source, I2cSource) and source.i2c == bus_config.name:
+                _, quantities = by_address.setdefault(source.address, (source, {}))
+                quantities[source.quantity] = (asset.name, channel.name)
+    bus = _open_bus(bus_config, [source for source, _ in by_address.values()])
+    sensors = [
+        PolledSensor(
+            build_sensor(
+                source.sensor,
+                bus,
+                address,
+                bus_config.name,
+                shunt_ohms=source.shunt_ohms,
+                max_current_a=source.max_current_a,
+            ),
+            quantities,
+        )
+        for address, (source, quantities) in by_address.items()
+    ]
+    return I2cPoller(sensors, blocks, period_s=bus_config.poll_s)
+
+
+def _open_bus(bus_config: I2cConfig, sources: list[I2cSource]) -> SmbusLike:
+    if bus_config.bus != "emulated":
+        return open_smbus(int(bus_config.bus))
+    plant = PlantModel()
+    chips: list[EmulatedChip] = [
+        EmulatedTmp117(plant, s.address)
+        if s.sensor == "tmp117"
+        else EmulatedIna219(plant, s.address)
+        for s in sources
+    ]
+    return EmulatedI2cBus(chips)
+
+
+async def _check_i2c(sources: Sources) -> None:
+    """Identify every sensor once at start; a missing one is logged loudly and retried later."""
+    for name, poller in sources.pollers.items():
+        try:
+            await poller.check()
+        except Exception as exc:  # noqa: BLE001 - reported, the poller keeps retrying
+            log.error("i2c_sensor_check_failed", bus=name, problems=str(exc))

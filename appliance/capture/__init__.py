@@ -1,0 +1,1 @@
+"""Capture stage: the serial MCU link, the I2C poller, their emulators and the MCU clock mapping."""

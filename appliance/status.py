@@ -1,0 +1,46 @@
+"""The status board: what each stage reports about itself, read by the summary (and later the web page).
+
+It is a plain object built by the composition root and handed to the stages; each stage owns and
+writes only its own entries, readers never write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.records import FeatureVector
+
+
+@dataclass
+class AssetStatus:
+    """Written by the feature stage only."""
+
+    name: str
+    samples: dict[str, int] = field(default_factory=dict)
+    """Samples received per channel since start."""
+    vectors: int = 0
+    latest: FeatureVector | None = None
+    rejected_blocks: int = 0
+    """Blocks whose channel the asset's feature engine did not know (counted, not processed)."""
+
+
+@dataclass
+class StatusBoard:
+    gateway_id: str
+    started_utc: float = field(default_factory=time.time)
+    assets: dict[str, AssetStatus] = field(default_factory=dict)
+    serial: dict[str, Any] = field(default_factory=dict)
+    """Serial link name -> that link's own SerialStats object."""
+    i2c: dict[str, Any] = field(default_factory=dict)
+    """I2C bus name -> that poller's own stats object."""
+    store: Any = None
+    """The store's own StoreStats object."""
+    queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
+    queue_full: dict[str, int] = field(default_factory=dict)
+    """Times a producer found a stage queue full and had to wait (back-pressure, not loss)."""
+
+    def asset(self, name: str) -> AssetStatus:
+        return self.assets.setdefault(name, AssetStatus(name))

@@ -1,0 +1,95 @@
+"""The demo's compact live summary, rendered from the status board (read-only)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TextIO
+
+from appliance.records import FeatureVector
+from appliance.status import StatusBoard
+
+VIBRATION_SHOWN = ("rms", "peak", "crest_factor", "excess_kurtosis", "dominant_freq_hz")
+
+
+class SummaryPrinter:
+    """Owns the previous sample counts so it can show measured rates between two prints."""
+
+    def __init__(self, board: StatusBoard, out: TextIO) -> None:
+        self._board = board
+        self._out = out
+        self._previous: dict[tuple[str, str], int] = {}
+        self._previous_at = time.monotonic()
+
+    async def run(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            self.print_once()
+
+    def print_once(self) -> None:
+        now = time.monotonic()
+        elapsed = max(now - self._previous_at, 1e-9)
+        self._out.write(self.render(elapsed) + "\n")
+        self._out.flush()
+        self._previous_at = now
+
+    def render(self, elapsed_s: float) -> str:
+        board = self._board
+        uptime = time.time() - board.started_utc
+        lines = [f"── {board.gateway_id}  up {uptime:5.0f} s " + "─" * 40]
+        for asset in board.assets.values():
+            rates = []
+            for channel, count in asset.samples.items():
+                before = self._previous.get((asset.name, channel), count)
+                self._previous[(asset.name, channel)] = count
+                rates.append(f"{channel} {(count - before) / elapsed_s:6.0f}/s")
+            lines.append(f"{asset.name:14s} vectors {asset.vectors:5d}  " + "  ".join(rates))
+            if asset.latest is not None:
+                lines.extend("    " + line for line in _feature_lines(asset.latest))
+        lines.extend(_link_lines(board))
+        return "\n".join(lines)
+
+
+def _feature_lines(vector: FeatureVector) -> list[str]:
+    values = vector.as_dict()
+    channels: dict[str, list[str]] = {}
+    for name, value in values.items():
+        channel, _, feature = name.partition(".")
+        if feature in VIBRATION_SHOWN or feature == "mean" and f"{channel}.rms" not in values:
+            channels.setdefault(channel, []).append(f"{feature} {_fmt(value)}")
+    return [f"{channel:14s} " + "  ".join(parts) for channel, parts in channels.items()]
+
+
+def _link_lines(board: StatusBoard) -> list[str]:
+    lines = []
+    for name, s in board.serial.items():
+        state = "up" if s.connected else "DOWN"
+        lines.append(
+            f"serial {name}: {state}  frames {s.frames}  gaps {s.seq_gaps} "
+            f"(dropped samples {s.dropped_samples})  crc {s.crc_errors}  "
+            f"garbage bytes {s.garbage_bytes}  resets {s.resets}  reconnects {s.reconnects}"
+        )
+    for name, bus in board.i2c.items():
+        sensors = "  ".join(
+            f"{sensor.name} {'FAILED' if sensor.failed else 'ok'} "
+            f"(reads {sensor.reads}, errors {sensor.read_errors + sensor.invalid_values})"
+            for sensor in bus.sensors.values()
+        )
+        lines.append(f"i2c {name}: {sensors}")
+    if board.store is not None:
+        st = board.store
+        lines.append(
+            f"store: rows {st.rows_written}  {st.bytes / 1e6:.1f} MB  evicted "
+            f"{st.evicted_by_age + st.evicted_by_size}  write errors {st.write_errors}"
+        )
+    waits = {k: v for k, v in board.queue_full.items() if v}
+    depths = "  ".join(f"{k} {q.qsize()}" for k, q in board.queues.items())
+    lines.append(f"queues: {depths}" + (f"  (full waits: {waits})" if waits else ""))
+    return lines
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.4g}"
