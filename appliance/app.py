@@ -56,21 +56,37 @@ class Sources:
         ]
 
 
+@dataclass
+class Pipeline:
+    """The built stages and the queues between them."""
+
+    board: StatusBoard
+    sources: Sources
+    engines: dict[str, AssetFeatures]
+    store: Store
+    blocks: asyncio.Queue[SampleBlock]
+    vectors: asyncio.Queue[FeatureVector]
+
+
 async def run_appliance(
     config: ApplianceConfig,
     *,
     seconds: float | None = None,
     summary_every: float | None = None,
     summary_out: TextIO | None = None,
+    stop: asyncio.Event | None = None,
+    board: StatusBoard | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM or `seconds`; then stop capture, drain features, flush the store."""
-    board = StatusBoard(config.gateway.id)
+    """Run until SIGINT/SIGTERM, `stop` is set or `seconds` pass; then stop capture, drain
+    features and flush the store. `board` lets a caller watch the run (tests do)."""
+    board = board or StatusBoard(config.gateway.id)
     blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
     vectors: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
     board.queues.update(blocks=blocks, vectors=vectors)
     for asset in config.assets:
         board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
     engines = build_feature_engines(config)
+    printer = SummaryPrinter(board, summary_out) if summary_every and summary_out else None
     with tempfile.TemporaryDirectory(prefix="appliance-") as run_dir:
         sources = build_sources(config, blocks, Path(run_dir))
         board.serial.update({name: link.stats for name, link in sources.links.items()})
@@ -78,60 +94,45 @@ async def run_appliance(
         async with open_store(config) as store:
             board.store = store.stats
             await _check_i2c(sources)
+            pipeline = Pipeline(board, sources, engines, store, blocks, vectors)
             for emulator in sources.emulators:
                 emulator.open()
             try:
-                await _run_tasks(
-                    board,
-                    sources,
-                    engines,
-                    store,
-                    blocks,
-                    vectors,
-                    seconds,
-                    summary_every,
-                    summary_out,
-                )
+                await _run_tasks(pipeline, stop or asyncio.Event(), seconds, printer, summary_every)
             finally:
                 for emulator in sources.emulators:
                     emulator.close()
 
 
 async def _run_tasks(
-    board: StatusBoard,
-    sources: Sources,
-    engines: dict[str, AssetFeatures],
-    store: Store,
-    blocks: asyncio.Queue[SampleBlock],
-    vectors: asyncio.Queue[FeatureVector],
+    p: Pipeline,
+    stop: asyncio.Event,
     seconds: float | None,
+    printer: SummaryPrinter | None,
     summary_every: float | None,
-    summary_out: TextIO | None,
 ) -> None:
-    stop = asyncio.Event()
     async with asyncio.TaskGroup() as group, _stop_on_signals(stop):
-        writer = group.create_task(run_store_writer(store, vectors), name="store")
+        writer = group.create_task(run_store_writer(p.store, p.vectors), name="store")
         features = group.create_task(
-            run_feature_stage(engines, blocks, vectors, board), name="features"
+            run_feature_stage(p.engines, p.blocks, p.vectors, p.board), name="features"
         )
-        capture = [group.create_task(c) for c in sources.tasks()]
+        capture = [group.create_task(c) for c in p.sources.tasks()]
         summary = None
-        if summary_every and summary_out is not None:
-            printer = SummaryPrinter(board, summary_out)
+        if printer is not None and summary_every:
             summary = group.create_task(printer.run(summary_every), name="summary")
-        log.info("appliance_started", gateway=board.gateway_id, assets=sorted(engines))
+        log.info("appliance_started", gateway=p.board.gateway_id, assets=sorted(p.engines))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
         log.info("appliance_stopping")
         await _cancel(*capture)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(blocks.join(), SHUTDOWN_DRAIN_S)
+            await asyncio.wait_for(p.blocks.join(), SHUTDOWN_DRAIN_S)
         await _cancel(features)
         await _cancel(writer)  # the writer flushes everything queued before it returns
-        if summary is not None:
+        if summary is not None and printer is not None:
             await _cancel(summary)
             printer.print_once()
-    log.info("appliance_stopped", rows_written=store.stats.rows_written)
+    log.info("appliance_stopped", rows_written=p.store.stats.rows_written)
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
@@ -280,5 +281,5 @@ async def _check_i2c(sources: Sources) -> None:
     for name, poller in sources.pollers.items():
         try:
             await poller.check()
-        except Exception as exc:  # noqa: BLE001 - reported, the poller keeps retrying
+        except Exception as exc:
             log.error("i2c_sensor_check_failed", bus=name, problems=str(exc))

@@ -1,4 +1,4 @@
-"""The status board: what each stage reports about itself, read by the summary (and later the web page).
+"""The status board: what each stage reports about itself; the summary and web page read it.
 
 It is a plain object built by the composition root and handed to the stages; each stage owns and
 writes only its own entries, readers never write.

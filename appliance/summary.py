@@ -56,7 +56,7 @@ def _feature_lines(vector: FeatureVector) -> list[str]:
     channels: dict[str, list[str]] = {}
     for name, value in values.items():
         channel, _, feature = name.partition(".")
-        if feature in VIBRATION_SHOWN or feature == "mean" and f"{channel}.rms" not in values:
+        if feature in VIBRATION_SHOWN or (feature == "mean" and f"{channel}.rms" not in values):
             channels.setdefault(channel, []).append(f"{feature} {_fmt(value)}")
     return [f"{channel:14s} " + "  ".join(parts) for channel, parts in channels.items()]
 
