@@ -371,4 +371,5 @@ class I2cPoller:
             block = SampleBlock(asset, channel, t0, 1.0 / self._period_s, samples)
             if self._queue.full():
                 self.stats.queue_full += 1
+                log.warning("i2c_queue_full", sensor=polled.sensor.name, channel=channel)
             await self._queue.put(block)

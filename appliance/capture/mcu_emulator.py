@@ -219,7 +219,12 @@ class _PendingFaults:
 
 
 class EmulatedMcu:
-    """The MCU firmware's behaviour on a pty whose slave path is `path` (or `link_path`)."""
+    """The MCU firmware's behaviour on a pty whose slave path is `path` (or `link_path`).
+
+    `crystal_ppm` makes the MCU clock run fast (+) or slow against the host. `first_seq` is the
+    seq of the first HELLO (the firmware uses 0; other values exercise the u32 wrap). Frames
+    that do not fit `tx_buffer_bytes` while nobody reads are dropped, as the USB TX FIFO would.
+    """
 
     def __init__(
         self,
@@ -262,10 +267,12 @@ class EmulatedMcu:
         self._master: int | None = None
         self._slave: int | None = None
         self._tx = bytearray()
-        self._writer_registered = False
+        self._writer_loop: asyncio.AbstractEventLoop | None = None  # set while waiting to write
         self._replug_at: float | None = None
         self._replug_reset = False
         self._replugged_at = -math.inf
+        self._next_unplug = math.inf
+        self._next_reset = math.inf
         self._frames_this_run = 0
 
     # --- plugging ----------------------------------------------------------------------------
@@ -299,9 +306,9 @@ class EmulatedMcu:
         """Remove the symlink and the pty: the device disappears."""
         if self.link_path is not None:
             self.link_path.unlink(missing_ok=True)
-        if self._writer_registered and self._master is not None:
-            asyncio.get_running_loop().remove_writer(self._master)
-            self._writer_registered = False
+        if self._writer_loop is not None and self._master is not None:
+            self._writer_loop.remove_writer(self._master)
+            self._writer_loop = None
         for fd in (self._master, self._slave):
             if fd is not None:
                 os.close(fd)
@@ -360,29 +367,34 @@ class EmulatedMcu:
         loop = asyncio.get_running_loop()
         self._frames_this_run = 0
         self._boot(RESET_POWER_ON, self._seq, loop.time())
-        next_unplug = _first_due(loop.time(), self.faults.unplug_every_s)
-        next_reset = _first_due(loop.time(), self.faults.reset_every_s)
+        self._next_unplug = _first_due(loop.time(), self.faults.unplug_every_s)
+        self._next_reset = _first_due(loop.time(), self.faults.reset_every_s)
         while max_frames is None or self._frames_this_run < max_frames:
             delay = self._next_frame_due() - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             now = loop.time()
-            remaining_s = math.inf
-            if max_frames is not None:
-                remaining_s = (max_frames - self._frames_this_run) * self._frame_duration_s()
-            if now >= next_unplug and remaining_s > self.faults.unplug_for_s + 1.0:
-                self.unplug(self.faults.unplug_for_s, reset_on_replug=self.faults.reset_on_replug)
-                next_unplug = now + self.faults.unplug_every_s
-            if now >= next_reset and remaining_s > 1.0 and self._settled_since_replug(now):
-                self.reset()
-                next_reset = now + self.faults.reset_every_s
+            self._periodic_faults(now, self._remaining_s(max_frames))
             self._replug_if_due(now)
             if self._pending.reset_cause is not None:
                 self._boot(self._pending.reset_cause, 0, now)
                 self.counts.resets += 1
-            is_last = max_frames is not None and self._frames_this_run == max_frames - 1
-            self._emit_samples_frame(is_last)
+                continue  # the first frame after boot is due one frame duration later
+            self._emit_samples_frame(is_last=self._frames_this_run + 1 == max_frames)
             self._frames_this_run += 1
+
+    def _remaining_s(self, max_frames: int | None) -> float:
+        if max_frames is None:
+            return math.inf
+        return (max_frames - self._frames_this_run) * self.samples_per_frame / self.rate_hz
+
+    def _periodic_faults(self, now: float, remaining_s: float) -> None:
+        if now >= self._next_unplug and remaining_s > self.faults.unplug_for_s + 1.0:
+            self.unplug(self.faults.unplug_for_s, reset_on_replug=self.faults.reset_on_replug)
+            self._next_unplug = now + self.faults.unplug_every_s
+        if now >= self._next_reset and remaining_s > 1.0 and self._settled_since_replug(now):
+            self.reset()
+            self._next_reset = now + self.faults.reset_every_s
 
     def _boot(self, cause: int, seq: int, host_time: float) -> None:
         self._pending.reset_cause = None
@@ -412,15 +424,11 @@ class EmulatedMcu:
         self.counts.replugs += 1
         log.info("mcu_emulator_replugged", path=self.path)
         if self._replug_reset:
-            self._boot(RESET_POWER_ON, 0, now)
-            self.counts.resets += 1
+            self.reset(RESET_POWER_ON)
 
     def _next_frame_due(self) -> float:
         end_us = self._mcu_time_us(self._samples_since_boot + self.samples_per_frame)
         return self._boot_host_time + end_us * 1e-6 / (1.0 + self._crystal_ppm * 1e-6)
-
-    def _frame_duration_s(self) -> float:
-        return self.samples_per_frame / self.rate_hz
 
     def _mcu_time_us(self, samples_since_boot: int) -> int:
         return BOOT_TO_FIRST_SAMPLE_US + samples_since_boot * 1_000_000 // self.rate_hz
@@ -530,13 +538,12 @@ class EmulatedMcu:
         except BlockingIOError:
             written = 0
         del self._tx[:written]
-        loop = asyncio.get_running_loop()
-        if self._tx and not self._writer_registered:
-            loop.add_writer(master, self._flush)
-            self._writer_registered = True
-        elif not self._tx and self._writer_registered:
-            loop.remove_writer(master)
-            self._writer_registered = False
+        if self._tx and self._writer_loop is None:
+            self._writer_loop = asyncio.get_running_loop()
+            self._writer_loop.add_writer(master, self._flush)
+        elif not self._tx and self._writer_loop is not None:
+            self._writer_loop.remove_writer(master)
+            self._writer_loop = None
 
 
 def _first_due(now: float, every_s: float) -> float:

@@ -26,7 +26,14 @@ import structlog
 
 from appliance.capture.clock import McuClock
 from appliance.records import SampleBlock
-from firmware_bridge.codec import DecoderCounters, Frame, FrameDecoder, HelloFrame, SamplesFrame
+from firmware_bridge.codec import (
+    DELIMITER,
+    DecoderCounters,
+    Frame,
+    FrameDecoder,
+    HelloFrame,
+    SamplesFrame,
+)
 from firmware_bridge.sequence import SequenceTracker
 
 log = structlog.get_logger(__name__)
@@ -36,7 +43,16 @@ _DECODER_FIELDS = tuple(f.name for f in dataclasses.fields(DecoderCounters))
 
 @dataclass
 class SerialStats:
-    """Counters of one link, owned by it; others only read them (status board, /metrics)."""
+    """Counters of one link, owned by it; others only read them (status board, /metrics).
+
+    frames..garbage_bytes are the decoder's (frames counts HELLOs too). seq_gaps counts gap
+    events, dropped_frames/dropped_samples what they lost. rate_mismatches counts blocks
+    dropped for a wrong rate; unmapped_frames frames with a channel id not in the map;
+    queue_full puts that had to wait, queue_full_s the total wait. last_frame_utc is the host
+    wall time the last good frame arrived. joined_mid_frame(_bytes) is the part of the bad
+    frames/garbage that was a partial frame at the start of a connection (reopening a port
+    mid-stream), as opposed to line noise.
+    """
 
     frames: int = 0
     crc_errors: int = 0
@@ -58,6 +74,8 @@ class SerialStats:
     bytes_received: int = 0
     firmware: str | None = None
     clock_drift_ppm: float = 0.0
+    joined_mid_frame: int = 0
+    joined_mid_frame_bytes: int = 0
     last_disconnect_reason: str | None = None
 
 
@@ -106,6 +124,7 @@ class SerialLink:
         self._rng = rng if rng is not None else random.Random()
         self._sequence = SequenceTracker()
         self._decoder = FrameDecoder()
+        self._seen_first_delimiter = False
         self._earlier_decoders = DecoderCounters()
         self._mismatched_channels: set[int] = set()
         self._unmapped_channels: set[int] = set()
@@ -151,10 +170,9 @@ class SerialLink:
 
     def _close(self, writer: asyncio.StreamWriter) -> None:
         self.stats.connected = False
-        for name in _DECODER_FIELDS:
-            total = getattr(self._earlier_decoders, name) + getattr(self._decoder.counters, name)
-            setattr(self._earlier_decoders, name, total)
+        self._copy_decoder_totals_to(self._earlier_decoders)
         self._decoder = FrameDecoder()  # a partial frame from this connection is stale
+        self._seen_first_delimiter = False
         writer.close()
 
     def _note_open_failure(self, error: OSError) -> None:
@@ -172,8 +190,8 @@ class SerialLink:
             chunk = await self._read(reader)
             rx_mono, rx_wall = time.monotonic(), time.time()
             self.stats.bytes_received += len(chunk)
-            frames = self._decoder.feed(chunk)
-            self._sync_decoder_counters()
+            frames = self._decode(chunk)
+            self._copy_decoder_totals_to(self.stats)
             for frame in frames:
                 for block in self._handle(frame, rx_mono, rx_wall):
                     await self._put(block)
@@ -189,10 +207,26 @@ class SerialLink:
             raise Disconnected("end of file")
         return chunk
 
-    def _sync_decoder_counters(self) -> None:
+    def _decode(self, chunk: bytes) -> list[Frame]:
+        if self._seen_first_delimiter:
+            return self._decoder.feed(chunk)
+        head, delimiter, tail = chunk.partition(DELIMITER)
+        frames = self._decoder.feed(head + delimiter)
+        if delimiter:
+            # Whatever was bad up to the first delimiter of a connection is where we joined.
+            self._seen_first_delimiter = True
+            counters = self._decoder.counters
+            bad_frames = counters.crc_errors + counters.malformed + counters.oversize
+            self.stats.joined_mid_frame += bad_frames
+            self.stats.joined_mid_frame_bytes += counters.garbage_bytes
+            frames += self._decoder.feed(tail)
+        return frames
+
+    def _copy_decoder_totals_to(self, target: DecoderCounters | SerialStats) -> None:
+        """Counters of this connection's decoder plus those of all earlier connections."""
         for name in _DECODER_FIELDS:
             total = getattr(self._earlier_decoders, name) + getattr(self._decoder.counters, name)
-            setattr(self.stats, name, total)
+            setattr(target, name, total)
 
     def _handle(self, frame: Frame, rx_mono: float, rx_wall: float) -> list[SampleBlock]:
         self.stats.last_frame_utc = rx_wall
