@@ -32,8 +32,9 @@ async def run_demo_until(tmp_path: Path, faults: list[str], vectors_each: int) -
     stop = asyncio.Event()
     run = asyncio.create_task(run_appliance(config, stop=stop, board=board))
     await wait_until(
-        lambda: len(board.assets) == 2
-        and all(a.vectors >= vectors_each for a in board.assets.values()),
+        lambda: (
+            len(board.assets) == 2 and all(a.vectors >= vectors_each for a in board.assets.values())
+        ),
         f"{vectors_each} feature vectors per asset",
     )
     stop.set()
