@@ -110,6 +110,8 @@ class StoreStats:
     evicted_by_age: int = 0
     evicted_by_size: int = 0
     write_errors: int = 0
+    rejected_vectors: int = 0
+    """Malformed vectors refused by the writer (logged with the reason), never written."""
     last_write_utc: float | None = None
 
 

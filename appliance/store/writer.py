@@ -12,6 +12,7 @@ import structlog
 
 from appliance.errors import StoreError
 from appliance.records import FeatureVector
+from appliance.store.codec import encode_feature_vector
 from appliance.store.store import Store, is_disk_full
 
 # Waits between attempts to write a batch that failed; the last one repeats.
@@ -57,7 +58,9 @@ async def run_store_writer(
     limits_due_at = time.monotonic()
     try:
         while True:
-            pending = PendingBatch(await take_batch(queue, max_batch))
+            pending = PendingBatch(
+                refuse_malformed(store, queue, await take_batch(queue, max_batch))
+            )
             await write_until_stored(store, pending, retry_delays_s, pause)
             mark_done(queue, len(pending.vectors))
             pending = None
@@ -77,6 +80,24 @@ async def take_batch(queue: asyncio.Queue[FeatureVector], max_batch: int) -> lis
         except asyncio.QueueEmpty:
             break
     return batch
+
+
+def refuse_malformed(
+    store: Store, queue: asyncio.Queue[FeatureVector], batch: list[FeatureVector]
+) -> list[FeatureVector]:
+    """Drop (count and log) vectors that cannot be stored, so one bad record never stops the
+    writer nor takes the rest of its batch down with it."""
+    good = []
+    for vector in batch:
+        try:
+            encode_feature_vector(vector)
+        except ValueError as error:
+            store.stats.rejected_vectors += 1
+            log.error("store_vector_refused", asset=vector.asset, reason=str(error))
+            mark_done(queue, 1)
+        else:
+            good.append(vector)
+    return good
 
 
 async def write_until_stored(

@@ -171,3 +171,21 @@ async def test_writer_enforces_the_store_limits(
 
         assert store.stats.rows_written == 3
         assert store.stats.evicted_by_age == 3
+
+
+async def test_a_malformed_vector_is_refused_and_counted_and_its_batch_still_written(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    good = make_vector(1.0)
+    names_without_values = FeatureVector("pump-1", 2.0, good.names, good.values[:3])
+    queue = queue_of([make_vector(0.0), names_without_values, good])
+
+    with capture_logs() as logs:
+        writer = asyncio.create_task(run_store_writer(store, queue))
+        await queue.join()
+        await stop(writer)
+
+    assert await window_ends(store) == [0.0, 1.0]
+    assert store.stats.rejected_vectors == 1
+    refused = [e for e in logs if e["event"] == "store_vector_refused"]
+    assert len(refused) == 1 and "names but values of shape" in refused[0]["reason"]
