@@ -51,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FAULT",
-        help="inject a fault on the second asset's MCU (repeatable), e.g. imbalance, bearing, "
-        "spikes, flatline, drops, garbage, unplug, reset",
+        help="inject a fault on the second asset's MCU (repeatable): imbalance, bearing, spikes, "
+        "flatline, drops, garbage, unplug, reset, or NAME=VALUE (e.g. drop=0.1, unplug_for=5)",
     )
     demo.add_argument("--summary-every", type=float, default=2.0, help="seconds between summaries")
     demo.set_defaults(handler=_demo)

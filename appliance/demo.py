@@ -11,6 +11,22 @@ from typing import Any
 
 from appliance.config import ApplianceConfig, parse_config
 
+# Shorthands for `appliance demo --fault NAME`; NAME=VALUE passes through to the emulator.
+FAULT_SHORTHANDS = {
+    "imbalance": "imbalance=0.05",  # 1x amplitude grows 5 % of its base per second
+    "bearing": "bearing=0.05",  # outer-race defect tones at BPFO (g)
+    "spikes": "spikes=0.5",  # shocks per second
+    "flatline": "flatline=0",  # channel 0 sticks (from flatline_at, for flatline_for seconds)
+    "drops": "drop=0.02",  # probability that a frame is lost
+    "garbage": "garbage=0.02",  # probability of line noise before a frame
+    "unplug": "unplug=20",  # USB unplugged every 20 s, for unplug_for seconds
+    "reset": "reset=30",  # MCU reboots every 30 s
+}
+
+
+def expand_faults(faults: list[str]) -> list[str]:
+    return [FAULT_SHORTHANDS.get(fault, fault) for fault in faults]
+
 
 def _accel(name: str, serial: str, channel: int) -> dict[str, Any]:
     return {
@@ -34,13 +50,28 @@ def _i2c(name: str, kind: str, unit: str, valid: list[float], **source: Any) -> 
     }
 
 
+def _bearing_temperature(address: int) -> dict[str, Any]:
+    return _i2c(
+        "bearing_temp",
+        "temperature",
+        "degC",
+        [-40.0, 125.0],
+        sensor="tmp117",
+        address=address,
+        quantity="temperature",
+    )
+
+
 def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
     document: dict[str, Any] = {
         "gateway": {"id": "demo-gw"},
         "store": {"path": str(data_dir / "appliance.db"), "max_mb": 256.0},
         "serial": [
             {"name": "mcu0", "emulate": {"channels": 3, "rate_hz": 1000}},
-            {"name": "mcu1", "emulate": {"channels": 3, "rate_hz": 1000, "faults": faults}},
+            {
+                "name": "mcu1",
+                "emulate": {"channels": 3, "rate_hz": 1000, "faults": expand_faults(faults)},
+            },
         ],
         "i2c": [{"name": "bus1", "bus": "emulated", "poll_s": 1.0}],
         "assets": [
@@ -49,15 +80,7 @@ def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
                 "description": "healthy cooling-water pump",
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu0", i) for i, axis in enumerate("xyz")),
-                    _i2c(
-                        "bearing_temp",
-                        "temperature",
-                        "degC",
-                        [-40.0, 125.0],
-                        sensor="tmp117",
-                        address=0x48,
-                        quantity="temperature",
-                    ),
+                    _bearing_temperature(0x48),
                     _i2c(
                         "motor_current",
                         "current",
@@ -74,15 +97,7 @@ def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
                 "description": "air compressor (faults are injected here)",
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu1", i) for i, axis in enumerate("xyz")),
-                    _i2c(
-                        "bearing_temp",
-                        "temperature",
-                        "degC",
-                        [-40.0, 125.0],
-                        sensor="tmp117",
-                        address=0x49,
-                        quantity="temperature",
-                    ),
+                    _bearing_temperature(0x49),
                     _i2c(
                         "supply_voltage",
                         "voltage",
