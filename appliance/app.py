@@ -131,7 +131,7 @@ async def _run_tasks(
         await _cancel(writer)  # the writer flushes everything queued before it returns
         if summary is not None and printer is not None:
             await _cancel(summary)
-            printer.print_once()
+            printer.print_once(final=True)
     log.info("appliance_stopped", rows_written=p.store.stats.rows_written)
 
 

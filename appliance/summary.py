@@ -27,23 +27,28 @@ class SummaryPrinter:
             await asyncio.sleep(every_s)
             self.print_once()
 
-    def print_once(self) -> None:
+    def print_once(self, *, final: bool = False) -> None:
+        """Print the board; `final` shows sample totals instead of rates since the last print."""
         now = time.monotonic()
-        elapsed = max(now - self._previous_at, 1e-9)
+        elapsed = None if final else max(now - self._previous_at, 1e-9)
         self._out.write(self.render(elapsed) + "\n")
         self._out.flush()
         self._previous_at = now
 
-    def render(self, elapsed_s: float) -> str:
+    def render(self, elapsed_s: float | None) -> str:
         board = self._board
         uptime = time.time() - board.started_utc
-        lines = [f"── {board.gateway_id}  up {uptime:5.0f} s " + "─" * 40]
+        title = "final" if elapsed_s is None else "up"
+        lines = [f"── {board.gateway_id}  {title} {uptime:5.0f} s " + "─" * 40]
         for asset in board.assets.values():
             rates = []
             for channel, count in asset.samples.items():
                 before = self._previous.get((asset.name, channel), count)
                 self._previous[(asset.name, channel)] = count
-                rates.append(f"{channel} {(count - before) / elapsed_s:6.0f}/s")
+                if elapsed_s is None:
+                    rates.append(f"{channel} {count} samples")
+                else:
+                    rates.append(f"{channel} {(count - before) / elapsed_s:6.0f}/s")
             lines.append(f"{asset.name:14s} vectors {asset.vectors:5d}  " + "  ".join(rates))
             if asset.latest is not None:
                 lines.extend("    " + line for line in _feature_lines(asset.latest))
