@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.app import run_appliance
+from appliance.cli import main
 from appliance.demo import demo_config
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
@@ -42,8 +43,10 @@ async def run_demo_until(tmp_path: Path, faults: list[str], vectors_each: int) -
     return board
 
 
-async def stored_vectors(tmp_path: Path) -> dict[str, list[tuple[int, dict[str, float]]]]:
-    store = await Store.open(StoreSettings(path=tmp_path / "appliance.db"))
+async def stored_vectors(
+    tmp_path: Path, name: str = "appliance.db"
+) -> dict[str, list[tuple[int, dict[str, float]]]]:
+    store = await Store.open(StoreSettings(path=tmp_path / name))
     try:
         rows = await store.features(limit=100_000)
     finally:
@@ -105,3 +108,27 @@ def test_demo_command_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "appliance_stopped" in err and "Traceback" not in err
     assert "serial mcu0: up" in out or "serial mcu0: DOWN" in out
+
+
+def test_run_command_with_a_config_file_of_emulated_devices(tmp_path: Path) -> None:
+    """`appliance run --config` takes the example config with only the devices swapped."""
+    example = (Path(__file__).resolve().parents[1] / "examples" / "gateway.toml").read_text()
+    config = (
+        example.replace('port = "/dev/serial/by-id/', '# port = "/dev/serial/by-id/')
+        .replace("# [serial.emulate]\n# channels = 3", "[serial.emulate]\nchannels = 3")
+        .replace("bus = 1 ", 'bus = "emulated" ')
+        .replace("/var/lib/appliance/appliance.db", str(tmp_path / "run.db"))
+    )
+    path = tmp_path / "gateway.toml"
+    path.write_text(config)
+    assert main(["check-config", str(path)]) == 0
+
+    command = [sys.executable, "-m", "appliance.cli", "run", "--config", str(path)]
+    result = subprocess.run(
+        [*command, "--seconds", "12"], capture_output=True, text=True, timeout=DEADLINE_S
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = asyncio.run(stored_vectors(tmp_path, "run.db"))
+    assert list(rows) == ["pump-1"] and len(rows["pump-1"]) >= 1
+    assert "motor_current.mean" in rows["pump-1"][-1][1]

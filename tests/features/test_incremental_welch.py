@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from appliance.capture.mcu_emulator import MachineSignal
 from appliance.features import FeatureSettings
 from appliance.features.incremental import GroupWindows, RateRings
 from appliance.features.settings import default_bands
@@ -25,6 +26,18 @@ from .signals import (
 )
 
 TOLERANCE = 1e-9
+
+
+def emulated_machine(n: int, rate: float, seed: int) -> FloatArray:
+    """The MCU emulator's machine with a growing imbalance and a bearing defect, quantised to
+    the ADXL355's int32 counts as the firmware sends them."""
+    machine = MachineSignal(imbalance_growth_per_s=0.1, bearing_amplitude_g=0.05)
+    scale = 3.9e-6
+    g = machine.render(np.arange(n) / rate, 1, np.random.default_rng(seed))[:, 0]
+    counts: FloatArray = np.round(g / scale) * scale
+    return counts
+
+
 SETTINGS = FeatureSettings()
 
 SignalMaker = Callable[[int, float, int], FloatArray]
@@ -34,6 +47,7 @@ SIGNALS: dict[str, SignalMaker] = {
     "spikes": lambda n, rate, seed: spikes(n, seed),
     "flatline": lambda n, rate, seed: flatline(n),
     "zeros": lambda n, rate, seed: flatline(n, 0.0),
+    "emulated": emulated_machine,
 }
 # Each row gets its own block pattern (same total per cycle), so rows are written out of step.
 ROW_BLOCK_PATTERNS = ((1, 7, 32, 1000), (1000, 32, 7, 1), (13, 333, 2, 692))
