@@ -15,3 +15,7 @@ class DeviceError(ApplianceError):
 
 class StoreError(ApplianceError):
     """The local store failed (disk full, corrupt database, migration error)."""
+
+
+class BundleError(ApplianceError):
+    """A model bundle is unusable (bad manifest, hash, signature, shape); the message says why."""
