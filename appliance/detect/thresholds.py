@@ -1,0 +1,258 @@
+"""Thresholds on the model's reconstruction error (pure: values in, values out).
+
+Two rules share one small interface (`Threshold`):
+
+- `FixedThreshold`: one value calibrated at commissioning (`calibrate_fixed`: a high quantile of
+  the errors on normal data, times a margin).
+- `AdaptiveThreshold`: centre + k * spread over a ring of recent *admitted* errors, where centre and
+  spread are mean and standard deviation, or median and 1.4826 * MAD (the robust option).
+
+Each step is strictly causal and runs in this order (`appliance.detect.alarms.decide`):
+
+    threshold = rule.current()                # from errors before this step only
+    decision  = alarm.update(t, error, threshold)
+    rule.observe(error, alarmed=decision.anomalous)
+
+`observe` admits the error into the baseline only when it is not alarmed and not above the
+threshold: a long anomaly cannot teach the threshold that it is normal (the seed design's rule
+admitted everything and so cleared itself during long anomalies). The price is that a lasting,
+benign change of operating point stays alarmed until someone re-commissions the asset.
+
+Warm-up: while the ring holds fewer than `warmup` errors, `current()` is None (no decision) and
+every finite error is admitted. Seeding the ring with a commissioning baseline, or restoring
+persisted state, carries the admitted errors over, so no warm-up is repeated.
+
+The floor keeps a very quiet baseline (spread near 0) from producing a hair trigger: the threshold
+is never below `floor_ratio` times the reference (commissioning) threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol, TypeGuard, get_args
+
+import numpy as np
+
+from appliance.records import FloatArray
+
+Statistic = Literal["mean_std", "median_mad"]
+STATE_VERSION = 1
+MAD_TO_SIGMA = 1.4826
+"""Scales the median absolute deviation to the standard deviation of normally distributed data."""
+
+
+class Threshold(Protocol):
+    """What the scorer needs from a threshold rule."""
+
+    def current(self) -> float | None:
+        """Threshold for the next error, computed from earlier errors; None while warming up."""
+        ...
+
+    def observe(self, error: float, *, alarmed: bool) -> bool:
+        """Offer the error just decided on to the baseline; True if it was admitted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedThreshold:
+    """A threshold that never moves."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.value) and self.value > 0):
+            raise ValueError(f"value: must be finite and positive, got {self.value}")
+
+    def current(self) -> float:
+        return self.value
+
+    def observe(self, error: float, *, alarmed: bool) -> bool:
+        return False
+
+
+def calibrate_fixed(
+    errors: Iterable[float], quantile: float = 0.995, margin: float = 1.0
+) -> FixedThreshold:
+    """The `quantile` of errors measured on normal data, times `margin`."""
+    values = _finite_array(errors, "errors")
+    if len(values) == 0:
+        raise ValueError("errors: need at least one finite error to calibrate")
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile: must be in (0, 1], got {quantile}")
+    if not margin > 0.0:
+        raise ValueError(f"margin: must be positive, got {margin}")
+    return FixedThreshold(float(np.quantile(values, quantile)) * margin)
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveSettings:
+    """How the adaptive threshold learns; defaults are to be confirmed by measurement on SKAB."""
+
+    window: int = 1000
+    """Most recent admitted errors kept in the baseline ring."""
+    warmup: int = 100
+    """Admitted errors needed before the first decision."""
+    k: float = 4.0
+    """Threshold = centre + k * spread."""
+    statistic: Statistic = "median_mad"
+    floor_ratio: float = 0.8
+    """The threshold is never below floor_ratio * reference (when a reference is given)."""
+    gate_baseline: bool = True
+    """False reproduces the seed design's rule (every error joins the baseline); for comparison."""
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ValueError(f"window: must be at least 2, got {self.window}")
+        if not 1 <= self.warmup <= self.window:
+            raise ValueError(f"warmup: must be in [1, window={self.window}], got {self.warmup}")
+        if not (math.isfinite(self.k) and self.k > 0):
+            raise ValueError(f"k: must be finite and positive, got {self.k}")
+        if self.statistic not in get_args(Statistic):
+            raise ValueError(f"statistic: must be one of {get_args(Statistic)}")
+        if not (math.isfinite(self.floor_ratio) and self.floor_ratio >= 0):
+            raise ValueError(f"floor_ratio: must be finite and >= 0, got {self.floor_ratio}")
+
+
+class AdaptiveThreshold:
+    """centre + k * spread over a ring of admitted errors, floored by the reference threshold."""
+
+    def __init__(
+        self,
+        settings: AdaptiveSettings,
+        reference: float | None = None,
+        baseline: Iterable[float] = (),
+    ) -> None:
+        """`reference`: the commissioning (fixed) threshold the floor is relative to.
+
+        `baseline`: errors on known-normal data, oldest first (e.g. the commissioning period);
+        they fill the ring as if observed, so at least `warmup` of them skip the warm-up.
+        """
+        if reference is not None and not (math.isfinite(reference) and reference > 0):
+            raise ValueError(f"reference: must be finite and positive, got {reference}")
+        self.settings = settings
+        self.reference = reference
+        self._ring = np.zeros(settings.window)
+        self._count = 0
+        self._next_slot = 0
+        self._cached: float | None = None
+        for error in _finite_array(baseline, "baseline")[-settings.window :]:
+            self._admit(float(error))
+
+    @property
+    def warming_up(self) -> bool:
+        return self._count < self.settings.warmup
+
+    @property
+    def floor(self) -> float:
+        return 0.0 if self.reference is None else self.settings.floor_ratio * self.reference
+
+    def baseline(self) -> FloatArray:
+        """The admitted errors in the ring, oldest first (a copy)."""
+        if self._count < self.settings.window:
+            return self._ring[: self._count].copy()
+        return np.roll(self._ring, -self._next_slot)
+
+    def current(self) -> float | None:
+        if self.warming_up:
+            return None
+        if self._cached is None:
+            self._cached = max(self._statistical_threshold(), self.floor)
+        return self._cached
+
+    def observe(self, error: float, *, alarmed: bool) -> bool:
+        if not math.isfinite(error):
+            return False
+        if self.settings.gate_baseline and self._excluded(error, alarmed):
+            return False
+        self._admit(error)
+        return True
+
+    def to_state(self) -> dict[str, object]:
+        """JSON-able state; `from_state` continues exactly where this left off."""
+        return {
+            "version": STATE_VERSION,
+            "kind": "adaptive_threshold",
+            "settings": asdict(self.settings),
+            "reference": self.reference,
+            "baseline": [float(v) for v in self.baseline()],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, object]) -> AdaptiveThreshold:
+        """Rebuild from `to_state()`; ValueError naming the field if anything is off."""
+        check_state_header(state, "adaptive_threshold")
+        settings = _settings_from_state(state.get("settings"))
+        reference = state.get("reference")
+        if reference is not None and not is_number(reference):
+            raise ValueError("reference: must be a number or null")
+        baseline = state.get("baseline")
+        if not isinstance(baseline, list) or not all(is_number(v) for v in baseline):
+            raise ValueError("baseline: must be a list of numbers")
+        if len(baseline) > settings.window:
+            raise ValueError(f"baseline: {len(baseline)} values exceed window {settings.window}")
+        if not all(math.isfinite(v) for v in baseline):
+            raise ValueError("baseline: values must be finite")
+        return cls(settings, None if reference is None else float(reference), baseline)
+
+    def _excluded(self, error: float, alarmed: bool) -> bool:
+        threshold = self.current()
+        return alarmed or (threshold is not None and error > threshold)
+
+    def _admit(self, error: float) -> None:
+        self._ring[self._next_slot] = error
+        self._next_slot = (self._next_slot + 1) % self.settings.window
+        self._count = min(self._count + 1, self.settings.window)
+        self._cached = None
+
+    def _statistical_threshold(self) -> float:
+        # Oldest first, as persisted: a restored ring then sums in the same order, bit for bit.
+        values = self.baseline()
+        if self.settings.statistic == "mean_std":
+            return float(values.mean() + self.settings.k * values.std())
+        median = float(np.median(values))
+        mad = float(np.median(np.abs(values - median)))
+        return median + self.settings.k * MAD_TO_SIGMA * mad
+
+
+def _finite_array(values: Iterable[float], name: str) -> FloatArray:
+    array = np.asarray(list(values), dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: must be a flat sequence of numbers")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: values must be finite")
+    return array
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number (bool is an int to Python but not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_state_header(state: Mapping[str, object], kind: str) -> None:
+    """Shared by the persisted states of the detect modules: version and kind must match."""
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"version: expected {STATE_VERSION}, got {state.get('version')!r}")
+    if state.get("kind") != kind:
+        raise ValueError(f"kind: expected {kind!r}, got {state.get('kind')!r}")
+
+
+def _settings_from_state(raw: object) -> AdaptiveSettings:
+    if not isinstance(raw, dict):
+        raise ValueError("settings: must be an object")
+    expected = set(AdaptiveSettings.__dataclass_fields__)
+    if set(raw) != expected:
+        raise ValueError(f"settings: expected keys {sorted(expected)}, got {sorted(raw)}")
+    for name in ("window", "warmup"):
+        if not isinstance(raw[name], int) or isinstance(raw[name], bool):
+            raise ValueError(f"settings.{name}: must be an integer")
+    for name in ("k", "floor_ratio"):
+        if not is_number(raw[name]):
+            raise ValueError(f"settings.{name}: must be a number")
+    if not isinstance(raw["gate_baseline"], bool):
+        raise ValueError("settings.gate_baseline: must be true or false")
+    try:
+        return AdaptiveSettings(**raw)
+    except ValueError as error:
+        raise ValueError(f"settings.{error}") from None
