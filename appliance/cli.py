@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from appliance.config import ApplianceConfig, load_config
 from appliance.errors import ApplianceError
@@ -56,7 +57,81 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--summary-every", type=float, default=2.0, help="seconds between summaries")
     demo.set_defaults(handler=_demo)
+    _add_eval_commands(commands)
     return parser
+
+
+def _add_eval_commands(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "eval", help="measure detection on public data (workstation: needs the train extra)"
+    )
+    kinds = evaluate.add_subparsers(required=True, metavar="DATA")
+    skab = kinds.add_parser("skab", help="every SKAB-format CSV under DIR, leaderboard protocol")
+    skab.add_argument("directory", type=Path)
+    skab.set_defaults(handler=_eval_skab)
+    vibration = kinds.add_parser("vibration", help="raw recordings through the feature path")
+    vibration.add_argument("--rate", type=float, required=True, help="sample rate in Hz")
+    vibration.add_argument("--train", type=Path, nargs="+", required=True, metavar="HEALTHY.npy")
+    vibration.add_argument("--test", type=Path, nargs="+", required=True, metavar="REC.npy")
+    vibration.add_argument("--window-s", type=float, default=0.5)
+    vibration.add_argument("--stride-s", type=float, default=0.25)
+    vibration.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="fraction of each healthy file scored, not learnt",
+    )
+    vibration.set_defaults(handler=_eval_vibration)
+    for parser in (skab, vibration):
+        parser.add_argument("--out", type=Path, required=True)
+        parser.add_argument("--rule", choices=["adaptive", "fixed"], default="adaptive")
+        parser.add_argument("--k", type=float, default=6.0, help="adaptive rule: k in m + k*s")
+        parser.add_argument("--statistic", choices=["median_mad", "mean_std"], default="median_mad")
+        parser.add_argument("--epochs", type=int, default=60)
+        parser.add_argument("--no-plots", action="store_true")
+
+
+def _eval_detector(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    import tempfile
+
+    from appliance.detect.scorer import DetectorSettings
+    from appliance.detect.thresholds import AdaptiveSettings
+    from appliance.evaluation.autoencoder_detector import describe, detector_factory
+    from appliance.training.autoencoder import TrainSettings
+
+    settings = DetectorSettings(
+        rule=args.rule, adaptive=AdaptiveSettings(k=args.k, statistic=args.statistic)
+    )
+    train = TrainSettings(epochs=args.epochs)
+    work_dir = Path(tempfile.mkdtemp(prefix="appliance-eval-"))
+    return detector_factory(settings, train, work_dir), describe(settings, train)
+
+
+def _eval_skab(args: argparse.Namespace) -> int:
+    from appliance.evaluation.evaluate import run_skab_eval
+
+    factory, described = _eval_detector(args)
+    return run_skab_eval(
+        args.directory, args.out, factory, detector_settings=described, plots=not args.no_plots
+    )
+
+
+def _eval_vibration(args: argparse.Namespace) -> int:
+    from appliance.evaluation.evaluate import run_vibration_eval
+
+    factory, described = _eval_detector(args)
+    return run_vibration_eval(
+        args.train,
+        args.test,
+        args.out,
+        factory,
+        rate=args.rate,
+        window_s=args.window_s,
+        stride_s=args.stride_s,
+        holdout_fraction=args.holdout,
+        detector_settings=described,
+        plots=not args.no_plots,
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:

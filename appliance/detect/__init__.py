@@ -1,0 +1,1 @@
+"""Detection: model bundles and runtimes, thresholds, alarms and sensor-health rules."""
