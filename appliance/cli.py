@@ -1,4 +1,4 @@
-"""`appliance` command line: run, demo, check-config."""
+"""`appliance` command line: run, demo, check-config, eval."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,13 @@ def _add_eval_commands(commands: Any) -> None:
     for parser in (skab, vibration):
         parser.add_argument("--out", type=Path, required=True)
         parser.add_argument("--rule", choices=["adaptive", "fixed"], default="adaptive")
-        parser.add_argument("--k", type=float, default=6.0, help="adaptive rule: k in m + k*s")
-        parser.add_argument("--statistic", choices=["median_mad", "mean_std"], default="median_mad")
+        parser.add_argument("--k", type=float, default=None, help="adaptive rule: k in m + k*s (6)")
+        parser.add_argument(
+            "--statistic",
+            choices=["median_mad", "mean_std"],
+            default=None,
+            help="default: mean_std",
+        )
         parser.add_argument("--epochs", type=int, default=60)
         parser.add_argument("--no-plots", action="store_true")
 
@@ -95,13 +101,16 @@ def _eval_detector(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     import tempfile
 
     from appliance.detect.scorer import DetectorSettings
-    from appliance.detect.thresholds import AdaptiveSettings
     from appliance.evaluation.autoencoder_detector import describe, detector_factory
     from appliance.training.autoencoder import TrainSettings
 
-    settings = DetectorSettings(
-        rule=args.rule, adaptive=AdaptiveSettings(k=args.k, statistic=args.statistic)
+    measured = DetectorSettings().adaptive
+    adaptive = replace(
+        measured,
+        k=measured.k if args.k is None else args.k,
+        statistic=args.statistic or measured.statistic,
     )
+    settings = DetectorSettings(rule=args.rule, adaptive=adaptive)
     train = TrainSettings(epochs=args.epochs)
     work_dir = Path(tempfile.mkdtemp(prefix="appliance-eval-"))
     return detector_factory(settings, train, work_dir), describe(settings, train)
