@@ -25,7 +25,9 @@ from appliance.capture.i2c_emulator import (
 from appliance.capture.mcu_emulator import EmulatedMcu, parse_faults
 from appliance.capture.serial_link import SerialLink
 from appliance.config import ApplianceConfig, I2cConfig, I2cSource, SerialConfig, SerialSource
-from appliance.errors import ConfigError
+from appliance.detect.scorer import AssetDetector
+from appliance.detect.stage import open_detector, run_detect_stage
+from appliance.errors import ApplianceError, ConfigError
 from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
 from appliance.features.stage import run_feature_stage
 from appliance.records import FeatureVector, SampleBlock
@@ -63,9 +65,13 @@ class Pipeline:
     board: StatusBoard
     sources: Sources
     engines: dict[str, AssetFeatures]
+    detectors: dict[str, AssetDetector]
     store: Store
     blocks: asyncio.Queue[SampleBlock]
     vectors: asyncio.Queue[FeatureVector]
+    """Feature stage -> detect stage."""
+    scored: asyncio.Queue[FeatureVector]
+    """Detect stage -> store writer."""
 
 
 async def run_appliance(
@@ -82,10 +88,12 @@ async def run_appliance(
     board = board or StatusBoard(config.gateway.id)
     blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
     vectors: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
-    board.queues.update(blocks=blocks, vectors=vectors)
+    scored: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
+    board.queues.update(blocks=blocks, vectors=vectors, store=scored)
     for asset in config.assets:
         board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
     engines = build_feature_engines(config)
+    detectors = build_detectors(config, board)
     printer = SummaryPrinter(board, summary_out) if summary_every and summary_out else None
     with tempfile.TemporaryDirectory(prefix="appliance-") as run_dir:
         sources = build_sources(config, blocks, Path(run_dir))
@@ -94,7 +102,7 @@ async def run_appliance(
         async with open_store(config) as store:
             board.store = store.stats
             await _check_i2c(sources)
-            pipeline = Pipeline(board, sources, engines, store, blocks, vectors)
+            pipeline = Pipeline(board, sources, engines, detectors, store, blocks, vectors, scored)
             for emulator in sources.emulators:
                 emulator.open()
             try:
@@ -112,7 +120,10 @@ async def _run_tasks(
     summary_every: float | None,
 ) -> None:
     async with asyncio.TaskGroup() as group, _stop_on_signals(stop):
-        writer = group.create_task(run_store_writer(p.store, p.vectors), name="store")
+        writer = group.create_task(run_store_writer(p.store, p.scored), name="store")
+        detect = group.create_task(
+            run_detect_stage(p.detectors, p.vectors, p.scored, p.board), name="detect"
+        )
         features = group.create_task(
             run_feature_stage(p.engines, p.blocks, p.vectors, p.board), name="features"
         )
@@ -128,6 +139,9 @@ async def _run_tasks(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(p.blocks.join(), SHUTDOWN_DRAIN_S)
         await _cancel(features)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(p.vectors.join(), SHUTDOWN_DRAIN_S)
+        await _cancel(detect)
         await _cancel(writer)  # the writer flushes everything queued before it returns
         if summary is not None and printer is not None:
             await _cancel(summary)
@@ -186,6 +200,24 @@ def build_feature_engines(config: ApplianceConfig) -> dict[str, AssetFeatures]:
         )
         for asset in config.assets
     }
+
+
+def build_detectors(config: ApplianceConfig, board: StatusBoard) -> dict[str, AssetDetector]:
+    """A detector per asset with a usable model; a refused bundle is reported on the asset's
+    status and in the log, and the asset keeps running unscored."""
+    detectors = {}
+    for asset in config.assets:
+        if asset.model is None:
+            continue
+        try:
+            detector = open_detector(asset.name, asset.model)
+        except ApplianceError as exc:
+            board.asset(asset.name).model = f"model refused: {exc}"
+            log.error("model_refused", asset=asset.name, bundle=asset.model.bundle, reason=str(exc))
+            continue
+        board.asset(asset.name).model = f"scoring with {detector.bundle.bundle_id}"
+        detectors[asset.name] = detector
+    return detectors
 
 
 def build_sources(

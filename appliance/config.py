@@ -190,10 +190,24 @@ class ChannelConfig(_Strict):
         return self
 
 
+class ModelConfig(_Strict):
+    """How the asset's windows are scored (docs/DETECTION.md)."""
+
+    bundle: str
+    """Directory of the asset's model bundle (manifest.json + model.tflite)."""
+    rule: Literal["adaptive", "fixed"] = "adaptive"
+    k: PositiveFloat = 6.0
+    """Adaptive rule: threshold = centre + k * spread of recent non-alarmed errors."""
+    statistic: Literal["mean_std", "median_mad"] = "mean_std"
+    backend: Literal["ai-edge-litert", "tflite-runtime"] = "ai-edge-litert"
+
+
 class AssetConfig(_Strict):
     name: Name
     description: str = ""
     channels: Annotated[list[ChannelConfig], Field(min_length=1)]
+    model: ModelConfig | None = None
+    """Without a model the asset's features are stored but not scored (the status says so)."""
 
 
 class ApplianceConfig(_Strict):

@@ -62,6 +62,15 @@ def _bearing_temperature(address: int) -> dict[str, Any]:
     )
 
 
+DEFAULT_BUNDLES = Path(__file__).resolve().parents[1] / "models" / "default"
+"""Bundles trained on the emulated rig's healthy data (models/make_demo_bundles.py)."""
+
+
+def _model(asset: str) -> dict[str, Any]:
+    bundle = DEFAULT_BUNDLES / asset
+    return {"model": {"bundle": str(bundle)}} if bundle.is_dir() else {}
+
+
 def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
     document: dict[str, Any] = {
         "gateway": {"id": "demo-gw"},
@@ -78,6 +87,7 @@ def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
             {
                 "name": "pump-1",
                 "description": "healthy cooling-water pump",
+                **_model("pump-1"),
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu0", i) for i, axis in enumerate("xyz")),
                     _bearing_temperature(0x48),
@@ -95,6 +105,7 @@ def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
             {
                 "name": "compressor-2",
                 "description": "air compressor (faults are injected here)",
+                **_model("compressor-2"),
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu1", i) for i, axis in enumerate("xyz")),
                     _bearing_temperature(0x49),

@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.records import FeatureVector
+from appliance.records import FeatureVector, Score, Severity
 
 
 @dataclass
 class AssetStatus:
-    """Written by the feature stage only."""
+    """Each field is written by one stage only (feature stage, then detect stage, see below)."""
 
     name: str
     samples: dict[str, int] = field(default_factory=dict)
@@ -25,6 +25,15 @@ class AssetStatus:
     latest: FeatureVector | None = None
     rejected_blocks: int = 0
     """Blocks whose channel the asset's feature engine did not know (counted, not processed)."""
+    model: str = "no model configured: features are stored, not scored"
+    """Written by the composition root: which model scores this asset, or why none does."""
+    latest_score: Score | None = None
+    """Written by the detect stage from here on."""
+    scores: int = 0
+    anomalous_windows: int = 0
+    scoring_errors: int = 0
+    inference_s: float | None = None
+    alarm: Severity | None = None
 
 
 @dataclass

@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from appliance.records import FeatureVector
-from appliance.status import StatusBoard
+from appliance.status import AssetStatus, StatusBoard
 
 VIBRATION_SHOWN = ("rms", "peak", "crest_factor", "excess_kurtosis", "dominant_freq_hz")
 
@@ -50,10 +50,23 @@ class SummaryPrinter:
                 else:
                     rates.append(f"{channel} {(count - before) / elapsed_s:6.0f}/s")
             lines.append(f"{asset.name:14s} vectors {asset.vectors:5d}  " + "  ".join(rates))
+            lines.append("    " + _verdict_line(asset))
             if asset.latest is not None:
                 lines.extend("    " + line for line in _feature_lines(asset.latest))
         lines.extend(_link_lines(board))
         return "\n".join(lines)
+
+
+def _verdict_line(asset: AssetStatus) -> str:
+    score = asset.latest_score
+    if score is None:
+        return asset.model
+    state = f"ALARM ({asset.alarm})" if asset.alarm else "ok"
+    because = f"  top: {', '.join(score.contributors)}" if score.contributors else ""
+    return (
+        f"score {_fmt(score.error)} / threshold {_fmt(score.threshold)}  {state}  "
+        f"anomalous windows {asset.anomalous_windows}/{asset.scores}{because}"
+    )
 
 
 def _feature_lines(vector: FeatureVector) -> list[str]:
