@@ -10,8 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance.app import run_appliance
+from appliance.app import build_detectors, run_appliance
 from appliance.cli import main
+from appliance.config import parse_config
 from appliance.demo import demo_config
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
@@ -132,3 +133,21 @@ def test_run_command_with_a_config_file_of_emulated_devices(tmp_path: Path) -> N
     rows = asyncio.run(stored_vectors(tmp_path, "run.db"))
     assert list(rows) == ["pump-1"] and len(rows["pump-1"]) >= 1
     assert "motor_current.mean" in rows["pump-1"][-1][1]
+
+
+def test_a_missing_or_broken_bundle_is_refused_and_named_on_the_status(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-bundle"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    document = demo_config(tmp_path, []).model_dump()
+    document["assets"][0]["model"] = {"bundle": str(tmp_path / "nowhere")}
+    document["assets"][1]["model"] = {"bundle": str(broken)}
+    config = parse_config(document)
+    board = StatusBoard(config.gateway.id)
+
+    detectors = build_detectors(config, board)
+
+    assert detectors == {}
+    assert board.assets["pump-1"].model.startswith("model refused:")
+    assert "nowhere" in board.assets["pump-1"].model
+    assert "manifest.json" in board.assets["compressor-2"].model
