@@ -43,7 +43,7 @@ class SummaryPrinter:
         for asset in board.assets.values():
             rates = []
             for channel, count in asset.samples.items():
-                before = self._previous.get((asset.name, channel), count)
+                before = self._previous.get((asset.name, channel), 0)
                 self._previous[(asset.name, channel)] = count
                 if elapsed_s is None:
                     rates.append(f"{channel} {count} samples")

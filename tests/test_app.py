@@ -87,6 +87,9 @@ async def test_injected_imbalance_and_drops_show_up_and_are_counted(tmp_path: Pa
     faulty = stored["compressor-2"][-1][1]["accel_x.rms"]
     assert faulty > 2 * healthy
     assert board.serial["mcu0"].seq_gaps == 0
+    assert board.assets["compressor-2"].anomalous_windows > 0
+    assert board.assets["compressor-2"].alarm is not None
+    assert board.assets["pump-1"].scores > 0 and board.assets["pump-1"].alarm is None
     faulty_link = board.serial["mcu1"]
     assert faulty_link.seq_gaps > 0 and faulty_link.dropped_samples > 0
     assert faulty_link.garbage_bytes > 0

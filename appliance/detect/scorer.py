@@ -60,7 +60,25 @@ def build_threshold(
     adaptive = settings.adaptive
     if seed:
         adaptive = replace(adaptive, warmup=min(adaptive.warmup, len(seed)))
-    return AdaptiveThreshold(adaptive, reference=fixed, baseline=seed)
+    return CommissionedDuringWarmup(
+        AdaptiveThreshold(adaptive, reference=fixed, baseline=seed), fixed
+    )
+
+
+class CommissionedDuringWarmup:
+    """The adaptive threshold, with the bundle's commissioning threshold standing in while the
+    adaptive one warms up after a start: a gateway that has just booted still raises alarms."""
+
+    def __init__(self, adaptive: AdaptiveThreshold, commissioned: float) -> None:
+        self.adaptive = adaptive
+        self.commissioned = commissioned
+
+    def current(self) -> float:
+        learned = self.adaptive.current()
+        return self.commissioned if learned is None else learned
+
+    def observe(self, error: float, *, alarmed: bool) -> bool:
+        return self.adaptive.observe(error, alarmed=alarmed)
 
 
 @dataclass(frozen=True)

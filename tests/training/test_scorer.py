@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from appliance.detect.runtime import open_runtime, reconstruction_error
-from appliance.detect.scorer import AssetDetector, DetectorSettings, build_threshold
+from appliance.detect.scorer import (
+    AssetDetector,
+    CommissionedDuringWarmup,
+    DetectorSettings,
+    build_threshold,
+)
 from appliance.detect.thresholds import AdaptiveSettings
 from appliance.errors import BundleError
 from appliance.evaluation.autoencoder_detector import AutoencoderDetector
@@ -85,8 +90,10 @@ def test_commissioning_errors_replace_the_warm_up(trained: TrainedAutoencoder) -
     settings = DetectorSettings(rule="adaptive", adaptive=AdaptiveSettings(warmup=100))
     unseeded = build_threshold(trained.bundle, settings)
     seeded = build_threshold(trained.bundle, settings, seed_errors=[0.1] * 30)
-    assert unseeded.current() is None
-    assert seeded.current() is not None
+    assert isinstance(unseeded, CommissionedDuringWarmup)
+    assert isinstance(seeded, CommissionedDuringWarmup)
+    assert unseeded.adaptive.warming_up and not seeded.adaptive.warming_up
+    assert unseeded.current() == trained.bundle.manifest.threshold.fixed_threshold
 
 
 def test_evaluation_adapter_learns_then_scores_causally(
