@@ -63,9 +63,12 @@ def _verdict_line(asset: AssetStatus) -> str:
         return asset.model
     state = f"ALARM ({asset.alarm})" if asset.alarm else "ok"
     because = f"  top: {', '.join(score.contributors)}" if score.contributors else ""
+    latency = (
+        f"  (scored in {asset.inference_s * 1e3:.2f} ms)" if asset.inference_s is not None else ""
+    )
     return (
         f"score {_fmt(score.error)} / threshold {_fmt(score.threshold)}  {state}  "
-        f"anomalous windows {asset.anomalous_windows}/{asset.scores}{because}"
+        f"anomalous windows {asset.anomalous_windows}/{asset.scores}{latency}{because}"
     )
 
 
