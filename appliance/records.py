@@ -61,8 +61,15 @@ Severity = Literal["warning", "critical"]
 
 @dataclass(frozen=True, slots=True)
 class Alert:
+    """A change of alarm state worth telling a person about (one per event, not per window).
+
+    `kind` is e.g. anomaly_raised, anomaly_cleared, flatline_raised, systemic_raised; `channel` is
+    set for sensor-health and drift alerts, which are about one channel rather than the machine.
+    """
+
     asset: str
     t: float
     severity: Severity
     kind: str
     message: str
+    channel: str | None = None

@@ -34,6 +34,10 @@ class AssetStatus:
     scoring_errors: int = 0
     inference_s: float | None = None
     alarm: Severity | None = None
+    sensor_faults: dict[str, list[str]] = field(default_factory=dict)
+    """Written by the health stage: channel -> rules alarming on it (flatline, dropout, ...)."""
+    late_samples: int = 0
+    """Samples that arrived after their health window had closed (not checked by the rules)."""
 
 
 @dataclass

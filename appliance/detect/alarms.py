@@ -17,7 +17,7 @@ members (assets or channels) alarm at once the cause is likely shared (gateway, 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -285,9 +285,16 @@ class SystemicCheck:
     being causal, the check cannot know that more are about to follow.
     """
 
-    def __init__(self, scope: str, settings: SystemicSettings | None = None) -> None:
+    def __init__(
+        self,
+        scope: str,
+        settings: SystemicSettings | None = None,
+        member_of: Callable[[Alert], str] = lambda alert: alert.asset,
+    ) -> None:
+        """`member_of`: which member an alert is about (not one of the monitored: passes)."""
         self.scope = scope
         self.settings = settings or SystemicSettings()
+        self.member_of = member_of
         self.active = False
         self._silenced: set[str] = set()
 
@@ -312,16 +319,17 @@ class SystemicCheck:
         return out
 
     def _passes(self, alert: Alert, members: set[str]) -> bool:
-        if alert.asset not in members:
+        member = self.member_of(alert)
+        if member not in members:
             return True
         if self.active:
             if alert.kind.endswith("_raised"):
-                self._silenced.add(alert.asset)
+                self._silenced.add(member)
             elif alert.kind.endswith("_cleared"):
-                self._silenced.discard(alert.asset)
+                self._silenced.discard(member)
             return False
-        if alert.asset in self._silenced and alert.kind.endswith("_cleared"):
-            self._silenced.discard(alert.asset)
+        if member in self._silenced and alert.kind.endswith("_cleared"):
+            self._silenced.discard(member)
             return False
         return True
 
