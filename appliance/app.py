@@ -25,20 +25,25 @@ from appliance.capture.i2c_emulator import (
 from appliance.capture.mcu_emulator import EmulatedMcu, parse_faults
 from appliance.capture.serial_link import SerialLink
 from appliance.config import ApplianceConfig, I2cConfig, I2cSource, SerialConfig, SerialSource
-from appliance.detect.scorer import AssetDetector
-from appliance.detect.stage import open_detector, run_detect_stage
+from appliance.detect.assets import AssetScoring, open_scorings, restore_health, save_states
+from appliance.detect.health import AssetHealth, run_health_stage
+from appliance.detect.routing import AlertRouter, run_alert_stage
+from appliance.detect.rules import ChannelSpec as RuleChannel
+from appliance.detect.stage import run_detect_stage
 from appliance.errors import ApplianceError, ConfigError
 from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
 from appliance.features.stage import run_feature_stage
-from appliance.records import FeatureVector, SampleBlock
+from appliance.records import Alert, FeatureVector, SampleBlock
 from appliance.status import StatusBoard
-from appliance.store import Store, StoreSettings, run_store_writer
+from appliance.store import Store, StoredRecord, StoreSettings, run_store_writer
 from appliance.summary import SummaryPrinter
 
 log = structlog.get_logger(__name__)
 
 QUEUE_BLOCKS = 4096
 QUEUE_VECTORS = 1024
+QUEUE_ALERTS = 256
+STATE_SAVE_EVERY_S = 60.0
 SHUTDOWN_DRAIN_S = 10.0
 
 
@@ -65,13 +70,17 @@ class Pipeline:
     board: StatusBoard
     sources: Sources
     engines: dict[str, AssetFeatures]
-    detectors: dict[str, AssetDetector]
+    health: dict[str, AssetHealth]
+    scorings: dict[str, AssetScoring]
+    router: AlertRouter
     store: Store
     blocks: asyncio.Queue[SampleBlock]
     vectors: asyncio.Queue[FeatureVector]
     """Feature stage -> detect stage."""
-    scored: asyncio.Queue[FeatureVector]
-    """Detect stage -> store writer."""
+    alerts: asyncio.Queue[Alert]
+    """Detect and health stages -> alert stage."""
+    records: asyncio.Queue[StoredRecord]
+    """Detect and alert stages -> store writer."""
 
 
 async def run_appliance(
@@ -88,12 +97,15 @@ async def run_appliance(
     board = board or StatusBoard(config.gateway.id)
     blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
     vectors: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
-    scored: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
-    board.queues.update(blocks=blocks, vectors=vectors, store=scored)
+    alerts: asyncio.Queue[Alert] = asyncio.Queue(QUEUE_ALERTS)
+    records: asyncio.Queue[StoredRecord] = asyncio.Queue(QUEUE_VECTORS)
+    board.queues.update(blocks=blocks, vectors=vectors, alerts=alerts, store=records)
     for asset in config.assets:
         board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
     engines = build_feature_engines(config)
-    detectors = build_detectors(config, board)
+    health = build_health(config)
+    router = build_router(config)
+    board.alerts = router
     printer = SummaryPrinter(board, summary_out) if summary_every and summary_out else None
     with tempfile.TemporaryDirectory(prefix="appliance-") as run_dir:
         sources = build_sources(config, blocks, Path(run_dir))
@@ -101,8 +113,15 @@ async def run_appliance(
         board.i2c.update({name: poller.stats for name, poller in sources.pollers.items()})
         async with open_store(config) as store:
             board.store = store.stats
+            states = await store.load_states()
+            scorings = await open_scorings(config, store, board, states)
+            restore_health(health, states)
+            await save_states(store, scorings, health)
             await _check_i2c(sources)
-            pipeline = Pipeline(board, sources, engines, detectors, store, blocks, vectors, scored)
+            pipeline = Pipeline(
+                board, sources, engines, health, scorings, router, store, blocks, vectors,
+                alerts, records,
+            )  # fmt: skip
             for emulator in sources.emulators:
                 emulator.open()
             try:
@@ -120,13 +139,16 @@ async def _run_tasks(
     summary_every: float | None,
 ) -> None:
     async with asyncio.TaskGroup() as group, _stop_on_signals(stop):
-        writer = group.create_task(run_store_writer(p.store, p.scored), name="store")
+        writer = group.create_task(run_store_writer(p.store, p.records), name="store")
+        routing = group.create_task(run_alert_stage(p.router, p.alerts, p.records), name="alerts")
         detect = group.create_task(
-            run_detect_stage(p.detectors, p.vectors, p.scored, p.board), name="detect"
+            run_detect_stage(p.scorings, p.vectors, p.records, p.alerts, p.board), name="detect"
         )
+        health = group.create_task(run_health_stage(p.health, p.alerts, p.board), name="health")
         features = group.create_task(
-            run_feature_stage(p.engines, p.blocks, p.vectors, p.board), name="features"
+            run_feature_stage(p.engines, p.blocks, p.vectors, p.board, p.health), name="features"
         )
+        saver = group.create_task(_save_states_every(p, STATE_SAVE_EVERY_S), name="state")
         capture = [group.create_task(c) for c in p.sources.tasks()]
         summary = None
         if printer is not None and summary_every:
@@ -136,17 +158,37 @@ async def _run_tasks(
             await asyncio.wait_for(stop.wait(), seconds)
         log.info("appliance_stopping")
         await _cancel(*capture)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(p.blocks.join(), SHUTDOWN_DRAIN_S)
+        await _drain(p.blocks)
         await _cancel(features)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(p.vectors.join(), SHUTDOWN_DRAIN_S)
-        await _cancel(detect)
+        await _drain(p.vectors)
+        await _cancel(detect, health, saver)
+        await _drain(p.alerts)
+        await _cancel(routing)
+        await _save_states_logged(p)
         await _cancel(writer)  # the writer flushes everything queued before it returns
         if summary is not None and printer is not None:
             await _cancel(summary)
             printer.print_once(final=True)
     log.info("appliance_stopped", rows_written=p.store.stats.rows_written)
+
+
+async def _drain(queue: asyncio.Queue[Any]) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(queue.join(), SHUTDOWN_DRAIN_S)
+
+
+async def _save_states_every(p: Pipeline, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        await _save_states_logged(p)
+
+
+async def _save_states_logged(p: Pipeline) -> None:
+    """A failed save is logged, never fatal: the next one (or a replay) catches up."""
+    try:
+        await save_states(p.store, p.scorings, p.health)
+    except (ApplianceError, ValueError) as exc:
+        log.warning("detector_state_save_failed", reason=str(exc))
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
@@ -202,22 +244,29 @@ def build_feature_engines(config: ApplianceConfig) -> dict[str, AssetFeatures]:
     }
 
 
-def build_detectors(config: ApplianceConfig, board: StatusBoard) -> dict[str, AssetDetector]:
-    """A detector per asset with a usable model; a refused bundle is reported on the asset's
-    status and in the log, and the asset keeps running unscored."""
-    detectors = {}
-    for asset in config.assets:
-        if asset.model is None:
-            continue
-        try:
-            detector = open_detector(asset.name, asset.model)
-        except ApplianceError as exc:
-            board.asset(asset.name).model = f"model refused: {exc}"
-            log.error("model_refused", asset=asset.name, bundle=asset.model.bundle, reason=str(exc))
-            continue
-        board.asset(asset.name).model = f"scoring with {detector.bundle.bundle_id}"
-        detectors[asset.name] = detector
-    return detectors
+def build_health(config: ApplianceConfig) -> dict[str, AssetHealth]:
+    """Sensor-health checks per asset: vibration channels over the feature window, slow channels
+    over the slow window (they also get CUSUM drift)."""
+    f = config.features
+    return {
+        asset.name: AssetHealth(
+            asset.name,
+            {
+                c.name: (
+                    RuleChannel(c.name, c.unit, c.rate_hz, (c.valid_range[0], c.valid_range[1])),
+                    f.window_s if c.is_vibration else f.slow_window_s,
+                    not c.is_vibration,
+                )
+                for c in asset.channels
+            },
+        )
+        for asset in config.assets
+    }
+
+
+def build_router(config: ApplianceConfig) -> AlertRouter:
+    channels = [f"{a.name}/{c.name}" for a in config.assets for c in a.channels]
+    return AlertRouter(config.gateway.id, channels, [a.name for a in config.assets])
 
 
 def build_sources(

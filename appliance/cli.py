@@ -1,4 +1,4 @@
-"""`appliance` command line: run, demo, check-config, eval."""
+"""`appliance` command line: run, demo, check-config, eval, train."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--summary-every", type=float, default=2.0, help="seconds between summaries")
     demo.set_defaults(handler=_demo)
     _add_eval_commands(commands)
+    _add_train_command(commands)
     return parser
 
 
@@ -141,6 +142,60 @@ def _eval_vibration(args: argparse.Namespace) -> int:
         detector_settings=described,
         plots=not args.no_plots,
     )
+
+
+def _add_train_command(commands: Any) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train an asset's int8 bundle on what a gateway stored (workstation: train extra)",
+    )
+    train.add_argument("--store", type=Path, required=True, metavar="PATH.db")
+    train.add_argument("--asset", required=True, metavar="NAME")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR", help="new bundle dir")
+    train.add_argument("--since", type=_utc_time, metavar="ISO8601", help="first window end")
+    train.add_argument("--until", type=_utc_time, metavar="ISO8601", help="window ends before")
+    train.add_argument("--version", default=None, help="bundle version (default: today's date)")
+    train.add_argument("--epochs", type=_positive_int, default=60)
+    train.add_argument(
+        "--keep-anomalous",
+        action="store_true",
+        help="also train on windows the gateway scored anomalous (default: left out)",
+    )
+    train.set_defaults(handler=_train)
+
+
+def _utc_time(text: str) -> float:
+    from appliance.training.from_store import parse_utc_time
+
+    try:
+        return parse_utc_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _train(args: argparse.Namespace) -> int:
+    from appliance.training.autoencoder import TrainSettings
+    from appliance.training.from_store import train_from_store
+
+    result = train_from_store(
+        args.store,
+        args.asset,
+        args.out,
+        since=args.since,
+        until=args.until,
+        keep_anomalous=args.keep_anomalous,
+        version=args.version,
+        settings=TrainSettings(epochs=args.epochs),
+    )
+    print(result.summary())
+    return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -193,8 +193,12 @@ class ChannelConfig(_Strict):
 class ModelConfig(_Strict):
     """How the asset's windows are scored (docs/DETECTION.md)."""
 
-    bundle: str
-    """Directory of the asset's model bundle (manifest.json + model.tflite)."""
+    bundle: str | None = None
+    """Directory of the asset's model bundle (manifest.json + model.tflite). Without one the
+    asset commissions: it learns normal on the gateway for `commission_hours`, then scores."""
+    commission_hours: PositiveFloat = 24.0
+    commission_min_windows: Annotated[int, Field(ge=20)] = 600
+    """Commissioning goes on past its period until it has seen this many windows."""
     rule: Literal["adaptive", "fixed"] = "adaptive"
     k: PositiveFloat = 6.0
     """Adaptive rule: threshold = centre + k * spread of recent non-alarmed errors."""
@@ -206,8 +210,8 @@ class AssetConfig(_Strict):
     name: Name
     description: str = ""
     channels: Annotated[list[ChannelConfig], Field(min_length=1)]
-    model: ModelConfig | None = None
-    """Without a model the asset's features are stored but not scored (the status says so)."""
+    model: ModelConfig = ModelConfig()
+    """Without a bundle the asset commissions itself (see ModelConfig.bundle)."""
 
 
 class ApplianceConfig(_Strict):

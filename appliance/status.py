@@ -51,6 +51,8 @@ class StatusBoard:
     """I2C bus name -> that poller's own stats object."""
     store: Any = None
     """The store's own StoreStats object."""
+    alerts: Any = None
+    """The alert stage's AlertRouter: open and recent alerts, counts by kind."""
     queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
     queue_full: dict[str, int] = field(default_factory=dict)
     """Times a producer found a stage queue full and had to wait (back-pressure, not loss)."""

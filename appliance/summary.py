@@ -103,7 +103,7 @@ def _link_lines(board: StatusBoard) -> list[str]:
         lines.append(
             f"store: rows {st.rows_written}  {st.bytes / 1e6:.1f} MB  evicted "
             f"{st.evicted_by_age + st.evicted_by_size}  write errors {st.write_errors}  "
-            f"refused {st.rejected_vectors}"
+            f"refused {st.rejected_records}"
         )
     waits = {k: v for k, v in board.queue_full.items() if v}
     depths = "  ".join(f"{k} {q.qsize()}" for k, q in board.queues.items())

@@ -4,7 +4,8 @@ Trains the synthetic 12-feature autoencoder (d -> 16 -> 8 -> 4 -> 8 -> 16 -> d, 
 then times, per row:
 
 - `reconstruct()` on one row with ai-edge-litert (quantise, invoke, dequantise: what the scorer
-  calls once per feature window), and `reconstruction_error()` (adds scaling and the residual);
+  calls once per feature window), and `BundleModel.errors()` (adds scaling and the residual:
+  what `AssetDetector` calls through the `ErrorModel` seam);
 - the bare interpreter invoke on one pre-quantised row, with the built-in int8 kernels the runtime
   uses and with ai-edge-litert's default XNNPACK delegate (the kernels the runtime avoids so that
   backends agree bit for bit; see appliance/detect/runtime.py);
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from appliance.detect.bundle import ModelBundle
-from appliance.detect.runtime import open_runtime, quantize, reconstruction_error
+from appliance.detect.runtime import open_runtime, quantize
+from appliance.detect.scorer import BundleModel
 from appliance.training.autoencoder import TrainedAutoencoder, TrainSettings, fit_autoencoder
 from appliance.training.dense import FloatReconstructor
 from appliance.training.synthetic import LatentFactorSource
@@ -98,15 +100,13 @@ def measure(
     one_scaled, one_features = scaled[:1], features[:1]
     one_quantized = quantize(one_scaled, bundle.manifest.input_quant)
     runtime = open_runtime(bundle)
+    model = BundleModel(bundle, runtime)
     floating = FloatReconstructor(trained.float_network)
     batch_calls = max(1, calls // BATCH_ROWS)
     single = [
         ("numpy float32 forward, 1 row (baseline)", lambda: floating.reconstruct(one_scaled)),
         ("litert reconstruct(), 1 row", lambda: runtime.reconstruct(one_scaled)),
-        (
-            "litert reconstruction_error(), 1 row",
-            lambda: reconstruction_error(bundle, runtime, one_features),
-        ),
+        ("litert BundleModel.errors(), 1 row", lambda: model.errors(one_features)),
         ("litert bare invoke, built-in int8 kernels", bare_invoke(bundle, one_quantized, False)),
         ("litert bare invoke, XNNPACK delegate", bare_invoke(bundle, one_quantized, True)),
     ]

@@ -10,10 +10,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance.app import build_detectors, run_appliance
+from appliance.app import run_appliance
 from appliance.cli import main
 from appliance.config import parse_config
 from appliance.demo import demo_config
+from appliance.detect.assets import open_scorings
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
 
@@ -138,7 +139,9 @@ def test_run_command_with_a_config_file_of_emulated_devices(tmp_path: Path) -> N
     assert "motor_current.mean" in rows["pump-1"][-1][1]
 
 
-def test_a_missing_or_broken_bundle_is_refused_and_named_on_the_status(tmp_path: Path) -> None:
+async def test_a_missing_or_broken_bundle_is_refused_and_named_on_the_status(
+    tmp_path: Path,
+) -> None:
     broken = tmp_path / "broken-bundle"
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
@@ -148,9 +151,10 @@ def test_a_missing_or_broken_bundle_is_refused_and_named_on_the_status(tmp_path:
     config = parse_config(document)
     board = StatusBoard(config.gateway.id)
 
-    detectors = build_detectors(config, board)
+    async with await Store.open(StoreSettings(path=tmp_path / "refused.db")) as store:
+        scorings = await open_scorings(config, store, board, {})
 
-    assert detectors == {}
+    assert all(s.detector is None and s.commissioner is None for s in scorings.values())
     assert board.assets["pump-1"].model.startswith("model refused:")
     assert "nowhere" in board.assets["pump-1"].model
     assert "manifest.json" in board.assets["compressor-2"].model

@@ -20,7 +20,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -116,6 +116,15 @@ class ChannelWindows:
         return (math.floor(t / self.window_s) + 1) * self.window_s
 
 
+def quantisation_step(samples: FloatArray) -> float:
+    """The smallest step between distinct finite values: the sensor's LSB when it is quantised
+    (a mostly constant temperature that ticks by one LSB is not a spike)."""
+    values = np.unique(samples[np.isfinite(samples)])
+    if len(values) < 2:
+        return 0.0
+    return float(np.diff(values).min())
+
+
 @dataclass
 class RuleLatch:
     severity: Severity | None = None
@@ -173,6 +182,8 @@ class AssetHealth:
     def _check_window(self, window: ClosedWindow) -> list[Alert]:
         self.windows_checked += 1
         spec = self._windows[window.channel].spec
+        if spec.resolution == 0.0:
+            spec = replace(spec, resolution=quantisation_step(window.samples))
         findings = check_window(spec, window.samples, window.expected, self.settings.limits)
         if window.channel in self._slow:
             drift = self._drift(window, findings)

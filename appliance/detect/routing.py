@@ -17,6 +17,7 @@ import structlog
 
 from appliance.detect.alarms import SystemicCheck, SystemicSettings
 from appliance.records import Alert
+from appliance.store import StoredRecord
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +103,7 @@ class AlertRouter:
 async def run_alert_stage(
     router: AlertRouter,
     alerts_in: asyncio.Queue[Alert],
-    out: asyncio.Queue[Alert],
+    out: asyncio.Queue[StoredRecord],
 ) -> None:
     """Route alerts as they come (each with whatever else is already queued) until cancelled."""
     while True:

@@ -1,4 +1,8 @@
-"""The streaming scorer: one asset's feature vectors -> reconstruction error -> threshold -> alarm.
+"""The streaming scorer: one asset's feature vectors -> model error -> threshold -> alarm.
+
+The model is anything that gives a reconstruction error (`ErrorModel`): a bundle's int8
+autoencoder (`BundleModel`), or the linear model an asset without a bundle commissions on the
+gateway itself (appliance/detect/commissioning.py).
 
 The same object scores on the gateway and in `appliance eval`, one window at a time and strictly
 causally: a window is judged against a threshold learned from earlier windows only, then offered
@@ -8,9 +12,9 @@ to the baseline (which refuses alarmed windows).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -18,16 +22,19 @@ from appliance.detect.alarms import (
     AlarmDecision,
     AlarmSettings,
     AlarmState,
+    Contributor,
     decide,
     top_contributors,
 )
 from appliance.detect.bundle import ModelBundle
 from appliance.detect.runtime import Reconstructor, reconstruction_error
 from appliance.detect.thresholds import (
+    STATE_VERSION,
     AdaptiveSettings,
     AdaptiveThreshold,
     FixedThreshold,
     Threshold,
+    check_state_header,
 )
 from appliance.errors import BundleError
 from appliance.records import FeatureVector, FloatArray, Score
@@ -45,15 +52,62 @@ class DetectorSettings:
     contributors: int = 3
 
 
+class ErrorModel(Protocol):
+    """What the scorer needs from a model: reconstruction errors of feature rows."""
+
+    @property
+    def model_id(self) -> str:
+        """Recorded with every score."""
+        ...
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The columns `errors` expects, in order."""
+        ...
+
+    @property
+    def commissioned_threshold(self) -> float:
+        """The fixed threshold calibrated on normal data when the model was made."""
+        ...
+
+    def errors(self, rows: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(n, d) rows -> per-row mean squared error (n,) and per-feature squared errors (n, d),
+        in scaled units, the residual taken against the UNCLIPPED scaled input."""
+        ...
+
+
+class BundleModel:
+    """A bundle's int8 autoencoder, run by `runtime`, as an ErrorModel."""
+
+    def __init__(self, bundle: ModelBundle, runtime: Reconstructor) -> None:
+        self.bundle = bundle
+        self.runtime = runtime
+
+    @property
+    def model_id(self) -> str:
+        return self.bundle.bundle_id
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.bundle.manifest.feature_names
+
+    @property
+    def commissioned_threshold(self) -> float:
+        return self.bundle.manifest.threshold.fixed_threshold
+
+    def errors(self, rows: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return reconstruction_error(self.bundle, self.runtime, rows)
+
+
 def build_threshold(
-    bundle: ModelBundle, settings: DetectorSettings, seed_errors: Iterable[float] = ()
+    model: ErrorModel, settings: DetectorSettings, seed_errors: Iterable[float] = ()
 ) -> Threshold:
-    """The commissioning threshold from the bundle, or the adaptive rule floored by it.
+    """The model's commissioning threshold, or the adaptive rule floored by it.
 
     Errors from commissioning (`seed_errors`) stand in for the warm-up: a model that has just
     learnt normal from them needs no second warm-up, however few windows there were.
     """
-    fixed = bundle.manifest.threshold.fixed_threshold
+    fixed = model.commissioned_threshold
     if settings.rule == "fixed":
         return FixedThreshold(fixed)
     seed = [float(e) for e in seed_errors]
@@ -66,7 +120,7 @@ def build_threshold(
 
 
 class CommissionedDuringWarmup:
-    """The adaptive threshold, with the bundle's commissioning threshold standing in while the
+    """The adaptive threshold, with the model's commissioning threshold standing in while the
     adaptive one warms up after a start: a gateway that has just booted still raises alarms."""
 
     def __init__(self, adaptive: AdaptiveThreshold, commissioned: float) -> None:
@@ -85,70 +139,100 @@ class CommissionedDuringWarmup:
 class Verdict:
     score: Score
     decision: AlarmDecision
+    contributors: tuple[Contributor, ...] = ()
+    """The features with the largest share of the error (only for an anomalous window)."""
 
 
 class AssetDetector:
-    """Scores one asset's windows with its bundle; owns that asset's threshold and alarm state."""
+    """Scores one asset's windows with its model; owns that asset's threshold and alarm state."""
 
     def __init__(
         self,
         asset: str,
-        bundle: ModelBundle,
-        runtime: Reconstructor,
+        model: ErrorModel,
         settings: DetectorSettings,
         threshold: Threshold | None = None,
         alarm: AlarmState | None = None,
     ) -> None:
         self.asset = asset
-        self.bundle = bundle
-        self._runtime = runtime
+        self.model = model
         self._settings = settings
-        self.threshold = threshold or build_threshold(bundle, settings)
+        self.threshold = threshold or build_threshold(model, settings)
         self.alarm = alarm or AlarmState(settings.alarm)
         self._order: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    def to_state(self) -> dict[str, object]:
+        """The learnt threshold baseline and the alarm episode, for the store (restarts)."""
+        adaptive = (
+            self.threshold.adaptive
+            if isinstance(self.threshold, CommissionedDuringWarmup)
+            else None
+        )
+        return {
+            "version": STATE_VERSION,
+            "kind": "detector",
+            "model_id": self.model.model_id,
+            "threshold": None if adaptive is None else adaptive.to_state(),
+            "alarm": self.alarm.to_state(),
+        }
+
+    def restore(self, state: Mapping[str, object]) -> None:
+        """Continue from `to_state()` of the same model; ValueError naming the field otherwise
+        (then nothing changes: a new model starts afresh)."""
+        check_state_header(state, "detector")
+        if state.get("model_id") != self.model.model_id:
+            raise ValueError(
+                f"model_id: the state is for {state.get('model_id')!r}, not {self.model.model_id}"
+            )
+        raw_threshold, raw_alarm = state.get("threshold"), state.get("alarm")
+        if not isinstance(raw_alarm, dict):
+            raise ValueError("alarm: must be an object")
+        alarm = AlarmState.from_state(raw_alarm, self._settings.alarm)
+        if isinstance(raw_threshold, dict) and isinstance(self.threshold, CommissionedDuringWarmup):
+            self.threshold.adaptive = AdaptiveThreshold.from_state(raw_threshold)
+        self.alarm = alarm
 
     def score_vector(self, vector: FeatureVector) -> Verdict:
         return self.score_row(self._in_model_order(vector), vector.window_end)
 
     def score_row(self, row: FloatArray, t: float) -> Verdict:
-        """Score one window given as the model's features in manifest order."""
-        errors, per_feature = reconstruction_error(self.bundle, self._runtime, row[None, :])
+        """Score one window given as the model's features in its order (`feature_names`)."""
+        errors, per_feature = self.model.errors(row[None, :])
         error = float(errors[0])
         decision = decide(self.threshold, self.alarm, t, error)
-        contributors: tuple[str, ...] = ()
+        top: tuple[Contributor, ...] = ()
         if decision.anomalous and math.isfinite(error):
             top = top_contributors(
-                per_feature[0], self.bundle.manifest.feature_names, self._settings.contributors
+                per_feature[0], self.model.feature_names, self._settings.contributors
             )
-            contributors = tuple(c.name for c in top)
         threshold = decision.threshold if decision.threshold is not None else math.nan
         score = Score(
             asset=self.asset,
             t=t,
-            model_id=self.bundle.bundle_id,
+            model_id=self.model.model_id,
             error=error,
             threshold=threshold,
             anomalous=decision.anomalous,
-            contributors=contributors,
+            contributors=tuple(c.name for c in top),
         )
-        return Verdict(score, decision)
+        return Verdict(score, decision, top)
 
     def _in_model_order(self, vector: FeatureVector) -> FloatArray:
         if self._order is None or self._order[0] != vector.names:
-            self._order = (vector.names, model_column_order(self.bundle, vector.names))
+            self._order = (vector.names, model_column_order(self.model, vector.names))
         picked: FloatArray = np.asarray(vector.values, dtype=np.float64)[self._order[1]]
         return picked
 
 
-def model_column_order(bundle: ModelBundle, names: Sequence[str]) -> np.ndarray:
-    """Indices into `names` giving the bundle's features in manifest order; BundleError naming
-    the features the bundle needs and the vector lacks."""
+def model_column_order(model: ErrorModel, names: Sequence[str]) -> np.ndarray:
+    """Indices into `names` giving the model's features in its order; BundleError naming the
+    features the model needs and the vector lacks."""
     position = {name: i for i, name in enumerate(names)}
-    missing = [n for n in bundle.manifest.feature_names if n not in position]
+    missing = [n for n in model.feature_names if n not in position]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise BundleError(
-            f"bundle {bundle.bundle_id} needs {len(missing)} feature(s) this asset does not "
+            f"model {model.model_id} needs {len(missing)} feature(s) this asset does not "
             f"produce: {shown}"
         )
-    return np.array([position[n] for n in bundle.manifest.feature_names], dtype=np.intp)
+    return np.array([position[n] for n in model.feature_names], dtype=np.intp)

@@ -1,69 +1,83 @@
-"""The detect stage: every FeatureVector is scored by its asset's detector (if it has a model)
-and handed on to the store unchanged."""
+"""The detect stage: every FeatureVector goes to the store, followed by its Score when its asset
+is scored; a window of a commissioning asset teaches it instead. Alarm state changes become
+Alerts for the alert stage."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import replace
-from pathlib import Path
 
 import structlog
 
-from appliance.config import ModelConfig
-from appliance.detect.bundle import load_bundle
-from appliance.detect.runtime import open_runtime
-from appliance.detect.scorer import AssetDetector, DetectorSettings
+from appliance.detect.alarms import alert_from_event
+from appliance.detect.assets import AssetScoring, describe_scoring
+from appliance.detect.scorer import AssetDetector
 from appliance.errors import ApplianceError
-from appliance.records import FeatureVector
+from appliance.records import Alert, FeatureVector
 from appliance.status import StatusBoard
+from appliance.store import StoredRecord
 
 log = structlog.get_logger(__name__)
 
 
-def open_detector(asset: str, model: ModelConfig) -> AssetDetector:
-    """The asset's detector from its configured bundle; BundleError/ApplianceError says why not."""
-    bundle = load_bundle(Path(model.bundle))
-    if bundle.manifest.asset not in (None, asset):
-        log.warning(
-            "bundle_for_other_asset",
-            asset=asset,
-            bundle_asset=bundle.manifest.asset,
-            bundle=bundle.bundle_id,
-        )
-    adaptive = replace(DetectorSettings().adaptive, k=model.k, statistic=model.statistic)
-    settings = DetectorSettings(rule=model.rule, adaptive=adaptive)
-    return AssetDetector(asset, bundle, open_runtime(bundle, model.backend), settings)
-
-
 async def run_detect_stage(
-    detectors: Mapping[str, AssetDetector],
-    scored_in: asyncio.Queue[FeatureVector],
-    store_out: asyncio.Queue[FeatureVector],
+    scorings: Mapping[str, AssetScoring],
+    vectors_in: asyncio.Queue[FeatureVector],
+    store_out: asyncio.Queue[StoredRecord],
+    alerts_out: asyncio.Queue[Alert],
     board: StatusBoard,
 ) -> None:
-    """Score, record the verdict on the asset's status, pass the vector on; until cancelled.
+    """Score (or commission), record the verdict on the asset's status, pass records on; until
+    cancelled.
 
     A vector the detector cannot score (e.g. a feature missing) is counted and logged once; the
     vector is still stored.
     """
     failed: set[str] = set()
     while True:
-        vector = await scored_in.get()
+        vector = await vectors_in.get()
         try:
-            detector = detectors.get(vector.asset)
-            if detector is not None:
-                _score(detector, vector, board, failed)
-            if store_out.full():
-                board.queue_full["store"] = board.queue_full.get("store", 0) + 1
-            await store_out.put(vector)
+            records: list[StoredRecord] = [vector]
+            alerts: list[Alert] = []
+            scoring = scorings.get(vector.asset)
+            if scoring is not None and scoring.commissioner is not None:
+                _commission(scoring, vector, board)
+            elif scoring is not None and scoring.detector is not None:
+                _score(scoring.detector, vector, board, failed, records, alerts)
+            for record in records:
+                if store_out.full():
+                    board.queue_full["store"] = board.queue_full.get("store", 0) + 1
+                await store_out.put(record)
+            for alert in alerts:
+                await alerts_out.put(alert)
         finally:
-            scored_in.task_done()
+            vectors_in.task_done()
+
+
+def _commission(scoring: AssetScoring, vector: FeatureVector, board: StatusBoard) -> None:
+    assert scoring.commissioner is not None
+    result = scoring.commissioner.offer(vector)
+    if result is not None:
+        scoring.commissioned(result)
+        log.info(
+            "commissioned",
+            asset=scoring.asset,
+            model=result.model.model_id,
+            fit_windows=result.fit_windows,
+            calibration_windows=result.calibration_windows,
+            threshold=round(result.fixed_threshold, 6),
+        )
+    board.asset(scoring.asset).model = describe_scoring(scoring, "")
 
 
 def _score(
-    detector: AssetDetector, vector: FeatureVector, board: StatusBoard, failed: set[str]
+    detector: AssetDetector,
+    vector: FeatureVector,
+    board: StatusBoard,
+    failed: set[str],
+    records: list[StoredRecord],
+    alerts: list[Alert],
 ) -> None:
     status = board.asset(vector.asset)
     started = time.perf_counter()
@@ -79,14 +93,8 @@ def _score(
     status.latest_score = verdict.score
     status.scores += 1
     status.anomalous_windows += verdict.score.anomalous
+    records.append(verdict.score)
     event = verdict.decision.event
     if event is not None:
         status.alarm = None if event.kind == "cleared" else event.severity
-        log.warning(
-            f"anomaly_{event.kind}",
-            asset=vector.asset,
-            severity=event.severity,
-            error=round(event.error, 4),
-            threshold=round(event.threshold, 4) if event.threshold is not None else None,
-            contributors=list(verdict.score.contributors),
-        )
+        alerts.append(alert_from_event(vector.asset, event, verdict.contributors))

@@ -13,8 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from appliance.detect.runtime import open_runtime, reconstruction_error
-from appliance.detect.scorer import AssetDetector, DetectorSettings, build_threshold
+from appliance.detect.runtime import open_runtime
+from appliance.detect.scorer import (
+    AssetDetector,
+    BundleModel,
+    DetectorSettings,
+    build_threshold,
+)
 from appliance.records import FloatArray
 from appliance.training.autoencoder import TrainSettings, train_bundle
 
@@ -40,10 +45,10 @@ class AutoencoderDetector:
         bundle = train_bundle(
             rows, self._names, asset=None, version="eval", out_dir=out_dir, settings=self._train
         )
-        runtime = open_runtime(bundle, self._backend)
-        training_errors, _ = reconstruction_error(bundle, runtime, rows)
-        threshold = build_threshold(bundle, self._settings, seed_errors=training_errors)
-        self._detector = AssetDetector("eval", bundle, runtime, self._settings, threshold)
+        model = BundleModel(bundle, open_runtime(bundle, self._backend))
+        training_errors, _ = model.errors(rows)
+        threshold = build_threshold(model, self._settings, seed_errors=training_errors)
+        self._detector = AssetDetector("eval", model, self._settings, threshold)
 
     def step(self, row: FloatArray, t: float) -> tuple[float, float, bool]:
         if self._detector is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Protocol
 
 import structlog
 
@@ -14,11 +15,18 @@ from appliance.status import StatusBoard
 log = structlog.get_logger(__name__)
 
 
+class BlockObserver(Protocol):
+    """Also sees every block of its asset (the sensor-health checks)."""
+
+    def push(self, block: SampleBlock) -> None: ...
+
+
 async def run_feature_stage(
     engines: Mapping[str, AssetFeatures],
     blocks: asyncio.Queue[SampleBlock],
     vectors: asyncio.Queue[FeatureVector],
     board: StatusBoard,
+    observers: Mapping[str, BlockObserver] | None = None,
 ) -> None:
     """Route each block to its asset's engine until cancelled.
 
@@ -34,6 +42,9 @@ async def run_feature_stage(
             status.samples[block.channel] = status.samples.get(block.channel, 0) + len(
                 block.samples
             )
+            observer = (observers or {}).get(block.asset)
+            if observer is not None:
+                observer.push(block)
             engine = engines.get(block.asset)
             try:
                 if engine is None:

@@ -1,5 +1,6 @@
 """The local store: the only package that imports sqlite3/aiosqlite (design: store.py)."""
 
+from appliance.store.codec import StoredRecord
 from appliance.store.migrations import MIGRATIONS, Migration
 from appliance.store.store import (
     EvictionReport,
@@ -19,6 +20,7 @@ __all__ = [
     "StorePragmas",
     "StoreSettings",
     "StoreStats",
+    "StoredRecord",
     "is_disk_full",
     "run_store_writer",
 ]

@@ -3,12 +3,12 @@
 Never edit or reorder a migration that has shipped: add a new one at the end. A database that has
 recorded a name this release does not know was written by a newer release and is refused.
 
-Sequence numbers: every row that must leave the device (features now; scores and alerts in later
-migrations) takes the next number from the single `outbox_sequence` counter and keeps it as its
-INTEGER PRIMARY KEY, so the uplink can send one ordered stream across tables and the receiver can
-drop duplicates by (gateway, seq). The counter only grows: a number is never reused after deletions.
-A later migration adds e.g. `scores(seq INTEGER PRIMARY KEY, ...)` and `alerts(seq INTEGER PRIMARY
-KEY, ...)` drawing from the same counter (Store._next_seqs).
+Sequence numbers: every row that must leave the device (features, scores, alerts) takes the next
+number from the single `outbox_sequence` counter and keeps it as its INTEGER PRIMARY KEY, so the
+uplink can send one ordered stream across tables and the receiver can drop duplicates by
+(gateway, seq). The counter only grows: a number is never reused after deletions
+(Store._next_seqs). `detector_state` is not outbound: it is the detectors' own state (threshold,
+alarm, CUSUM, commissioning) restored after a restart, one row per (asset, kind).
 """
 
 from __future__ import annotations
@@ -61,9 +61,45 @@ FEATURES_BY_WINDOW_END = """
 CREATE INDEX features_by_window_end ON features (window_end);
 """
 
+SCORES_ALERTS_DETECTOR_STATE = """
+CREATE TABLE scores (
+    seq INTEGER PRIMARY KEY,
+    asset TEXT NOT NULL,
+    t REAL NOT NULL,
+    model_id TEXT NOT NULL,
+    error REAL,
+    threshold REAL,
+    anomalous INTEGER NOT NULL CHECK (anomalous IN (0, 1)),
+    contributors_json TEXT NOT NULL
+);
+CREATE INDEX scores_by_asset ON scores (asset, seq);
+-- Only routine scores are evicted by age.
+CREATE INDEX routine_scores_by_t ON scores (t) WHERE anomalous = 0;
+
+CREATE TABLE alerts (
+    seq INTEGER PRIMARY KEY,
+    asset TEXT NOT NULL,
+    t REAL NOT NULL,
+    severity TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
+    kind TEXT NOT NULL,
+    channel TEXT,
+    message TEXT NOT NULL
+);
+CREATE INDEX alerts_by_asset ON alerts (asset, seq);
+
+CREATE TABLE detector_state (
+    asset TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state_json TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (asset, kind)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
     Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
+    Migration("0003_scores_alerts_detector_state", SCORES_ALERTS_DETECTOR_STATE),
 )
 
 CREATE_SCHEMA_MIGRATIONS = """

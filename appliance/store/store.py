@@ -3,11 +3,15 @@
 Connection: WAL journal, an explicit synchronous level (NORMAL or FULL), busy_timeout, foreign keys
 on; new databases are created with auto_vacuum=INCREMENTAL so evictions can give space back.
 
-Eviction order (enforce_limits), each eviction counted in StoreStats:
-  1. features whose window ended more than `retention_s` ago;
-  2. while the store is larger than `max_bytes`: the oldest features (lowest seq) first, in chunks.
-  Later issues add scores and alerts: they are evicted last, after every feature, and never
-  silently (their own counters).
+Tables: features, scores and alerts are outbound (seqs from one counter, read back merged by
+`outbox`); detector_state holds each detector's state across restarts and is never evicted.
+
+Eviction order (enforce_limits), each eviction counted in StoreStats (by reason and by table):
+  1. by age: features whose window ended, and routine (non-anomalous) scores taken, more than
+     `retention_s` ago; anomalous scores and alerts are never evicted by age;
+  2. while the store is larger than `max_bytes`, oldest (lowest seq) first, in chunks: features;
+     once none is left, routine scores; then anomalous scores; alerts last of all.
+Evicting any score or alert logs a warning (store_evicted_records): never silent.
 After evicting, `PRAGMA incremental_vacuum` returns the free pages and a TRUNCATE checkpoint empties
 the WAL, so the file on the SD card really shrinks.
 
@@ -17,12 +21,13 @@ Size is measured as (page_count - freelist_count) * page_size plus the WAL file'
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -31,13 +36,20 @@ import aiosqlite
 import structlog
 
 from appliance.errors import StoreError
-from appliance.records import FeatureVector
+from appliance.records import Alert, FeatureVector, Score
 from appliance.store.codec import (
+    EncodedRecord,
     FeatureRow,
+    ScoreRow,
+    StoredRecord,
+    decode_alert,
     decode_names,
+    decode_score,
+    decode_state,
     decode_values,
-    encode_feature_vector,
     encode_names,
+    encode_record,
+    encode_state,
 )
 from appliance.store.migrations import (
     MIGRATIONS,
@@ -56,26 +68,79 @@ BUSY_TIMEOUT_MS = 5_000
 # After a checkpoint the WAL file is truncated to this size instead of staying at its peak.
 WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 MAX_EVICTION_CHUNK_ROWS = 5_000
+MAX_SEQ = 2**63 - 1
 
 log = structlog.get_logger(__name__)
 
 INSERT_FEATURE = (
     "INSERT INTO features (seq, asset, window_end, schema_id, values_f64le) VALUES (?, ?, ?, ?, ?)"
 )
-SELECT_FEATURES = (
-    "SELECT seq, asset, window_end, schema_id, values_f64le FROM features"
-    " WHERE seq > ? ORDER BY seq LIMIT ?"
+INSERT_SCORE = (
+    "INSERT INTO scores (seq, asset, t, model_id, error, threshold, anomalous, contributors_json)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-SELECT_ASSET_FEATURES = (
-    "SELECT seq, asset, window_end, schema_id, values_f64le FROM features"
-    " WHERE asset = ? AND seq > ? ORDER BY seq LIMIT ?"
+INSERT_ALERT = (
+    "INSERT INTO alerts (seq, asset, t, severity, kind, channel, message)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-DELETE_FEATURES_OLDER_THAN = (
-    "DELETE FROM features WHERE seq IN"
-    " (SELECT seq FROM features WHERE window_end < ? ORDER BY seq LIMIT ?)"
+FEATURE_COLUMNS = "asset, window_end, schema_id, values_f64le"
+SCORE_COLUMNS = "asset, t, model_id, error, threshold, anomalous, contributors_json"
+ALERT_COLUMNS = "asset, t, severity, kind, channel, message"
+# The highest seq among the first `limit` outbound rows after a seq (?1 = after_seq, ?2 = limit).
+LAST_OUTBOX_SEQ = """
+SELECT max(seq) FROM (
+    SELECT seq FROM (SELECT seq FROM features WHERE seq > ?1 ORDER BY seq LIMIT ?2)
+    UNION ALL SELECT seq FROM (SELECT seq FROM scores WHERE seq > ?1 ORDER BY seq LIMIT ?2)
+    UNION ALL SELECT seq FROM (SELECT seq FROM alerts WHERE seq > ?1 ORDER BY seq LIMIT ?2)
+    ORDER BY seq LIMIT ?2
 )
-DELETE_OLDEST_FEATURES = (
-    "DELETE FROM features WHERE seq IN (SELECT seq FROM features ORDER BY seq LIMIT ?)"
+"""
+UPSERT_STATE = (
+    "INSERT INTO detector_state (asset, kind, state_json, updated_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (asset, kind) DO UPDATE"
+    " SET state_json = excluded.state_json, updated_at = excluded.updated_at"
+)
+SELECT_STATES = "SELECT asset, kind, state_json FROM detector_state ORDER BY asset, kind"
+DELETE_STATE = "DELETE FROM detector_state WHERE asset = ? AND kind = ?"
+
+
+def select_sql(table: str, columns: str, *, by_asset: bool) -> str:
+    """Rows with after_seq < seq <= up_to_seq (of one asset if `by_asset`), oldest first."""
+    where = "asset = ? AND seq > ? AND seq <= ?" if by_asset else "seq > ? AND seq <= ?"
+    return f"SELECT seq, {columns} FROM {table} WHERE {where} ORDER BY seq LIMIT ?"
+
+
+@dataclass(frozen=True)
+class EvictionClass:
+    """Rows of one table that are evicted together, oldest (lowest seq) first.
+
+    `where` may hold one `?` (the age cutoff)."""
+
+    name: str
+    table: str
+    where: str
+
+    @property
+    def delete_sql(self) -> str:
+        return (
+            f"DELETE FROM {self.table} WHERE seq IN"
+            f" (SELECT seq FROM {self.table} WHERE {self.where} ORDER BY seq LIMIT ?)"
+        )
+
+    @property
+    def count_sql(self) -> str:
+        return f"SELECT count(*) FROM {self.table} WHERE {self.where}"
+
+
+EVICTED_BY_AGE = (
+    EvictionClass("features", "features", "window_end < ?"),
+    EvictionClass("routine scores", "scores", "anomalous = 0 AND t < ?"),
+)
+EVICTED_BY_SIZE = (
+    EvictionClass("features", "features", "1"),
+    EvictionClass("routine scores", "scores", "anomalous = 0"),
+    EvictionClass("anomalous scores", "scores", "anomalous = 1"),
+    EvictionClass("alerts", "alerts", "1"),
 )
 
 
@@ -108,18 +173,39 @@ class StoreStats:
     write_transactions: int = 0
     bytes: int = 0
     evicted_by_age: int = 0
+    """Rows of every table evicted by age (evicted_by_age + evicted_by_size = all evicted)."""
     evicted_by_size: int = 0
+    evicted_features: int = 0
+    """The same rows by table: evicted_features + evicted_scores + evicted_alerts."""
+    evicted_scores: int = 0
+    evicted_alerts: int = 0
     write_errors: int = 0
-    rejected_vectors: int = 0
-    """Malformed vectors refused by the writer (logged with the reason), never written."""
+    rejected_records: int = 0
+    """Malformed records refused by the writer (logged with the reason), never written."""
     last_write_utc: float | None = None
 
 
 @dataclass(frozen=True)
 class EvictionReport:
+    """What one enforce_limits call evicted (rows of all tables by reason, and by table)."""
+
     evicted_by_age: int
     evicted_by_size: int
     bytes_after: int
+    evicted_features: int
+    evicted_scores: int
+    evicted_alerts: int
+
+
+def eviction_report(before: StoreStats, after: StoreStats) -> EvictionReport:
+    return EvictionReport(
+        evicted_by_age=after.evicted_by_age - before.evicted_by_age,
+        evicted_by_size=after.evicted_by_size - before.evicted_by_size,
+        bytes_after=after.bytes,
+        evicted_features=after.evicted_features - before.evicted_features,
+        evicted_scores=after.evicted_scores - before.evicted_scores,
+        evicted_alerts=after.evicted_alerts - before.evicted_alerts,
+    )
 
 
 @dataclass(frozen=True)
@@ -144,6 +230,12 @@ class StoreSize:
         return self.live_pages * self.page_size + self.wal_bytes
 
 
+def log_evicted(rows: EvictionClass, count: int, *, reason: str) -> None:
+    """Evicted scores and alerts are never silent (features are counted, logged by the writer)."""
+    if count and rows.table != "features":
+        log.warning("store_evicted_records", rows=rows.name, count=count, reason=reason)
+
+
 def is_disk_full(error: StoreError) -> bool:
     """True if SQLite reported SQLITE_FULL (disk full, or max_page_count reached)."""
     cause = error.__cause__
@@ -151,7 +243,8 @@ def is_disk_full(error: StoreError) -> bool:
 
 
 def rows_to_evict(excess_bytes: int, live_bytes: int, row_count: int) -> int:
-    """Estimate how many feature rows free `excess_bytes`, from the average row's share."""
+    """Estimate how many of `row_count` rows free `excess_bytes`, from the average row's share
+    (an overestimate of a row's size while other rows share the file: never evicts too many)."""
     if row_count == 0 or excess_bytes <= 0:
         return 0
     bytes_per_row = max(1.0, live_bytes / row_count)
@@ -229,60 +322,70 @@ class Store:
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def add_features(self, vectors: Sequence[FeatureVector]) -> list[int]:
-        """Store `vectors` in one transaction; return their seqs in order.
+    async def add_records(self, records: Sequence[StoredRecord]) -> list[int]:
+        """Store `records` in one transaction; return their seqs, handed out in the given order.
 
-        ValueError (before anything is written) if a vector is malformed; StoreError if SQLite
+        ValueError (before anything is written) if a record is malformed; StoreError if SQLite
         fails, in which case nothing of the batch is stored.
         """
-        rows = [encode_feature_vector(vector) for vector in vectors]
+        rows = [encode_record(record) for record in records]
         if not rows:
             return []
-        return await self._shielded(self._write_feature_rows(rows))
+        return await self._shielded(self._write_records(rows))
 
-    async def _write_feature_rows(self, rows: list[FeatureRow]) -> list[int]:
-        async with self._lock:
-            new_schema_ids: dict[SchemaKey, int] = {}
-            try:
-                seqs = await self._in_transaction(
-                    lambda: self._insert_feature_rows(rows, new_schema_ids)
-                )
-            except sqlite3.Error as exc:
-                self.stats.write_errors += 1
-                raise StoreError(
-                    f"store {self.settings.path}: writing {len(rows)} feature vectors failed: {exc}"
-                ) from exc
-            # Only now: ids inserted by a rolled-back transaction must never be cached.
-            self._schema_ids.update(new_schema_ids)
-            self.stats.rows_written += len(seqs)
-            self.stats.write_transactions += 1
-            self.stats.last_write_utc = time.time()
-            await self._refresh_bytes()
+    async def add_features(self, vectors: Sequence[FeatureVector]) -> list[int]:
+        """add_records for feature vectors only."""
+        return await self.add_records(vectors)
+
+    async def _write_records(self, rows: list[EncodedRecord]) -> list[int]:
+        new_schema_ids: dict[SchemaKey, int] = {}
+        seqs = await self._write(
+            f"writing {len(rows)} records", lambda: self._insert_records(rows, new_schema_ids)
+        )
+        # Only now: ids inserted by a rolled-back transaction must never be cached.
+        self._schema_ids.update(new_schema_ids)
+        self.stats.rows_written += len(seqs)
+        self.stats.write_transactions += 1
+        self.stats.last_write_utc = time.time()
+        await self._locked(self._refresh_bytes)
         return seqs
 
-    async def _insert_feature_rows(
-        self, rows: list[FeatureRow], new_schema_ids: dict[SchemaKey, int]
+    async def _insert_records(
+        self, rows: list[EncodedRecord], new_schema_ids: dict[SchemaKey, int]
     ) -> list[int]:
+        feature_rows = [row for row in rows if isinstance(row, FeatureRow)]
+        schema_ids = await self._schema_ids_of(feature_rows, new_schema_ids)
+        seqs = await self._next_seqs(len(rows))
+        inserts: dict[str, list[tuple[Any, ...]]] = {
+            INSERT_FEATURE: [],
+            INSERT_SCORE: [],
+            INSERT_ALERT: [],
+        }
+        for seq, row in zip(seqs, rows, strict=True):
+            if isinstance(row, FeatureRow):
+                schema_id = schema_ids[row.asset, row.names]
+                inserts[INSERT_FEATURE].append(
+                    (seq, row.asset, row.window_end, schema_id, row.values_f64le)
+                )
+            elif isinstance(row, ScoreRow):
+                inserts[INSERT_SCORE].append((seq, *row))
+            else:
+                inserts[INSERT_ALERT].append((seq, *row))
+        for sql, parameters in inserts.items():
+            if parameters:
+                await self._execute_many(sql, parameters)
+        return list(seqs)
+
+    async def _schema_ids_of(
+        self, rows: list[FeatureRow], new_schema_ids: dict[SchemaKey, int]
+    ) -> dict[SchemaKey, int]:
         schema_ids: dict[SchemaKey, int] = {}
         for key in dict.fromkeys((row.asset, row.names) for row in rows):
             cached = self._schema_ids.get(key)
             if cached is None:
                 cached = new_schema_ids[key] = await self._find_or_add_schema(*key)
             schema_ids[key] = cached
-        seqs = await self._next_seqs(len(rows))
-        parameters = [
-            (
-                seq,
-                row.asset,
-                row.window_end,
-                schema_ids[row.asset, row.names],
-                row.values_f64le,
-            )
-            for seq, row in zip(seqs, rows, strict=True)
-        ]
-        async with self._db.executemany(INSERT_FEATURE, parameters):
-            pass
-        return list(seqs)
+        return schema_ids
 
     async def _find_or_add_schema(self, asset: str, names: tuple[str, ...]) -> int:
         names_json = encode_names(names)
@@ -312,23 +415,47 @@ class Store:
         self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, FeatureVector]]:
         """Stored features with seq > after_seq, oldest first, at most `limit`."""
-        async with self._lock:
-            try:
-                if asset is None:
-                    rows = list(
-                        await self._db.execute_fetchall(SELECT_FEATURES, (after_seq, limit))
-                    )
-                else:
-                    rows = list(
-                        await self._db.execute_fetchall(
-                            SELECT_ASSET_FEATURES, (asset, after_seq, limit)
-                        )
-                    )
-                names_by_id = await self._names_by_schema_id({int(row[3]) for row in rows})
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"store {self.settings.path}: reading features failed: {exc}"
-                ) from exc
+        return await self._reading(
+            "features", lambda: self._read_features(asset, after_seq, MAX_SEQ, limit)
+        )
+
+    async def scores(
+        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Score]]:
+        """Stored scores with seq > after_seq, oldest first, at most `limit`."""
+        return await self._reading(
+            "scores", lambda: self._read_scores(asset, after_seq, MAX_SEQ, limit)
+        )
+
+    async def alerts(
+        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Alert]]:
+        """Stored alerts with seq > after_seq, oldest first, at most `limit`."""
+        return await self._reading(
+            "alerts", lambda: self._read_alerts(asset, after_seq, MAX_SEQ, limit)
+        )
+
+    async def outbox(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, StoredRecord]]:
+        """Features, scores and alerts with seq > after_seq merged in seq order, at most `limit`."""
+        return await self._reading("the outbox", lambda: self._read_outbox(after_seq, limit))
+
+    async def _read_outbox(self, after_seq: int, limit: int) -> list[tuple[int, StoredRecord]]:
+        up_to_seq = await fetch_value(self._db, LAST_OUTBOX_SEQ, (after_seq, limit))
+        if up_to_seq is None:
+            return []
+        merged: list[tuple[int, StoredRecord]] = [
+            *await self._read_features(None, after_seq, up_to_seq, limit),
+            *await self._read_scores(None, after_seq, up_to_seq, limit),
+            *await self._read_alerts(None, after_seq, up_to_seq, limit),
+        ]
+        merged.sort(key=lambda item: item[0])
+        return merged
+
+    async def _read_features(
+        self, asset: str | None, after_seq: int, up_to_seq: int, limit: int
+    ) -> list[tuple[int, FeatureVector]]:
+        rows = await self._select("features", FEATURE_COLUMNS, asset, after_seq, up_to_seq, limit)
+        names_by_id = await self._names_by_schema_id({int(row[3]) for row in rows})
         return [
             (
                 int(seq),
@@ -341,6 +468,33 @@ class Store:
             )
             for seq, row_asset, window_end, schema_id, values_f64le in rows
         ]
+
+    async def _read_scores(
+        self, asset: str | None, after_seq: int, up_to_seq: int, limit: int
+    ) -> list[tuple[int, Score]]:
+        rows = await self._select("scores", SCORE_COLUMNS, asset, after_seq, up_to_seq, limit)
+        return [(int(row[0]), decode_score(row[1:])) for row in rows]
+
+    async def _read_alerts(
+        self, asset: str | None, after_seq: int, up_to_seq: int, limit: int
+    ) -> list[tuple[int, Alert]]:
+        rows = await self._select("alerts", ALERT_COLUMNS, asset, after_seq, up_to_seq, limit)
+        return [(int(row[0]), decode_alert(row[1:])) for row in rows]
+
+    async def _select(
+        self,
+        table: str,
+        columns: str,
+        asset: str | None,
+        after_seq: int,
+        up_to_seq: int,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        if asset is None:
+            sql = select_sql(table, columns, by_asset=False)
+            return list(await self._db.execute_fetchall(sql, (after_seq, up_to_seq, limit)))
+        sql = select_sql(table, columns, by_asset=True)
+        return list(await self._db.execute_fetchall(sql, (asset, after_seq, up_to_seq, limit)))
 
     async def _names_by_schema_id(self, schema_ids: set[int]) -> dict[int, tuple[str, ...]]:
         missing = sorted(schema_ids - self._schema_names.keys())
@@ -372,6 +526,48 @@ class Store:
                 auto_vacuum=AUTO_VACUUM_NAMES[await fetch_int(self._db, "PRAGMA auto_vacuum")],
             )
 
+    # --- detector state -------------------------------------------------------------------
+
+    async def save_states(self, states: Mapping[tuple[str, str], Mapping[str, object]]) -> None:
+        """Upsert each (asset, kind) -> state as JSON, all in one transaction.
+
+        ValueError (before anything is written) if a state cannot be JSON; StoreError if SQLite
+        fails, in which case no state of the call is saved.
+        """
+        now = time.time()
+        parameters = [
+            (asset, kind, encode_state(state), now) for (asset, kind), state in states.items()
+        ]
+        if parameters:
+            await self._shielded(
+                self._write(
+                    f"saving {len(parameters)} detector states",
+                    lambda: self._execute_many(UPSERT_STATE, parameters),
+                )
+            )
+
+    async def load_states(self) -> dict[tuple[str, str], dict[str, object]]:
+        """Every saved state by (asset, kind); a row that does not parse is logged and skipped."""
+        rows = await self._reading(
+            "detector state", lambda: self._db.execute_fetchall(SELECT_STATES)
+        )
+        states: dict[tuple[str, str], dict[str, object]] = {}
+        for asset, kind, state_json in rows:
+            try:
+                states[str(asset), str(kind)] = decode_state(str(state_json))
+            except ValueError as exc:
+                log.warning("detector_state_unreadable", asset=asset, kind=kind, reason=str(exc))
+        return states
+
+    async def delete_state(self, asset: str, kind: str) -> None:
+        """Forget one saved state (e.g. after recommissioning); no error if there is none."""
+        await self._shielded(
+            self._write(
+                f"deleting detector state {asset}/{kind}",
+                lambda: self._execute_many(DELETE_STATE, [(asset, kind)]),
+            )
+        )
+
     # --- limits ---------------------------------------------------------------------------
 
     async def enforce_limits(self, now: float) -> EvictionReport:
@@ -380,6 +576,7 @@ class Store:
 
     async def _enforce_limits(self, now: float) -> EvictionReport:
         retention_s, max_bytes = self.settings.retention_s, self.settings.max_bytes
+        before = replace(self.stats)
         try:
             by_age = 0 if retention_s is None else await self._evict_older_than(now - retention_s)
             by_size = 0 if max_bytes is None else await self._evict_down_to(max_bytes)
@@ -389,18 +586,27 @@ class Store:
             raise StoreError(f"store {self.settings.path}: enforcing limits failed: {exc}") from exc
         async with self._lock:
             await self._refresh_bytes()
-        return EvictionReport(by_age, by_size, self.stats.bytes)
+        return eviction_report(before, self.stats)
 
     async def _evict_older_than(self, cutoff: float) -> int:
         evicted = 0
-        while True:
-            deleted = await self._delete_in_transaction(
-                DELETE_FEATURES_OLDER_THAN, (cutoff, MAX_EVICTION_CHUNK_ROWS)
-            )
-            evicted += deleted
-            self.stats.evicted_by_age += deleted
-            if deleted < MAX_EVICTION_CHUNK_ROWS:
-                return evicted
+        for rows in EVICTED_BY_AGE:
+            evicted += await self._evict_class_older_than(rows, cutoff)
+        return evicted
+
+    async def _evict_class_older_than(self, rows: EvictionClass, cutoff: float) -> int:
+        evicted = 0
+        try:
+            while True:
+                deleted = await self._delete_in_transaction(
+                    rows.delete_sql, (cutoff, MAX_EVICTION_CHUNK_ROWS)
+                )
+                evicted += deleted
+                self._count_evicted(rows, deleted, reason="age")
+                if deleted < MAX_EVICTION_CHUNK_ROWS:
+                    return evicted
+        finally:
+            log_evicted(rows, evicted, reason="age")
 
     async def _evict_down_to(self, max_bytes: int) -> int:
         size = await self._locked(self._measure_size)
@@ -409,21 +615,52 @@ class Store:
             await self._locked(self._checkpoint)
             size = await self._locked(self._measure_size)
         evicted = 0
-        while size.total_bytes > max_bytes:
-            row_count = await self._locked(self._count_features)
-            live_bytes = size.live_pages * size.page_size
-            chunk = rows_to_evict(size.total_bytes - max_bytes, live_bytes, row_count)
-            if chunk == 0:
-                break
-            deleted = await self._delete_in_transaction(DELETE_OLDEST_FEATURES, (chunk,))
+        for rows in EVICTED_BY_SIZE:
+            if size.total_bytes <= max_bytes or size.wal_bytes:
+                break  # fits, or a reader keeps the WAL from emptying: try again next round
+            deleted, size = await self._evict_class_down_to(rows, max_bytes, size)
             evicted += deleted
-            self.stats.evicted_by_size += deleted
-            await self._reclaim_space()
-            smaller = await self._locked(self._measure_size)
-            if smaller.total_bytes >= size.total_bytes:
-                break  # no progress (e.g. another reader holds the WAL): try again next round
-            size = smaller
         return evicted
+
+    async def _evict_class_down_to(
+        self, rows: EvictionClass, max_bytes: int, size: StoreSize
+    ) -> tuple[int, StoreSize]:
+        """Evict `rows`, oldest first, in chunks until the store fits or none is left."""
+        evicted = 0
+        try:
+            while size.total_bytes > max_bytes:
+                row_count = await self._locked(functools.partial(self._count, rows.count_sql))
+                live_bytes = size.live_pages * size.page_size
+                chunk = rows_to_evict(size.total_bytes - max_bytes, live_bytes, row_count)
+                if chunk == 0:
+                    break
+                deleted = await self._delete_in_transaction(rows.delete_sql, (chunk,))
+                evicted += deleted
+                self._count_evicted(rows, deleted, reason="size")
+                await self._reclaim_space()
+                smaller = await self._locked(self._measure_size)
+                # Not smaller with an empty WAL: no whole page freed yet, take the next chunk.
+                # Not smaller with a WAL left: a reader keeps it from emptying, try next round.
+                stalled = smaller.total_bytes >= size.total_bytes and smaller.wal_bytes > 0
+                size = smaller
+                if stalled:
+                    break
+            return evicted, size
+        finally:
+            log_evicted(rows, evicted, reason="size")
+
+    def _count_evicted(self, rows: EvictionClass, deleted: int, *, reason: str) -> None:
+        stats = self.stats
+        if reason == "age":
+            stats.evicted_by_age += deleted
+        else:
+            stats.evicted_by_size += deleted
+        if rows.table == "features":
+            stats.evicted_features += deleted
+        elif rows.table == "scores":
+            stats.evicted_scores += deleted
+        else:
+            stats.evicted_alerts += deleted
 
     async def _delete_in_transaction(self, sql: str, parameters: tuple[Any, ...]) -> int:
         async def delete() -> int:
@@ -443,8 +680,8 @@ class Store:
     async def _checkpoint(self) -> None:
         await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    async def _count_features(self) -> int:
-        return await fetch_int(self._db, "SELECT count(*) FROM features")
+    async def _count(self, sql: str) -> int:
+        return await fetch_int(self._db, sql)
 
     async def _measure_size(self) -> StoreSize:
         rows = await self._db.execute_fetchall(
@@ -486,6 +723,29 @@ class Store:
         async with self._lock:
             return await operation()
 
+    async def _reading(self, what: str, read: Callable[[], Awaitable[T]]) -> T:
+        """Run `read` under the lock; StoreError names what was being read if SQLite fails."""
+        async with self._lock:
+            try:
+                return await read()
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"store {self.settings.path}: reading {what} failed: {exc}"
+                ) from exc
+
+    async def _write(self, what: str, body: Callable[[], Awaitable[T]]) -> T:
+        """Run `body` in one transaction under the lock; StoreError (counted) if SQLite fails."""
+        async with self._lock:
+            try:
+                return await self._in_transaction(body)
+            except sqlite3.Error as exc:
+                self.stats.write_errors += 1
+                raise StoreError(f"store {self.settings.path}: {what} failed: {exc}") from exc
+
+    async def _execute_many(self, sql: str, parameters: Iterable[Sequence[Any]]) -> None:
+        async with self._db.executemany(sql, parameters):
+            pass
+
     async def _in_transaction(self, body: Callable[[], Awaitable[T]]) -> T:
         """BEGIN IMMEDIATE, body, COMMIT; roll back on any failure. The caller holds the lock."""
         await self._db.execute_fetchall("BEGIN IMMEDIATE")
@@ -515,8 +775,8 @@ async def configure_connection(db: aiosqlite.Connection, settings: StoreSettings
     await db.execute_fetchall(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
 
 
-async def fetch_value(db: aiosqlite.Connection, sql: str) -> Any:
-    rows = await db.execute_fetchall(sql)
+async def fetch_value(db: aiosqlite.Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:
+    rows = await db.execute_fetchall(sql, parameters)
     return next(iter(rows))[0]
 
 

@@ -1,4 +1,5 @@
-"""The store task: FeatureVectors from a queue into the store in batches, never lost silently."""
+"""The store task: records (features, scores, alerts) from a queue into the store in batches,
+never lost silently."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from dataclasses import dataclass
 import structlog
 
 from appliance.errors import StoreError
-from appliance.records import FeatureVector
-from appliance.store.codec import encode_feature_vector
+from appliance.store.codec import StoredRecord, encode_record
 from appliance.store.store import Store, is_disk_full
 
 # Waits between attempts to write a batch that failed; the last one repeats.
@@ -27,15 +27,15 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class PendingBatch:
-    """Vectors taken from the queue and not yet marked done; `stored` once committed."""
+    """Records taken from the queue and not yet marked done; `stored` once committed."""
 
-    vectors: list[FeatureVector]
+    records: list[StoredRecord]
     stored: bool = False
 
 
 async def run_store_writer(
     store: Store,
-    queue: asyncio.Queue[FeatureVector],
+    queue: asyncio.Queue[StoredRecord],
     *,
     max_batch: int = 500,
     limits_every_s: float = 30.0,
@@ -44,11 +44,11 @@ async def run_store_writer(
 ) -> None:
     """Drain `queue` into `store`, one transaction per batch, until cancelled.
 
-    A batch is one vector awaited plus everything already queued, up to `max_batch`. A failed write
+    A batch is one record awaited plus everything already queued, up to `max_batch`. A failed write
     (e.g. SQLITE_FULL) is logged and counted (store.stats.write_errors) and the same batch is
     retried after the next delay in `retry_delays_s` (waited with `pause`); nothing is dropped.
     Limits are enforced after a batch once `limits_every_s` has passed since the last time (at
-    once after the first batch). `queue.task_done()` is called for each vector once it is stored,
+    once after the first batch). `queue.task_done()` is called for each record once it is stored,
     so `await queue.join()` means "everything handed over is committed". On cancellation, the
     batch in hand and whatever is queued are flushed, then the function returns.
     """
@@ -62,7 +62,7 @@ async def run_store_writer(
                 refuse_malformed(store, queue, await take_batch(queue, max_batch))
             )
             await write_until_stored(store, pending, retry_delays_s, pause)
-            mark_done(queue, len(pending.vectors))
+            mark_done(queue, len(pending.records))
             pending = None
             if time.monotonic() >= limits_due_at:
                 await enforce_limits_logged(store)
@@ -71,8 +71,8 @@ async def run_store_writer(
         await flush(store, queue, pending, max_batch, retry_delays_s, pause)
 
 
-async def take_batch(queue: asyncio.Queue[FeatureVector], max_batch: int) -> list[FeatureVector]:
-    """Wait for one vector, then take whatever else is already queued, up to max_batch."""
+async def take_batch(queue: asyncio.Queue[StoredRecord], max_batch: int) -> list[StoredRecord]:
+    """Wait for one record, then take whatever else is already queued, up to max_batch."""
     batch = [await queue.get()]
     while len(batch) < max_batch:
         try:
@@ -83,20 +83,25 @@ async def take_batch(queue: asyncio.Queue[FeatureVector], max_batch: int) -> lis
 
 
 def refuse_malformed(
-    store: Store, queue: asyncio.Queue[FeatureVector], batch: list[FeatureVector]
-) -> list[FeatureVector]:
-    """Drop (count and log) vectors that cannot be stored, so one bad record never stops the
+    store: Store, queue: asyncio.Queue[StoredRecord], batch: list[StoredRecord]
+) -> list[StoredRecord]:
+    """Drop (count and log) records that cannot be stored, so one bad record never stops the
     writer nor takes the rest of its batch down with it."""
     good = []
-    for vector in batch:
+    for record in batch:
         try:
-            encode_feature_vector(vector)
+            encode_record(record)
         except ValueError as error:
-            store.stats.rejected_vectors += 1
-            log.error("store_vector_refused", asset=vector.asset, reason=str(error))
+            store.stats.rejected_records += 1
+            log.error(
+                "store_record_refused",
+                record=type(record).__name__,
+                asset=getattr(record, "asset", None),
+                reason=str(error),
+            )
             mark_done(queue, 1)
         else:
-            good.append(vector)
+            good.append(record)
     return good
 
 
@@ -125,7 +130,7 @@ async def write_attempt(
     A cancellation arriving during the try waits for the transaction to end first, so
     `pending.stored` is true to the database when the CancelledError propagates.
     """
-    write = asyncio.ensure_future(store.add_features(pending.vectors))
+    write = asyncio.ensure_future(store.add_records(pending.records))
     try:
         await asyncio.shield(write)
     except asyncio.CancelledError:
@@ -148,7 +153,7 @@ def log_write_failed(
         "store_write_failed",
         reason=str(error),
         disk_full=is_disk_full(error),
-        vectors=len(pending.vectors),
+        records=len(pending.records),
         attempt=attempt,
         retry_in_s=retry_in_s,
     )
@@ -156,7 +161,7 @@ def log_write_failed(
 
 async def flush(
     store: Store,
-    queue: asyncio.Queue[FeatureVector],
+    queue: asyncio.Queue[StoredRecord],
     pending: PendingBatch | None,
     max_batch: int,
     retry_delays_s: Sequence[float],
@@ -167,26 +172,26 @@ async def flush(
     Each batch gets FLUSH_ATTEMPTS tries, so a full disk cannot hang shutdown; what cannot be
     written is logged with its count (store_flush_failed), never dropped without a trace.
     """
-    vectors: list[FeatureVector] = []
+    records: list[StoredRecord] = []
     if pending is not None and pending.stored:
-        mark_done(queue, len(pending.vectors))
+        mark_done(queue, len(pending.records))
     elif pending is not None:
-        vectors.extend(pending.vectors)
-    vectors.extend(drain(queue))
-    for start in range(0, len(vectors), max_batch):
-        batch = PendingBatch(vectors[start : start + max_batch])
+        records.extend(pending.records)
+    records.extend(drain(queue))
+    for start in range(0, len(records), max_batch):
+        batch = PendingBatch(records[start : start + max_batch])
         await write_until_stored(store, batch, retry_delays_s, pause, max_attempts=FLUSH_ATTEMPTS)
         if not batch.stored:
             log.error(
                 "store_flush_failed",
-                lost_vectors=len(vectors) - start,
-                flushed_vectors=start,
+                lost_records=len(records) - start,
+                flushed_records=start,
                 attempts=FLUSH_ATTEMPTS,
             )
-            mark_done(queue, len(vectors) - start)
+            mark_done(queue, len(records) - start)
             return
-        mark_done(queue, len(batch.vectors))
-    log.info("store_flushed", vectors=len(vectors))
+        mark_done(queue, len(batch.records))
+    log.info("store_flushed", records=len(records))
 
 
 async def enforce_limits_logged(store: Store) -> None:
@@ -201,6 +206,9 @@ async def enforce_limits_logged(store: Store) -> None:
             "store_evicted",
             evicted_by_age=report.evicted_by_age,
             evicted_by_size=report.evicted_by_size,
+            evicted_features=report.evicted_features,
+            evicted_scores=report.evicted_scores,
+            evicted_alerts=report.evicted_alerts,
             bytes_after=report.bytes_after,
         )
     max_bytes = store.settings.max_bytes
@@ -208,16 +216,16 @@ async def enforce_limits_logged(store: Store) -> None:
         log.warning("store_over_size_cap", bytes=report.bytes_after, max_bytes=max_bytes)
 
 
-def drain(queue: asyncio.Queue[FeatureVector]) -> list[FeatureVector]:
-    vectors: list[FeatureVector] = []
+def drain(queue: asyncio.Queue[StoredRecord]) -> list[StoredRecord]:
+    records: list[StoredRecord] = []
     while True:
         try:
-            vectors.append(queue.get_nowait())
+            records.append(queue.get_nowait())
         except asyncio.QueueEmpty:
-            return vectors
+            return records
 
 
-def mark_done(queue: asyncio.Queue[FeatureVector], count: int) -> None:
+def mark_done(queue: asyncio.Queue[StoredRecord], count: int) -> None:
     for _ in range(count):
         queue.task_done()
 

@@ -151,3 +151,17 @@ def test_a_bad_state_is_refused_with_the_field_named() -> None:
             {"version": 1, "kind": "health", "alarms": {"accel_x/flatline": "loud"}, "cusums": {}}
         )
     assert health.active_faults() == {}
+
+
+def test_a_quantised_slow_signal_ticking_by_one_step_is_not_a_spike() -> None:
+    lsb = 0.0078125
+    health = AssetHealth("pump-1", {"bearing_temp": (TEMP, 60.0, True)})
+    values = np.full(120, 40.0)
+    values[[17, 80]] += lsb
+    for i, value in enumerate(values):
+        health.push(SampleBlock("pump-1", "bearing_temp", 6000.0 + i, 1.0, np.array([value])))
+    assert health.check(now=6000.0) == []
+    values[50] += 40 * lsb
+    for i, value in enumerate(values):
+        health.push(SampleBlock("pump-1", "bearing_temp", 6120.0 + i, 1.0, np.array([value])))
+    assert [a.kind for a in health.check(now=6120.0)] == ["spike_raised"]

@@ -6,6 +6,7 @@ import asyncio
 
 from appliance.detect.routing import AlertRouter, run_alert_stage
 from appliance.records import Alert
+from appliance.store import StoredRecord
 
 CHANNELS = ["pump-1/accel_x", "pump-1/accel_y", "pump-1/accel_z", "pump-1/bearing_temp"]
 
@@ -63,7 +64,7 @@ def test_an_anomaly_on_an_asset_with_a_sensor_fault_says_check_the_sensor() -> N
 async def test_the_stage_hands_on_every_routed_alert() -> None:
     r = router()
     alerts_in: asyncio.Queue[Alert] = asyncio.Queue()
-    out: asyncio.Queue[Alert] = asyncio.Queue()
+    out: asyncio.Queue[StoredRecord] = asyncio.Queue()
     for alert in [sensor("spike_raised", "accel_x"), anomaly("anomaly_raised", asset="fan-2")]:
         alerts_in.put_nowait(alert)
     task = asyncio.create_task(run_alert_stage(r, alerts_in, out))

@@ -7,7 +7,7 @@ import aiosqlite
 import pytest
 
 from appliance.errors import StoreError
-from appliance.records import FeatureVector
+from appliance.records import Alert, FeatureVector, Score
 from appliance.store import MIGRATIONS, Migration, Store, StoreSettings
 
 VectorFactory = Callable[..., FeatureVector]  # the make_vector fixture (conftest.py)
@@ -42,6 +42,37 @@ async def test_database_of_first_release_is_upgraded_with_its_data_intact(
         assert (got.asset, got.window_end, got.names) == (want.asset, want.window_end, want.names)
         assert got.values.tobytes() == want.values.tobytes()
     assert next_seqs == [7]
+
+
+async def test_database_of_the_features_only_release_gains_scores_alerts_and_state(
+    store_path: Path, make_vector: VectorFactory
+) -> None:
+    settings = StoreSettings(store_path)
+    vectors = [make_vector(float(t)) for t in range(3)]
+    async with await Store.open(settings, migrations=MIGRATIONS[:2]) as features_only:
+        assert await features_only.add_features(vectors) == [1, 2, 3]
+    assert "scores" not in schema_object_names(store_path)
+
+    score = Score("pump-1", 3.0, "ae-v3", 0.5, 2.5, False)
+    alert = Alert("pump-1", 3.0, "warning", "anomaly_raised", "pump-1 drifts", "ch01")
+    async with await Store.open(settings) as current:
+        applied = await current.applied_migrations()
+        stored = await current.features()
+        next_seqs = await current.add_records([score, make_vector(3.0), alert])
+        await current.save_states({("pump-1", "threshold"): {"mean": 0.5}})
+        outbox = await current.outbox()
+
+    assert applied == ALL_NAMES
+    assert "0003_scores_alerts_detector_state" in applied
+    assert {"scores", "alerts", "detector_state"} <= schema_object_names(store_path)
+    assert [seq for seq, _ in stored] == [1, 2, 3]
+    for (_, got), want in zip(stored, vectors, strict=True):
+        assert (got.asset, got.window_end, got.names) == (want.asset, want.window_end, want.names)
+        assert got.values.tobytes() == want.values.tobytes()
+    assert next_seqs == [4, 5, 6]
+    assert [seq for seq, _ in outbox] == [1, 2, 3, 4, 5, 6]
+    assert outbox[3][1] == score
+    assert outbox[5][1] == alert
 
 
 async def test_database_of_a_newer_release_is_refused(store_path: Path) -> None:

@@ -1,20 +1,23 @@
 import asyncio
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from appliance.records import FeatureVector
-from appliance.store import Store, StoreSettings, run_store_writer
+from appliance.records import Alert, FeatureVector, Score
+from appliance.store import Store, StoredRecord, StoreSettings, run_store_writer
 
-VectorFactory = Callable[..., FeatureVector]  # the make_vector fixture (conftest.py)
+VectorFactory = Callable[..., FeatureVector]  # the fixtures of conftest.py
+ScoreFactory = Callable[..., Score]
+AlertFactory = Callable[..., Alert]
 
 
-def queue_of(vectors: list[FeatureVector]) -> asyncio.Queue[FeatureVector]:
-    queue: asyncio.Queue[FeatureVector] = asyncio.Queue()
-    for vector in vectors:
-        queue.put_nowait(vector)
+def queue_of(records: Sequence[StoredRecord]) -> asyncio.Queue[StoredRecord]:
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    for record in records:
+        queue.put_nowait(record)
     return queue
 
 
@@ -56,7 +59,7 @@ async def test_cancelled_writer_flushes_what_is_still_queued(
         await stop(writer)
 
     assert await window_ends(store) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    assert {"event": "store_flushed", "vectors": 5, "log_level": "info"} in logs
+    assert {"event": "store_flushed", "records": 5, "log_level": "info"} in logs
     await queue.join()
 
 
@@ -109,7 +112,7 @@ async def test_disk_full_keeps_the_batch_and_writes_it_once_space_returns(
     assert len(failures) == 1
     assert failures[0]["disk_full"] is True
     assert "database or disk is full" in failures[0]["reason"]
-    assert failures[0]["vectors"] == 5
+    assert failures[0]["records"] == 5
 
 
 async def test_cancel_while_backing_off_flushes_the_kept_batch(
@@ -151,7 +154,7 @@ async def test_flush_that_cannot_write_gives_up_loudly_instead_of_hanging(
     assert store.stats.rows_written == 0
     gave_up = [entry for entry in logs if entry["event"] == "store_flush_failed"]
     assert len(gave_up) == 1
-    assert gave_up[0]["lost_vectors"] == 4
+    assert gave_up[0]["lost_records"] == 4
     assert gave_up[0]["log_level"] == "error"
     await queue.join()
 
@@ -186,6 +189,51 @@ async def test_a_malformed_vector_is_refused_and_counted_and_its_batch_still_wri
         await stop(writer)
 
     assert await window_ends(store) == [0.0, 1.0]
-    assert store.stats.rejected_vectors == 1
-    refused = [e for e in logs if e["event"] == "store_vector_refused"]
+    assert store.stats.rejected_records == 1
+    refused = [e for e in logs if e["event"] == "store_record_refused"]
     assert len(refused) == 1 and "names but values of shape" in refused[0]["reason"]
+
+
+async def test_writer_stores_a_mixed_stream_in_order(
+    store: Store, make_vector: VectorFactory, make_score: ScoreFactory, make_alert: AlertFactory
+) -> None:
+    records: list[StoredRecord] = []
+    for t in range(4):
+        records += [make_vector(float(t)), make_score(float(t), anomalous=t == 3)]
+    records.append(make_alert(3.0, channel="ch02"))
+    queue = queue_of(records)
+
+    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=4))
+    await queue.join()
+    await stop(writer)
+
+    stored = await store.outbox()
+    assert [seq for seq, _ in stored] == list(range(1, len(records) + 1))
+    assert [type(record) for _, record in stored] == [type(record) for record in records]
+    assert [record for _, record in stored if not isinstance(record, FeatureVector)] == [
+        record for record in records if not isinstance(record, FeatureVector)
+    ]
+    assert store.stats.write_transactions == 3
+
+
+async def test_a_malformed_score_is_refused_and_the_rest_of_its_batch_written(
+    store: Store, make_vector: VectorFactory, make_score: ScoreFactory, make_alert: AlertFactory
+) -> None:
+    timeless = Score("pump-1", math.nan, "ae-v3", 1.0, 2.0, True)
+    records = [make_vector(0.0), make_score(0.0), timeless, make_alert(0.0), make_score(1.0)]
+    queue = queue_of(records)
+
+    with capture_logs() as logs:
+        writer = asyncio.create_task(run_store_writer(store, queue))
+        await queue.join()
+        await stop(writer)
+
+    stored = [record for _, record in await store.outbox()]
+    assert len(stored) == 4
+    assert stored[1:] == [records[1], records[3], records[4]]
+    assert store.stats.rejected_records == 1
+    assert store.stats.write_transactions == 1
+    refused = [e for e in logs if e["event"] == "store_record_refused"]
+    assert len(refused) == 1
+    assert (refused[0]["record"], refused[0]["asset"]) == ("Score", "pump-1")
+    assert "t nan" in refused[0]["reason"]

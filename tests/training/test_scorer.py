@@ -10,6 +10,7 @@ import pytest
 from appliance.detect.runtime import open_runtime, reconstruction_error
 from appliance.detect.scorer import (
     AssetDetector,
+    BundleModel,
     CommissionedDuringWarmup,
     DetectorSettings,
     build_threshold,
@@ -28,7 +29,7 @@ def detector_for(
     trained: TrainedAutoencoder, settings: DetectorSettings = SETTINGS
 ) -> AssetDetector:
     bundle = trained.bundle
-    return AssetDetector("pump-1", bundle, open_runtime(bundle), settings)
+    return AssetDetector("pump-1", BundleModel(bundle, open_runtime(bundle)), settings)
 
 
 def as_vector(row: FloatArray, names: tuple[str, ...], t: float) -> FeatureVector:
@@ -88,8 +89,9 @@ def test_a_feature_the_asset_does_not_produce_is_named(trained: TrainedAutoencod
 
 def test_commissioning_errors_replace_the_warm_up(trained: TrainedAutoencoder) -> None:
     settings = DetectorSettings(rule="adaptive", adaptive=AdaptiveSettings(warmup=100))
-    unseeded = build_threshold(trained.bundle, settings)
-    seeded = build_threshold(trained.bundle, settings, seed_errors=[0.1] * 30)
+    model = BundleModel(trained.bundle, open_runtime(trained.bundle))
+    unseeded = build_threshold(model, settings)
+    seeded = build_threshold(model, settings, seed_errors=[0.1] * 30)
     assert isinstance(unseeded, CommissionedDuringWarmup)
     assert isinstance(seeded, CommissionedDuringWarmup)
     assert unseeded.adaptive.warming_up and not seeded.adaptive.warming_up

@@ -1,0 +1,210 @@
+"""How each asset is scored: a bundle's detector, or commissioning until the asset has learnt its
+own normal; and the state that must survive a restart, kept in the store's detector_state table.
+
+State kinds per asset:
+  detector            the adaptive threshold's baseline and the alarm episode (AssetDetector)
+  commissioned_model  the LinearModel an asset without a bundle learnt on the gateway
+  commissioning       when commissioning started: after a restart the asset's stored feature
+                      vectors since then are replayed, which rebuilds exactly the same state
+  health              open sensor-fault alarms and CUSUM baselines (AssetHealth)
+A state that does not fit (another model, a corrupt row) is logged and ignored, never fatal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from appliance.config import ApplianceConfig, AssetConfig, ModelConfig
+from appliance.detect.bundle import load_bundle
+from appliance.detect.commissioning import (
+    CommissionedModel,
+    Commissioner,
+    CommissioningSettings,
+    LinearModel,
+)
+from appliance.detect.health import AssetHealth
+from appliance.detect.runtime import open_runtime
+from appliance.detect.scorer import AssetDetector, BundleModel, DetectorSettings, build_threshold
+from appliance.errors import ApplianceError
+from appliance.status import StatusBoard
+from appliance.store import Store
+
+log = structlog.get_logger(__name__)
+
+States = dict[tuple[str, str], dict[str, object]]
+REPLAY_PAGE = 1000
+
+
+@dataclass
+class AssetScoring:
+    """One asset's scoring; the detect stage is its only writer."""
+
+    asset: str
+    settings: DetectorSettings
+    detector: AssetDetector | None = None
+    commissioner: Commissioner | None = None
+
+    def commissioned(self, result: CommissionedModel) -> None:
+        """Commissioning is over: score from now on with what it learnt."""
+        model = result.model
+        threshold = build_threshold(model, self.settings, result.seed_errors)
+        self.detector = AssetDetector(self.asset, model, self.settings, threshold)
+        self.commissioner = None
+
+    def states(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        if self.detector is not None:
+            out["detector"] = self.detector.to_state()
+            if isinstance(self.detector.model, LinearModel):
+                out["commissioned_model"] = self.detector.model.to_state()
+        if self.commissioner is not None:
+            started_at = self.commissioner.started_at
+            out["commissioning"] = {"version": 1, "kind": "commissioning", "started_at": started_at}
+        return out
+
+
+def detector_settings(model: ModelConfig) -> DetectorSettings:
+    adaptive = replace(DetectorSettings().adaptive, k=model.k, statistic=model.statistic)
+    return DetectorSettings(rule=model.rule, adaptive=adaptive)
+
+
+def open_detector(asset: str, model: ModelConfig) -> AssetDetector:
+    """The asset's detector from its configured bundle; BundleError/ApplianceError says why not."""
+    assert model.bundle is not None
+    bundle = load_bundle(Path(model.bundle))
+    if bundle.manifest.asset not in (None, asset):
+        log.warning(
+            "bundle_for_other_asset",
+            asset=asset,
+            bundle_asset=bundle.manifest.asset,
+            bundle=bundle.bundle_id,
+        )
+    runtime = open_runtime(bundle, model.backend)
+    return AssetDetector(asset, BundleModel(bundle, runtime), detector_settings(model))
+
+
+async def open_scorings(
+    config: ApplianceConfig, store: Store, board: StatusBoard, states: States
+) -> dict[str, AssetScoring]:
+    """Each asset's scoring, continuing from `states` (Store.load_states()) where they fit."""
+    scorings = {}
+    for asset in config.assets:
+        scoring = AssetScoring(asset.name, detector_settings(asset.model))
+        if asset.model.bundle is not None:
+            scoring.detector = _bundle_detector(asset, board)
+        else:
+            await _commissioning(scoring, asset, store, states)
+        if scoring.detector is not None:
+            _restore(scoring.detector, states.get((asset.name, "detector")))
+        board.asset(asset.name).model = describe_scoring(scoring, board.asset(asset.name).model)
+        scorings[asset.name] = scoring
+    return scorings
+
+
+def describe_scoring(scoring: AssetScoring, refused: str) -> str:
+    if scoring.detector is not None:
+        return f"scoring with {scoring.detector.model.model_id}"
+    if scoring.commissioner is not None:
+        return scoring.commissioner.progress().describe()
+    return refused
+
+
+def _bundle_detector(asset: AssetConfig, board: StatusBoard) -> AssetDetector | None:
+    """A refused bundle is reported on the asset's status and in the log; the asset keeps
+    running unscored (its features are still stored)."""
+    try:
+        return open_detector(asset.name, asset.model)
+    except ApplianceError as exc:
+        board.asset(asset.name).model = f"model refused: {exc}"
+        log.error("model_refused", asset=asset.name, bundle=asset.model.bundle, reason=str(exc))
+        return None
+
+
+async def _commissioning(
+    scoring: AssetScoring, asset: AssetConfig, store: Store, states: States
+) -> None:
+    learnt = states.get((asset.name, "commissioned_model"))
+    if learnt is not None:
+        try:
+            model = LinearModel.from_state(learnt)
+        except ValueError as exc:
+            log.error("commissioned_model_unreadable", asset=asset.name, reason=str(exc))
+        else:
+            scoring.detector = AssetDetector(asset.name, model, scoring.settings)
+            return
+    settings = CommissioningSettings(
+        period_s=asset.model.commission_hours * 3600.0,
+        min_windows=asset.model.commission_min_windows,
+    )
+    started_at = _started_at(states.get((asset.name, "commissioning")))
+    scoring.commissioner = Commissioner(asset.name, settings, started_at or time.time())
+    if started_at is not None:
+        await _replay(scoring, store)
+    log.info(
+        "commissioning",
+        asset=asset.name,
+        progress=scoring.commissioner.progress().describe() if scoring.commissioner else "done",
+    )
+
+
+def _started_at(state: Mapping[str, object] | None) -> float | None:
+    value = None if state is None else state.get("started_at")
+    return float(value) if isinstance(value, int | float) else None
+
+
+async def _replay(scoring: AssetScoring, store: Store) -> None:
+    """Offer the asset's stored vectors again, as if the gateway had never stopped."""
+    after_seq = 0
+    while scoring.commissioner is not None:
+        page = await store.features(scoring.asset, after_seq=after_seq, limit=REPLAY_PAGE)
+        for seq, vector in page:
+            after_seq = seq
+            result = scoring.commissioner.offer(vector)
+            if result is not None:
+                scoring.commissioned(result)
+                break
+        if len(page) < REPLAY_PAGE:
+            return
+
+
+def _restore(detector: AssetDetector, state: Mapping[str, object] | None) -> None:
+    if state is None:
+        return
+    try:
+        detector.restore(state)
+    except ValueError as exc:
+        log.warning("detector_state_ignored", asset=detector.asset, reason=str(exc))
+    else:
+        log.info("detector_state_restored", asset=detector.asset, model=detector.model.model_id)
+
+
+def restore_health(monitors: Mapping[str, AssetHealth], states: States) -> None:
+    for asset, monitor in monitors.items():
+        state = states.get((asset, "health"))
+        if state is None:
+            continue
+        try:
+            monitor.restore(state)
+        except ValueError as exc:
+            log.warning("health_state_ignored", asset=asset, reason=str(exc))
+
+
+async def save_states(
+    store: Store, scorings: Mapping[str, AssetScoring], monitors: Mapping[str, AssetHealth]
+) -> None:
+    """Everything that must survive a restart, in one transaction."""
+    states: States = {}
+    for asset, scoring in scorings.items():
+        for kind, state in scoring.states().items():
+            states[asset, kind] = state
+    for asset, monitor in monitors.items():
+        states[asset, "health"] = monitor.to_state()
+    await store.save_states(states)
+    for asset, scoring in scorings.items():
+        if scoring.commissioner is None:
+            await store.delete_state(asset, "commissioning")
