@@ -10,6 +10,7 @@ from typing import TextIO
 from appliance.records import FeatureVector
 from appliance.status import AssetStatus, StatusBoard
 
+RECENT_SHOWN = 5
 VIBRATION_SHOWN = ("rms", "peak", "crest_factor", "excess_kurtosis", "dominant_freq_hz")
 
 
@@ -51,8 +52,15 @@ class SummaryPrinter:
                     rates.append(f"{channel} {(count - before) / elapsed_s:6.0f}/s")
             lines.append(f"{asset.name:14s} vectors {asset.vectors:5d}  " + "  ".join(rates))
             lines.append("    " + _verdict_line(asset))
+            if asset.sensor_faults:
+                faults = ", ".join(
+                    f"{channel} {' + '.join(rules)}"
+                    for channel, rules in asset.sensor_faults.items()
+                )
+                lines.append(f"    SENSOR FAULT: {faults}")
             if asset.latest is not None:
                 lines.extend("    " + line for line in _feature_lines(asset.latest))
+        lines.extend(_alert_lines(board))
         lines.extend(_link_lines(board))
         return "\n".join(lines)
 
@@ -70,6 +78,17 @@ def _verdict_line(asset: AssetStatus) -> str:
         f"score {_fmt(score.error)} / threshold {_fmt(score.threshold)}  {state}  "
         f"anomalous windows {asset.anomalous_windows}/{asset.scores}{latency}{because}"
     )
+
+
+def _alert_lines(board: StatusBoard) -> list[str]:
+    router = board.alerts
+    if router is None:
+        return []
+    lines = [f"alerts: {len(router.open)} open, {sum(router.counts.values())} since start"]
+    for alert in list(router.recent)[-RECENT_SHOWN:]:
+        clock = time.strftime("%H:%M:%S", time.localtime(alert.t))
+        lines.append(f"    {clock} {alert.severity:8s} {alert.kind:22s} {alert.message}")
+    return lines
 
 
 def _feature_lines(vector: FeatureVector) -> list[str]:

@@ -87,6 +87,11 @@ class RuleLimits:
     spike_z: float = 20.0
     spike_min_samples: int = 8
     """Fewer samples give no trustworthy median and MAD."""
+    spike_max_fraction: float = 0.01
+    """Spikes are rare: when more samples than this fraction of the window (and more than
+    spike_max_always) are beyond spike_z, the signal changed (e.g. a stuck sensor coming back
+    within the window), which is not a spike finding."""
+    spike_max_always: int = 3
     dropout_warning: float = 0.05
     dropout_critical: float = 0.5
 
@@ -148,7 +153,8 @@ def check_spikes(spec: ChannelSpec, samples: FloatArray, limits: RuleLimits) -> 
     z = robust_z(values, spec.resolution)
     above = z > limits.spike_z
     spikes = count_runs(above)
-    if spikes == 0:
+    allowed = max(limits.spike_max_always, limits.spike_max_fraction * len(values))
+    if spikes == 0 or int(above.sum()) > allowed:
         return None
     largest = float(z.max())
     shown = "inf" if math.isinf(largest) else f"{largest:.0f}"

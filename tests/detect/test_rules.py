@@ -118,6 +118,14 @@ def test_bearing_like_impacts_stay_below_the_spike_limit() -> None:
     assert check_spikes(VIB, samples, LIMITS) is None
 
 
+def test_a_stuck_sensor_coming_back_within_the_window_is_not_a_spike() -> None:
+    """Half the window flat, half noise: the MAD is tiny and most noise samples look huge, but
+    that is a change of signal (the flatline rule's business), not spikes."""
+    samples = noise(7, 1000, std=0.1)
+    samples[:600] = 0.03
+    assert check_spikes(VIB, samples, LIMITS) is None
+
+
 def test_one_lsb_steps_on_a_constant_reading_are_not_spikes() -> None:
     samples = np.full(60, 40.0)
     samples[30] += TEMP.resolution
