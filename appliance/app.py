@@ -1,5 +1,6 @@
 """Composition root: builds every object from the config, wires the queues, runs the tasks and
-shuts them down in order (capture first, store last, flushed). Nothing imports this module."""
+shuts them down in order (capture first, then the stages, the store writer flushed, the uplink,
+the store closed last). Nothing imports this module."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ from appliance.records import Alert, FeatureVector, SampleBlock
 from appliance.status import StatusBoard
 from appliance.store import Store, StoredRecord, StoreSettings, run_store_writer
 from appliance.summary import SummaryPrinter
+from appliance.uplink.publisher import Uplink
+from appliance.uplink.settings import UplinkSettings, uplink_settings
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +84,9 @@ class Pipeline:
     """Detect and health stages -> alert stage."""
     records: asyncio.Queue[StoredRecord]
     """Detect and alert stages -> store writer."""
+    uplink: Uplink | None = None
+    new_records: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the store writer after each committed batch; wakes the uplink."""
 
 
 async def run_appliance(
@@ -102,6 +108,7 @@ async def run_appliance(
     board.queues.update(blocks=blocks, vectors=vectors, alerts=alerts, store=records)
     for asset in config.assets:
         board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
+    uplink_config = build_uplink_settings(config)
     engines = build_feature_engines(config)
     health = build_health(config)
     router = build_router(config)
@@ -122,6 +129,9 @@ async def run_appliance(
                 board, sources, engines, health, scorings, router, store, blocks, vectors,
                 alerts, records,
             )  # fmt: skip
+            if uplink_config is not None:
+                pipeline.uplink = Uplink(uplink_config, store, new_data=pipeline.new_records)
+                board.uplink = pipeline.uplink.status
             for emulator in sources.emulators:
                 emulator.open()
             try:
@@ -139,7 +149,12 @@ async def _run_tasks(
     summary_every: float | None,
 ) -> None:
     async with asyncio.TaskGroup() as group, _stop_on_signals(stop):
-        writer = group.create_task(run_store_writer(p.store, p.records), name="store")
+        writer = group.create_task(
+            run_store_writer(p.store, p.records, on_stored=p.new_records.set), name="store"
+        )
+        uplink = None
+        if p.uplink is not None:
+            uplink = group.create_task(p.uplink.run(), name="uplink")
         routing = group.create_task(run_alert_stage(p.router, p.alerts, p.records), name="alerts")
         detect = group.create_task(
             run_detect_stage(p.scorings, p.vectors, p.records, p.alerts, p.board), name="detect"
@@ -166,6 +181,8 @@ async def _run_tasks(
         await _cancel(routing)
         await _save_states_logged(p)
         await _cancel(writer)  # the writer flushes everything queued before it returns
+        if uplink is not None:
+            await _cancel(uplink)  # says offline; what it did not send waits in the store
         if summary is not None and printer is not None:
             await _cancel(summary)
             printer.print_once(final=True)
@@ -216,12 +233,21 @@ async def open_store(config: ApplianceConfig) -> AsyncIterator[Store]:
         synchronous=config.store.synchronous,
         max_bytes=int(config.store.max_mb * 1e6) if config.store.max_mb else None,
         retention_s=config.store.retention_days * 86400 if config.store.retention_days else None,
+        # With an uplink, undelivered rows leave by size only (see appliance/store/store.py).
+        retain_undelivered=config.uplink is not None,
     )
     store = await Store.open(settings)
     try:
         yield store
     finally:
         await store.close()
+
+
+def build_uplink_settings(config: ApplianceConfig) -> UplinkSettings | None:
+    """None without an [uplink] table; ConfigError if a file it names cannot be read."""
+    if config.uplink is None:
+        return None
+    return uplink_settings(config.gateway.id, config.uplink)
 
 
 def build_feature_engines(config: ApplianceConfig) -> dict[str, AssetFeatures]:

@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         "flatline, drops, garbage, unplug, reset, or NAME=VALUE (e.g. drop=0.1, unplug_for=5)",
     )
     demo.add_argument("--summary-every", type=float, default=2.0, help="seconds between summaries")
+    demo.add_argument(
+        "--broker",
+        metavar="URL",
+        help="uplink the demo's records to mqtt[s]://user:pass@host:port (see appliance/uplink)",
+    )
+    demo.add_argument(
+        "--ca", type=Path, metavar="FILE", help="CA certificate that signed the broker's (mqtts)"
+    )
     demo.set_defaults(handler=_demo)
     _add_eval_commands(commands)
     _add_train_command(commands)
@@ -87,7 +95,9 @@ def _add_eval_commands(commands: Any) -> None:
     for parser in (skab, vibration):
         parser.add_argument("--out", type=Path, required=True)
         parser.add_argument("--rule", choices=["adaptive", "fixed"], default="adaptive")
-        parser.add_argument("--k", type=float, default=None, help="adaptive rule: k in m + k*s (6)")
+        parser.add_argument(
+            "--k", type=float, default=None, help="adaptive rule: k in m + k*s (6.5)"
+        )
         parser.add_argument(
             "--statistic",
             choices=["median_mad", "mean_std"],
@@ -95,6 +105,13 @@ def _add_eval_commands(commands: Any) -> None:
             help="default: mean_std",
         )
         parser.add_argument("--epochs", type=int, default=60)
+        parser.add_argument("--seed", type=int, default=0, help="training seed")
+        parser.add_argument(
+            "--precision",
+            choices=["int8", "float"],
+            default="int8",
+            help="score with the int8 model, or the float network it was converted from",
+        )
         parser.add_argument("--no-plots", action="store_true")
 
 
@@ -112,9 +129,10 @@ def _eval_detector(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         statistic=args.statistic or measured.statistic,
     )
     settings = DetectorSettings(rule=args.rule, adaptive=adaptive)
-    train = TrainSettings(epochs=args.epochs)
+    train = TrainSettings(epochs=args.epochs, seed=args.seed)
     work_dir = Path(tempfile.mkdtemp(prefix="appliance-eval-"))
-    return detector_factory(settings, train, work_dir), describe(settings, train)
+    factory = detector_factory(settings, train, work_dir, precision=args.precision)
+    return factory, describe(settings, train, args.precision)
 
 
 def _eval_skab(args: argparse.Namespace) -> int:
@@ -157,6 +175,13 @@ def _add_train_command(commands: Any) -> None:
     train.add_argument("--version", default=None, help="bundle version (default: today's date)")
     train.add_argument("--epochs", type=_positive_int, default=60)
     train.add_argument(
+        "--margin",
+        type=float,
+        default=2.0,
+        help="commissioning threshold = margin x the 0.995 quantile of training errors (2.0: "
+        "measured on the demo rig, see models/README.md)",
+    )
+    train.add_argument(
         "--keep-anomalous",
         action="store_true",
         help="also train on windows the gateway scored anomalous (default: left out)",
@@ -192,14 +217,18 @@ def _train(args: argparse.Namespace) -> int:
         until=args.until,
         keep_anomalous=args.keep_anomalous,
         version=args.version,
-        settings=TrainSettings(epochs=args.epochs),
+        settings=TrainSettings(epochs=args.epochs, threshold_margin=args.margin),
     )
     print(result.summary())
     return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from appliance.uplink.settings import uplink_settings
+
     config = load_config(args.config)
+    if config.uplink is not None:
+        uplink_settings(config.gateway.id, config.uplink)  # the files it names are readable
     print(f"{args.config}: OK — {_describe(config)}")
     return 0
 
@@ -208,7 +237,24 @@ def _describe(config: ApplianceConfig) -> str:
     channels = sum(len(a.channels) for a in config.assets)
     return (
         f"gateway {config.gateway.id}, {len(config.assets)} asset(s), {channels} channel(s), "
-        f"{len(config.serial)} serial device(s), {len(config.i2c)} I2C bus(es)"
+        f"{len(config.serial)} serial device(s), {len(config.i2c)} I2C bus(es), "
+        f"{_describe_uplink(config)}"
+    )
+
+
+def _describe_uplink(config: ApplianceConfig) -> str:
+    uplink = config.uplink
+    if uplink is None:
+        return "no uplink (records stay on the gateway)"
+    if uplink.client_cert is not None:
+        identity = f"client certificate {uplink.client_cert}"
+    elif uplink.username is not None:
+        identity = f"user {uplink.username}"
+    else:
+        identity = "no credentials"
+    return (
+        f"uplink to {uplink.address.url} as {identity}, topics {uplink.topic_prefix}/"
+        f"{config.gateway.id}/..., ack by {uplink.ack}"
     )
 
 
@@ -222,9 +268,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from appliance.app import run_appliance
-    from appliance.demo import demo_config
+    from appliance.demo import demo_config, demo_uplink
 
-    config = demo_config(args.data_dir, faults=args.fault)
+    if args.ca is not None and args.broker is None:
+        raise ApplianceError("--ca needs --broker")
+    try:
+        uplink = None if args.broker is None else demo_uplink(args.broker, args.ca)
+    except ValueError as exc:
+        raise ApplianceError(f"--broker: {exc}") from None
+    config = demo_config(args.data_dir, faults=args.fault, uplink=uplink)
     print(f"demo: {_describe(config)}; database {config.store.path}", flush=True)
     asyncio.run(
         run_appliance(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from appliance.config import ApplianceConfig, parse_config
+from appliance.config import ApplianceConfig, parse_broker_url, parse_config
 
 # Shorthands for `appliance demo --fault NAME`; NAME=VALUE passes through to the emulator.
 FAULT_SHORTHANDS = {
@@ -71,7 +72,23 @@ def _model(asset: str) -> dict[str, Any]:
     return {"model": {"bundle": str(bundle)}} if bundle.is_dir() else {}
 
 
-def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
+def demo_uplink(broker_url: str, ca_file: Path | None = None) -> dict[str, Any]:
+    """The [uplink] table for `appliance demo --broker mqtt[s]://user:pass@host:port`: the
+    credentials come out of the URL into username/password (never logged)."""
+    address = parse_broker_url(broker_url, allow_credentials=True)
+    parts = urlsplit(broker_url)
+    table: dict[str, Any] = {"broker": address.url}
+    if parts.username is not None:
+        table["username"] = unquote(parts.username)
+        table["password"] = unquote(parts.password or "")
+    if ca_file is not None:
+        table["ca_file"] = str(ca_file)
+    return table
+
+
+def demo_config(
+    data_dir: Path, faults: list[str], uplink: dict[str, Any] | None = None
+) -> ApplianceConfig:
     document: dict[str, Any] = {
         "gateway": {"id": "demo-gw"},
         "store": {"path": str(data_dir / "appliance.db"), "max_mb": 256.0},
@@ -122,4 +139,6 @@ def demo_config(data_dir: Path, faults: list[str]) -> ApplianceConfig:
             },
         ],
     }
+    if uplink is not None:
+        document["uplink"] = uplink
     return parse_config(document, "<demo>")

@@ -9,6 +9,18 @@ from typing import TextIO
 import structlog
 
 
+class CurrentStderr:
+    """Writes each line to whatever `sys.stderr` is at that moment, not the one at configure
+    time: a test runner (or a daemon manager) may swap it, and a closed stream must not crash a
+    later log call."""
+
+    def msg(self, message: str) -> None:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = msg
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
     renderer: structlog.typing.Processor = (
@@ -25,6 +37,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=True,
+        logger_factory=(
+            structlog.PrintLoggerFactory(file=stream) if stream else lambda *_: CurrentStderr()
+        ),
+        # Not cached: a test (or a reconfiguration) must be able to swap processors later.
+        cache_logger_on_first_use=False,
     )

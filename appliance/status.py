@@ -41,6 +41,51 @@ class AssetStatus:
 
 
 @dataclass
+class UplinkStatus:
+    """Written only by the uplink task (appliance/uplink/publisher.py); readers never write."""
+
+    broker: str
+    """Where it sends, without credentials, e.g. mqtts://broker.example.com:8883."""
+    ack_mode: str
+    """"receiver" (end-to-end) or "broker" (PUBACK only, weaker)."""
+    connected: bool = False
+    state: str = "starting"
+    """What it is doing now, in words (connected, waiting to reconnect and why, stopped)."""
+    last_error: str | None = None
+    """The last reason a connection failed or was lost, kept after reconnecting."""
+    last_error_utc: float | None = None
+    connected_since_utc: float | None = None
+    connections: int = 0
+    """Successful connections since start (reconnects = connections - 1)."""
+    connect_failures: int = 0
+    backlog_records: int = 0
+    """Records stored and not yet acknowledged (refreshed every few seconds)."""
+    backlog_oldest_utc: float | None = None
+    """Time of the oldest of them (window end, score or alert time)."""
+    last_seq: int = 0
+    acked_seq: int = 0
+    acked_utc: float | None = None
+    lost_before_delivery: int = 0
+    """Records evicted from the store before they were acknowledged (since it was created)."""
+    published_ranges: int = 0
+    """Ranges whose every part the broker acknowledged (PUBACK)."""
+    published_records: int = 0
+    published_messages: int = 0
+    published_bytes: int = 0
+    resends: int = 0
+    """Times the receiver's acknowledgement stalled and the unacknowledged records were resent."""
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connections - 1)
+
+    def backlog_age_s(self, now_utc: float) -> float | None:
+        if self.backlog_oldest_utc is None:
+            return None
+        return max(0.0, now_utc - self.backlog_oldest_utc)
+
+
+@dataclass
 class StatusBoard:
     gateway_id: str
     started_utc: float = field(default_factory=time.time)
@@ -54,6 +99,8 @@ class StatusBoard:
     alerts: Any = None
     """The alert stage's AlertRouter: open and recent alerts, counts by kind."""
     queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
+    uplink: UplinkStatus | None = None
+    """The uplink task's own status object; None when no uplink is configured."""
     queue_full: dict[str, int] = field(default_factory=dict)
     """Times a producer found a stage queue full and had to wait (back-pressure, not loss)."""
 

@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from appliance.records import FeatureVector
-from appliance.status import AssetStatus, StatusBoard
+from appliance.status import AssetStatus, StatusBoard, UplinkStatus
 
 RECENT_SHOWN = 5
 VIBRATION_SHOWN = ("rms", "peak", "crest_factor", "excess_kurtosis", "dominant_freq_hz")
@@ -124,10 +124,37 @@ def _link_lines(board: StatusBoard) -> list[str]:
             f"{st.evicted_by_age + st.evicted_by_size}  write errors {st.write_errors}  "
             f"refused {st.rejected_records}"
         )
+    if board.uplink is not None:
+        lines.extend(_uplink_lines(board.uplink))
     waits = {k: v for k, v in board.queue_full.items() if v}
     depths = "  ".join(f"{k} {q.qsize()}" for k, q in board.queues.items())
     lines.append(f"queues: {depths}" + (f"  (full waits: {waits})" if waits else ""))
     return lines
+
+
+def _uplink_lines(up: UplinkStatus) -> list[str]:
+    state = "connected" if up.connected else f"DOWN ({up.state})"
+    age = up.backlog_age_s(time.time())
+    oldest = f", oldest {_duration(age)} old" if age is not None and up.backlog_records else ""
+    lines = [
+        f"uplink {up.broker}: {state}  backlog {up.backlog_records} records{oldest}  "
+        f"acked seq {up.acked_seq} of {up.last_seq} (ack by {up.ack_mode})",
+        f"    sent {up.published_records} records in {up.published_ranges} ranges "
+        f"({up.published_messages} messages, {up.published_bytes / 1e6:.1f} MB)  "
+        f"reconnects {up.reconnects}  resends {up.resends}  "
+        f"lost before delivery {up.lost_before_delivery}",
+    ]
+    if up.last_error and up.connected:
+        lines.append(f"    last error: {up.last_error}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _fmt(value: float) -> str:

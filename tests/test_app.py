@@ -1,6 +1,7 @@
 """The whole path on the emulated rig: pty MCUs + emulated I2C -> features -> SQLite."""
 
 import asyncio
+import io
 import math
 import os
 import re
@@ -10,13 +11,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from broker import Broker
+from uplink_helpers import FakeReceiver, read_retained, running
+
 from appliance.app import run_appliance
 from appliance.cli import main
 from appliance.config import parse_config
-from appliance.demo import demo_config
+from appliance.demo import demo_config, demo_uplink
 from appliance.detect.assets import open_scorings
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
+from appliance.uplink.schema import decode_status
 
 DEADLINE_S = 60.0
 
@@ -158,3 +163,78 @@ async def test_a_missing_or_broken_bundle_is_refused_and_named_on_the_status(
     assert board.assets["pump-1"].model.startswith("model refused:")
     assert "nowhere" in board.assets["pump-1"].model
     assert "manifest.json" in board.assets["compressor-2"].model
+
+
+# --- the uplink in the running appliance ---------------------------------------------------------
+
+
+async def test_the_appliance_uplinks_its_records_and_the_summary_shows_it(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    broker = make_broker(users=("demo-gw",))
+    config = demo_config(tmp_path, [], uplink=demo_uplink(broker.url("demo-gw"), broker.ca_path))
+    board = StatusBoard(config.gateway.id)
+    summary = io.StringIO()
+    receiver = FakeReceiver(broker, gateway="demo-gw")
+    stop = asyncio.Event()
+
+    async with running(receiver.run()):
+        run = asyncio.create_task(
+            run_appliance(config, stop=stop, board=board, summary_every=60.0, summary_out=summary)
+        )
+        await wait_until(
+            lambda: board.uplink is not None and board.uplink.acked_seq >= 10,
+            "ten records acknowledged by the receiver",
+        )
+        stop.set()
+        await run
+
+    store = await Store.open(StoreSettings(path=tmp_path / "appliance.db"))
+    try:
+        acked = await store.acked_seq()
+        stored = {seq: record for seq, record in await store.outbox(limit=100_000)}
+    finally:
+        await store.close()
+    assert acked >= 10
+    assert all(seq in receiver.records for seq in stored if seq <= acked)
+    final = summary.getvalue().splitlines()
+    uplink_line = next(line for line in final if line.startswith("uplink "))
+    assert uplink_line.startswith(f"uplink mqtts://127.0.0.1:{broker.port}: ")
+    assert f"acked seq {acked} of " in uplink_line and "(ack by receiver)" in uplink_line
+    assert decode_status(await read_retained(broker, "appliance/demo-gw/status")).state == "offline"
+
+
+async def test_demo_command_with_a_broker_shows_uplink_state_backlog_and_ack(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    broker = make_broker(users=("demo-gw",))
+    receiver = FakeReceiver(broker, gateway="demo-gw")
+    command = [sys.executable, "-m", "appliance.cli", "demo", "--data-dir", str(tmp_path)]
+    command += ["--summary-every", "0.5", "--broker", broker.url("demo-gw")]
+    command += ["--ca", str(broker.ca_path)]
+    acked_line = re.compile(
+        r"^uplink mqtts://\S+: connected\s+backlog \d+ records.*acked seq (\d+) of"
+    )
+
+    async with running(receiver.run()):
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                while line := (await process.stdout.readline()).decode():
+                    shown = acked_line.match(line)
+                    if shown and int(shown.group(1)) > 0:
+                        break
+                process.send_signal(signal.SIGINT)
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    assert shown is not None, "a summary showed the uplink connected with records acknowledged"
+    assert process.returncode == 0, err.decode()
+    assert broker.credentials["demo-gw"].password not in (out + err).decode()
+    assert "uplink_connected" in err.decode()

@@ -4,6 +4,8 @@ from appliance.store.codec import StoredRecord
 from appliance.store.migrations import MIGRATIONS, Migration
 from appliance.store.store import (
     EvictionReport,
+    OutboxRange,
+    OutboxStats,
     Store,
     StorePragmas,
     StoreSettings,
@@ -16,6 +18,8 @@ __all__ = [
     "MIGRATIONS",
     "EvictionReport",
     "Migration",
+    "OutboxRange",
+    "OutboxStats",
     "Store",
     "StorePragmas",
     "StoreSettings",

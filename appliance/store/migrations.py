@@ -9,6 +9,11 @@ uplink can send one ordered stream across tables and the receiver can drop dupli
 (gateway, seq). The counter only grows: a number is never reused after deletions
 (Store._next_seqs). `detector_state` is not outbound: it is the detectors' own state (threshold,
 alarm, CUSUM, commissioning) restored after a restart, one row per (asset, kind).
+
+Uplink bookkeeping (`uplink_state`, one row): `acked_seq` is the highest seq whose delivery was
+confirmed (by the receiver, or by the broker in ack = "broker" mode); rows at or below it are
+delivered and only kept for local use (status page, commissioning replay, `appliance train`).
+`lost_before_delivery` counts, across restarts, rows evicted before they were acknowledged.
 """
 
 from __future__ import annotations
@@ -96,10 +101,25 @@ CREATE TABLE detector_state (
 );
 """
 
+UPLINK_STATE = """
+CREATE TABLE uplink_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    acked_seq INTEGER NOT NULL CHECK (acked_seq >= 0),
+    acked_at REAL,
+    lost_before_delivery INTEGER NOT NULL CHECK (lost_before_delivery >= 0)
+);
+INSERT INTO uplink_state (id, acked_seq, acked_at, lost_before_delivery) VALUES (1, 0, NULL, 0);
+
+-- Acknowledged scores and alerts of every kind are evicted by age: find them by time.
+CREATE INDEX scores_by_t ON scores (t);
+CREATE INDEX alerts_by_t ON alerts (t);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
     Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
     Migration("0003_scores_alerts_detector_state", SCORES_ALERTS_DETECTOR_STATE),
+    Migration("0004_uplink_state", UPLINK_STATE),
 )
 
 CREATE_SCHEMA_MIGRATIONS = """

@@ -4,14 +4,30 @@ Connection: WAL journal, an explicit synchronous level (NORMAL or FULL), busy_ti
 on; new databases are created with auto_vacuum=INCREMENTAL so evictions can give space back.
 
 Tables: features, scores and alerts are outbound (seqs from one counter, read back merged by
-`outbox`); detector_state holds each detector's state across restarts and is never evicted.
+`outbox` and in ranges by `outbox_range`); detector_state holds each detector's state across
+restarts and is never evicted; uplink_state holds the acknowledged seq.
 
-Eviction order (enforce_limits), each eviction counted in StoreStats (by reason and by table):
-  1. by age: features whose window ended, and routine (non-anomalous) scores taken, more than
-     `retention_s` ago; anomalous scores and alerts are never evicted by age;
-  2. while the store is larger than `max_bytes`, oldest (lowest seq) first, in chunks: features;
-     once none is left, routine scores; then anomalous scores; alerts last of all.
-Evicting any score or alert logs a warning (store_evicted_records): never silent.
+Delivered rows: `acknowledge(seq)` marks every row with a seq up to `seq` as delivered (the
+receiver, or the broker in ack = "broker" mode, confirmed it). Delivered rows are NOT deleted at
+once: they stay for the status page, commissioning replay and `appliance train`, and they are the
+first to go when space or age requires it. Rows above the acknowledged seq are undelivered.
+
+Eviction order (enforce_limits), each eviction counted in StoreStats (by reason, by table, and as
+delivered or lost before delivery):
+  1. by age, rows older than `retention_s` (features by window end, scores and alerts by time):
+     a. delivered rows of every kind;
+     b. undelivered features and routine (non-anomalous) scores, unless `retain_undelivered`
+        (set when an uplink is configured: then undelivered rows never leave by age, only by
+        size); undelivered anomalous scores and alerts are never evicted by age;
+  2. while the store is larger than `max_bytes`, oldest (lowest seq) first, in chunks:
+     a. delivered rows: features; once none is left, routine scores; anomalous scores; alerts;
+     b. only when no delivered row is left, undelivered rows in the same order: features, routine
+        scores, anomalous scores, alerts last of all.
+Every undelivered row evicted is counted as lost before delivery (StoreStats and, across restarts,
+uplink_state.lost_before_delivery, reported by `outbox_stats`); the uplink sends ranges, so the
+receiver learns which seqs it will never get. Evicting an undelivered score or alert logs a
+warning (store_evicted_records); the writer logs every eviction round, as a warning when it lost
+undelivered rows. Evicting delivered rows is housekeeping: counted, not warned about.
 After evicting, `PRAGMA incremental_vacuum` returns the free pages and a TRUNCATE checkpoint empties
 the WAL, so the file on the SD card really shrinks.
 
@@ -86,15 +102,27 @@ INSERT_ALERT = (
 FEATURE_COLUMNS = "asset, window_end, schema_id, values_f64le"
 SCORE_COLUMNS = "asset, t, model_id, error, threshold, anomalous, contributors_json"
 ALERT_COLUMNS = "asset, t, severity, kind, channel, message"
-# The highest seq among the first `limit` outbound rows after a seq (?1 = after_seq, ?2 = limit).
+# The highest seq among the first `limit` outbound rows with after_seq < seq <= up_to_seq
+# (?1 = after_seq, ?2 = limit, ?3 = up_to_seq).
 LAST_OUTBOX_SEQ = """
 SELECT max(seq) FROM (
-    SELECT seq FROM (SELECT seq FROM features WHERE seq > ?1 ORDER BY seq LIMIT ?2)
-    UNION ALL SELECT seq FROM (SELECT seq FROM scores WHERE seq > ?1 ORDER BY seq LIMIT ?2)
-    UNION ALL SELECT seq FROM (SELECT seq FROM alerts WHERE seq > ?1 ORDER BY seq LIMIT ?2)
+    SELECT seq FROM (
+        SELECT seq FROM features WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2)
+    UNION ALL SELECT seq FROM (
+        SELECT seq FROM scores WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2)
+    UNION ALL SELECT seq FROM (
+        SELECT seq FROM alerts WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2)
     ORDER BY seq LIMIT ?2
 )
 """
+OUTBOUND_TABLES = ("features", "scores", "alerts")
+TIME_COLUMN = {"features": "window_end", "scores": "t", "alerts": "t"}
+SELECT_UPLINK_STATE = "SELECT acked_seq, acked_at, lost_before_delivery FROM uplink_state"
+# Monotonic (?1 = seq, ?2 = now).
+ACKNOWLEDGE = (
+    "UPDATE uplink_state SET acked_seq = ?1, acked_at = ?2 WHERE id = 1 AND acked_seq < ?1"
+)
+COUNT_LOST = "UPDATE uplink_state SET lost_before_delivery = lost_before_delivery + ? WHERE id = 1"
 UPSERT_STATE = (
     "INSERT INTO detector_state (asset, kind, state_json, updated_at) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (asset, kind) DO UPDATE"
@@ -110,38 +138,69 @@ def select_sql(table: str, columns: str, *, by_asset: bool) -> str:
     return f"SELECT seq, {columns} FROM {table} WHERE {where} ORDER BY seq LIMIT ?"
 
 
+ACKED_SEQ = "(SELECT acked_seq FROM uplink_state WHERE id = 1)"
+DELIVERED = f"seq <= {ACKED_SEQ}"
+UNDELIVERED = f"seq > {ACKED_SEQ}"
+
+
 @dataclass(frozen=True)
 class EvictionClass:
-    """Rows of one table that are evicted together, oldest (lowest seq) first.
+    """Rows of one table that are evicted together, oldest first (lowest `order_by`).
 
-    `where` may hold one `?` (the age cutoff)."""
+    `where` may hold one `?` (the age cutoff). `delivered` rows were acknowledged; evicting any
+    other row loses it before delivery (counted as such)."""
 
     name: str
     table: str
     where: str
+    delivered: bool
+    order_by: str = "seq"
 
     @property
     def delete_sql(self) -> str:
         return (
-            f"DELETE FROM {self.table} WHERE seq IN"
-            f" (SELECT seq FROM {self.table} WHERE {self.where} ORDER BY seq LIMIT ?)"
+            f"DELETE FROM {self.table} WHERE seq IN (SELECT seq FROM {self.table}"
+            f" WHERE {self.where} ORDER BY {self.order_by} LIMIT ?)"
         )
 
     @property
     def count_sql(self) -> str:
-        return f"SELECT count(*) FROM {self.table} WHERE {self.where}"
+        # Feature rows span pages: count them on the narrow (asset, seq) index instead.
+        source = "features INDEXED BY features_by_asset" if self.table == "features" else self.table
+        return f"SELECT count(*) FROM {source} WHERE {self.where}"
 
 
-EVICTED_BY_AGE = (
-    EvictionClass("features", "features", "window_end < ?"),
-    EvictionClass("routine scores", "scores", "anomalous = 0 AND t < ?"),
+def by_age(name: str, table: str, where: str, *, delivered: bool) -> EvictionClass:
+    time_column = TIME_COLUMN[table]
+    scope = DELIVERED if delivered else UNDELIVERED
+    return EvictionClass(
+        name, table, f"{scope} AND {where}{time_column} < ?", delivered, order_by=time_column
+    )
+
+
+DELIVERED_BY_AGE = (
+    by_age("delivered features", "features", "", delivered=True),
+    by_age("delivered scores", "scores", "", delivered=True),
+    by_age("delivered alerts", "alerts", "", delivered=True),
+)
+UNDELIVERED_BY_AGE = (
+    by_age("features", "features", "", delivered=False),
+    by_age("routine scores", "scores", "anomalous = 0 AND ", delivered=False),
 )
 EVICTED_BY_SIZE = (
-    EvictionClass("features", "features", "1"),
-    EvictionClass("routine scores", "scores", "anomalous = 0"),
-    EvictionClass("anomalous scores", "scores", "anomalous = 1"),
-    EvictionClass("alerts", "alerts", "1"),
+    EvictionClass("delivered features", "features", DELIVERED, True),
+    EvictionClass("delivered routine scores", "scores", f"{DELIVERED} AND anomalous = 0", True),
+    EvictionClass("delivered anomalous scores", "scores", f"{DELIVERED} AND anomalous = 1", True),
+    EvictionClass("delivered alerts", "alerts", DELIVERED, True),
+    EvictionClass("features", "features", UNDELIVERED, False),
+    EvictionClass("routine scores", "scores", f"{UNDELIVERED} AND anomalous = 0", False),
+    EvictionClass("anomalous scores", "scores", f"{UNDELIVERED} AND anomalous = 1", False),
+    EvictionClass("alerts", "alerts", UNDELIVERED, False),
 )
+
+
+def evicted_by_age(retain_undelivered: bool) -> tuple[EvictionClass, ...]:
+    return DELIVERED_BY_AGE if retain_undelivered else DELIVERED_BY_AGE + UNDELIVERED_BY_AGE
 
 
 @dataclass(frozen=True)
@@ -150,6 +209,8 @@ class StoreSettings:
     synchronous: str = "NORMAL"
     max_bytes: int | None = None
     retention_s: float | None = None
+    retain_undelivered: bool = False
+    """True when an uplink delivers the outbox: retention then evicts delivered rows only."""
 
     def __post_init__(self) -> None:
         if self.synchronous not in SYNCHRONOUS_MODES:
@@ -179,6 +240,11 @@ class StoreStats:
     """The same rows by table: evicted_features + evicted_scores + evicted_alerts."""
     evicted_scores: int = 0
     evicted_alerts: int = 0
+    evicted_delivered: int = 0
+    """The same rows again: evicted_delivered + lost_before_delivery = all evicted."""
+    lost_before_delivery: int = 0
+    """Rows evicted before their delivery was acknowledged (total since the database was
+    created: outbox_stats().lost_before_delivery)."""
     write_errors: int = 0
     rejected_records: int = 0
     """Malformed records refused by the writer (logged with the reason), never written."""
@@ -195,6 +261,8 @@ class EvictionReport:
     evicted_features: int
     evicted_scores: int
     evicted_alerts: int
+    lost_before_delivery: int
+    """Of the rows evicted, those not yet acknowledged (the rest had been delivered)."""
 
 
 def eviction_report(before: StoreStats, after: StoreStats) -> EvictionReport:
@@ -205,7 +273,36 @@ def eviction_report(before: StoreStats, after: StoreStats) -> EvictionReport:
         evicted_features=after.evicted_features - before.evicted_features,
         evicted_scores=after.evicted_scores - before.evicted_scores,
         evicted_alerts=after.evicted_alerts - before.evicted_alerts,
+        lost_before_delivery=after.lost_before_delivery - before.lost_before_delivery,
     )
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """The undelivered part of the outbox (rows above the acknowledged seq)."""
+
+    records: int
+    """Undelivered rows still stored."""
+    oldest_t: float | None
+    """Dates the backlog (UTC epoch s): the earliest time (window end, score or alert time)
+    among the first undelivered row of each table, the ones waiting longest to be sent."""
+    last_seq: int
+    """The last seq handed out (0 if none yet)."""
+    acked_seq: int
+    acked_at: float | None
+    """When (UTC epoch s) the acknowledged seq last moved; None if never."""
+    lost_before_delivery: int
+    """Rows evicted before they were acknowledged, since the database was created."""
+
+
+@dataclass(frozen=True)
+class OutboxRange:
+    """`records` are all the rows the store still has with lo < seq <= hi, in seq order (rows of
+    that span that are not there were evicted, or never existed)."""
+
+    lo: int
+    hi: int
+    records: list[tuple[int, StoredRecord]]
 
 
 @dataclass(frozen=True)
@@ -231,8 +328,9 @@ class StoreSize:
 
 
 def log_evicted(rows: EvictionClass, count: int, *, reason: str) -> None:
-    """Evicted scores and alerts are never silent (features are counted, logged by the writer)."""
-    if count and rows.table != "features":
+    """Evicted undelivered scores and alerts are never silent (the rest are counted and logged by
+    the writer)."""
+    if count and rows.table != "features" and not rows.delivered:
         log.warning("store_evicted_records", rows=rows.name, count=count, reason=reason)
 
 
@@ -437,12 +535,42 @@ class Store:
 
     async def outbox(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, StoredRecord]]:
         """Features, scores and alerts with seq > after_seq merged in seq order, at most `limit`."""
-        return await self._reading("the outbox", lambda: self._read_outbox(after_seq, limit))
+        return await self._reading(
+            "the outbox", lambda: self._read_outbox(after_seq, limit, MAX_SEQ)
+        )
 
-    async def _read_outbox(self, after_seq: int, limit: int) -> list[tuple[int, StoredRecord]]:
-        up_to_seq = await fetch_value(self._db, LAST_OUTBOX_SEQ, (after_seq, limit))
-        if up_to_seq is None:
+    async def outbox_range(
+        self, after_seq: int, limit: int, up_to_seq: int | None = None
+    ) -> OutboxRange | None:
+        """The next range to send: rows with after_seq < seq <= hi, at most `limit` of them.
+
+        hi is the last row's seq when `limit` rows were found, else the last seq handed out (or
+        `up_to_seq` if lower), so the range also covers seqs evicted before delivery. None if no
+        seq beyond after_seq has been handed out (up to `up_to_seq`). Read in one go: no write
+        lands between finding hi and reading the rows.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+
+        async def read() -> OutboxRange | None:
+            bound = await fetch_int(self._db, "SELECT last_seq FROM outbox_sequence")
+            if up_to_seq is not None:
+                bound = min(bound, up_to_seq)
+            if bound <= after_seq:
+                return None
+            records = await self._read_outbox(after_seq, limit, bound)
+            hi = records[-1][0] if len(records) >= limit else bound
+            return OutboxRange(after_seq, hi, records)
+
+        return await self._reading("an outbox range", read)
+
+    async def _read_outbox(
+        self, after_seq: int, limit: int, up_to_seq: int
+    ) -> list[tuple[int, StoredRecord]]:
+        last = await fetch_value(self._db, LAST_OUTBOX_SEQ, (after_seq, limit, up_to_seq))
+        if last is None:
             return []
+        up_to_seq = int(last)
         merged: list[tuple[int, StoredRecord]] = [
             *await self._read_features(None, after_seq, up_to_seq, limit),
             *await self._read_scores(None, after_seq, up_to_seq, limit),
@@ -511,6 +639,114 @@ class Store:
         """The last seq handed out (also if that row has since been evicted); 0 if none yet."""
         async with self._lock:
             return await fetch_int(self._db, "SELECT last_seq FROM outbox_sequence")
+
+    # --- delivery -------------------------------------------------------------------------
+
+    async def acknowledge(self, seq: int) -> int:
+        """Mark every row with a seq up to `seq` as delivered, in one transaction; return the
+        acknowledged seq now in effect.
+
+        Monotonic: a lower seq than the current one changes nothing. ValueError (nothing
+        changed) for a negative seq or one beyond the last seq handed out: acknowledging it would
+        mark rows as delivered that were never sent.
+        """
+        if seq < 0:
+            raise ValueError(f"cannot acknowledge a negative seq ({seq})")
+
+        async def update() -> int:
+            last_seq = await fetch_int(self._db, "SELECT last_seq FROM outbox_sequence")
+            if seq > last_seq:
+                raise ValueError(
+                    f"cannot acknowledge seq {seq}: the last seq handed out is {last_seq}"
+                )
+            await self._db.execute_fetchall(ACKNOWLEDGE, (seq, time.time()))
+            return await fetch_int(self._db, "SELECT acked_seq FROM uplink_state")
+
+        return await self._shielded(self._write(f"acknowledging seq {seq}", update))
+
+    async def renumber_above(self, seq: int) -> int:
+        """Put this store's numbering behind `seq`, which a receiver acknowledged although this
+        store never handed it out (the store was replaced, or restored from a backup).
+
+        In one transaction: every undelivered row is renumbered (in order) to follow `seq`,
+        `seq` becomes the acknowledged seq and the counter moves on by as much, so no record
+        reuses a (gateway, seq) the receiver already holds (it would be dropped as a duplicate).
+        Returns how many rows were renumbered; nothing changes if `seq` is not beyond the last
+        seq handed out.
+        """
+
+        async def renumber() -> int:
+            last_seq = await fetch_int(self._db, "SELECT last_seq FROM outbox_sequence")
+            if seq <= last_seq:
+                return 0
+            acked = await fetch_int(self._db, "SELECT acked_seq FROM uplink_state")
+            offset = seq - acked  # the first undelivered row, acked + 1, becomes seq + 1
+            moved = 0
+            for table in OUTBOUND_TABLES:
+                async with self._db.execute(
+                    f"UPDATE {table} SET seq = seq + ? WHERE seq > ?", (offset, acked)
+                ) as cursor:
+                    moved += cursor.rowcount
+            await self._db.execute_fetchall(
+                "UPDATE outbox_sequence SET last_seq = ? WHERE id = 1", (last_seq + offset,)
+            )
+            await self._db.execute_fetchall(ACKNOWLEDGE, (seq, time.time()))
+            return moved
+
+        return await self._shielded(self._write(f"renumbering above seq {seq}", renumber))
+
+    async def acked_seq(self) -> int:
+        """The highest seq acknowledged so far (0 if none)."""
+        return await self._reading(
+            "the acknowledged seq",
+            lambda: fetch_int(self._db, "SELECT acked_seq FROM uplink_state"),
+        )
+
+    async def outbox_stats(self) -> OutboxStats:
+        """Size and age of the undelivered outbox, plus the acknowledged and last seqs.
+
+        Counts walk only the undelivered entries of the narrow (asset, seq) indexes, one range per
+        asset, so the cost follows the backlog, not the store.
+        """
+        return await self._reading("outbox statistics", self._read_outbox_stats)
+
+    async def _read_outbox_stats(self) -> OutboxStats:
+        rows = await self._db.execute_fetchall(SELECT_UPLINK_STATE)
+        acked_seq, acked_at, lost = next(iter(rows))
+        records = 0
+        oldest: list[float] = []
+        for table in OUTBOUND_TABLES:
+            records += await self._count_after(table, int(acked_seq))
+            first = await self._db.execute_fetchall(
+                f"SELECT {TIME_COLUMN[table]} FROM {table} WHERE seq > ? ORDER BY seq LIMIT 1",
+                (acked_seq,),
+            )
+            oldest.extend(float(row[0]) for row in first)
+        return OutboxStats(
+            records=records,
+            oldest_t=min(oldest, default=None),
+            last_seq=await fetch_int(self._db, "SELECT last_seq FROM outbox_sequence"),
+            acked_seq=int(acked_seq),
+            acked_at=None if acked_at is None else float(acked_at),
+            lost_before_delivery=int(lost),
+        )
+
+    async def _count_after(self, table: str, after_seq: int) -> int:
+        """Rows of `table` with seq > after_seq, counted per asset on its (asset, seq) index."""
+        count = 0
+        asset = await fetch_value(self._db, f"SELECT min(asset) FROM {table}")
+        while asset is not None:
+            count += int(
+                await fetch_value(
+                    self._db,
+                    f"SELECT count(*) FROM {table} WHERE asset = ? AND seq > ?",
+                    (asset, after_seq),
+                )
+            )
+            asset = await fetch_value(
+                self._db, f"SELECT min(asset) FROM {table} WHERE asset > ?", (asset,)
+            )
+        return count
 
     async def applied_migrations(self) -> list[str]:
         async with self._lock:
@@ -590,7 +826,7 @@ class Store:
 
     async def _evict_older_than(self, cutoff: float) -> int:
         evicted = 0
-        for rows in EVICTED_BY_AGE:
+        for rows in evicted_by_age(self.settings.retain_undelivered):
             evicted += await self._evict_class_older_than(rows, cutoff)
         return evicted
 
@@ -598,9 +834,7 @@ class Store:
         evicted = 0
         try:
             while True:
-                deleted = await self._delete_in_transaction(
-                    rows.delete_sql, (cutoff, MAX_EVICTION_CHUNK_ROWS)
-                )
+                deleted = await self._delete_in_transaction(rows, (cutoff, MAX_EVICTION_CHUNK_ROWS))
                 evicted += deleted
                 self._count_evicted(rows, deleted, reason="age")
                 if deleted < MAX_EVICTION_CHUNK_ROWS:
@@ -634,7 +868,7 @@ class Store:
                 chunk = rows_to_evict(size.total_bytes - max_bytes, live_bytes, row_count)
                 if chunk == 0:
                     break
-                deleted = await self._delete_in_transaction(rows.delete_sql, (chunk,))
+                deleted = await self._delete_in_transaction(rows, (chunk,))
                 evicted += deleted
                 self._count_evicted(rows, deleted, reason="size")
                 await self._reclaim_space()
@@ -661,11 +895,21 @@ class Store:
             stats.evicted_scores += deleted
         else:
             stats.evicted_alerts += deleted
+        if rows.delivered:
+            stats.evicted_delivered += deleted
+        else:
+            stats.lost_before_delivery += deleted
 
-    async def _delete_in_transaction(self, sql: str, parameters: tuple[Any, ...]) -> int:
+    async def _delete_in_transaction(self, rows: EvictionClass, parameters: tuple[Any, ...]) -> int:
+        """Delete a chunk of `rows`; undelivered ones are added to the persisted lost count in
+        the same transaction."""
+
         async def delete() -> int:
-            async with self._db.execute(sql, parameters) as cursor:
-                return cursor.rowcount
+            async with self._db.execute(rows.delete_sql, parameters) as cursor:
+                deleted = cursor.rowcount
+            if deleted and not rows.delivered:
+                await self._db.execute_fetchall(COUNT_LOST, (deleted,))
+            return deleted
 
         async with self._lock:
             return await self._in_transaction(delete)

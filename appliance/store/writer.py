@@ -21,6 +21,7 @@ RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 FLUSH_ATTEMPTS = 3
 
 Pause = Callable[[float], Awaitable[None]]
+OnStored = Callable[[], None]
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,7 @@ async def run_store_writer(
     limits_every_s: float = 30.0,
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
     pause: Pause = asyncio.sleep,
+    on_stored: OnStored | None = None,
 ) -> None:
     """Drain `queue` into `store`, one transaction per batch, until cancelled.
 
@@ -49,8 +51,9 @@ async def run_store_writer(
     retried after the next delay in `retry_delays_s` (waited with `pause`); nothing is dropped.
     Limits are enforced after a batch once `limits_every_s` has passed since the last time (at
     once after the first batch). `queue.task_done()` is called for each record once it is stored,
-    so `await queue.join()` means "everything handed over is committed". On cancellation, the
-    batch in hand and whatever is queued are flushed, then the function returns.
+    so `await queue.join()` means "everything handed over is committed"; `on_stored` is called
+    after each committed batch (the composition root wires it to wake the uplink). On
+    cancellation, the batch in hand and whatever is queued are flushed, then the function returns.
     """
     if max_batch < 1 or not retry_delays_s:
         raise ValueError("max_batch must be >= 1 and retry_delays_s not empty")
@@ -64,11 +67,15 @@ async def run_store_writer(
             await write_until_stored(store, pending, retry_delays_s, pause)
             mark_done(queue, len(pending.records))
             pending = None
+            if on_stored is not None:
+                on_stored()
             if time.monotonic() >= limits_due_at:
                 await enforce_limits_logged(store)
                 limits_due_at = time.monotonic() + limits_every_s
     except asyncio.CancelledError:
         await flush(store, queue, pending, max_batch, retry_delays_s, pause)
+        if on_stored is not None:
+            on_stored()
 
 
 async def take_batch(queue: asyncio.Queue[StoredRecord], max_batch: int) -> list[StoredRecord]:
@@ -202,13 +209,16 @@ async def enforce_limits_logged(store: Store) -> None:
         log.warning("store_limits_failed", reason=str(error))
         return
     if report.evicted_by_age or report.evicted_by_size:
-        log.info(
+        # Delivered rows leaving is housekeeping; undelivered ones are lost: say so louder.
+        emit = log.warning if report.lost_before_delivery else log.info
+        emit(
             "store_evicted",
             evicted_by_age=report.evicted_by_age,
             evicted_by_size=report.evicted_by_size,
             evicted_features=report.evicted_features,
             evicted_scores=report.evicted_scores,
             evicted_alerts=report.evicted_alerts,
+            lost_before_delivery=report.lost_before_delivery,
             bytes_after=report.bytes_after,
         )
     max_bytes = store.settings.max_bytes

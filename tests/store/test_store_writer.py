@@ -237,3 +237,20 @@ async def test_a_malformed_score_is_refused_and_the_rest_of_its_batch_written(
     assert len(refused) == 1
     assert (refused[0]["record"], refused[0]["asset"]) == ("Score", "pump-1")
     assert "t nan" in refused[0]["reason"]
+
+
+async def test_writer_signals_each_committed_batch(
+    store: Store, make_vector: VectorFactory
+) -> None:
+    stored = asyncio.Event()
+    queue = queue_of([make_vector(0.0), make_vector(1.0)])
+    writer = asyncio.create_task(run_store_writer(store, queue, on_stored=stored.set))
+
+    await stored.wait()
+    assert await store.latest_seq() >= 1, "signalled after the commit, not before"
+    stored.clear()
+    queue.put_nowait(make_vector(2.0))
+    await stored.wait()
+    await stop(writer)
+
+    assert await store.latest_seq() == 3

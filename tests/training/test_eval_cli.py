@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from appliance.cli import main
@@ -62,3 +63,25 @@ def test_eval_vibration_flags_bearing_faults_and_not_held_back_healthy_data(
     assert fractions["12k_Drive_End_IR007_0_105_DE"] > 90
     assert fractions["12k_Drive_End_OR007@6_0_130_DE"] > 90
     assert fractions["normal_0_97_DE_part1_tail"] < 10
+
+
+def test_eval_skab_float_precision_scores_the_float_network_of_the_same_training(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "skab"
+    source.mkdir()
+    (source / "3.csv").symlink_to(DATA / "skab" / "valve1" / "3.csv")
+    scores = {}
+    for precision in ("int8", "float"):
+        out = tmp_path / precision
+        argv = ["eval", "skab", str(source), "--out", str(out), "--epochs", "20", "--no-plots"]
+        assert main([*argv, "--precision", precision]) == 0
+        detector = json.loads((out / "summary.json").read_text())["detector"]
+        assert detector["detector"].startswith(precision)
+        with (out / "3.pred.csv").open() as f:
+            scores[precision] = np.array([float(r["score"]) for r in csv.DictReader(f)])
+
+    # The int8 model is the float network quantised: close, row by row, but not the same numbers.
+    assert not np.array_equal(scores["int8"], scores["float"])
+    relative = np.abs(scores["int8"] - scores["float"]) / scores["float"]
+    assert np.median(relative) < 0.2

@@ -112,6 +112,8 @@ def test_evaluation_adapter_learns_then_scores_causally(
     normal = [detector.step(row, float(t)) for t, row in enumerate(source.normal_rows(rng, 100))]
     extreme = [detector.step(row, 1000.0 + t) for t, row in enumerate(source.extreme_rows(rng, 5))]
 
-    assert sum(anomaly for _, _, anomaly in normal) <= 10
+    # Windows above the learned threshold, not alarmed ones: how long a false alarm is held is
+    # the alarm rule's business (AlarmSettings.off_count), tested in tests/detect.
+    assert sum(error > threshold for error, threshold, _ in normal) <= 10
     assert all(anomaly for _, _, anomaly in extreme)
     assert all(error > threshold for error, threshold, _ in extreme)

@@ -1,0 +1,22 @@
+"""SMS through a GSM modem: PDU codec, AT parser, modem session/link, and a modem emulator.
+
+    pdu.py       pure   encode_sms(number, text, reference) -> [Pdu]; decode_submit(hex, len)
+    at.py        pure   AtParser (bytes -> Echo/Info/Prompt/Final/Urc/Stray), error code tables
+    errors.py           SmsError and what each subclass means for the message (retry / give up)
+    modem.py     I/O    ModemSession (one open port), ModemLink (keeps one open), ModemHealth
+    emulator.py  I/O    EmulatedModem: a SIM800/SIM7600 on a pty, for tests and the demo
+
+A sender (the durable queue) uses only ModemLink:
+
+    link = ModemLink("/dev/serial/by-id/usb-SimTech...", ModemSettings(pin=...),
+                     power_cycle=optional_async_hook)
+    tg.create_task(link.run())          # the only reconnect loop; runs for the app's life
+    await link.wait_ready()             # connected, registered, signal known
+    refs = await link.send_sms(number, text, reference=row_id % 256, first_part=0)
+
+and on SmsError: MessageRejected -> give up on this message; ModemUnusable -> keep it, the
+modem needs a human (show link.health.last_error); anything else -> retry later with
+backoff, from `first_part=error.parts_done` with the same reference; `error.maybe_sent`
+says the SMS may already have gone (a retry can duplicate it). link.health is the status
+board entry (signal, registration, operator, last success, reopens, power cycles, errors).
+"""

@@ -1,0 +1,101 @@
+"""What the uplink task needs to know, built from the [uplink] config (files read and checked here).
+
+The delays are fields so tests can shrink them; the config exposes only what an integrator tunes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from appliance import __version__
+from appliance.config import BrokerAddress, UplinkConfig
+from appliance.errors import ConfigError
+
+AckMode = Literal["receiver", "broker"]
+
+
+@dataclass(frozen=True)
+class UplinkSettings:
+    gateway: str
+    broker: BrokerAddress
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    prefix: str = "appliance"
+    ack: AckMode = "receiver"
+    max_records_per_message: int = 500
+    max_message_bytes: int = 256 * 1024
+    replay_records_per_s: float = 1000.0
+    keepalive_s: int = 60
+    ack_timeout_s: float = 120.0
+    """ack = "receiver": resend the unacknowledged records after this long without progress."""
+    ack_timeout_max_s: float = 3600.0
+    """The timeout doubles after each resend that brought no progress, up to this."""
+    first_ack_wait_s: float = 2.0
+    """ack = "receiver": how long a new connection waits for the retained ack before sending."""
+    max_in_flight: int = 32
+    """Publishes awaiting their PUBACK at once (NOTES.md: 1 at a time ~720 msg/s)."""
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    stable_after_s: float = 30.0
+    """A connection that lasted this long resets the reconnect backoff."""
+    poll_s: float = 5.0
+    """Look for new records this often even without a wake-up from the store writer."""
+    status_every_s: float = 2.0
+    """Refresh backlog size and age on the status board this often."""
+    connect_timeout_s: float = 15.0
+    publish_timeout_s: float = 60.0
+    version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.max_records_per_message < 1 or self.max_in_flight < 1:
+            raise ValueError("max_records_per_message and max_in_flight must be at least 1")
+        if not self.replay_records_per_s > 0:
+            raise ValueError("replay_records_per_s must be positive")
+
+
+def uplink_settings(gateway: str, config: UplinkConfig) -> UplinkSettings:
+    """Settings from the validated [uplink] table; ConfigError if a file it names is unusable."""
+    password = config.password
+    if config.password_file is not None:
+        password = read_password(config.password_file)
+    return UplinkSettings(
+        gateway=gateway,
+        broker=config.address,
+        username=config.username,
+        password=password,
+        ca_file=readable_file("ca_file", config.ca_file),
+        client_cert=readable_file("client_cert", config.client_cert),
+        client_key=readable_file("client_key", config.client_key),
+        prefix=config.topic_prefix,
+        ack=config.ack,
+        max_records_per_message=config.max_records_per_message,
+        max_message_bytes=config.max_message_bytes,
+        replay_records_per_s=config.replay_records_per_s,
+        keepalive_s=config.keepalive_s,
+        ack_timeout_s=config.ack_timeout_s,
+    )
+
+
+def read_password(path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"uplink.password_file: cannot read {path}: {exc}") from None
+    password = text.rstrip("\r\n")
+    if not password or "\n" in password:
+        raise ConfigError(f"uplink.password_file: {path} must hold the password on one line")
+    return password
+
+
+def readable_file(key: str, path: str | None) -> Path | None:
+    if path is None:
+        return None
+    if not os.access(path, os.R_OK) or not Path(path).is_file():
+        raise ConfigError(f"uplink.{key}: {path} is not a readable file")
+    return Path(path)

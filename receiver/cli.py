@@ -1,0 +1,228 @@
+"""`appliance-receiver`: run an instance, export features, show gateway status.
+
+appliance-receiver [run] --broker mqtts://user:pass@host:8883 --db sqlite:///receiver.db
+appliance-receiver export --db URL --gateway G --asset A --out FILE.npz [--since] [--until]
+appliance-receiver status --db URL
+appliance-receiver forget-session --broker URL --client-id ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiomqtt
+import structlog
+
+from receiver.db import open_database
+from receiver.errors import ReceiverError
+from receiver.export import export_features
+from receiver.service import serve
+from receiver.settings import (
+    DEFAULT_GROUP,
+    DEFAULT_PREFIX,
+    ReceiverSettings,
+    parse_broker_url,
+)
+
+COMMANDS = ("run", "export", "status", "forget-session")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or arguments[0] not in (*COMMANDS, "-h", "--help"):
+        arguments.insert(0, "run")
+    args = build_parser().parse_args(arguments)
+    configure_logging(args.log_level)
+    try:
+        result: int = asyncio.run(run_until_signalled(args.handler(args)))
+        return result
+    except ReceiverError as exc:
+        print(f"appliance-receiver: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appliance-receiver",
+        description="Cloud receiver for the appliance's MQTT uplink (receiver/README.md).",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_run(commands)
+    add_export(commands)
+    add_status(commands)
+    add_forget_session(commands)
+    return parser
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", required=True, metavar="mqtt[s]://USER:PASS@HOST:PORT")
+    parser.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate (PEM) for mqtts")
+
+
+def add_run(commands: Any) -> None:
+    run = commands.add_parser("run", help="run one receiver instance (the default command)")
+    add_broker_arguments(run)
+    run.add_argument("--db", required=True, metavar="sqlite:///PATH | postgresql://...")
+    run.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default: appliance)")
+    run.add_argument("--group", default=DEFAULT_GROUP, help="shared subscription group name")
+    run.add_argument(
+        "--client-id",
+        help="stable MQTT client id, unique per instance: gives a persistent session "
+        "(default: host-pid with a clean session)",
+    )
+    run.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
+    run.set_defaults(handler=run_receiver)
+
+
+def add_export(commands: Any) -> None:
+    export = commands.add_parser("export", help="write an asset's features to a .npz file")
+    export.add_argument("--db", required=True)
+    export.add_argument("--gateway", required=True)
+    export.add_argument("--asset", required=True)
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.npz")
+    export.add_argument("--since", type=utc_time, metavar="ISO8601", help="first window end")
+    export.add_argument("--until", type=utc_time, metavar="ISO8601", help="window ends before")
+    export.set_defaults(handler=run_export)
+
+
+def add_status(commands: Any) -> None:
+    status = commands.add_parser("status", help="print the gateway_status view as JSON lines")
+    status.add_argument("--db", required=True)
+    status.set_defaults(handler=run_status)
+
+
+def add_forget_session(commands: Any) -> None:
+    forget = commands.add_parser(
+        "forget-session",
+        help="drop a retired instance's persistent session (the broker keeps routing a share "
+        "of the messages to it otherwise)",
+    )
+    add_broker_arguments(forget)
+    forget.add_argument("--client-id", required=True)
+    forget.set_defaults(handler=run_forget_session)
+
+
+def utc_time(text: str) -> float:
+    """ISO 8601; without a zone it is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def settings_from(args: argparse.Namespace) -> ReceiverSettings:
+    return ReceiverSettings(
+        broker=parse_broker_url(args.broker),
+        db_url=args.db,
+        ca_path=args.ca,
+        prefix=args.prefix,
+        group=args.group,
+        client_id=args.client_id,
+        stats_interval_s=args.stats_interval,
+    )
+
+
+async def run_receiver(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    database = await open_database(settings.db_url)
+    try:
+        await serve(settings, database)
+    finally:
+        await database.close()
+    return 0
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    database = await open_database(args.db)
+    try:
+        export = await export_features(
+            database, args.gateway, args.asset, args.out, args.since, args.until
+        )
+    finally:
+        await database.close()
+    print(f"{export.summary()}\nwritten to {args.out}")
+    return 0
+
+
+async def run_status(args: argparse.Namespace) -> int:
+    database = await open_database(args.db)
+    try:
+        rows = await database.gateway_status()
+    finally:
+        await database.close()
+    for row in rows:
+        print(json.dumps(row, default=str))
+    return 0
+
+
+async def run_forget_session(args: argparse.Namespace) -> int:
+    broker = parse_broker_url(args.broker)
+    tls = ssl.create_default_context(cafile=str(args.ca) if args.ca else None)
+    try:
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=broker.username,
+            password=broker.password,
+            identifier=args.client_id,
+            clean_session=True,
+            tls_context=tls if broker.tls else None,
+        ):
+            pass
+    except aiomqtt.MqttError as exc:
+        raise ReceiverError(f"{broker.redacted()}: {exc}") from exc
+    print(f"session of {args.client_id} removed from {broker.redacted()}")
+    return 0
+
+
+async def run_until_signalled(work: Coroutine[Any, Any, int]) -> int:
+    """Run `work`; SIGINT or SIGTERM cancel it and the command exits 0."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def configure_logging(level: str, stream: TextIO | None = None) -> None:
+    """Readable on a terminal, one JSON object per line otherwise (journald, containers)."""
+    out = stream or sys.stderr
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if out.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=True,
+    )

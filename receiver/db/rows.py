@@ -1,0 +1,101 @@
+"""A decoded part as rows for the database's executemany (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from appliance.records import Alert, FeatureVector, FloatArray, Score
+from appliance.uplink.schema import Part
+
+ValuesParam = Callable[[FloatArray], object]
+Row = tuple[Any, ...]
+
+
+def names_json(names: tuple[str, ...]) -> str:
+    return json.dumps(list(names), ensure_ascii=False, separators=(",", ":"))
+
+
+def names_key(names: tuple[str, ...]) -> str:
+    """The unique key of a feature schema (an index on ~1,000 names would be too wide)."""
+    return hashlib.sha256(names_json(names).encode("utf-8")).hexdigest()
+
+
+def feature_names(part: Part) -> list[tuple[str, ...]]:
+    """The distinct name tuples of a features part, in first-seen order."""
+    seen: dict[tuple[str, ...], None] = {}
+    for _, record in part.records:
+        if isinstance(record, FeatureVector):
+            seen.setdefault(record.names, None)
+    return list(seen)
+
+
+def feature_rows(
+    part: Part, schema_ids: Mapping[tuple[str, ...], int], values_param: ValuesParam
+) -> list[Row]:
+    """(gateway, seq, asset, t, schema_id, values)."""
+    return [
+        (part.gateway, seq, part.asset, record.window_end, schema_ids[record.names],
+         values_param(record.values))
+        for seq, record in part.records
+        if isinstance(record, FeatureVector)
+    ]  # fmt: skip
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def score_rows(part: Part) -> list[Row]:
+    """(gateway, seq, asset, t, model_id, error, threshold, anomalous, contributors_json)."""
+    return [
+        (
+            part.gateway,
+            seq,
+            part.asset,
+            record.t,
+            record.model_id,
+            finite_or_none(record.error),
+            finite_or_none(record.threshold),
+            record.anomalous,
+            json.dumps(list(record.contributors), ensure_ascii=False),
+        )
+        for seq, record in part.records
+        if isinstance(record, Score)
+    ]
+
+
+def alert_rows(part: Part) -> list[Row]:
+    """(gateway, seq, asset, t, severity, kind, message, channel)."""
+    return [
+        (part.gateway, seq, part.asset, record.t, record.severity, record.kind, record.message,
+         record.channel)
+        for seq, record in part.records
+        if isinstance(record, Alert)
+    ]  # fmt: skip
+
+
+def part_row(part: Part, received_at: float) -> Row:
+    """(gateway, lo, hi, parts, part, kind, asset, records, received_at)."""
+    return (
+        part.gateway,
+        part.lo,
+        part.hi,
+        part.parts,
+        part.part,
+        part.kind,
+        part.asset,
+        len(part.records),
+        received_at,
+    )
+
+
+def newest_time(part: Part) -> float | None:
+    times = [
+        record.window_end if isinstance(record, FeatureVector) else record.t
+        for _, record in part.records
+    ]
+    return max(times) if times else None

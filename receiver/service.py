@@ -1,0 +1,257 @@
+"""One receiver instance: MQTT shared subscription in, database transactions, acks out.
+
+Each data message is decoded (a bad one is counted by reason, logged with the topic and
+dropped), committed in one transaction (retried with backoff while the database fails
+transiently), and only then acknowledged to the broker (a manual PUBACK: a receiver that dies
+before committing gets the message again). Acks for the gateways go out through a small outbox
+that keeps only the newest per gateway, so a burst of messages costs one publish per gateway.
+The connection is retried with exponential backoff and jitter; this task owns that policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+import structlog
+from paho.mqtt.reasoncodes import ReasonCode
+
+from appliance.uplink.schema import (
+    Part,
+    SchemaError,
+    ack_topic,
+    decode_part,
+    encode_ack,
+    shared_subscription,
+)
+from receiver.db import Database, IngestResult
+from receiver.errors import DatabaseError, ReceiverError
+from receiver.settings import ReceiverSettings
+from receiver.stats import ReceiverStats
+
+log = structlog.get_logger(__name__)
+
+SUBSCRIBE_FAILED = 0x80
+DB_RETRY_MIN_S = 0.1
+
+
+@dataclass
+class Backoff:
+    """Exponential delays between `minimum` and `maximum`, each scaled by a random 0.5..1."""
+
+    minimum: float
+    maximum: float
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.maximum, self.minimum * float(2**self.attempt))
+        self.attempt += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class AckOutbox:
+    """The newest ack per gateway not yet published."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, int] = {}
+        self._ready = asyncio.Event()
+
+    def put(self, gateway: str, seq: int) -> None:
+        if seq >= self._pending.get(gateway, -1):
+            self._pending[gateway] = seq
+            self._ready.set()
+
+    async def take(self) -> dict[str, int]:
+        await self._ready.wait()
+        self._ready.clear()
+        taken, self._pending = self._pending, {}
+        return taken
+
+
+class Receiver:
+    """`await run()` until cancelled. `subscribed` is set while the subscription stands."""
+
+    def __init__(
+        self,
+        settings: ReceiverSettings,
+        database: Database,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.stats = ReceiverStats()
+        self.subscribed = asyncio.Event()
+        self.client_id = settings.effective_client_id
+        self._acks = AckOutbox()
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Connect, subscribe and ingest; reconnect after any broker or network failure."""
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        if not self.settings.persistent_session:
+            log.info("receiver_clean_session", client_id=self.client_id,
+                     hint="pass --client-id for a persistent session")  # fmt: skip
+        while True:
+            try:
+                await self._session(backoff)
+                reason = "the broker ended the session"
+            except* aiomqtt.MqttError as failures:
+                reason = describe_failure(first_leaf(failures))
+            self.stats.disconnects += 1
+            delay = backoff.next_delay()
+            log.warning("receiver_disconnected", broker=self.settings.broker.redacted(),
+                        reason=reason, retry_in_s=round(delay, 2))  # fmt: skip
+            await asyncio.sleep(delay)
+
+    async def _session(self, backoff: Backoff) -> None:
+        client = self._make_client()
+        # PUBACK only after the transaction committed (paho's manual ack; aiomqtt has no API).
+        client._client.manual_ack_set(True)
+        async with client:
+            topic = shared_subscription(self.settings.group, self.settings.prefix)
+            granted = await client.subscribe(topic, qos=1)
+            if subscription_refused(granted):
+                raise ReceiverError(f"the broker refused the subscription {topic} (ACL?)")
+            self.stats.connects += 1
+            backoff.reset()
+            log.info("receiver_subscribed", topic=topic, client_id=self.client_id,
+                     broker=self.settings.broker.redacted())  # fmt: skip
+            self.subscribed.set()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._publish_acks(client))
+                    await self._consume(client)
+            finally:
+                self.subscribed.clear()
+
+    def _make_client(self) -> aiomqtt.Client:
+        settings = self.settings
+        tls_context = None
+        if settings.broker.tls:
+            cafile = str(settings.ca_path) if settings.ca_path else None
+            tls_context = ssl.create_default_context(cafile=cafile)
+        return aiomqtt.Client(
+            settings.broker.host,
+            settings.broker.port,
+            username=settings.broker.username,
+            password=settings.broker.password,
+            identifier=self.client_id,
+            clean_session=not settings.persistent_session,
+            keepalive=settings.keepalive_s,
+            tls_context=tls_context,
+        )
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            await self.handle(message.topic.value, payload_bytes(message.payload))
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)
+
+    async def handle(self, topic: str, payload: bytes) -> IngestResult | None:
+        """Decode and commit one data message; None if it was refused."""
+        self.stats.messages += 1
+        try:
+            part = decode_part(payload, topic)
+        except SchemaError as exc:
+            self._reject(exc.reason, topic, str(exc))
+            return None
+        result = await self._commit(part, topic)
+        if result is None:
+            return None
+        self.stats.parts_committed += 1
+        self.stats.records_inserted += result.inserted
+        self.stats.duplicates_ignored += result.duplicates
+        ack = result.ack_to_publish
+        if ack is not None:
+            self._acks.put(part.gateway, ack)
+        return result
+
+    async def _commit(self, part: Part, topic: str) -> IngestResult | None:
+        """Commit, retrying transient database failures; None if the database refused it."""
+        backoff = Backoff(DB_RETRY_MIN_S, self.settings.db_retry_max_s)
+        while True:
+            try:
+                return await self.database.ingest(part, self._clock())
+            except DatabaseError as exc:
+                if not exc.transient:
+                    self._reject("db_refused", topic, str(exc))
+                    return None
+                self.stats.db_retries += 1
+                delay = backoff.next_delay()
+                log.warning("receiver_db_retry", reason=str(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    def _reject(self, reason: str, topic: str, detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        log.warning("receiver_rejected_payload", reason=reason, topic=topic, detail=detail)
+
+    async def _publish_acks(self, client: aiomqtt.Client) -> None:
+        prefix = self.settings.prefix
+        while True:
+            pending = await self._acks.take()
+            for gateway, seq in list(pending.items()):
+                try:
+                    await client.publish(ack_topic(prefix, gateway), encode_ack(gateway, seq),
+                                         qos=1, retain=True)  # fmt: skip
+                except BaseException:
+                    for unsent_gateway, unsent_seq in pending.items():
+                        self._acks.put(unsent_gateway, unsent_seq)
+                    raise
+                del pending[gateway]
+                self.stats.acks_published += 1
+
+
+def subscription_refused(granted: tuple[int, ...] | list[ReasonCode]) -> bool:
+    return any(
+        code >= SUBSCRIBE_FAILED if isinstance(code, int) else code.is_failure for code in granted
+    )
+
+
+def payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode("utf-8")
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A log-friendly reason; says plainly when the broker refused the credentials."""
+    text = str(exc)
+    lowered = text.lower()
+    if "not authori" in lowered or "bad user" in lowered:
+        return f"the broker refused our credentials ({text})"
+    if "certificate" in lowered:
+        return f"TLS: the broker's certificate was not accepted (check --ca) ({text})"
+    return text
+
+
+async def log_stats_forever(stats: ReceiverStats, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        log.info("receiver_stats", **stats.as_dict())
+
+
+async def serve(settings: ReceiverSettings, database: Database) -> None:
+    """Run one instance with periodic stats until cancelled."""
+    receiver = Receiver(settings, database)
+    stats_task = asyncio.create_task(log_stats_forever(receiver.stats, settings.stats_interval_s))
+    try:
+        await receiver.run()
+    finally:
+        stats_task.cancel()
+        log.info("receiver_stopped", **receiver.stats.as_dict())

@@ -1,0 +1,98 @@
+"""What one receiver instance needs to run, from the command line."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from appliance.uplink.schema import SchemaError, check_name, check_prefix
+from receiver.errors import SettingsError
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+DEFAULT_PREFIX = "appliance"
+DEFAULT_GROUP = "receivers"
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    tls: bool
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def redacted(self) -> str:
+        """The URL without the password, for logs."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """`mqtt[s]://[user[:password]@]host[:port]`; user and password may be %-escaped."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"broker URL: {exc}") from exc
+    if parts.scheme not in DEFAULT_PORTS:
+        raise SettingsError(f"broker URL must start with mqtt:// or mqtts://, not {url!r}")
+    if not parts.hostname:
+        raise SettingsError("broker URL has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise SettingsError("broker URL must not have a path, query or fragment")
+    return BrokerAddress(
+        tls=parts.scheme == "mqtts",
+        host=parts.hostname,
+        port=port or DEFAULT_PORTS[parts.scheme],
+        username=None if parts.username is None else unquote(parts.username),
+        password=None if parts.password is None else unquote(parts.password),
+    )
+
+
+def default_client_id() -> str:
+    """Unique per process; not stable across restarts (see ReceiverSettings.client_id)."""
+    return f"appliance-receiver-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    broker: BrokerAddress
+    db_url: str
+    ca_path: Path | None = None
+    prefix: str = DEFAULT_PREFIX
+    group: str = DEFAULT_GROUP
+    client_id: str | None = None
+    """A stable id gives a persistent session: messages routed to this instance while it is down
+    wait for it at the broker. Without one the instance uses a per-process id and a clean
+    session, because mosquitto keeps routing a share of the traffic to every persistent member of
+    the group, including one that never comes back."""
+    stats_interval_s: float = 60.0
+    keepalive_s: int = 30
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    db_retry_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        try:
+            check_prefix(self.prefix)
+            check_name(self.group, "group")
+            if self.client_id is not None:
+                check_name(self.client_id, "client id")
+        except SchemaError as exc:
+            raise SettingsError(str(exc)) from exc
+        if self.ca_path is not None and not self.ca_path.is_file():
+            raise SettingsError(f"CA file {self.ca_path} does not exist")
+        if self.ca_path is not None and not self.broker.tls:
+            raise SettingsError("--ca given but the broker URL is mqtt://; use mqtts://")
+
+    @property
+    def persistent_session(self) -> bool:
+        return self.client_id is not None
+
+    @property
+    def effective_client_id(self) -> str:
+        return self.client_id or default_client_id()
