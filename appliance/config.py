@@ -203,7 +203,7 @@ class ModelConfig(_Strict):
     commission_min_windows: Annotated[int, Field(ge=20)] = 600
     """Commissioning goes on past its period until it has seen this many windows."""
     rule: Literal["adaptive", "fixed"] = "adaptive"
-    k: PositiveFloat = 6.0
+    k: PositiveFloat = 6.5
     """Adaptive rule: threshold = centre + k * spread of recent non-alarmed errors."""
     statistic: Literal["mean_std", "median_mad"] = "mean_std"
     backend: Literal["ai-edge-litert", "tflite-runtime"] = "ai-edge-litert"
