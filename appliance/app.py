@@ -170,7 +170,8 @@ async def _run_tasks(
             summary = group.create_task(printer.run(summary_every), name="summary")
         log.info("appliance_started", gateway=p.board.gateway_id, assets=sorted(p.engines))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await stop.wait()
         log.info("appliance_stopping")
         await _cancel(*capture)
         await _drain(p.blocks)
@@ -191,7 +192,8 @@ async def _run_tasks(
 
 async def _drain(queue: asyncio.Queue[Any]) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(queue.join(), SHUTDOWN_DRAIN_S)
+        async with asyncio.timeout(SHUTDOWN_DRAIN_S):
+            await queue.join()
 
 
 async def _save_states_every(p: Pipeline, every_s: float) -> None:

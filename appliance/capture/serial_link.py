@@ -197,8 +197,11 @@ class SerialLink:
                     await self._put(block)
 
     async def _read(self, reader: asyncio.StreamReader) -> bytes:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the read completes, and the link would then never stop.
         try:
-            chunk = await asyncio.wait_for(reader.read(65536), self._idle_timeout_s)
+            async with asyncio.timeout(self._idle_timeout_s):
+                chunk = await reader.read(65536)
         except TimeoutError as error:
             raise Disconnected(f"no data for {self._idle_timeout_s} s") from error
         except OSError as error:

@@ -391,7 +391,8 @@ class Connection:
         if s.ack == "receiver":
             # The retained ack comes right after SUBACK; without one this is a new gateway.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first_ack.wait(), s.first_ack_wait_s)
+                async with asyncio.timeout(s.first_ack_wait_s):  # not wait_for: see serial_link
+                    await self._first_ack.wait()
         stats = await self._store.outbox_stats()
         live_start = max(stats.acked_seq, stats.last_seq - s.max_records_per_message)
         self.cursors = Cursors(stats.acked_seq, live_start, stats.acked_seq, live_start)
@@ -531,7 +532,8 @@ class Connection:
                 self.cursors.live = prepared.hi
             self._live_started.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(new_data.wait(), s.poll_s)
+                async with asyncio.timeout(s.poll_s):  # not wait_for: see serial_link._read
+                    await new_data.wait()
 
     async def _send_backlog(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
         s = self._settings
