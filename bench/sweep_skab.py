@@ -19,9 +19,15 @@ Grid axes (`--grid`): statistic, k (adaptive rule), floor (AdaptiveSettings.floo
 EWMA of the error before the threshold (1: none). The EWMA is a what-if: the scorer has no such
 option (it did not help, docs/DETECTION.md).
 
+`--drift SPEC` (repeatable) instead replays each file row by row through its trained model
+(int8 or float, cached with the errors) with a drift-compensating centre, a what-if the scorer
+does not have (`Drift`; it did not help, docs/DETECTION.md), and prints per seed, pooled, per
+fold and the alarmed rows (the false-alarm rate of an anomaly-free directory).
+
     .venv/bin/python bench/sweep_skab.py ../shared/data/skab/valve1 [--seeds 0,1,2,3,4]
         [--precision int8|float] [--epochs 60 --widths 16,8,2 --learning-rate 0.005]
         [--grid "statistic=mean_std k=6,6.5 ..."] [--top 10] [--cache DIR]
+        [--drift "rate=0.01 features=Temperature,Thermocouple k=5.75 clear=0.8"]
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ import argparse
 import itertools
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from appliance.detect.alarms import AlarmSettings, AlarmState, decide
+from appliance.detect.bundle import ModelBundle, load_bundle
 from appliance.detect.runtime import open_runtime, reconstruction_error
 from appliance.detect.scorer import MEASURED_ADAPTIVE, DetectorSettings, build_threshold
 from appliance.detect.thresholds import calibrate_fixed
@@ -52,7 +59,7 @@ from appliance.evaluation.metrics import (
 from appliance.evaluation.skab import find_skab_csvs, load_skab_csv
 from appliance.records import FloatArray
 from appliance.training.autoencoder import TrainSettings, fit_autoencoder
-from appliance.training.dense import FloatReconstructor
+from appliance.training.dense import DenseLayer, DenseNetwork, FloatReconstructor
 
 PRECISIONS = ("int8", "float")
 MIN_F1, MAX_FAR, MAX_MAR, MIN_NAB = 0.78, 20.0, 25.0, 30.0
@@ -126,9 +133,7 @@ class Setting:
 
 def file_errors(path: Path, directory: Path, train: TrainSettings, cache: Path) -> FileErrors:
     recording = load_skab_csv(path)
-    widths = "-".join(map(str, train.encoder_widths or ()))
-    key = f"e{train.epochs}_w{widths}_lr{train.learning_rate:g}_s{train.seed}"
-    cached = cache / key / path.relative_to(directory).with_suffix(".npz")
+    cached = cache / train_key(train) / path.relative_to(directory).with_suffix(".npz")
     if not cached.exists():
         errors = train_and_score(recording.features, recording.feature_names, train)
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +147,39 @@ def file_errors(path: Path, directory: Path, train: TrainSettings, cache: Path) 
         train={p: stored[f"train_{p}"] for p in PRECISIONS},
         test={p: stored[f"test_{p}"] for p in PRECISIONS},
     )
+
+
+def cached_models(
+    path: Path, directory: Path, train: TrainSettings, cache: Path
+) -> tuple[ModelBundle, DenseNetwork]:
+    """The file's int8 bundle and float network, trained on its first rows (cached on disk)."""
+    where = cache / train_key(train) / "models" / path.relative_to(directory).with_suffix("")
+    weights = where / "float.npz"
+    if not weights.exists():
+        recording = load_skab_csv(path)
+        trained = fit_autoencoder(
+            recording.features[:SKAB_TRAIN_ROWS], recording.feature_names, asset=None,
+            version="sweep", out_dir=where / "bundle", settings=train,
+        )  # fmt: skip
+        layers = trained.float_network.layers
+        arrays = {f"w{i}": layer.weights for i, layer in enumerate(layers)}
+        arrays |= {f"b{i}": layer.bias for i, layer in enumerate(layers)}
+        arrays["relu"] = np.array([layer.relu for layer in layers])
+        np.savez(weights.with_suffix(".tmp.npz"), **arrays)  # type: ignore[arg-type]
+        weights.with_suffix(".tmp.npz").rename(weights)
+    stored = np.load(weights)
+    network = DenseNetwork(
+        tuple(
+            DenseLayer(stored[f"w{i}"], stored[f"b{i}"], bool(relu))
+            for i, relu in enumerate(stored["relu"])
+        )
+    )
+    return load_bundle(where / "bundle"), network
+
+
+def train_key(train: TrainSettings) -> str:
+    widths = "-".join(map(str, train.encoder_widths or ()))
+    return f"e{train.epochs}_w{widths}_lr{train.learning_rate:g}_s{train.seed}"
 
 
 def train_and_score(
@@ -213,6 +251,110 @@ def evaluate(files: Iterable[FileErrors], setting: Setting, precision: str) -> R
     return Result(counts, tallies)
 
 
+@dataclass(frozen=True)
+class Drift:
+    """A what-if the scorer does not have (it did not help, docs/DETECTION.md): a per-feature
+    centre that replaces the scaler's mean, a causal EWMA of the raw features (weight `rate` of
+    the newest row, at most `cap` scale units per row) learnt only from rows that were neither
+    alarmed nor above the threshold, on the features named in `features` (empty: every one) or,
+    with `trend` > 0, those whose linear trend over the training rows exceeds `trend` scale units.
+    """
+
+    rate: float = 0.0
+    cap: float | None = None
+    features: tuple[str, ...] = ()
+    trend: float = 0.0
+    k: float = MEASURED_ADAPTIVE.k
+    alarm: AlarmSettings = field(default_factory=AlarmSettings)
+
+    @classmethod
+    def parse(cls, spec: str) -> Drift:
+        """'rate=0.01 features=Temperature,Thermocouple k=5.75 clear=0.8 ...'"""
+        v = dict(item.split("=", 1) for item in spec.split())
+        alarm = AlarmSettings(
+            on_count=int(v.get("on", 1)), off_count=int(v.get("off", 10)),
+            clear_ratio=float(v.get("clear", 0.9)),
+        )  # fmt: skip
+        return cls(
+            rate=float(v.get("rate", 0)),
+            cap=float(v["cap"]) if "cap" in v else None,
+            features=tuple(v["features"].split(",")) if v.get("features") else (),
+            trend=float(v.get("trend", 0)),
+            k=float(v.get("k", MEASURED_ADAPTIVE.k)),
+            alarm=alarm,
+        )
+
+
+def replay_drift(
+    path: Path, directory: Path, train: TrainSettings, cache: Path, precision: str, drift: Drift
+) -> tuple[Result, int, int]:
+    """One file scored row by row through its cached model with the drift-compensating centre
+    (the threshold, alarm and gating are the scorer's own): its result, alarmed rows, rows."""
+    bundle, network = cached_models(path, directory, train, cache)
+    runtime = open_runtime(bundle) if precision == "int8" else FloatReconstructor(network)
+    recording = load_skab_csv(path)
+    features, names, rows = recording.features, recording.feature_names, SKAB_TRAIN_ROWS
+    seed, _ = reconstruction_error(bundle, runtime, features[:rows])
+    fixed = calibrate_fixed(seed, train.threshold_quantile, train.threshold_margin).value
+    settings = DetectorSettings(adaptive=replace(MEASURED_ADAPTIVE, k=drift.k), alarm=drift.alarm)
+    threshold = build_threshold(Commissioned(fixed), settings, seed_errors=seed)  # type: ignore[arg-type]
+    alarm = AlarmState(settings.alarm)
+    mean, scale = bundle.scaler_mean, bundle.scaler_scale
+    if drift.trend > 0:
+        slope = np.polyfit(np.arange(float(rows)), features[:rows], 1)[0]
+        mask = np.abs(slope * rows) / scale > drift.trend
+    else:
+        mask = np.array([not drift.features or name in drift.features for name in names])
+    offset = np.zeros(len(names))
+    flags = np.zeros(len(features) - rows, dtype=np.bool_)
+    for i, (t, row) in enumerate(zip(recording.times[rows:], features[rows:], strict=True)):
+        errors, _ = reconstruction_error(bundle, runtime, (row - offset)[None, :])
+        error = float(errors[0])
+        decision = decide(threshold, alarm, float(t), error)
+        flags[i] = decision.anomalous
+        admitted = not decision.anomalous and (
+            decision.threshold is None or error <= decision.threshold
+        )
+        if admitted and drift.rate > 0:
+            step = drift.rate * (row - offset - mean) * mask
+            if drift.cap is not None:
+                step = np.clip(step, -drift.cap * scale, drift.cap * scale)
+            offset = offset + step
+    test = slice(rows, None)
+    tallies = {
+        profile.name: nab_tally(
+            recording.times[test], recording.changepoint[test], flags, profile, NAB_WINDOW_S
+        )
+        for profile in NAB_PROFILES
+    }
+    counts = outlier_counts(recording.anomaly[test], flags)
+    return Result(counts, tallies), int(flags.sum()), len(flags)
+
+
+def report_drift(
+    directory: Path, trainings: Sequence[TrainSettings], cache: Path, precision: str, spec: str
+) -> None:
+    """Per seed, pooled and per fold; for a directory without labels, the alarmed rows."""
+    drift = Drift.parse(spec)
+    paths = find_skab_csvs(directory)
+    half = len(paths) // 2
+    print(f"\ndrift {spec!r} ({precision})")
+    folds: dict[str, list[Result]] = {"A": [], "B": []}
+    for train in trainings:
+        runs = [replay_drift(p, directory, train, cache, precision, drift) for p in paths]
+        results = [run[0] for run in runs]
+        alarmed, total = sum(run[1] for run in runs), sum(run[2] for run in runs)
+        seed = sum(results[1:], results[0])
+        print(f"  seed {train.seed}: {seed.row()}  alarmed rows {alarmed}/{total}")
+        if half:
+            folds["A"].append(sum(results[1:half], results[0]))
+        folds["B"].append(sum(results[half + 1 :], results[half]))
+    pooled = {name: sum(r[1:], r[0]) for name, r in folds.items() if r}
+    if len(pooled) == 2:
+        print(f"  pooled: {(pooled['A'] + pooled['B']).row()}")
+        print(f"  fold A: {pooled['A'].row()}\n  fold B: {pooled['B'].row()}")
+
+
 def grid(spec: str) -> Iterable[Setting]:
     """'axis=v1,v2 axis=v3 ...' (every axis of DEFAULT_GRID) -> every combination."""
     axes = dict(item.split("=", 1) for item in spec.split())
@@ -243,6 +385,11 @@ def main() -> None:
     parser.add_argument("--grid", default=DEFAULT_GRID, help=f"default: {DEFAULT_GRID}")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sweep_skab")
+    parser.add_argument(
+        "--drift", action="append", default=[],
+        help="replay with a drift-compensating centre instead of the grid (repeatable), e.g. "
+        "'rate=0.01 features=Temperature,Thermocouple cap=0.05 trend=1 k=5.75 off=10 clear=0.8'",
+    )  # fmt: skip
     args = parser.parse_args()
     widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -252,6 +399,10 @@ def main() -> None:
         )
         for seed in seeds
     ]
+    if args.drift:
+        for spec in args.drift:
+            report_drift(args.directory, trainings, args.cache, args.precision, spec)
+        return
     paths = find_skab_csvs(args.directory)
     runs = [[file_errors(p, args.directory, t, args.cache) for p in paths] for t in trainings]
     half = len(paths) // 2
