@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import ApplianceConfig, load_config
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ConfigError
 from appliance.logging import configure_logging
 
 
@@ -167,8 +167,15 @@ def _add_train_command(commands: Any) -> None:
         "train",
         help="train an asset's int8 bundle on what a gateway stored (workstation: train extra)",
     )
-    train.add_argument("--store", type=Path, required=True, metavar="PATH.db")
-    train.add_argument("--asset", required=True, metavar="NAME")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", type=Path, metavar="PATH.db", help="a gateway's store")
+    source.add_argument(
+        "--features",
+        type=Path,
+        metavar="FILE.npz",
+        help="an asset's features exported from the receiver (appliance-receiver export)",
+    )
+    train.add_argument("--asset", metavar="NAME", help="required with --store")
     train.add_argument("--out", type=Path, required=True, metavar="DIR", help="new bundle dir")
     train.add_argument("--since", type=_utc_time, metavar="ISO8601", help="first window end")
     train.add_argument("--until", type=_utc_time, metavar="ISO8601", help="window ends before")
@@ -207,19 +214,20 @@ def _positive_int(text: str) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from appliance.training.autoencoder import TrainSettings
-    from appliance.training.from_store import train_from_store
+    from appliance.training.from_export import load_export_rows
+    from appliance.training.from_store import load_store_rows, refuse_used_out_dir, train_rows
 
-    result = train_from_store(
-        args.store,
-        args.asset,
-        args.out,
-        since=args.since,
-        until=args.until,
-        keep_anomalous=args.keep_anomalous,
-        version=args.version,
-        settings=TrainSettings(epochs=args.epochs, threshold_margin=args.margin),
+    if args.store is not None and args.asset is None:
+        raise ConfigError("appliance train: --asset is required with --store")
+    refuse_used_out_dir(args.out)
+    span = {"since": args.since, "until": args.until, "keep_anomalous": args.keep_anomalous}
+    rows = (
+        load_store_rows(args.store, args.asset, **span)
+        if args.store is not None
+        else load_export_rows(args.features, **span)
     )
-    print(result.summary())
+    settings = TrainSettings(epochs=args.epochs, threshold_margin=args.margin)
+    print(train_rows(rows, args.out, version=args.version, settings=settings).summary())
     return 0
 
 
@@ -229,6 +237,10 @@ def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if config.uplink is not None:
         uplink_settings(config.gateway.id, config.uplink)  # the files it names are readable
+    if config.sms is not None:
+        from appliance.sms.settings import sms_settings
+
+        sms_settings(config.gateway.id, config.sms)  # the PIN file is readable
     print(f"{args.config}: OK — {_describe(config)}")
     return 0
 
@@ -238,7 +250,18 @@ def _describe(config: ApplianceConfig) -> str:
     return (
         f"gateway {config.gateway.id}, {len(config.assets)} asset(s), {channels} channel(s), "
         f"{len(config.serial)} serial device(s), {len(config.i2c)} I2C bus(es), "
-        f"{_describe_uplink(config)}"
+        f"{_describe_sms(config)}, {_describe_uplink(config)}"
+    )
+
+
+def _describe_sms(config: ApplianceConfig) -> str:
+    sms = config.sms
+    if sms is None:
+        return "no SMS"
+    modem = "an emulated modem" if sms.emulate else sms.port
+    return (
+        f"SMS of {'/'.join(sms.severities)} alerts to {len(sms.recipients)} recipient(s) "
+        f"through {modem}"
     )
 
 

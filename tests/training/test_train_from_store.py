@@ -16,6 +16,7 @@ from appliance.records import FeatureVector, FloatArray, Score
 from appliance.store import Store, StoredRecord, StoreSettings
 from appliance.training.from_store import MIN_TRAINING_ROWS, load_store_rows
 from appliance.training.synthetic import T0_UTC, LatentFactorSource
+from receiver.export import FeatureExport, write_export
 
 ASSET = "pump-1"
 OLD_SCHEMA_WINDOWS = 50
@@ -193,3 +194,50 @@ def test_a_bad_time_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixtu
         main([*argv, "--since", "last tuesday"])
     assert exit_info.value.code != 0
     assert "not an ISO 8601 time: 'last tuesday'" in capsys.readouterr().err
+
+
+def test_train_from_a_receiver_export_leaves_out_anomalous_and_non_finite_windows(
+    source: LatentFactorSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = source.normal_rows(np.random.default_rng(4), 300)
+    rows[5, 2] = np.nan
+    anomalous = np.zeros(300, dtype=bool)
+    anomalous[::25] = True
+    times = T0_UTC + np.arange(300.0)
+    export = FeatureExport(
+        gateway="gw-1",
+        asset=ASSET,
+        names=source.feature_names,
+        seq=np.arange(1, 301, dtype=np.int64),
+        window_end=times,
+        values=rows,
+        anomalous=anomalous,
+        scored=np.ones(300, dtype=bool),
+        skipped_other_names=0,
+    )
+    write_export(export, tmp_path / "pump-1.npz")
+    out = tmp_path / "bundle"
+
+    argv = ["train", "--features", str(tmp_path / "pump-1.npz"), "--out", str(out)]
+    status = main([*argv, "--epochs", "2"])
+
+    assert status == 0
+    manifest = load_bundle(out).manifest
+    assert manifest.asset == ASSET
+    assert manifest.feature_names == source.feature_names
+    assert manifest.data_span.rows == 300 - 12 - 1
+    report = capsys.readouterr().out
+    assert "12 scored anomalous by the gateway" in report
+    assert "1 with non-finite values" in report
+
+
+def test_store_needs_an_asset_and_a_bad_export_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "not-an-export.npz"
+    np.savez(bad, something=np.arange(3))
+    assert main(["train", "--features", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "not a feature export (missing format" in capsys.readouterr().err
+    store = ["train", "--store", str(tmp_path / "x.db"), "--out", str(tmp_path / "c")]
+    assert main(store) == 2
+    assert "--asset is required with --store" in capsys.readouterr().err
