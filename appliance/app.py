@@ -1,14 +1,16 @@
 """Composition root: builds every object from the config, wires the queues, runs the tasks and
-shuts them down in order (capture first, then the stages, the store writer flushed, the uplink,
-the store closed last). Nothing imports this module."""
+shuts them down in order (capture first, then the stages, the store writer flushed, the SMS
+sender, the uplink, the store closed last). Nothing imports this module."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,6 +37,12 @@ from appliance.errors import ApplianceError, ConfigError
 from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
 from appliance.features.stage import run_feature_stage
 from appliance.records import Alert, FeatureVector, SampleBlock
+from appliance.sms.emulator import EmulatedModem
+from appliance.sms.gpio import gpio_line, power_cycle_hook
+from appliance.sms.modem import ModemHealth
+from appliance.sms.policy import DAY_S, SmsPolicy
+from appliance.sms.sender import SmsIntake, SmsSender, SmsStatus, usable_pin
+from appliance.sms.settings import SmsSettings, sms_settings
 from appliance.status import StatusBoard
 from appliance.store import Store, StoredRecord, StoreSettings, run_store_writer
 from appliance.summary import SummaryPrinter
@@ -67,6 +75,16 @@ class Sources:
 
 
 @dataclass
+class SmsService:
+    """The SMS sender task (owns the modem link), the alert stage's intake, and the emulated
+    modem when the config asks for one."""
+
+    sender: SmsSender
+    intake: SmsIntake
+    emulator: EmulatedModem | None = None
+
+
+@dataclass
 class Pipeline:
     """The built stages and the queues between them."""
 
@@ -87,6 +105,7 @@ class Pipeline:
     uplink: Uplink | None = None
     new_records: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the store writer after each committed batch; wakes the uplink."""
+    sms: SmsService | None = None
 
 
 async def run_appliance(
@@ -109,6 +128,7 @@ async def run_appliance(
     for asset in config.assets:
         board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
     uplink_config = build_uplink_settings(config)
+    sms_config = sms_settings(config.gateway.id, config.sms) if config.sms is not None else None
     engines = build_feature_engines(config)
     health = build_health(config)
     router = build_router(config)
@@ -132,13 +152,22 @@ async def run_appliance(
             if uplink_config is not None:
                 pipeline.uplink = Uplink(uplink_config, store, new_data=pipeline.new_records)
                 board.uplink = pipeline.uplink.status
-            for emulator in sources.emulators:
-                emulator.open()
-            try:
-                await _run_tasks(pipeline, stop or asyncio.Event(), seconds, printer, summary_every)
-            finally:
+            if sms_config is not None:
+                pipeline.sms = await open_sms(
+                    sms_config, store, board, Path(run_dir), pipeline.new_records.set
+                )
+            async with contextlib.AsyncExitStack() as modem:
+                if pipeline.sms is not None and pipeline.sms.emulator is not None:
+                    await modem.enter_async_context(pipeline.sms.emulator)
                 for emulator in sources.emulators:
-                    emulator.close()
+                    emulator.open()
+                try:
+                    await _run_tasks(
+                        pipeline, stop or asyncio.Event(), seconds, printer, summary_every
+                    )
+                finally:
+                    for emulator in sources.emulators:
+                        emulator.close()
 
 
 async def _run_tasks(
@@ -155,7 +184,13 @@ async def _run_tasks(
         uplink = None
         if p.uplink is not None:
             uplink = group.create_task(p.uplink.run(), name="uplink")
-        routing = group.create_task(run_alert_stage(p.router, p.alerts, p.records), name="alerts")
+        sms = None
+        if p.sms is not None:
+            sms = group.create_task(p.sms.sender.run(), name="sms")
+        intake = p.sms.intake.accept if p.sms is not None else None
+        routing = group.create_task(
+            run_alert_stage(p.router, p.alerts, p.records, intake), name="alerts"
+        )
         detect = group.create_task(
             run_detect_stage(p.scorings, p.vectors, p.records, p.alerts, p.board), name="detect"
         )
@@ -178,10 +213,12 @@ async def _run_tasks(
         await _cancel(features)
         await _drain(p.vectors)
         await _cancel(detect, health, saver)
-        await _drain(p.alerts)
+        await _drain(p.alerts)  # also: every alert for SMS committed to the SMS queue
         await _cancel(routing)
         await _save_states_logged(p)
         await _cancel(writer)  # the writer flushes everything queued before it returns
+        if sms is not None:
+            await _cancel(sms)  # a send in progress gets a grace period; the queue stays stored
         if uplink is not None:
             await _cancel(uplink)  # says offline; what it did not send waits in the store
         if summary is not None and printer is not None:
@@ -250,6 +287,56 @@ def build_uplink_settings(config: ApplianceConfig) -> UplinkSettings | None:
     if config.uplink is None:
         return None
     return uplink_settings(config.gateway.id, config.uplink)
+
+
+async def open_sms(
+    settings: SmsSettings,
+    store: Store,
+    board: StatusBoard,
+    run_dir: Path,
+    on_alert_stored: Callable[[], None],
+) -> SmsService:
+    """The SMS sender, its intake and (emulate = true) the emulated modem, not yet running.
+
+    A PIN the SIM refused before (flag in the store) is not used; the policy's rate limits
+    continue from the messages queued in the last 24 h."""
+    pin, refused = await usable_pin(store, settings.modem.pin)
+    status = SmsStatus(
+        ModemHealth(),
+        len(settings.policy.recipients),
+        emulated=settings.emulator is not None,
+        pin_rejected=refused,
+    )
+    emulator = None
+    port = settings.port
+    if settings.emulator is not None:
+        port = str(run_dir / "modem")
+        emulator = EmulatedModem(
+            link_path=port,
+            settings=settings.emulator,
+            pin=settings.modem.pin,
+            on_delivered=status.would_have_sent.append,
+        )
+    assert port is not None
+    power_cycle = None
+    if settings.power_cycle is not None:
+        gpio = settings.power_cycle
+        line = gpio_line(gpio.chip, gpio.offset, active_low=gpio.active_low)
+        power_cycle = power_cycle_hook(line, gpio.off_s)
+    sender = SmsSender(
+        store,
+        port,
+        dataclasses.replace(settings.modem, pin=pin),
+        settings.sender,
+        status,
+        power_cycle=power_cycle,
+        on_alert_stored=on_alert_stored,
+    )
+    history = await store.sms_created_since(time.time() - DAY_S)
+    policy = SmsPolicy(settings.policy, history)
+    intake = SmsIntake(policy, store, settings.sender.give_up_after_s, sender.wake, status)
+    board.sms = status
+    return SmsService(sender, intake, emulator)
 
 
 def build_feature_engines(config: ApplianceConfig) -> dict[str, AssetFeatures]:

@@ -1,7 +1,8 @@
 """The demo rig: two assets on emulated MCUs and an emulated I2C bus, no hardware, no config file.
 
 pump-1 runs healthy; compressor-2 carries the faults given on the command line, so the summary
-shows one machine drifting away from the other.
+shows one machine drifting away from the other. Critical alerts go by SMS through an emulated
+modem, and the summary shows the SMS that would have been sent.
 """
 
 from __future__ import annotations
@@ -86,8 +87,13 @@ def demo_uplink(broker_url: str, ca_file: Path | None = None) -> dict[str, Any]:
     return table
 
 
+DEMO_SMS: dict[str, Any] = {"emulate": True, "recipients": ["+15555550100"]}
+"""Critical alerts go to an emulated SIM800 (a fictional number): the summary shows each SMS
+that would have been sent."""
+
+
 def demo_config(
-    data_dir: Path, faults: list[str], uplink: dict[str, Any] | None = None
+    data_dir: Path, faults: list[str], uplink: dict[str, Any] | None = None, *, sms: bool = True
 ) -> ApplianceConfig:
     document: dict[str, Any] = {
         "gateway": {"id": "demo-gw"},
@@ -141,4 +147,6 @@ def demo_config(
     }
     if uplink is not None:
         document["uplink"] = uplink
+    if sms:
+        document["sms"] = DEMO_SMS
     return parse_config(document, "<demo>")

@@ -103,6 +103,8 @@ class StatusBoard:
     """The uplink task's own status object; None when no uplink is configured."""
     queue_full: dict[str, int] = field(default_factory=dict)
     """Times a producer found a stage queue full and had to wait (back-pressure, not loss)."""
+    sms: Any = None
+    """The SMS sender's SmsStatus (appliance/sms/sender.py); None without an [sms] table."""
 
     def asset(self, name: str) -> AssetStatus:
         return self.assets.setdefault(name, AssetStatus(name))

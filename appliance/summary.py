@@ -8,6 +8,7 @@ import time
 from typing import TextIO
 
 from appliance.records import FeatureVector
+from appliance.sms.sender import SmsStatus
 from appliance.status import AssetStatus, StatusBoard, UplinkStatus
 
 RECENT_SHOWN = 5
@@ -61,6 +62,8 @@ class SummaryPrinter:
             if asset.latest is not None:
                 lines.extend("    " + line for line in _feature_lines(asset.latest))
         lines.extend(_alert_lines(board))
+        if board.sms is not None:
+            lines.extend(sms_lines(board.sms, final=elapsed_s is None))
         lines.extend(_link_lines(board))
         return "\n".join(lines)
 
@@ -88,6 +91,55 @@ def _alert_lines(board: StatusBoard) -> list[str]:
     for alert in list(router.recent)[-RECENT_SHOWN:]:
         clock = time.strftime("%H:%M:%S", time.localtime(alert.t))
         lines.append(f"    {clock} {alert.severity:8s} {alert.kind:22s} {alert.message}")
+    return lines
+
+
+def sms_lines(sms: SmsStatus, *, final: bool = False) -> list[str]:
+    """Modem health, the queue, what was sent, given up and held back; with an emulated modem
+    the SMS it received (the last few, or all kept on the final summary)."""
+    modem = sms.modem
+    if modem.ready:
+        dbm = modem.signal_dbm
+        radio = f"{modem.registration_text()}, {modem.operator or 'operator ?'}, " + (
+            f"signal {dbm} dBm" if dbm is not None else "signal ?"
+        )
+        state = f"up ({radio})"
+    elif modem.connected:
+        state = f"waiting for network ({modem.registration_text()}, CSQ {modem.signal_rssi})"
+    else:
+        state = "stopped" if final else "DOWN"
+    kind = "emulated modem" if sms.emulated else f"modem {modem.path}"
+    last = ""
+    if sms.last_sent_utc is not None:
+        clock = time.strftime("%H:%M:%S", time.localtime(sms.last_sent_utc))
+        last = f" (last {clock}" + (f" to {sms.last_sent_to})" if sms.last_sent_to else ")")
+    lines = [
+        f"sms: {kind} {state}  queued {sms.queued}  sent {sms.sent}{last}  "
+        f"given up {sms.given_up}  failed attempts {sms.failed_attempts}  "
+        f"reopens {modem.reopens}  power cycles {modem.power_cycles}"
+    ]
+    policy = sms.policy
+    if policy is not None:
+        lines.append(
+            f"    policy: {policy.queued} messages from {policy.alerts} alerts, "
+            f"{policy.not_eligible} not for SMS, held back by rate limits "
+            f"{policy.suppressed_hourly}/h {policy.suppressed_daily}/day"
+        )
+    if sms.pin_rejected:
+        lines.append("    SIM PIN REFUSED: not tried again until the configured PIN changes")
+    if sms.oldest_queued_utc is not None and sms.queued:
+        age = max(0.0, time.time() - sms.oldest_queued_utc)
+        lines.append(f"    oldest queued {_duration(age)} ago")
+    if sms.last_given_up is not None:
+        lines.append(f"    GIVEN UP: {sms.last_given_up}")
+    problem = sms.last_send_error or (modem.last_error if not modem.ready else None)
+    if problem:
+        lines.append(f"    last error: {problem}")
+    if sms.emulated:
+        shown = list(sms.would_have_sent) if final else list(sms.would_have_sent)[-RECENT_SHOWN:]
+        if shown:
+            lines.append("    SMS that would have been sent (emulated modem):")
+            lines.extend(f"      {delivered.describe()}" for delivered in shown)
     return lines
 
 

@@ -4,8 +4,9 @@ Each data message is decoded (a bad one is counted by reason, logged with the to
 dropped), committed in one transaction (retried with backoff while the database fails
 transiently), and only then acknowledged to the broker (a manual PUBACK: a receiver that dies
 before committing gets the message again). Acks for the gateways go out through a small outbox
-that keeps only the newest per gateway, so a burst of messages costs one publish per gateway.
-The connection is retried with exponential backoff and jitter; this task owns that policy.
+that keeps only the newest per gateway, so a burst of messages costs one publish per gateway; on
+every (re)subscription each known gateway's ack is announced again (PROTOCOL.md). The
+connection is retried with exponential backoff and jitter; this task owns that policy.
 """
 
 from __future__ import annotations
@@ -127,11 +128,23 @@ class Receiver:
                      broker=self.settings.broker.redacted())  # fmt: skip
             self.subscribed.set()
             try:
+                await self._announce_acks()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._publish_acks(client))
                     await self._consume(client)
             finally:
                 self.subscribed.clear()
+
+    async def _announce_acks(self) -> None:
+        """Publish every known gateway's ack again (PROTOCOL.md): a gateway that re-sent in vain
+        while no receiver was there re-sends at once instead of waiting out its ack timeout."""
+        try:
+            acks = await self.database.acks()
+        except DatabaseError as exc:
+            log.warning("receiver_acks_not_announced", reason=str(exc))
+            return
+        for gateway, seq in acks.items():
+            self._acks.put(gateway, seq)
 
     def _make_client(self) -> aiomqtt.Client:
         settings = self.settings

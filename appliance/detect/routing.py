@@ -4,14 +4,14 @@ Alerts come from the detect stage (anomaly_*) and the sensor-health checks (<rul
 each). Here they are collapsed when most channels or most assets alarm at once (one systemic
 alert instead of a storm), an anomaly on an asset whose sensors are reporting faults says so (a
 stuck or unplugged sensor makes the model see an "anomaly" too), and what remains is kept as the
-open and recent alerts for the status page, then handed to the store (and later the SMS queue).
+open and recent alerts for the status page, then handed to the store and the SMS intake.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import structlog
 
@@ -22,6 +22,8 @@ from appliance.store import StoredRecord
 log = structlog.get_logger(__name__)
 
 RECENT_ALERTS = 50
+AlertSink = Callable[[Sequence[Alert]], Awaitable[None]]
+"""Takes routed alerts and returns once it has them safe (the SMS intake)."""
 AlertKey = tuple[str, str | None, str]
 """(asset, channel, family): family is the kind without _raised/_escalated/_cleared."""
 
@@ -104,14 +106,21 @@ async def run_alert_stage(
     router: AlertRouter,
     alerts_in: asyncio.Queue[Alert],
     out: asyncio.Queue[StoredRecord],
+    sms: AlertSink | None = None,
 ) -> None:
-    """Route alerts as they come (each with whatever else is already queued) until cancelled."""
+    """Route alerts as they come (each with whatever else is already queued) until cancelled.
+
+    The routed alerts go to the store queue and, if given, to `sms` (the SMS intake: policy and
+    durable queue); the batch is marked done only after `sms` returned, so `alerts_in.join()`
+    means "every alert is queued for the store and, if it goes by SMS, committed to the SMS
+    queue"."""
     while True:
         batch = [await alerts_in.get()]
         while not alerts_in.empty():
             batch.append(alerts_in.get_nowait())
         try:
-            for alert in router.route(max(a.t for a in batch), batch):
+            routed = router.route(max(a.t for a in batch), batch)
+            for alert in routed:
                 log.warning(
                     alert.kind,
                     asset=alert.asset,
@@ -120,6 +129,8 @@ async def run_alert_stage(
                     message=alert.message,
                 )
                 await out.put(alert)
+            if sms is not None and routed:
+                await sms(routed)
         finally:
             for _ in batch:
                 alerts_in.task_done()

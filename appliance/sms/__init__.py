@@ -5,6 +5,12 @@
     errors.py           SmsError and what each subclass means for the message (retry / give up)
     modem.py     I/O    ModemSession (one open port), ModemLink (keeps one open), ModemHealth
     emulator.py  I/O    EmulatedModem: a SIM800/SIM7600 on a pty, for tests and the demo
+    policy.py    pure   SmsPolicy: which alerts go, to whom, how often, and the SMS text
+    sender.py    I/O    SmsIntake (alert stage -> durable queue) and SmsSender (queue -> modem)
+    settings.py         SmsSettings from the [sms] config table
+    gpio.py      I/O    the optional power-cycle hook (libgpiod or sysfs)
+
+The queue itself is the store's `sms_outbox` table (appliance/store/sms.py).
 
 A sender (the durable queue) uses only ModemLink:
 

@@ -71,6 +71,10 @@ _STATES = {0: "not searching", 1: "home", 2: "searching", 3: "denied", 4: "unkno
 
 UrcHandler = Callable[[Urc], None]
 PowerCycle = Callable[[], Awaitable[None]]
+PartSent = Callable[[int], Awaitable[None]]
+"""Called after each part the modem accepted with the number of parts now known to be sent
+(a durable queue records it, so a restart resumes from the next part)."""
+PinRejectedHandler = Callable[[PinRejected], None]
 
 
 @dataclass(frozen=True)
@@ -483,10 +487,17 @@ class ModemSession:
         return reference if reference is not None else -1
 
     async def send_sms(
-        self, number: str, text: str, *, reference: int, first_part: int = 0
+        self,
+        number: str,
+        text: str,
+        *,
+        reference: int,
+        first_part: int = 0,
+        on_part: PartSent | None = None,
     ) -> list[int]:
         """Send the parts of `text` from `first_part` on; their TP-MRs. On failure the error's
-        `parts_done` is the first part not known to be sent."""
+        `parts_done` is the first part not known to be sent. `on_part(parts_done)` is awaited
+        after each accepted part."""
         pdus = encode_sms(number, text, reference, validity_minutes=self._settings.validity_minutes)
         references: list[int] = []
         try:
@@ -494,6 +505,8 @@ class ModemSession:
                 await self.wait_ready(self._settings.ready_timeout_s)
             for pdu in pdus[first_part:]:
                 references.append(await self.send_pdu(pdu))
+                if on_part is not None:
+                    await on_part(first_part + len(references))
         except SmsError as error:
             error.parts_done = first_part + len(references)
             raise
@@ -510,7 +523,9 @@ class ModemLink:
     """Keeps a session open on `path`: connect, watchdog, reopen with backoff, power cycle.
 
     Run `run()` as a task for the life of the app. `health` is the status board entry.
-    `on_urc` is called in the reader task and must not block.
+    `on_urc` is called in the reader task and must not block. `on_pin_rejected(error)` is
+    called (without blocking) when the SIM refused the configured PIN: the link stops using
+    it at once; the caller may persist that, so a restart does not try it again either.
     """
 
     def __init__(
@@ -520,6 +535,7 @@ class ModemLink:
         *,
         power_cycle: PowerCycle | None = None,
         on_urc: UrcHandler | None = None,
+        on_pin_rejected: PinRejectedHandler | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.path = path
@@ -527,6 +543,7 @@ class ModemLink:
         self.health = ModemHealth(path=path)
         self._power_cycle = power_cycle
         self._on_urc = on_urc
+        self._on_pin_rejected = on_pin_rejected
         self._rng = rng if rng is not None else random.Random()
         self._pin = self.settings.pin
         self._session: ModemSession | None = None
@@ -535,6 +552,11 @@ class ModemLink:
         self._next_reference = self._rng.randrange(256)
 
     # --- for senders -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """A session is up, registered and with a known signal (what `wait_ready` waits for)."""
+        return self._ready.is_set()
 
     async def wait_ready(self) -> None:
         """Until a session is up, registered and with a known signal."""
@@ -547,15 +569,24 @@ class ModemLink:
         return reference
 
     async def send_sms(
-        self, number: str, text: str, *, reference: int | None = None, first_part: int = 0
+        self,
+        number: str,
+        text: str,
+        *,
+        reference: int | None = None,
+        first_part: int = 0,
+        on_part: PartSent | None = None,
     ) -> list[int]:
-        """Send `text`; the TP-MR of each part sent. Raises an SmsError (see errors.py)."""
+        """Send `text`; the TP-MR of each part sent. Raises an SmsError (see errors.py).
+        `on_part(parts_done)` is awaited after each part the modem accepted."""
         session = self._session
         if session is None or not session.alive:
             raise ModemNotReady(f"modem not connected: {self.health.last_error or 'starting'}")
         chosen = reference if reference is not None else self.next_reference()
         try:
-            return await session.send_sms(number, text, reference=chosen, first_part=first_part)
+            return await session.send_sms(
+                number, text, reference=chosen, first_part=first_part, on_part=on_part
+            )
         except SmsError as error:
             self._note_error(error)
             raise
@@ -585,8 +616,10 @@ class ModemLink:
         try:
             await session.initialise(self._pin)
         except PinRejected as error:
-            self._pin = None  # a wrong PIN tried again would lock the SIM
+            had_pin, self._pin = self._pin is not None, None  # tried again it would lock the SIM
             self._note_open_failure(error)
+            if had_pin and self._on_pin_rejected is not None:
+                self._on_pin_rejected(error)
         except SmsError as error:
             self._note_open_failure(error)
         except BaseException:

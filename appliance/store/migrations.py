@@ -14,6 +14,11 @@ Uplink bookkeeping (`uplink_state`, one row): `acked_seq` is the highest seq who
 confirmed (by the receiver, or by the broker in ack = "broker" mode); rows at or below it are
 delivered and only kept for local use (status page, commissioning replay, `appliance train`).
 `lost_before_delivery` counts, across restarts, rows evicted before they were acknowledged.
+
+SMS (`sms_outbox`): the durable SMS queue, one row per message and recipient, with its state
+(queued -> sending -> sent, or given_up), attempts, backoff and the parts already accepted by the
+modem (appliance/store/sms.py). It is not part of the outbound sequence: an SMS that gives up
+adds an ordinary alert row (kind sms_given_up), which is. `device_flags` holds small durable facts.
 """
 
 from __future__ import annotations
@@ -115,11 +120,47 @@ CREATE INDEX scores_by_t ON scores (t);
 CREATE INDEX alerts_by_t ON alerts (t);
 """
 
+SMS_OUTBOX = """
+-- One row per (alert, recipient) accepted for SMS. AUTOINCREMENT: an id is never reused, so
+-- `reference` (id % 256, the concatenation reference of a multipart message) stays the same
+-- for the message across retries and restarts.
+CREATE TABLE sms_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    alert_kind TEXT NOT NULL,
+    alert_asset TEXT NOT NULL,
+    alert_severity TEXT NOT NULL CHECK (alert_severity IN ('warning', 'critical')),
+    alert_t REAL NOT NULL,
+    recipient TEXT NOT NULL,
+    text TEXT NOT NULL,
+    reference INTEGER NOT NULL CHECK (reference BETWEEN 0 AND 255),
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'given_up')),
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at REAL NOT NULL,
+    parts_done INTEGER NOT NULL DEFAULT 0 CHECK (parts_done >= 0),
+    last_error TEXT,
+    sent_at REAL,
+    give_up_at REAL NOT NULL
+);
+-- The sender reads only the messages still to send.
+CREATE INDEX sms_outbox_pending ON sms_outbox (id) WHERE state IN ('queued', 'sending');
+-- Rate-limit history after a restart, and pruning of old finished rows.
+CREATE INDEX sms_outbox_by_created ON sms_outbox (created);
+
+-- Small durable facts that are not records, e.g. "the SIM refused this PIN" (a salted hash).
+CREATE TABLE device_flags (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
     Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
     Migration("0003_scores_alerts_detector_state", SCORES_ALERTS_DETECTOR_STATE),
     Migration("0004_uplink_state", UPLINK_STATE),
+    Migration("0005_sms_outbox", SMS_OUTBOX),
 )
 
 CREATE_SCHEMA_MIGRATIONS = """

@@ -5,7 +5,9 @@ on; new databases are created with auto_vacuum=INCREMENTAL so evictions can give
 
 Tables: features, scores and alerts are outbound (seqs from one counter, read back merged by
 `outbox` and in ranges by `outbox_range`); detector_state holds each detector's state across
-restarts and is never evicted; uplink_state holds the acknowledged seq.
+restarts and is never evicted; uplink_state holds the acknowledged seq. sms_outbox is the durable
+SMS queue (appliance/store/sms.py; its finished rows leave by `prune_sms`, never by the limits
+below) and device_flags a few durable facts (`flag`, `set_flag`).
 
 Delivered rows: `acknowledge(seq)` marks every row with a seq up to `seq` as delivered (the
 receiver, or the broker in ack = "broker" mode, confirmed it). Delivered rows are NOT deleted at
@@ -72,6 +74,30 @@ from appliance.store.migrations import (
     Migration,
     applied_migration_names,
     apply_migrations,
+)
+from appliance.store.sms import (
+    COUNT_BY_STATE,
+    CREATED_SINCE,
+    DELETE_FLAG,
+    INSERT_SMS,
+    LAST_GIVEN_UP,
+    LAST_SENT,
+    MARK_GIVEN_UP,
+    MARK_PARTS_DONE,
+    MARK_RETRY,
+    MARK_SENDING,
+    MARK_SENT,
+    OLDEST_PENDING,
+    PRUNE_FINISHED,
+    SELECT_FLAG,
+    SELECT_ONE,
+    SELECT_PENDING,
+    SET_REFERENCE,
+    UPSERT_FLAG,
+    NewSms,
+    QueuedSms,
+    SmsQueueStats,
+    sms_row,
 )
 
 T = TypeVar("T")
@@ -802,6 +828,154 @@ class Store:
                 f"deleting detector state {asset}/{kind}",
                 lambda: self._execute_many(DELETE_STATE, [(asset, kind)]),
             )
+        )
+
+    # --- SMS queue (appliance/store/sms.py) ------------------------------------------------
+
+    async def enqueue_sms(
+        self, messages: Sequence[NewSms], now: float, give_up_after_s: float
+    ) -> list[QueuedSms]:
+        """Queue `messages` in one transaction (all or none), due now, giving up at
+        now + give_up_after_s; the rows as stored (each with its reference, id % 256)."""
+        if not messages:
+            return []
+
+        async def insert() -> list[QueuedSms]:
+            rows = []
+            for message in messages:
+                alert = message.alert
+                added = await self._db.execute_fetchall(
+                    INSERT_SMS,
+                    (
+                        now, alert.kind, alert.asset, alert.severity, alert.t, message.recipient,
+                        message.text, now, now + give_up_after_s,
+                    ),
+                )  # fmt: skip
+                sms_id = int(next(iter(added))[0])
+                await self._db.execute_fetchall(SET_REFERENCE, (sms_id,))
+                rows.append(await self._sms_by_id(sms_id))
+            return rows
+
+        return await self._shielded(self._write(f"queueing {len(messages)} SMS", insert))
+
+    async def pending_sms(self, limit: int = 1000) -> list[QueuedSms]:
+        """Messages still to send (queued or sending), oldest first."""
+        rows = await self._reading(
+            "the SMS queue", lambda: self._db.execute_fetchall(SELECT_PENDING, (limit,))
+        )
+        return [sms_row(row) for row in rows]
+
+    async def sms(self, sms_id: int) -> QueuedSms:
+        """One message by id; StoreError if there is none."""
+        return await self._reading(f"SMS {sms_id}", lambda: self._sms_by_id(sms_id))
+
+    async def mark_sms_sending(self, sms_id: int) -> None:
+        """The sender is about to hand the message to the modem (one more attempt)."""
+        await self._sms_update(f"marking SMS {sms_id} sending", MARK_SENDING, (sms_id,))
+
+    async def mark_sms_parts_done(self, sms_id: int, parts_done: int) -> None:
+        """The modem accepted the message's parts before `parts_done` (never goes down)."""
+        await self._sms_update(
+            f"recording SMS {sms_id} parts", MARK_PARTS_DONE, (parts_done, sms_id)
+        )
+
+    async def mark_sms_sent(self, sms_id: int, now: float) -> None:
+        await self._sms_update(f"marking SMS {sms_id} sent", MARK_SENT, (now, sms_id))
+
+    async def retry_sms_later(
+        self, sms_id: int, next_attempt_at: float, error: str, parts_done: int
+    ) -> None:
+        """Back to queued, due at `next_attempt_at`, resuming from `parts_done`."""
+        await self._sms_update(
+            f"rescheduling SMS {sms_id}",
+            MARK_RETRY,
+            (next_attempt_at, error, parts_done, sms_id),
+        )
+
+    async def give_up_sms(self, sms_id: int, reason: str, alert: Alert) -> int | None:
+        """Give up on a pending message and add `alert` (kind sms_given_up) to the outbox, in one
+        transaction; the alert's seq, or None (nothing written) if the message was not pending."""
+        row = encode_record(alert)
+
+        async def give_up() -> int | None:
+            async with self._db.execute(MARK_GIVEN_UP, (reason, sms_id)) as cursor:
+                changed = cursor.rowcount
+            if not changed:
+                return None
+            return (await self._insert_records([row], {}))[0]
+
+        seq = await self._shielded(self._write(f"giving up SMS {sms_id}", give_up))
+        if seq is not None:
+            self.stats.rows_written += 1
+            self.stats.write_transactions += 1
+            self.stats.last_write_utc = time.time()
+        return seq
+
+    async def sms_stats(self) -> SmsQueueStats:
+        async def read() -> SmsQueueStats:
+            counts = {
+                str(state): int(count)
+                for state, count in await self._db.execute_fetchall(COUNT_BY_STATE)
+            }
+            oldest = await fetch_value(self._db, OLDEST_PENDING)
+            last_sent = await fetch_value(self._db, LAST_SENT)
+            given_up = list(await self._db.execute_fetchall(LAST_GIVEN_UP))
+            return SmsQueueStats(
+                queued=counts.get("queued", 0) + counts.get("sending", 0),
+                sending=counts.get("sending", 0),
+                sent=counts.get("sent", 0),
+                given_up=counts.get("given_up", 0),
+                oldest_pending_created=None if oldest is None else float(oldest),
+                last_sent_at=None if last_sent is None else float(last_sent),
+                last_given_up=sms_row(given_up[0]) if given_up else None,
+            )
+
+        return await self._reading("SMS statistics", read)
+
+    async def sms_created_since(self, t: float) -> list[tuple[str, float]]:
+        """(recipient, created) of every message queued at or after `t`, oldest first (what
+        the alert policy's rate limits count after a restart)."""
+        rows = await self._reading(
+            "SMS history", lambda: self._db.execute_fetchall(CREATED_SINCE, (t,))
+        )
+        return [(str(recipient), float(created)) for recipient, created in rows]
+
+    async def prune_sms(self, before: float) -> int:
+        """Delete sent and given-up messages created before `before`; how many went."""
+
+        async def prune() -> int:
+            async with self._db.execute(PRUNE_FINISHED, (before,)) as cursor:
+                return int(cursor.rowcount)
+
+        return await self._shielded(self._write("pruning old SMS", prune))
+
+    async def _sms_by_id(self, sms_id: int) -> QueuedSms:
+        rows = list(await self._db.execute_fetchall(SELECT_ONE, (sms_id,)))
+        if not rows:
+            raise StoreError(f"store {self.settings.path}: no SMS with id {sms_id}")
+        return sms_row(rows[0])
+
+    async def _sms_update(self, what: str, sql: str, parameters: tuple[Any, ...]) -> None:
+        await self._shielded(self._write(what, lambda: self._execute_many(sql, [parameters])))
+
+    # --- device flags ---------------------------------------------------------------------
+
+    async def flag(self, key: str) -> str | None:
+        """A durable fact by key (e.g. "sms.pin_rejected"), None if not set."""
+        rows = await self._reading(
+            f"flag {key}", lambda: self._db.execute_fetchall(SELECT_FLAG, (key,))
+        )
+        return next((str(row[0]) for row in rows), None)
+
+    async def set_flag(self, key: str, value: str | None) -> None:
+        """Set (or with None, clear) a durable fact."""
+        parameters: tuple[Any, ...]
+        if value is None:
+            sql, parameters = DELETE_FLAG, (key,)
+        else:
+            sql, parameters = UPSERT_FLAG, (key, value, time.time())
+        await self._shielded(
+            self._write(f"setting flag {key}", lambda: self._execute_many(sql, [parameters]))
         )
 
     # --- limits ---------------------------------------------------------------------------

@@ -20,7 +20,9 @@ replay_records_per_s, interleaved with the live ranges.
 Acknowledgement: ack = "receiver" marks rows delivered (store.acknowledge) only when the receiver's
 retained ack says it committed them; when that ack stops moving for ack_timeout_s while records
 are outstanding (a receiver or broker that lost them), everything unacknowledged is sent again (the
-receiver drops duplicates) and the timeout doubles until the ack moves. ack = "broker" marks a
+receiver drops duplicates) and the timeout doubles until the ack moves. A receiver announces its
+acks when it (re)subscribes: the same ack again after such a fruitless resend means one came back
+without what was sent meanwhile, and everything is sent again at once. ack = "broker" marks a
 range delivered once the broker acknowledged every part of it and of every range before it: this
 survives our crashes but not a broker or receiver that loses messages (PROTOCOL.md).
 
@@ -455,6 +457,14 @@ class Connection:
         )
 
     async def _receiver_acknowledged(self, seq: int) -> None:
+        if seq == self.cursors.acked and self._resent_in_vain():
+            # A receiver announces its acks when it (re)subscribes: one is back, without what
+            # was sent while it was away (a clean session): no need to wait out the timeout.
+            self._resend(
+                f"the receiver is back and acknowledges seq {seq} again",
+                next_timeout_s=self._settings.ack_timeout_s,
+            )
+            return
         if seq <= self.cursors.acked:
             return
         if seq > self.cursors.live and seq > await self._store.latest_seq():
@@ -498,18 +508,29 @@ class Connection:
             waited = time.monotonic() - since
             if waited < self._ack_timeout_s:
                 continue
-            log.warning(
-                "uplink_resending",
-                reason=f"no acknowledgement for {waited:.0f} s (receiver down, or does the "
-                "broker's ACL drop our messages?)",
-                acked_seq=self.cursors.acked,
-                sent_up_to=self.cursors.live,
+            self._resend(
+                f"no acknowledgement for {waited:.0f} s (receiver down, or does the broker's "
+                "ACL drop our messages?)",
+                next_timeout_s=min(self._ack_timeout_s * 2, self._settings.ack_timeout_max_s),
             )
-            self.cursors.rewind()
-            self._status.resends += 1
-            self._waiting_since = time.monotonic()
-            self._ack_timeout_s = min(self._ack_timeout_s * 2, self._settings.ack_timeout_max_s)
-            self._rewound.set()
+
+    def _resent_in_vain(self) -> bool:
+        """Records are outstanding and at least one timed resend brought no progress."""
+        return self.cursors.outstanding and self._ack_timeout_s > self._settings.ack_timeout_s
+
+    def _resend(self, reason: str, *, next_timeout_s: float) -> None:
+        """Send everything unacknowledged again (the receiver drops duplicates)."""
+        log.warning(
+            "uplink_resending",
+            reason=reason,
+            acked_seq=self.cursors.acked,
+            sent_up_to=self.cursors.live,
+        )
+        self.cursors.rewind()
+        self._status.resends += 1
+        self._waiting_since = time.monotonic()
+        self._ack_timeout_s = next_timeout_s
+        self._rewound.set()
 
     async def _broker_acknowledged(self, flight: RangeInFlight) -> None:
         """ack = "broker": the acknowledged seq moves over every contiguous PUBACKed range."""

@@ -370,6 +370,8 @@ def load_json(payload: bytes, where: str) -> dict[str, Any]:
 
 
 def check_keys(body: Mapping[str, Any], expected: frozenset[str], where: str) -> None:
+    if body.keys() == expected:  # the common case, in one set comparison (a hot path)
+        return
     missing = sorted(expected - body.keys())
     unknown = sorted(body.keys() - expected)
     if missing:
@@ -490,7 +492,7 @@ def decode_feature(
     values = fields["values"]
     if not isinstance(values, list) or len(values) != len(names):
         raise SchemaError(f"{where}: values must be a list of {len(names)} numbers or nulls")
-    if not {type(value) for value in values} <= VALUE_TYPES:
+    if not set(map(type, values)) <= VALUE_TYPES:
         bad = next(i for i, value in enumerate(values) if type(value) not in VALUE_TYPES)
         raise SchemaError(f"{where}: values[{bad}] must be a number or null, not {values[bad]!r}")
     array = np.array(values, dtype=np.float64)  # null -> NaN

@@ -92,6 +92,7 @@ class Statements:
     select_schema_names: str = "SELECT names_json FROM feature_schemas WHERE id = ?"
     select_assets: str = "SELECT DISTINCT asset FROM features WHERE gateway = ? ORDER BY asset"
     select_gateways: str = "SELECT gateway FROM gateways ORDER BY gateway"
+    select_acks: str = "SELECT gateway, acked_seq FROM gateways"
     select_migrations: str = "SELECT name FROM schema_migrations ORDER BY name"
     insert_migration: str = "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)"
 
@@ -173,6 +174,11 @@ class Database:
     async def gateway_status(self) -> list[dict[str, Any]]:
         """The gateway_status view, one dict per gateway."""
         return await self._run(self._dicts, self.dialect.statements.select_status)
+
+    async def acks(self) -> dict[str, int]:
+        """Every known gateway's acknowledged seq."""
+        rows = await self._query(self.dialect.statements.select_acks)
+        return {str(gateway): int(seq) for gateway, seq in rows}
 
     async def gateways(self) -> list[str]:
         return [str(row[0]) for row in await self._query(self.dialect.statements.select_gateways)]

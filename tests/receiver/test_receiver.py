@@ -177,6 +177,24 @@ async def test_a_restarted_instance_gets_what_was_published_while_it_was_down(
     assert again.stats.records_inserted == 20
 
 
+async def test_a_restarted_instance_announces_every_known_gateways_ack(
+    start_receiver: ReceiverFactory, gateway: GatewayFactory
+) -> None:
+    rx = await start_receiver()
+    gw_a, gw_b = await gateway("gw-a"), await gateway("gw-b")
+    await gw_a.send_range(0, 10)
+    await gw_b.send_range(0, 4)
+    await gw_a.wait_ack(10)
+    await gw_b.wait_ack(4)
+    await rx.stop()
+
+    again = await start_receiver()  # a clean session: it says what it has, unasked
+    await wait_until(lambda: len(gw_a.acks) == 2 and len(gw_b.acks) == 2, "the announcements")
+
+    assert (gw_a.acks, gw_b.acks) == ([10, 10], [4, 4])
+    assert again.stats.acks_published == 2 and again.stats.messages == 0
+
+
 async def test_the_receiver_reconnects_after_a_broker_restart(
     broker: Broker, start_receiver: ReceiverFactory, gateway: GatewayFactory
 ) -> None:

@@ -1,0 +1,516 @@
+"""The durable SMS queue at work: the alert stage's intake and the sender task.
+
+    alert stage --SmsIntake.accept(alerts)--> policy --> store.enqueue_sms (one transaction)
+                                                             |  wake
+    SmsSender.run():  ModemLink.run()  +  queue loop  <------+
+
+`SmsIntake.accept` returns only once the messages are committed, and the alert stage marks its
+alerts done only after that, so an alert accepted for SMS survives a crash or restart.
+
+The queue loop (one message at a time, so a multipart message is never interleaved):
+  * gives up on every pending message whose give_up_at has passed, visibly: the row becomes
+    given_up, an Alert of kind `sms_given_up` goes into the store's outbox in the same
+    transaction (the uplink sends it), a log line (error) and the status board say so;
+  * per recipient, messages go in the order they were queued; of the recipients' first
+    messages the one due first goes, when the modem link is ready (not ready: nothing is
+    attempted and no backoff grows; the give-up time still runs);
+  * before the modem sees a byte the row is marked `sending` (committed), after each part the
+    modem accepted `parts_done` is recorded; sent -> `sent`; rejected (the message can never
+    go, MessageRejected) -> given up at once; any other SmsError -> back to `queued`, due after
+    retry_initial_s * 2^(attempts-1) (at most retry_max_s, never past give_up_at), resuming
+    from the first part not known to be sent, with the same reference;
+  * a row found in `sending` (the process died mid-send) is simply sent again from its
+    `parts_done`: the one part in flight may arrive twice, nothing is lost.
+
+A SIM that refused the configured PIN: ModemLink stops using the PIN at once, and the sender
+persists a salted hash of it (flag `sms.pin_rejected`); `usable_pin()` refuses that PIN at the
+next start, until the configured PIN changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from appliance.errors import StoreError
+from appliance.records import Alert
+from appliance.sms.emulator import DeliveredSms
+from appliance.sms.errors import MessageRejected, PinRejected, SmsError
+from appliance.sms.modem import ModemHealth, ModemLink, ModemSettings, PowerCycle
+from appliance.sms.pdu import count_parts
+from appliance.sms.policy import PolicyCounts, SmsPolicy
+from appliance.store import Store
+from appliance.store.sms import QueuedSms
+
+log = structlog.get_logger(__name__)
+
+PIN_FLAG = "sms.pin_rejected"
+PIN_HASH_ITERATIONS = 100_000
+ENQUEUE_RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SHOWN_DELIVERED = 50
+
+Clock = Callable[[], float]
+Pause = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    retry_initial_s: float = 30.0
+    retry_max_s: float = 900.0
+    give_up_after_s: float = 6 * 3600.0
+    shutdown_grace_s: float = 5.0
+    """On shutdown a send in progress gets this long to finish (else it resumes next start)."""
+    recheck_s: float = 60.0
+    """The queue is read again at least this often, even without a wake-up."""
+    store_retry_s: float = 5.0
+    """After a store error the loop waits this long before reading the queue again."""
+    keep_finished_s: float = 30 * 86400.0
+    """Sent and given-up rows are pruned after this long."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_initial_s <= self.retry_max_s:
+            raise ValueError("need 0 < retry_initial_s <= retry_max_s")
+        if not self.give_up_after_s > 0:
+            raise ValueError("give_up_after_s must be positive")
+
+
+def backoff_s(attempts: int, settings: SenderSettings) -> float:
+    """The wait after the `attempts`-th failed attempt (1, 2, ...): doubling, capped."""
+    exponent = min(max(attempts - 1, 0), 30)
+    return float(min(settings.retry_initial_s * 2**exponent, settings.retry_max_s))
+
+
+@dataclass
+class SmsStatus:
+    """The status board entry. The sender task writes everything except `policy` and
+    `enqueue_failures` (the alert stage's) and `would_have_sent` (the emulated modem's)."""
+
+    modem: ModemHealth
+    recipients: int
+    emulated: bool = False
+    queued: int = 0
+    """Messages still to send (sending included)."""
+    oldest_queued_utc: float | None = None
+    sent: int = 0
+    """Messages sent, since the database was created (finished rows are pruned after 30 days)."""
+    given_up: int = 0
+    last_sent_utc: float | None = None
+    last_sent_to: str | None = None
+    last_given_up: str | None = None
+    """The last message given up, in words (recipient, alert, reason)."""
+    last_send_error: str | None = None
+    sent_since_start: int = 0
+    failed_attempts: int = 0
+    """Attempts that failed since start (each is retried or given up)."""
+    pin_rejected: bool = False
+    """The SIM refused the configured PIN: it is not used until the config's PIN changes."""
+    policy: PolicyCounts | None = None
+    enqueue_failures: int = 0
+    would_have_sent: deque[DeliveredSms] = field(
+        default_factory=lambda: deque(maxlen=SHOWN_DELIVERED)
+    )
+    """Emulated modem only (the demo): the last SMS it received, as the recipient would see
+    them (written by the emulator's callback)."""
+
+
+# --- PIN guard ------------------------------------------------------------------------------
+
+
+def pin_digest(pin: str, salt: bytes | None = None) -> str:
+    """A salted PBKDF2 hash of the PIN, as stored in the flag ("pbkdf2$<salt>$<hash>")."""
+    salt = salt if salt is not None else os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, PIN_HASH_ITERATIONS)
+    return f"pbkdf2${salt.hex()}${digest.hex()}"
+
+
+def pin_matches(stored: str, pin: str) -> bool:
+    try:
+        scheme, salt, _ = stored.split("$")
+        expected = pin_digest(pin, bytes.fromhex(salt))
+    except ValueError:
+        return False
+    return scheme == "pbkdf2" and hmac.compare_digest(stored, expected)
+
+
+async def usable_pin(store: Store, pin: str | None) -> tuple[str | None, bool]:
+    """(the PIN to use, whether the configured PIN is refused). A PIN the SIM refused before
+    is not used again; a different PIN clears the flag."""
+    flag = await store.flag(PIN_FLAG)
+    if pin is None or flag is None:
+        return pin, False
+    if pin_matches(flag, pin):
+        log.error(
+            "sms_pin_refused_before",
+            advice="the SIM refused this PIN before; it is not tried again (the SIM would "
+            "lock). Put the right PIN in the config (or unlock the SIM) and restart.",
+        )
+        return None, True
+    await store.set_flag(PIN_FLAG, None)
+    log.info("sms_pin_changed", advice="the PIN refused earlier was replaced; trying the new one")
+    return pin, False
+
+
+# --- intake ---------------------------------------------------------------------------------
+
+
+class SmsIntake:
+    """The alert stage's side: the policy decides, the messages are committed, the sender is
+    woken. `accept()` returns only when the messages are durable (a failing store is retried
+    with backoff: the alert stage waits, nothing is dropped)."""
+
+    def __init__(
+        self,
+        policy: SmsPolicy,
+        store: Store,
+        give_up_after_s: float,
+        wake: Callable[[], None],
+        status: SmsStatus,
+        *,
+        clock: Clock = time.time,
+        retry_delays_s: Sequence[float] = ENQUEUE_RETRY_DELAYS_S,
+        pause: Pause = asyncio.sleep,
+    ) -> None:
+        self.policy = policy
+        self._store = store
+        self._give_up_after_s = give_up_after_s
+        self._wake = wake
+        self._status = status
+        self._clock = clock
+        self._retry_delays_s = tuple(retry_delays_s) or (1.0,)
+        self._pause = pause
+        status.policy = policy.counts
+
+    async def accept(self, alerts: Sequence[Alert]) -> None:
+        now = self._clock()
+        messages = [message for alert in alerts for message in self.policy.decide(alert, now)]
+        if not messages:
+            return
+        for attempt, delay_s in enumerate(_forever(self._retry_delays_s), start=1):
+            try:
+                rows = await self._store.enqueue_sms(messages, now, self._give_up_after_s)
+                break
+            except StoreError as error:
+                self._status.enqueue_failures += 1
+                log.error(
+                    "sms_enqueue_failed",
+                    reason=str(error),
+                    messages=len(messages),
+                    attempt=attempt,
+                    retry_in_s=delay_s,
+                )
+                await self._pause(delay_s)
+        for row in rows:
+            log.info(
+                "sms_queued",
+                id=row.id,
+                to=row.recipient,
+                alert=row.alert_kind,
+                asset=row.alert_asset,
+                parts=count_parts(row.text),
+            )
+        self._wake()
+
+
+def _forever(delays: Sequence[float]) -> Iterator[float]:
+    return itertools.chain(delays, itertools.repeat(delays[-1]))
+
+
+# --- sender ---------------------------------------------------------------------------------
+
+
+class SmsSender:
+    """Owns the ModemLink and works through the queue. Run `run()` for the app's life."""
+
+    def __init__(
+        self,
+        store: Store,
+        port: str,
+        modem_settings: ModemSettings,
+        settings: SenderSettings,
+        status: SmsStatus | None = None,
+        *,
+        power_cycle: PowerCycle | None = None,
+        on_alert_stored: Callable[[], None] | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.link = ModemLink(
+            port,
+            modem_settings,
+            power_cycle=power_cycle,
+            on_pin_rejected=self._pin_rejected,
+        )
+        self.status = status if status is not None else SmsStatus(self.link.health, 0)
+        self.status.modem = self.link.health
+        self._pin = modem_settings.pin
+        self._on_alert_stored = on_alert_stored
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self._next_prune = 0.0
+
+    def wake(self) -> None:
+        """New messages were queued (called by the intake)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The modem link and the queue loop, until cancelled (a send in progress gets
+        shutdown_grace_s to finish)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.link.run(), name="modem")
+                await self._work()
+        finally:
+            if self._background:
+                await asyncio.wait(set(self._background))
+
+    async def _work(self) -> None:
+        await self._announce_interrupted()
+        while True:
+            try:
+                await self.step()
+            except StoreError as error:
+                log.error("sms_store_failed", reason=str(error))
+                self.status.last_send_error = f"store: {error}"
+                await self._wait(self.settings.store_retry_s, for_ready=False)
+
+    async def step(self) -> None:
+        """One pass: give up what expired, else send one due message, else wait for a reason
+        to look again (new message, link ready, a due time, recheck_s)."""
+        self._wake.clear()
+        pending = await self.store.pending_sms()
+        now = self._clock()
+        await self._refresh_status(now)
+        expired = [m for m in pending if m.give_up_at <= now]
+        if expired:
+            for message in expired:
+                await self._give_up(message, self._expiry_reason(message))
+            return
+        heads = first_per_recipient(pending)
+        due = sorted(
+            (m for m in heads if m.next_attempt_at <= now), key=lambda m: (m.next_attempt_at, m.id)
+        )
+        if due and self.link.ready:
+            await self._attempt(due[0])
+            return
+        wake_at = min(
+            [m.give_up_at for m in pending]
+            + [m.next_attempt_at for m in heads if m.next_attempt_at > now]
+            + [now + self.settings.recheck_s]
+        )
+        await self._wait(wake_at - now, for_ready=bool(due))
+
+    async def _wait(self, timeout_s: float, *, for_ready: bool) -> None:
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
+        if for_ready:
+            waiters.append(asyncio.ensure_future(self.link.wait_ready()))
+        try:
+            await asyncio.wait(
+                waiters, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # --- one attempt -------------------------------------------------------------------------
+
+    async def _attempt(self, message: QueuedSms) -> None:
+        if message.state == "sending":
+            log.warning(
+                "sms_resending_interrupted",
+                id=message.id,
+                to=message.recipient,
+                from_part=message.parts_done,
+                reference=message.reference,
+            )
+        await self.store.mark_sms_sending(message.id)
+        send = asyncio.ensure_future(self._send(message))
+        try:
+            await asyncio.shield(send)
+        except asyncio.CancelledError:
+            done, _ = await asyncio.wait([send], timeout=self.settings.shutdown_grace_s)
+            if not done:
+                send.cancel()
+                await asyncio.wait([send])
+                log.warning("sms_send_interrupted", id=message.id, resumes="at the next start")
+            raise
+
+    async def _send(self, message: QueuedSms) -> None:
+        async def part_done(parts_done: int) -> None:
+            await self.store.mark_sms_parts_done(message.id, parts_done)
+
+        started = self._clock()
+        try:
+            references = await self.link.send_sms(
+                message.recipient,
+                message.text,
+                reference=message.reference,
+                first_part=message.parts_done,
+                on_part=part_done,
+            )
+        except MessageRejected as error:
+            self._note_failure(error)
+            await self._give_up(message, f"the modem or network refused it: {error}")
+        except SmsError as error:
+            self._note_failure(error)
+            await self._retry_later(message, error)
+        else:
+            now = self._clock()
+            await self.store.mark_sms_sent(message.id, now)
+            self.status.sent_since_start += 1
+            self.status.last_sent_utc = now
+            self.status.last_sent_to = message.recipient
+            log.info(
+                "sms_sent",
+                id=message.id,
+                to=message.recipient,
+                alert=message.alert_kind,
+                asset=message.alert_asset,
+                parts=message.parts_done + len(references),
+                attempt=message.attempts + 1,
+                send_s=round(now - started, 3),
+            )
+
+    def _note_failure(self, error: SmsError) -> None:
+        self.status.failed_attempts += 1
+        self.status.last_send_error = f"{type(error).__name__}: {error}"
+
+    async def _retry_later(self, message: QueuedSms, error: SmsError) -> None:
+        attempts = message.attempts + 1
+        now = self._clock()
+        next_at = min(now + backoff_s(attempts, self.settings), message.give_up_at)
+        parts_done = max(message.parts_done, error.parts_done)
+        await self.store.retry_sms_later(
+            message.id, next_at, f"{type(error).__name__}: {error}", parts_done
+        )
+        log.warning(
+            "sms_send_failed",
+            id=message.id,
+            to=message.recipient,
+            attempt=attempts,
+            error=f"{type(error).__name__}: {error}",
+            maybe_sent=error.maybe_sent,
+            parts_done=parts_done,
+            retry_in_s=round(next_at - now, 3),
+        )
+
+    # --- giving up ---------------------------------------------------------------------------
+
+    def _expiry_reason(self, message: QueuedSms) -> str:
+        waited = _duration(self.settings.give_up_after_s)
+        if message.last_error is not None:
+            return f"not sent within {waited} ({message.attempts} attempts): {message.last_error}"
+        modem = self.link.health
+        state = modem.last_error or ("modem not ready" if not modem.ready else "no attempt made")
+        return f"not sent within {waited}, never attempted: {state}"
+
+    async def _give_up(self, message: QueuedSms, reason: str) -> None:
+        now = self._clock()
+        alert = Alert(
+            asset=message.alert_asset,
+            t=now,
+            severity=message.alert_severity,
+            kind="sms_given_up",
+            message=(
+                f"{message.alert_asset}: SMS to {message.recipient} about {message.alert_kind} "
+                f"given up: {reason}"
+            ),
+        )
+        seq = await self.store.give_up_sms(message.id, reason, alert)
+        if seq is None:
+            return
+        self.status.last_given_up = f"to {message.recipient} about {message.alert_kind}: {reason}"
+        log.error(
+            "sms_given_up",
+            id=message.id,
+            to=message.recipient,
+            alert=message.alert_kind,
+            asset=message.alert_asset,
+            attempts=message.attempts,
+            reason=reason,
+            alert_seq=seq,
+        )
+        if self._on_alert_stored is not None:
+            self._on_alert_stored()
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    async def _announce_interrupted(self) -> None:
+        for message in await self.store.pending_sms():
+            if message.state == "sending":
+                log.warning(
+                    "sms_interrupted_at_last_stop",
+                    id=message.id,
+                    to=message.recipient,
+                    parts_done=message.parts_done,
+                    note="sent again from the first part not known to be sent; the part in "
+                    "flight may arrive twice",
+                )
+
+    async def _refresh_status(self, now: float) -> None:
+        if now >= self._next_prune:
+            self._next_prune = now + 3600.0
+            pruned = await self.store.prune_sms(now - self.settings.keep_finished_s)
+            if pruned:
+                log.info("sms_pruned", rows=pruned)
+        stats = await self.store.sms_stats()
+        status = self.status
+        status.queued = stats.queued
+        status.oldest_queued_utc = stats.oldest_pending_created
+        status.sent = stats.sent
+        status.given_up = stats.given_up
+        if status.last_sent_utc is None:
+            status.last_sent_utc = stats.last_sent_at
+        if status.last_given_up is None and stats.last_given_up is not None:
+            last = stats.last_given_up
+            status.last_given_up = f"to {last.recipient} about {last.alert_kind}: {last.last_error}"
+
+    def _pin_rejected(self, error: PinRejected) -> None:
+        self.status.pin_rejected = True
+        log.error(
+            "sms_pin_rejected",
+            error=str(error),
+            advice="the PIN is not tried again (not after a restart either) until the "
+            "configured PIN changes",
+        )
+        if self._pin is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._remember_rejected(self._pin))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _remember_rejected(self, pin: str) -> None:
+        try:
+            await self.store.set_flag(PIN_FLAG, pin_digest(pin))
+        except StoreError as error:
+            log.error(
+                "sms_pin_flag_not_saved",
+                reason=str(error),
+                advice="the PIN would be tried again after a restart",
+            )
+
+
+def first_per_recipient(pending: Sequence[QueuedSms]) -> list[QueuedSms]:
+    """Each recipient's oldest pending message (`pending` is in id order)."""
+    heads: dict[str, QueuedSms] = {}
+    for message in pending:
+        heads.setdefault(message.recipient, message)
+    return list(heads.values())
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,148 @@
+"""The durable SMS queue's rows and SQL (table `sms_outbox`, migration 0005_sms_outbox).
+
+Life of a message (one row per alert and recipient):
+
+    queued --(sender takes it: attempts + 1)--> sending --(modem accepted every part)--> sent
+      ^                                            |
+      +------(failed: next_attempt_at = backoff)---+--(rejected, or give_up_at passed)--> given_up
+
+`sending` is written (committed) before the first byte goes to the modem, and `parts_done`
+after each part the modem accepted, so a process killed mid-send leaves the row in `sending`
+with the parts that are known to have left: the next start resends it from `parts_done` with
+the same `reference` (id % 256), which duplicates at most the one part that was in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from appliance.records import Alert, Severity
+
+SmsState = Literal["queued", "sending", "sent", "given_up"]
+PENDING_STATES: tuple[SmsState, ...] = ("queued", "sending")
+
+
+@dataclass(frozen=True, slots=True)
+class NewSms:
+    """A message the alert policy accepted: `text` for `recipient` about `alert`."""
+
+    recipient: str
+    text: str
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedSms:
+    """One row of `sms_outbox`."""
+
+    id: int
+    created: float
+    alert_kind: str
+    alert_asset: str
+    alert_severity: Severity
+    alert_t: float
+    recipient: str
+    text: str
+    reference: int
+    state: SmsState
+    attempts: int
+    next_attempt_at: float
+    parts_done: int
+    last_error: str | None
+    sent_at: float | None
+    give_up_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SmsQueueStats:
+    """Counts by state (since the database was created) and the times the status page shows."""
+
+    queued: int
+    """Waiting to be sent, including a message in `sending`."""
+    sending: int
+    sent: int
+    given_up: int
+    oldest_pending_created: float | None
+    last_sent_at: float | None
+    last_given_up: QueuedSms | None
+
+
+SMS_COLUMNS = (
+    "id, created, alert_kind, alert_asset, alert_severity, alert_t, recipient, text, reference,"
+    " state, attempts, next_attempt_at, parts_done, last_error, sent_at, give_up_at"
+)
+INSERT_SMS = (
+    "INSERT INTO sms_outbox (created, alert_kind, alert_asset, alert_severity, alert_t,"
+    " recipient, text, reference, state, attempts, next_attempt_at, parts_done, give_up_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 0, 'queued', 0, ?, 0, ?) RETURNING id"
+)
+SET_REFERENCE = "UPDATE sms_outbox SET reference = id % 256 WHERE id = ?"
+SELECT_PENDING = (
+    f"SELECT {SMS_COLUMNS} FROM sms_outbox WHERE state IN ('queued', 'sending') ORDER BY id LIMIT ?"
+)
+SELECT_ONE = f"SELECT {SMS_COLUMNS} FROM sms_outbox WHERE id = ?"
+# Each update changes only a pending row: a message already sent or given up stays so.
+MARK_SENDING = (
+    "UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1"
+    " WHERE id = ? AND state IN ('queued', 'sending')"
+)
+MARK_PARTS_DONE = (
+    "UPDATE sms_outbox SET parts_done = max(parts_done, ?)"
+    " WHERE id = ? AND state IN ('queued', 'sending')"
+)
+MARK_SENT = (
+    "UPDATE sms_outbox SET state = 'sent', sent_at = ?, last_error = NULL"
+    " WHERE id = ? AND state IN ('queued', 'sending')"
+)
+MARK_RETRY = (
+    "UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ?,"
+    " parts_done = max(parts_done, ?) WHERE id = ? AND state IN ('queued', 'sending')"
+)
+MARK_GIVEN_UP = (
+    "UPDATE sms_outbox SET state = 'given_up', last_error = ?, sent_at = NULL"
+    " WHERE id = ? AND state IN ('queued', 'sending')"
+)
+COUNT_BY_STATE = "SELECT state, count(*) FROM sms_outbox GROUP BY state"
+OLDEST_PENDING = "SELECT min(created) FROM sms_outbox WHERE state IN ('queued', 'sending')"
+LAST_SENT = "SELECT max(sent_at) FROM sms_outbox WHERE state = 'sent'"
+LAST_GIVEN_UP = (
+    f"SELECT {SMS_COLUMNS} FROM sms_outbox WHERE state = 'given_up' ORDER BY id DESC LIMIT 1"
+)
+CREATED_SINCE = "SELECT recipient, created FROM sms_outbox WHERE created >= ? ORDER BY created, id"
+PRUNE_FINISHED = (
+    "DELETE FROM sms_outbox WHERE created < ? AND state IN ('sent', 'given_up')"
+    # keep the newest row: AUTOINCREMENT would survive anyway, the status page wants one
+    " AND id < (SELECT max(id) FROM sms_outbox)"
+)
+SELECT_FLAG = "SELECT value FROM device_flags WHERE key = ?"
+UPSERT_FLAG = (
+    "INSERT INTO device_flags (key, value, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
+DELETE_FLAG = "DELETE FROM device_flags WHERE key = ?"
+
+
+def sms_row(row: Any) -> QueuedSms:
+    (
+        sms_id, created, kind, asset, severity, alert_t, recipient, text, reference, state,
+        attempts, next_attempt_at, parts_done, last_error, sent_at, give_up_at,
+    ) = row  # fmt: skip
+    return QueuedSms(
+        id=int(sms_id),
+        created=float(created),
+        alert_kind=str(kind),
+        alert_asset=str(asset),
+        alert_severity=severity,
+        alert_t=float(alert_t),
+        recipient=str(recipient),
+        text=str(text),
+        reference=int(reference),
+        state=state,
+        attempts=int(attempts),
+        next_attempt_at=float(next_attempt_at),
+        parts_done=int(parts_done),
+        last_error=None if last_error is None else str(last_error),
+        sent_at=None if sent_at is None else float(sent_at),
+        give_up_at=float(give_up_at),
+    )

@@ -1,0 +1,89 @@
+"""End to end on the demo rig: an injected fault makes a critical alarm, the detector's alert goes
+through the alert stage, the policy and the durable queue to the emulated modem: exactly one SMS,
+with the expected text, not one per window, and not again after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.app import run_appliance
+from appliance.demo import DEMO_SMS, demo_config
+from appliance.records import Alert
+from appliance.sms.pdu import Encoding
+from appliance.sms.policy import PolicySettings, compose_text
+from appliance.status import StatusBoard
+from appliance.store import Store, StoreSettings
+from appliance.summary import SummaryPrinter
+
+DEADLINE_S = 90.0
+FAULT = ["imbalance=0.2"]  # compressor-2's 1x vibration grows fast: a critical anomaly
+
+
+async def run_until(
+    tmp_path: Path, condition: Callable[[StatusBoard], bool], what: str
+) -> StatusBoard:
+    config = demo_config(tmp_path, FAULT)
+    board = StatusBoard(config.gateway.id)
+    stop = asyncio.Event()
+    run = asyncio.create_task(run_appliance(config, stop=stop, board=board))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while not condition(board):
+        assert not run.done(), f"the appliance stopped before {what}"
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    stop.set()
+    await run
+    return board
+
+
+def delivered(board: StatusBoard) -> int:
+    return 0 if board.sms is None else len(board.sms.would_have_sent)
+
+
+def anomalous(board: StatusBoard) -> int:
+    status = board.assets.get("compressor-2")
+    return 0 if status is None else status.anomalous_windows
+
+
+async def test_a_critical_alarm_sends_exactly_one_sms_with_the_expected_text(
+    tmp_path: Path,
+) -> None:
+    seen: dict[str, int] = {}
+
+    def sms_then_three_more_alarming_windows(board: StatusBoard) -> bool:
+        if delivered(board) and "windows" not in seen:
+            seen["windows"] = anomalous(board)
+        return "windows" in seen and anomalous(board) >= seen["windows"] + 3
+
+    board = await run_until(tmp_path, sms_then_three_more_alarming_windows, "an SMS")
+    assert board.sms is not None
+    (sms,) = board.sms.would_have_sent  # one, although every later window was anomalous too
+
+    async with await Store.open(StoreSettings(tmp_path / "appliance.db")) as store:
+        alerts = [r for _, r in await store.outbox(limit=100_000) if isinstance(r, Alert)]
+        stats = await store.sms_stats()
+    critical = [a for a in alerts if a.severity == "critical"]
+    assert [(a.asset, a.kind) for a in critical] == [("compressor-2", "anomaly_raised")]
+    assert (stats.sent, stats.queued, stats.given_up) == (1, 0, 0)
+
+    expected = compose_text(critical[0], PolicySettings("demo-gw", tuple(DEMO_SMS["recipients"])))
+    assert sms.text == expected  # byte-identical to what was queued
+    assert sms.number == "+15555550100" and sms.parts == 1 and sms.encoding is Encoding.GSM7
+    assert re.fullmatch(
+        r"CRITICAL compressor-2: anomaly: error \S+ is [\d.]+x (the )?threshold \S+.*"
+        r" \(\d\d:\d\d UTC, gw demo-gw\)",
+        sms.text,
+    ), sms.text
+    summary = SummaryPrinter(board, None).render(None)  # type: ignore[arg-type]
+    assert "SMS that would have been sent (emulated modem):" in summary
+    assert f"SMS to +15555550100 (1 part): {sms.text}" in summary
+
+    # restart with the fault still there: the alarm continues, nobody gets a second SMS
+    again = await run_until(tmp_path, lambda b: anomalous(b) >= 3, "3 more alarming windows")
+    assert delivered(again) == 0
+    async with await Store.open(StoreSettings(tmp_path / "appliance.db")) as store:
+        assert (await store.sms_stats()).sent == 1
