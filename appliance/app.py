@@ -48,6 +48,7 @@ from appliance.store import Store, StoredRecord, StoreSettings, run_store_writer
 from appliance.summary import SummaryPrinter
 from appliance.uplink.publisher import Uplink
 from appliance.uplink.settings import UplinkSettings, uplink_settings
+from appliance.web import serve_status
 
 log = structlog.get_logger(__name__)
 
@@ -116,10 +117,13 @@ async def run_appliance(
     summary_out: TextIO | None = None,
     stop: asyncio.Event | None = None,
     board: StatusBoard | None = None,
+    on_http_started: Callable[[str], None] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM, `stop` is set or `seconds` pass; then stop capture, drain
-    features and flush the store. `board` lets a caller watch the run (tests do)."""
+    features and flush the store. `board` lets a caller watch the run (tests do);
+    `on_http_started` gets the status page's URL once it listens (with an [http] table)."""
     board = board or StatusBoard(config.gateway.id)
+    http_token = config.http.read_token() if config.http is not None else None
     blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
     vectors: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
     alerts: asyncio.Queue[Alert] = asyncio.Queue(QUEUE_ALERTS)
@@ -156,9 +160,20 @@ async def run_appliance(
                 pipeline.sms = await open_sms(
                     sms_config, store, board, Path(run_dir), pipeline.new_records.set
                 )
-            async with contextlib.AsyncExitStack() as modem:
+            async with contextlib.AsyncExitStack() as stack:
                 if pipeline.sms is not None and pipeline.sms.emulator is not None:
-                    await modem.enter_async_context(pipeline.sms.emulator)
+                    await stack.enter_async_context(pipeline.sms.emulator)
+                if config.http is not None:
+                    await stack.enter_async_context(
+                        serve_status(
+                            board,
+                            config.http.host,
+                            config.http.port,
+                            http_token,
+                            Path(config.store.path).parent,
+                            on_http_started,
+                        )
+                    )
                 for emulator in sources.emulators:
                     emulator.open()
                 try:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from appliance.config import ApplianceConfig, load_config
+from appliance.config import ApplianceConfig, HttpConfig, load_config
 from appliance.errors import ApplianceError, ConfigError
 from appliance.logging import configure_logging
 
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--ca", type=Path, metavar="FILE", help="CA certificate that signed the broker's (mqtts)"
+    )
+    demo.add_argument(
+        "--http",
+        type=_host_port,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="serve the status page here (default 127.0.0.1:8080; a random token is printed)",
     )
     demo.set_defaults(handler=_demo)
     _add_eval_commands(commands)
@@ -205,6 +213,13 @@ def _utc_time(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -300,10 +315,21 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ApplianceError(f"--broker: {exc}") from None
     config = demo_config(args.data_dir, faults=args.fault, uplink=uplink)
+    host, port = args.http
+    token = secrets.token_urlsafe(24)
+    config = config.model_copy(update={"http": HttpConfig(host=host, port=port, token=token)})
     print(f"demo: {_describe(config)}; database {config.store.path}", flush=True)
+
+    def serving(url: str) -> None:
+        print(f"status page: {url}  (token for actions: {token})", flush=True)
+
     asyncio.run(
         run_appliance(
-            config, seconds=args.seconds, summary_every=args.summary_every, summary_out=sys.stdout
+            config,
+            seconds=args.seconds,
+            summary_every=args.summary_every,
+            summary_out=sys.stdout,
+            on_http_started=serving,
         )
     )
     return 0

@@ -449,6 +449,37 @@ class SmsConfig(_Strict):
         return self
 
 
+class HttpConfig(_Strict):
+    """The status page (appliance/web). Read-only without a token: actions that change state
+    (acknowledging an alert) need `Authorization: Bearer <token>` and are disabled without one."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; 0.0.0.0 serves the plant LAN."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """0 picks a free port (tests)."""
+    token: Annotated[str, Field(min_length=16)] | None = None
+    token_file: str | None = None
+    """A file holding the token (first line), instead of putting it in the config."""
+
+    @model_validator(mode="after")
+    def _one_token(self) -> HttpConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        return self
+
+    def read_token(self) -> str | None:
+        """The token, or None (state-changing endpoints disabled); ConfigError if unreadable."""
+        if self.token_file is None:
+            return self.token
+        try:
+            token = Path(self.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"http.token_file: cannot read {self.token_file}: {exc}") from None
+        if len(token) < 16:
+            raise ConfigError(f"http.token_file: {self.token_file}: token shorter than 16 chars")
+        return token
+
+
 class ApplianceConfig(_Strict):
     gateway: GatewayConfig
     store: StoreConfig = StoreConfig()
@@ -460,6 +491,8 @@ class ApplianceConfig(_Strict):
     """Without an [uplink] table everything stays on the gateway."""
     sms: SmsConfig | None = None
     """Without an [sms] table no SMS is sent."""
+    http: HttpConfig | None = None
+    """Without an [http] table no status page is served."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ApplianceConfig:

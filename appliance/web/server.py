@@ -1,0 +1,135 @@
+"""The aiohttp app: the page, /api/status, /events (server-sent events), /metrics, and the one
+state-changing action (acknowledging an alert), which needs the configured bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from appliance.status import StatusBoard
+from appliance.web.metrics import CONTENT_TYPE, render_metrics
+from appliance.web.snapshot import WebState
+
+log = structlog.get_logger(__name__)
+
+PAGE = Path(__file__).with_name("page.html")
+EVENT_EVERY_S = 1.0
+STATE: web.AppKey[WebState] = web.AppKey("state", WebState)
+TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
+
+
+def build_app(state: WebState, token: str | None) -> web.Application:
+    app = web.Application()
+    app[STATE] = state
+    app[TOKEN] = token
+    app[STOPPING] = asyncio.Event()
+    app.router.add_get("/", _page)
+    app.router.add_get("/api/status", _status)
+    app.router.add_get("/events", _events)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/api/alerts/ack", _ack)
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[STOPPING].set()
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_status(
+    board: StatusBoard,
+    host: str,
+    port: int,
+    token: str | None,
+    store_dir: Path,
+    on_started: Callable[[str], None] | None = None,
+) -> AsyncIterator[str]:
+    """Serve the page while inside; yields its URL (the actual port when `port` is 0)."""
+    state = WebState(board, store_dir, token_set=token is not None)
+    runner = web.AppRunner(build_app(state, token), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    sampler = asyncio.create_task(_sample_every(state, EVENT_EVERY_S), name="web-sampler")
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        url = f"http://{shown}:{bound[1]}/"
+        log.info("status_page_serving", url=url, actions_enabled=token is not None)
+        if on_started is not None:
+            on_started(url)
+        yield url
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        await runner.cleanup()
+
+
+async def _sample_every(state: WebState, every_s: float) -> None:
+    while True:
+        state.sample()
+        await asyncio.sleep(every_s)
+
+
+async def _page(request: web.Request) -> web.Response:
+    return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].snapshot())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = render_metrics(request.app[STATE])
+    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """One JSON snapshot per second until the client goes away or the server stops."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    stopping = request.app[STOPPING]
+    with contextlib.suppress(ConnectionResetError):
+        while not stopping.is_set():
+            data = json.dumps(request.app[STATE].snapshot())
+            await response.write(f"data: {data}\n\n".encode())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), EVENT_EVERY_S)
+    return response
+
+
+def _refuse(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status)
+
+
+async def _ack(request: web.Request) -> web.Response:
+    token = request.app[TOKEN]
+    if token is None:
+        return _refuse(403, "actions are disabled: no [http] token is configured on this gateway")
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer "):
+        return _refuse(401, "missing token: send 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
+        return _refuse(401, "wrong token")
+    try:
+        body: Any = await request.json()
+        alert_id, by = str(body["id"]), str(body.get("by") or "unknown")[:64]
+    except (ValueError, KeyError, TypeError):
+        return _refuse(400, 'expected JSON {"id": "<alert id>", "by": "<name>"}')
+    ack = request.app[STATE].ack(alert_id, by)
+    if ack is None:
+        return _refuse(404, f"no open alert {alert_id!r}")
+    log.info("alert_acknowledged", alert=alert_id, by=by)
+    return web.json_response({"id": alert_id, "by": ack.by, "at": ack.at})

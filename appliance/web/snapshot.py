@@ -1,0 +1,284 @@
+"""One JSON-ready snapshot of the status board (read-only), plus what only the web layer keeps:
+a bounded history of each asset's scores, measured sample rates, CPU use and acknowledgements."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.detect.routing import alert_family
+from appliance.records import Alert
+from appliance.status import AssetStatus, StatusBoard
+from appliance.summary import VIBRATION_SHOWN
+
+HISTORY_POINTS = 300
+"""Scores kept per asset for the chart (5 minutes at one window per second)."""
+RECENT_ALERTS_SHOWN = 10
+
+
+@dataclass
+class Ack:
+    by: str
+    at: float
+    alert_t: float
+
+
+@dataclass
+class WebState:
+    """Owned by the web layer; the board is never written."""
+
+    board: StatusBoard
+    store_dir: Path
+    token_set: bool
+    history: dict[str, deque[tuple[float, float, float]]] = field(default_factory=dict)
+    acks: dict[str, Ack] = field(default_factory=dict)
+    rates: dict[tuple[str, str], float] = field(default_factory=dict)
+    cpu_percent: float | None = None
+    _last_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    _last_at: float | None = None
+    _last_cpu: float = 0.0
+
+    def sample(self) -> None:
+        """Called about once a second: record new scores, sample rates and CPU use."""
+        now = time.monotonic()
+        cpu = _cpu_seconds()
+        elapsed = None if self._last_at is None else now - self._last_at
+        self._record_scores()
+        for asset in self.board.assets.values():
+            for channel, count in asset.samples.items():
+                key = (asset.name, channel)
+                before = self._last_counts.get(key)
+                if elapsed and before is not None and elapsed > 0:
+                    self.rates[key] = (count - before) / elapsed
+                self._last_counts[key] = count
+        if elapsed:
+            self.cpu_percent = 100.0 * (cpu - self._last_cpu) / elapsed
+        self._last_at, self._last_cpu = now, cpu
+
+    def _record_scores(self) -> None:
+        for asset in self.board.assets.values():
+            ring = self.history.setdefault(asset.name, deque(maxlen=HISTORY_POINTS))
+            score = asset.latest_score
+            if score is not None and (not ring or ring[-1][0] != score.t):
+                ring.append((score.t, score.error, score.threshold))
+
+    def ack(self, alert_id: str, by: str) -> Ack | None:
+        """Acknowledge an open alert; None if no open alert has that id."""
+        alert = open_alerts(self.board).get(alert_id)
+        if alert is None:
+            return None
+        self.acks[alert_id] = Ack(by, time.time(), alert.t)
+        return self.acks[alert_id]
+
+    def snapshot(self) -> dict[str, Any]:
+        self._record_scores()
+        board = self.board
+        now = time.time()
+        opened = open_alerts(board)
+        alerts = [self._alert(key, alert) for key, alert in opened.items()]
+        router = board.alerts
+        recent = list(router.recent)[-RECENT_ALERTS_SHOWN:] if router is not None else []
+        snapshot: dict[str, Any] = clean(
+            {
+                "gateway": board.gateway_id,
+                "now": now,
+                "uptime_s": now - board.started_utc,
+                "actions_enabled": self.token_set,
+                "assets": [
+                    self._asset(a, [x for x in alerts if x["asset"] == a.name])
+                    for a in board.assets.values()
+                ],
+                "alerts": {
+                    "open": alerts,
+                    "recent": [_alert_dict(a) for a in reversed(recent)],
+                    "counts": dict(router.counts) if router is not None else {},
+                },
+                "serial": {name: _serial(s) for name, s in board.serial.items()},
+                "i2c": {
+                    name: [
+                        {
+                            "sensor": s.name,
+                            "failed": s.failed,
+                            "reads": s.reads,
+                            "errors": s.read_errors + s.invalid_values,
+                        }
+                        for s in bus.sensors.values()
+                    ]
+                    for name, bus in board.i2c.items()
+                },
+                "store": _store(board.store),
+                "queues": {name: q.qsize() for name, q in board.queues.items()},
+                "uplink": _uplink(board, now),
+                "sms": _sms(board.sms),
+                "process": {
+                    "cpu_percent": self.cpu_percent,
+                    "rss_bytes": rss_bytes(),
+                    "disk_free_bytes": disk_free(self.store_dir),
+                },
+            }
+        )
+        return snapshot
+
+    def _asset(self, asset: AssetStatus, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        score = asset.latest_score
+        return {
+            "name": asset.name,
+            "model": asset.model,
+            "alarm": asset.alarm,
+            "score": None
+            if score is None
+            else {
+                "t": score.t,
+                "error": score.error,
+                "threshold": score.threshold,
+                "anomalous": score.anomalous,
+                "model_id": score.model_id,
+                "contributors": list(score.contributors),
+            },
+            "history": [list(p) for p in self.history.get(asset.name, ())],
+            "vectors": asset.vectors,
+            "scores": asset.scores,
+            "anomalous_windows": asset.anomalous_windows,
+            "scoring_errors": asset.scoring_errors,
+            "inference_s": asset.inference_s,
+            "features": shown_features(asset),
+            "channels": {
+                channel: {"samples": count, "rate_hz": self.rates.get((asset.name, channel))}
+                for channel, count in asset.samples.items()
+            },
+            "sensor_faults": asset.sensor_faults,
+            "late_samples": asset.late_samples,
+            "alerts": alerts,
+        }
+
+    def _alert(self, key: str, alert: Alert) -> dict[str, Any]:
+        out = _alert_dict(alert)
+        out["id"] = key
+        ack = self.acks.get(key)
+        out["ack"] = asdict(ack) if ack is not None and ack.alert_t == alert.t else None
+        return out
+
+
+def open_alerts(board: StatusBoard) -> dict[str, Alert]:
+    """Open alerts by id ("asset|channel|family"), the router's own key in one string."""
+    router = board.alerts
+    if router is None:
+        return {}
+    return {
+        f"{a.asset}|{a.channel or ''}|{alert_family(a.kind)}": a for a in list(router.open.values())
+    }
+
+
+def shown_features(asset: AssetStatus) -> dict[str, float]:
+    if asset.latest is None:
+        return {}
+    values = asset.latest.as_dict()
+    return {
+        name: value
+        for name, value in values.items()
+        if (feature := name.partition(".")[2]) in VIBRATION_SHOWN[:3]
+        or (feature == "mean" and f"{name.partition('.')[0]}.rms" not in values)
+    }
+
+
+def _alert_dict(alert: Alert) -> dict[str, Any]:
+    return {
+        "asset": alert.asset,
+        "channel": alert.channel,
+        "severity": alert.severity,
+        "kind": alert.kind,
+        "message": alert.message,
+        "t": alert.t,
+    }
+
+
+def _serial(s: Any) -> dict[str, Any]:
+    names = ("connected", "frames", "crc_errors", "seq_gaps", "dropped_samples")
+    return {name: getattr(s, name) for name in (*names, "garbage_bytes", "resets", "reconnects")}
+
+
+def _store(st: Any) -> dict[str, Any] | None:
+    if st is None:
+        return None
+    return {
+        "bytes": st.bytes,
+        "rows_written": st.rows_written,
+        "evicted": st.evicted_by_age + st.evicted_by_size,
+        "lost_before_delivery": st.lost_before_delivery,
+        "write_errors": st.write_errors,
+    }
+
+
+def _uplink(board: StatusBoard, now: float) -> dict[str, Any] | None:
+    up = board.uplink
+    if up is None:
+        return None
+    return {
+        "broker": up.broker,
+        "connected": up.connected,
+        "state": up.state,
+        "backlog_records": up.backlog_records,
+        "backlog_age_s": up.backlog_age_s(now),
+        "acked_seq": up.acked_seq,
+        "last_seq": up.last_seq,
+        "reconnects": up.reconnects,
+        "last_error": up.last_error,
+    }
+
+
+def _sms(sms: Any) -> dict[str, Any] | None:
+    if sms is None:
+        return None
+    modem = sms.modem
+    return {
+        "emulated": sms.emulated,
+        "queued": sms.queued,
+        "sent": sms.sent,
+        "given_up": sms.given_up,
+        "modem_ready": modem.ready,
+        "registration": modem.registration_text(),
+        "signal_dbm": modem.signal_dbm,
+        "operator": modem.operator,
+        "last_error": sms.last_send_error or modem.last_error,
+    }
+
+
+def clean(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def rss_bytes() -> int | None:
+    """Resident set size from /proc/self/status (Linux), None elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def disk_free(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
