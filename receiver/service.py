@@ -107,6 +107,7 @@ class Receiver:
                 reason = "the broker ended the session"
             except* aiomqtt.MqttError as failures:
                 reason = describe_failure(first_leaf(failures))
+            raise_if_cancelling()
             self.stats.disconnects += 1
             delay = backoff.next_delay()
             log.warning("receiver_disconnected", broker=self.settings.broker.redacted(),
@@ -165,6 +166,7 @@ class Receiver:
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            raise_if_cancelling()
             await self.handle(message.topic.value, payload_bytes(message.payload))
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
@@ -210,6 +212,7 @@ class Receiver:
     async def _publish_acks(self, client: aiomqtt.Client) -> None:
         prefix = self.settings.prefix
         while True:
+            raise_if_cancelling()
             pending = await self._acks.take()
             for gateway, seq in list(pending.items()):
                 try:
@@ -268,3 +271,12 @@ async def serve(settings: ReceiverSettings, database: Database) -> None:
     finally:
         stats_task.cancel()
         log.info("receiver_stopped", **receiver.stats.as_dict())
+
+
+def raise_if_cancelling() -> None:
+    """aiomqtt waits with asyncio.wait_for, which on Python 3.11 can swallow a cancellation that
+    arrives as the awaited result does; the task still counts the request, so honour it here
+    rather than reconnecting forever after a shutdown asked us to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
