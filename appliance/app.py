@@ -57,6 +57,7 @@ QUEUE_VECTORS = 1024
 QUEUE_ALERTS = 256
 STATE_SAVE_EVERY_S = 60.0
 SHUTDOWN_DRAIN_S = 10.0
+SHUTDOWN_GRACE_S = 15.0
 
 
 @dataclass
@@ -263,8 +264,19 @@ async def _save_states_logged(p: Pipeline) -> None:
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
-    for task in tasks:
+    """Cancel and wait; a task still running after SHUTDOWN_GRACE_S is cancelled again every
+    second. On Python 3.11 `asyncio.wait_for` (used inside aiomqtt) can swallow a cancellation
+    that arrives as its result does; a second request then stops the task instead of hanging
+    the shutdown. The grace leaves the writer's flush and a send in progress time to finish."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
         task.cancel()
+    _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+    while pending:
+        log.warning("task_cancelled_again", tasks=sorted(task.get_name() for task in pending))
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
