@@ -13,6 +13,7 @@ from pathlib import Path
 
 from broker import Broker
 from uplink_helpers import FakeReceiver, read_retained, running
+from waiting import wait_until
 
 from appliance.app import run_appliance
 from appliance.cli import main
@@ -24,14 +25,6 @@ from appliance.store import Store, StoreSettings
 from appliance.uplink.schema import decode_status
 
 DEADLINE_S = 60.0
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def run_demo_until(tmp_path: Path, faults: list[str], vectors_each: int) -> StatusBoard:

@@ -1,12 +1,12 @@
 """Detection in the running pipeline on the emulated rig: scores and alerts stored after their
 vectors, sensor faults told apart, state kept across restarts, commissioning without a bundle."""
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.app import run_appliance
+from waiting import run_appliance_until
+
 from appliance.config import ApplianceConfig, parse_config
 from appliance.demo import demo_config
 from appliance.detect.assets import open_scorings
@@ -21,18 +21,7 @@ DEADLINE_S = 90.0
 async def run_until(
     config: ApplianceConfig, condition: Callable[[StatusBoard], bool], what: str
 ) -> StatusBoard:
-    board = StatusBoard(config.gateway.id)
-    stop = asyncio.Event()
-    run = asyncio.create_task(run_appliance(config, stop=stop, board=board))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not condition(board):
-        assert not run.done(), f"the appliance stopped before {what}"
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-    stop.set()
-    await run
-    return board
+    return await run_appliance_until(config, condition, what, DEADLINE_S)
 
 
 def scored_at_least(board: StatusBoard, scores: int) -> bool:

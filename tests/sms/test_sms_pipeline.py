@@ -4,12 +4,12 @@ with the expected text, not one per window, and not again after a restart."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance.app import run_appliance
+from waiting import run_appliance_until
+
 from appliance.demo import DEMO_SMS, demo_config
 from appliance.records import Alert
 from appliance.sms.pdu import Encoding
@@ -25,19 +25,7 @@ FAULT = ["imbalance=0.2"]  # compressor-2's 1x vibration grows fast: a critical 
 async def run_until(
     tmp_path: Path, condition: Callable[[StatusBoard], bool], what: str
 ) -> StatusBoard:
-    config = demo_config(tmp_path, FAULT)
-    board = StatusBoard(config.gateway.id)
-    stop = asyncio.Event()
-    run = asyncio.create_task(run_appliance(config, stop=stop, board=board))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not condition(board):
-        assert not run.done(), f"the appliance stopped before {what}"
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-    stop.set()
-    await run
-    return board
+    return await run_appliance_until(demo_config(tmp_path, FAULT), condition, what, DEADLINE_S)
 
 
 def delivered(board: StatusBoard) -> int:

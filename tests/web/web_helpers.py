@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+from waiting import wait_until
 
 from appliance.app import run_appliance
 from appliance.config import HttpConfig
@@ -14,14 +16,6 @@ from appliance.status import StatusBoard
 
 TOKEN = "test-token-0123456789abcdef"
 DEADLINE_S = 60.0
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

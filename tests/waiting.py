@@ -1,0 +1,43 @@
+"""Waiting in tests without sleeping blindly: poll a condition until a deadline, and run the
+appliance until its status board shows something."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from appliance.app import run_appliance
+from appliance.config import ApplianceConfig
+from appliance.status import StatusBoard
+
+
+async def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    deadline_s: float = 60.0,
+    alive: asyncio.Task[None] | None = None,
+) -> None:
+    """Poll `condition` until it holds; fail naming `what` at the deadline, or at once if the
+    task `alive` ends first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while not condition():
+        assert alive is None or not alive.done(), f"the appliance stopped before {what}"
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def run_appliance_until(
+    config: ApplianceConfig,
+    condition: Callable[[StatusBoard], bool],
+    what: str,
+    deadline_s: float = 90.0,
+) -> StatusBoard:
+    """Run the appliance until `condition(board)` holds, then stop it cleanly."""
+    board = StatusBoard(config.gateway.id)
+    stop = asyncio.Event()
+    run = asyncio.create_task(run_appliance(config, stop=stop, board=board))
+    await wait_until(lambda: condition(board), what, deadline_s, alive=run)
+    stop.set()
+    await run
+    return board
