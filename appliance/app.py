@@ -37,6 +37,7 @@ from appliance.errors import ApplianceError, ConfigError
 from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
 from appliance.features.stage import run_feature_stage
 from appliance.records import Alert, FeatureVector, SampleBlock
+from appliance.sdnotify import SystemdNotifier
 from appliance.sms.emulator import EmulatedModem
 from appliance.sms.gpio import gpio_line, power_cycle_hook
 from appliance.sms.modem import ModemHealth
@@ -108,6 +109,8 @@ class Pipeline:
     new_records: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the store writer after each committed batch; wakes the uplink."""
     sms: SmsService | None = None
+    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
+    """READY/WATCHDOG/STOPPING to systemd when run as a notify service (image/)."""
 
 
 async def run_appliance(
@@ -219,11 +222,14 @@ async def _run_tasks(
         summary = None
         if printer is not None and summary_every:
             summary = group.create_task(printer.run(summary_every), name="summary")
+        watchdog = group.create_task(p.notifier.feed_watchdog(), name="watchdog")
+        p.notifier.notify("READY=1")
         log.info("appliance_started", gateway=p.board.gateway_id, assets=sorted(p.engines))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await stop.wait()
         log.info("appliance_stopping")
+        p.notifier.notify("STOPPING=1")
         await _cancel(*capture)
         await _drain(p.blocks)
         await _cancel(features)
@@ -240,6 +246,7 @@ async def _run_tasks(
         if summary is not None and printer is not None:
             await _cancel(summary)
             printer.print_once(final=True)
+        await _cancel(watchdog)
     log.info("appliance_stopped", rows_written=p.store.stats.rows_written)
 
 
