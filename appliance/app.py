@@ -36,6 +36,7 @@ from appliance.detect.stage import run_detect_stage
 from appliance.errors import ApplianceError, ConfigError
 from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
 from appliance.features.stage import run_feature_stage
+from appliance.ota.manager import ModelManager, ota_settings
 from appliance.records import Alert, FeatureVector, SampleBlock
 from appliance.sdnotify import SystemdNotifier
 from appliance.sms.emulator import EmulatedModem
@@ -109,6 +110,8 @@ class Pipeline:
     new_records: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the store writer after each committed batch; wakes the uplink."""
     sms: SmsService | None = None
+    models: ModelManager | None = None
+    """Over-the-air bundles; None without a [models] table."""
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     """READY/WATCHDOG/STOPPING to systemd when run as a notify service (image/)."""
 
@@ -146,16 +149,23 @@ async def run_appliance(
         sources = build_sources(config, blocks, Path(run_dir))
         board.serial.update({name: link.stats for name, link in sources.links.items()})
         board.i2c.update({name: poller.stats for name, poller in sources.pollers.items()})
-        async with open_store(config) as store:
+        async with (
+            open_store(config) as store,
+            open_models(config, store, board, engines) as models,
+        ):
             board.store = store.stats
             states = await store.load_states()
-            scorings = await open_scorings(config, store, board, states)
+            installed = models.installed_models() if models is not None else {}
+            scorings = await open_scorings(config, store, board, states, installed)
+            if models is not None:
+                models.attach(scorings)
+                board.models = models.status
             restore_health(health, states)
             await save_states(store, scorings, health)
             await _check_i2c(sources)
             pipeline = Pipeline(
                 board, sources, engines, health, scorings, router, store, blocks, vectors,
-                alerts, records,
+                alerts, records, models=models,
             )  # fmt: skip
             if uplink_config is not None:
                 pipeline.uplink = Uplink(uplink_config, store, new_data=pipeline.new_records)
@@ -210,9 +220,16 @@ async def _run_tasks(
         routing = group.create_task(
             run_alert_stage(p.router, p.alerts, p.records, intake), name="alerts"
         )
+        on_probation_failed = p.models.probation_failed if p.models is not None else None
         detect = group.create_task(
-            run_detect_stage(p.scorings, p.vectors, p.records, p.alerts, p.board), name="detect"
+            run_detect_stage(
+                p.scorings, p.vectors, p.records, p.alerts, p.board, on_probation_failed
+            ),
+            name="detect",
         )
+        models = None
+        if p.models is not None:
+            models = group.create_task(p.models.run(), name="models")
         health = group.create_task(run_health_stage(p.health, p.alerts, p.board), name="health")
         features = group.create_task(
             run_feature_stage(p.engines, p.blocks, p.vectors, p.board, p.health), name="features"
@@ -230,6 +247,8 @@ async def _run_tasks(
                 await stop.wait()
         log.info("appliance_stopping")
         p.notifier.notify("STOPPING=1")
+        if models is not None:
+            await _cancel(models)  # an install in progress finishes or never happened
         await _cancel(*capture)
         await _drain(p.blocks)
         await _cancel(features)
@@ -278,7 +297,8 @@ async def _cancel(*tasks: asyncio.Task[None]) -> None:
     pending = {task for task in tasks if not task.done()}
     for task in pending:
         task.cancel()
-    _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
     while pending:
         log.warning("task_cancelled_again", tasks=sorted(task.get_name() for task in pending))
         for task in pending:
@@ -314,6 +334,24 @@ async def open_store(config: ApplianceConfig) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def open_models(
+    config: ApplianceConfig, store: Store, board: StatusBoard, engines: dict[str, AssetFeatures]
+) -> AsyncIterator[ModelManager | None]:
+    """The model manager with its library taken (None without a [models] table)."""
+    if config.models is None:
+        yield None
+        return
+    settings = ota_settings(config.models, Path(config.store.path))
+    names = {asset: engine.feature_names for asset, engine in engines.items()}
+    manager = ModelManager(settings, config, store, board, names)
+    manager.open()
+    try:
+        yield manager
+    finally:
+        manager.close()
 
 
 def build_uplink_settings(config: ApplianceConfig) -> UplinkSettings | None:

@@ -105,6 +105,8 @@ class StatusBoard:
     """Times a producer found a stage queue full and had to wait (back-pressure, not loss)."""
     sms: Any = None
     """The SMS sender's SmsStatus (appliance/sms/sender.py); None without an [sms] table."""
+    models: Any = None
+    """The model manager's ModelsStatus (appliance/ota/manager.py); None without [models]."""
 
     def asset(self, name: str) -> AssetStatus:
         return self.assets.setdefault(name, AssetStatus(name))

@@ -12,10 +12,12 @@ A state that does not fit (another model, a corrupt row) is logged and ignored, 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import structlog
 
@@ -41,13 +43,72 @@ REPLAY_PAGE = 1000
 
 
 @dataclass
+class Probation:
+    """A model just swapped in over the air: it is rolled back if more than `max_fraction` of
+    its windows alarm (after at least `min_windows`) before `until` (a window end time)."""
+
+    model_id: str
+    until: float
+    min_windows: int
+    max_fraction: float
+    scored: int = 0
+    anomalous: int = 0
+
+    def observe(self, t: float, anomalous: bool) -> Literal["watching", "passed", "failed"]:
+        if t > self.until:
+            return "passed"
+        self.scored += 1
+        self.anomalous += anomalous
+        if self.scored >= self.min_windows and self.alarm_fraction > self.max_fraction:
+            return "failed"
+        return "watching"
+
+    @property
+    def alarm_fraction(self) -> float:
+        return self.anomalous / self.scored if self.scored else 0.0
+
+    def failure(self) -> str:
+        return (
+            f"live alarm rate {100 * self.alarm_fraction:.1f} % ({self.anomalous} of "
+            f"{self.scored} windows) is above the bound {100 * self.max_fraction:.1f} %"
+        )
+
+
+@dataclass
+class Swap:
+    """What an asset scores with from the next window on (set by appliance/ota's manager,
+    applied by the detect stage between two windows)."""
+
+    detector: AssetDetector | None
+    commissioner: Commissioner | None = None
+    probation: Probation | None = None
+    applied: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class AssetScoring:
-    """One asset's scoring; the detect stage is its only writer."""
+    """One asset's scoring; the detect stage is its only writer (the model manager only hands
+    it a `pending` swap)."""
 
     asset: str
     settings: DetectorSettings
     detector: AssetDetector | None = None
     commissioner: Commissioner | None = None
+    pending: Swap | None = None
+    probation: Probation | None = None
+
+    def apply_pending(self) -> Swap | None:
+        """Take the pending swap, if any; an open alarm episode carries over to the new model
+        (it clears when the new model sees normal windows)."""
+        swap, self.pending = self.pending, None
+        if swap is None:
+            return None
+        if swap.detector is not None and self.detector is not None:
+            swap.detector.alarm = self.detector.alarm
+        self.detector, self.commissioner = swap.detector, swap.commissioner
+        self.probation = swap.probation
+        swap.applied.set()
+        return swap
 
     def commissioned(self, result: CommissionedModel) -> None:
         """Commissioning is over: score from now on with what it learnt."""
@@ -89,21 +150,42 @@ def open_detector(asset: str, model: ModelConfig) -> AssetDetector:
 
 
 async def open_scorings(
-    config: ApplianceConfig, store: Store, board: StatusBoard, states: States
+    config: ApplianceConfig,
+    store: Store,
+    board: StatusBoard,
+    states: States,
+    installed: Mapping[str, BundleModel] | None = None,
 ) -> dict[str, AssetScoring]:
-    """Each asset's scoring, continuing from `states` (Store.load_states()) where they fit."""
+    """Each asset's scoring, continuing from `states` (Store.load_states()) where they fit.
+    A bundle in `installed` (arrived over the air, appliance/ota) takes the configured one's
+    place."""
     scorings = {}
     for asset in config.assets:
-        scoring = AssetScoring(asset.name, detector_settings(asset.model))
-        if asset.model.bundle is not None:
-            scoring.detector = _bundle_detector(asset, board)
-        else:
-            await _commissioning(scoring, asset, store, states)
+        over_the_air = (installed or {}).get(asset.name)
+        scoring = await open_scoring(asset, store, board, states, over_the_air)
         if scoring.detector is not None:
             _restore(scoring.detector, states.get((asset.name, "detector")))
         board.asset(asset.name).model = describe_scoring(scoring, board.asset(asset.name).model)
         scorings[asset.name] = scoring
     return scorings
+
+
+async def open_scoring(
+    asset: AssetConfig,
+    store: Store,
+    board: StatusBoard,
+    states: States,
+    installed: BundleModel | None = None,
+) -> AssetScoring:
+    """How `asset` scores: the installed bundle, else the configured one, else commissioning."""
+    scoring = AssetScoring(asset.name, detector_settings(asset.model))
+    if installed is not None:
+        scoring.detector = AssetDetector(asset.name, installed, scoring.settings)
+    elif asset.model.bundle is not None:
+        scoring.detector = _bundle_detector(asset, board)
+    else:
+        await _commissioning(scoring, asset, store, states)
+    return scoring
 
 
 def describe_scoring(scoring: AssetScoring, refused: str) -> str:

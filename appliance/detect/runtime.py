@@ -162,7 +162,9 @@ def reconstruction_error(
             f"{bundle.bundle_id}, got {rows.shape}"
         )
     scaled = (rows - bundle.scaler_mean) / bundle.scaler_scale
-    reconstruction = runtime.reconstruct(scaled.astype(np.float32))
+    with np.errstate(over="ignore"):  # an overflow to inf is refused by reconstruct, by name
+        scaled32 = scaled.astype(np.float32)
+    reconstruction = runtime.reconstruct(scaled32)
     residual = scaled - reconstruction
     per_feature_sq = residual * residual
     errors = per_feature_sq.sum(axis=1) / per_feature_sq.shape[1]  # cheaper than .mean(axis=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -14,11 +14,15 @@ from appliance.detect.alarms import alert_from_event
 from appliance.detect.assets import AssetScoring, describe_scoring
 from appliance.detect.scorer import AssetDetector
 from appliance.errors import ApplianceError
-from appliance.records import Alert, FeatureVector
+from appliance.records import Alert, FeatureVector, Score
 from appliance.status import StatusBoard
 from appliance.store import StoredRecord
 
 log = structlog.get_logger(__name__)
+
+
+ProbationFailed = Callable[[str, str], None]
+"""(asset, reason): a model on probation alarms too often; the model manager rolls it back."""
 
 
 async def run_detect_stage(
@@ -27,12 +31,14 @@ async def run_detect_stage(
     store_out: asyncio.Queue[StoredRecord],
     alerts_out: asyncio.Queue[Alert],
     board: StatusBoard,
+    on_probation_failed: ProbationFailed | None = None,
 ) -> None:
     """Score (or commission), record the verdict on the asset's status, pass records on; until
     cancelled.
 
     A vector the detector cannot score (e.g. a feature missing) is counted and logged once; the
-    vector is still stored.
+    vector is still stored. A model swap handed over by the model manager takes effect here,
+    before a window is scored: each window is scored exactly once, by the old or the new model.
     """
     failed: set[str] = set()
     while True:
@@ -41,10 +47,13 @@ async def run_detect_stage(
             records: list[StoredRecord] = [vector]
             alerts: list[Alert] = []
             scoring = scorings.get(vector.asset)
+            if scoring is not None and scoring.pending is not None:
+                _swap(scoring, vector, board)
             if scoring is not None and scoring.commissioner is not None:
                 _commission(scoring, vector, board)
             elif scoring is not None and scoring.detector is not None:
                 _score(scoring.detector, vector, board, failed, records, alerts)
+                _watch_probation(scoring, records, on_probation_failed)
             for record in records:
                 if store_out.full():
                     board.queue_full["store"] = board.queue_full.get("store", 0) + 1
@@ -53,6 +62,38 @@ async def run_detect_stage(
                 await alerts_out.put(alert)
         finally:
             vectors_in.task_done()
+
+
+def _swap(scoring: AssetScoring, vector: FeatureVector, board: StatusBoard) -> None:
+    before = scoring.detector.model.model_id if scoring.detector is not None else "commissioning"
+    scoring.apply_pending()
+    board.asset(scoring.asset).model = describe_scoring(scoring, "")
+    after = scoring.detector.model.model_id if scoring.detector is not None else "commissioning"
+    log.info(
+        "model_swapped", asset=scoring.asset, before=before, after=after, from_t=vector.window_end
+    )
+
+
+def _watch_probation(
+    scoring: AssetScoring, records: list[StoredRecord], on_failed: ProbationFailed | None
+) -> None:
+    probation = scoring.probation
+    score = records[-1] if len(records) > 1 else None
+    if probation is None or not isinstance(score, Score):
+        return
+    verdict = probation.observe(score.t, score.anomalous)
+    if verdict == "watching":
+        return
+    scoring.probation = None
+    if verdict == "passed":
+        log.info("model_probation_passed", asset=scoring.asset, model=probation.model_id)
+    else:
+        log.error(
+            "model_probation_failed", asset=scoring.asset, model=probation.model_id,
+            reason=probation.failure(),
+        )  # fmt: skip
+        if on_failed is not None:
+            on_failed(scoring.asset, probation.failure())
 
 
 def _commission(scoring: AssetScoring, vector: FeatureVector, board: StatusBoard) -> None:

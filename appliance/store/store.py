@@ -164,6 +164,15 @@ def select_sql(table: str, columns: str, *, by_asset: bool) -> str:
     return f"SELECT seq, {columns} FROM {table} WHERE {where} ORDER BY seq LIMIT ?"
 
 
+RECENT_NORMAL_FEATURES = f"""
+SELECT seq, {FEATURE_COLUMNS} FROM features AS f
+WHERE asset = ? AND NOT EXISTS (
+    SELECT 1 FROM scores AS s WHERE s.t = f.window_end AND s.asset = f.asset AND s.anomalous = 1
+)
+ORDER BY seq DESC LIMIT ?
+"""
+
+
 ACKED_SEQ = "(SELECT acked_seq FROM uplink_state WHERE id = 1)"
 DELIVERED = f"seq <= {ACKED_SEQ}"
 UNDELIVERED = f"seq > {ACKED_SEQ}"
@@ -543,6 +552,17 @@ class Store:
             "features", lambda: self._read_features(asset, after_seq, MAX_SEQ, limit)
         )
 
+    async def recent_normal_features(self, asset: str, limit: int) -> list[FeatureVector]:
+        """The asset's newest `limit` stored windows that no model scored anomalous, oldest
+        first (a new model's canary run, appliance/ota)."""
+
+        async def read() -> list[FeatureVector]:
+            rows = list(await self._db.execute_fetchall(RECENT_NORMAL_FEATURES, (asset, limit)))
+            rows.reverse()
+            return [vector for _, vector in await self._feature_rows(rows)]
+
+        return await self._reading("recent features", read)
+
     async def scores(
         self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, Score]]:
@@ -609,6 +629,9 @@ class Store:
         self, asset: str | None, after_seq: int, up_to_seq: int, limit: int
     ) -> list[tuple[int, FeatureVector]]:
         rows = await self._select("features", FEATURE_COLUMNS, asset, after_seq, up_to_seq, limit)
+        return await self._feature_rows(rows)
+
+    async def _feature_rows(self, rows: list[sqlite3.Row]) -> list[tuple[int, FeatureVector]]:
         names_by_id = await self._names_by_schema_id({int(row[3]) for row in rows})
         return [
             (

@@ -1,0 +1,433 @@
+"""The model manager: the only writer of which bundle each asset uses.
+
+Bundles arrive as archives from three places (the inbox directory, the uplink's MQTT command
+topic, an upload on the status page); `install` checks each (vetting.py), keeps it in the
+library, and hands the detect stage a swap it applies between two windows. `rollback` (the CLI,
+the page, or a model failing its probation) restores the bundle before, or the configured model.
+Model changes are serialised by one lock, so two arrivals never interleave."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from appliance.config import ApplianceConfig, ModelsConfig
+from appliance.detect.assets import (
+    AssetScoring,
+    Probation,
+    Swap,
+    describe_scoring,
+    detector_settings,
+    open_scoring,
+)
+from appliance.detect.scorer import AssetDetector, BundleModel, build_threshold
+from appliance.errors import ApplianceError, BundleError, ConfigError
+from appliance.ota.archive import SUFFIX, unpack
+from appliance.ota.library import BundleLibrary, Slots
+from appliance.ota.signing import parse_public_key
+from appliance.ota.vetting import CanaryResult, CanarySettings, check_bundle, run_canary
+from appliance.status import StatusBoard
+from appliance.store import Store
+
+log = structlog.get_logger(__name__)
+
+LOCK_FILE = ".lock"
+REQUEST_SUFFIX = ".request"
+RESULT_SUFFIX = ".result.json"
+OUTCOMES_KEPT = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one install or rollback; shown on the page, answered over MQTT/HTTP."""
+
+    accepted: bool
+    action: Literal["install", "rollback"]
+    source: str
+    asset: str | None
+    model: str | None
+    message: str
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OtaSettings:
+    keys: tuple[Ed25519PublicKey, ...]
+    directory: Path
+    inbox: Path
+    inbox_poll_s: float
+    canary: CanarySettings
+    probation_s: float
+    probation_min_windows: int
+    probation_max_alarm_fraction: float
+    keep_bundles: int
+
+
+def ota_settings(models: ModelsConfig, store_path: Path) -> OtaSettings:
+    """ConfigError naming the key or file that is wrong."""
+    keys = []
+    for i, text in enumerate(models.public_keys):
+        keys.append(_key(text, f"models.public_keys[{i}]"))
+    for path in models.public_key_files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"models.public_key_files: cannot read {path}: {exc}") from None
+        keys.append(_key(text, f"models.public_key_files: {path}"))
+    directory = Path(models.directory) if models.directory else store_path.parent / "models"
+    return OtaSettings(
+        keys=tuple(keys),
+        directory=directory,
+        inbox=Path(models.inbox) if models.inbox else directory / "inbox",
+        inbox_poll_s=models.inbox_poll_s,
+        canary=CanarySettings(
+            models.canary_windows, models.canary_min_windows, models.canary_max_alarm_fraction
+        ),
+        probation_s=models.probation_s,
+        probation_min_windows=models.probation_min_windows,
+        probation_max_alarm_fraction=models.probation_max_alarm_fraction,
+        keep_bundles=models.keep_bundles,
+    )
+
+
+def _key(text: str, where: str) -> Ed25519PublicKey:
+    try:
+        return parse_public_key(text, where)
+    except BundleError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@dataclass
+class ModelsStatus:
+    """Written by the manager only; the page, /metrics and the uplink's status read it."""
+
+    active: dict[str, str] = field(default_factory=dict)
+    """Asset -> model id in use (bundle id, commissioned model, or "commissioning")."""
+    origin: dict[str, str] = field(default_factory=dict)
+    """Asset -> "over the air", "config" or "commissioning"."""
+    previous: dict[str, str | None] = field(default_factory=dict)
+    """Asset -> what a rollback would restore (None: nothing)."""
+    outcomes: deque[Outcome] = field(default_factory=lambda: deque(maxlen=OUTCOMES_KEPT))
+    installs: int = 0
+    refusals: int = 0
+    rollbacks: int = 0
+    automatic_rollbacks: int = 0
+
+
+class ModelManager:
+    def __init__(
+        self,
+        settings: OtaSettings,
+        config: ApplianceConfig,
+        store: Store,
+        board: StatusBoard,
+        feature_names: Mapping[str, tuple[str, ...]],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._assets = {asset.name: asset for asset in config.assets}
+        self._store = store
+        self._board = board
+        self._feature_names = dict(feature_names)
+        self._backends = {asset.name: asset.model.backend for asset in config.assets}
+        self._on_change = on_change
+        self.library = BundleLibrary(settings.directory)
+        self.status = ModelsStatus()
+        self.scorings: dict[str, AssetScoring] = {}
+        self._lock = asyncio.Lock()
+        self._failed_probations: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._lock_file: int | None = None
+        self._inbox_seen: dict[Path, tuple[int, int]] = {}
+
+    # --- life -----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the library (one appliance at a time; `appliance model rollback` checks the same
+        lock to know whether one runs) and its inbox."""
+        self.library.open()
+        self.settings.inbox.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.settings.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"models.directory {self.settings.directory} is in use by another appliance"
+            ) from None
+        self._lock_file = fd
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    def installed_models(self) -> dict[str, BundleModel]:
+        """At start: each asset's active over-the-air bundle, checked again (files on disk can
+        be damaged or replaced). One that fails is logged and the asset falls back to the bundle
+        before it, or its configured model."""
+        models = {}
+        for asset in self._assets:
+            slots = self.library.slots(asset)
+            model = self._first_loadable(asset, slots)
+            self.library.save_slots(asset, slots)
+            if model is not None:
+                models[asset] = model
+        return models
+
+    def _first_loadable(self, asset: str, slots: Slots) -> BundleModel | None:
+        """The newest bundle of the history that passes its checks again; those that do not
+        are logged and moved to rolled_back."""
+        while slots.active is not None:
+            try:
+                return self._load(asset, slots.active)
+            except BundleError as exc:
+                log.error("installed_model_refused", asset=asset, model=slots.active,
+                          reason=str(exc))  # fmt: skip
+                slots.rolled_back.append(slots.history.pop())
+        return None
+
+    def attach(self, scorings: dict[str, AssetScoring]) -> None:
+        self.scorings = scorings
+        for asset in self._assets:
+            self._describe(asset)
+
+    async def run(self) -> None:
+        """Watch the inbox and roll back models that fail their probation; until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_inbox())
+            group.create_task(self._roll_back_failed_probations())
+
+    def probation_failed(self, asset: str, reason: str) -> None:
+        """Called by the detect stage; the rollback happens in the manager's own task."""
+        self._failed_probations.put_nowait((asset, reason))
+
+    # --- install --------------------------------------------------------------------------
+
+    async def install(self, archive: bytes, source: str) -> Outcome:
+        async with self._lock:
+            staged = self.library.new_staging_dir()
+            try:
+                outcome = await self._install(archive, staged, source)
+            except (ApplianceError, ValueError) as exc:
+                outcome = Outcome(False, "install", source, None, None, str(exc))
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+            return self._record(outcome)
+
+    async def _install(self, archive: bytes, staged: Path, source: str) -> Outcome:
+        unpack(archive, staged)
+        model = check_bundle(staged, self.settings.keys, self._feature_names, self._backends)
+        asset = model.bundle.manifest.asset
+        assert asset is not None
+        try:
+            return await self._canary_and_swap(model, asset, staged, source)
+        except BundleError as exc:
+            return Outcome(False, "install", source, asset, model.model_id, str(exc))
+
+    async def _canary_and_swap(
+        self, model: BundleModel, asset: str, staged: Path, source: str
+    ) -> Outcome:
+        scoring = self.scorings[asset]
+        if scoring.detector is not None and scoring.detector.model.model_id == model.model_id:
+            raise BundleError(f"already active: {asset} scores with {model.model_id}")
+        windows = await self._store.recent_normal_features(asset, self.settings.canary.windows)
+        canary = run_canary(model, windows, self.settings.canary)
+        bundle_id = model.bundle.bundle_id
+        kept = self.library.keep(staged, asset, bundle_id)
+        model.bundle = replace(model.bundle, path=kept)
+        slots = self.library.slots(asset)
+        slots.history = [i for i in slots.history if i != bundle_id] + [bundle_id]
+        slots.rolled_back = [i for i in slots.rolled_back if i != bundle_id]
+        self.library.save_slots(asset, self.library.prune(asset, slots, self.settings.keep_bundles))
+        self._hand_over(asset, self._seeded_detector(asset, model, canary), self._probation(model))
+        message = f"installed; {canary.describe()}; takes over from the next window"
+        return Outcome(True, "install", source, asset, model.model_id, message)
+
+    def _seeded_detector(
+        self, asset: str, model: BundleModel, canary: CanaryResult
+    ) -> AssetDetector:
+        """The canary's errors (those under the threshold) seed the adaptive baseline, so the
+        new model needs no warm-up."""
+        settings = detector_settings(self._assets[asset].model)
+        seed = [float(e) for e in canary.errors if e <= canary.threshold]
+        return AssetDetector(asset, model, settings, build_threshold(model, settings, seed))
+
+    def _probation(self, model: BundleModel) -> Probation | None:
+        s = self.settings
+        if s.probation_s <= 0:
+            return None
+        return Probation(
+            model.model_id,
+            time.time() + s.probation_s,
+            s.probation_min_windows,
+            s.probation_max_alarm_fraction,
+        )
+
+    # --- rollback -------------------------------------------------------------------------
+
+    async def rollback(self, asset: str, reason: str, source: str) -> Outcome:
+        async with self._lock:
+            try:
+                outcome = await self._rollback(asset, reason, source)
+            except (ApplianceError, ValueError) as exc:
+                outcome = Outcome(False, "rollback", source, asset, None, str(exc))
+            return self._record(outcome)
+
+    async def _rollback(self, asset: str, reason: str, source: str) -> Outcome:
+        if asset not in self._assets:
+            raise BundleError(f"no asset {asset!r} (this gateway has {', '.join(self._assets)})")
+        slots = self.library.slots(asset)
+        if slots.active is None:
+            raise BundleError(
+                f"nothing to roll back: {asset} already scores with its configured model"
+            )
+        slots.rolled_back.append(slots.history.pop())
+        restored = self._first_loadable(asset, slots)
+        if restored is not None:
+            settings = detector_settings(self._assets[asset].model)
+            self._hand_over(asset, AssetDetector(asset, restored, settings), None)
+        else:
+            await self._back_to_configured(asset)
+        self.library.save_slots(asset, slots)
+        model = slots.active or "the configured model"
+        return Outcome(True, "rollback", source, asset, slots.active, f"{reason}; now {model}")
+
+    async def _back_to_configured(self, asset: str) -> None:
+        states = await self._store.load_states()
+        fresh = await open_scoring(self._assets[asset], self._store, self._board, states)
+        if fresh.detector is None and fresh.commissioner is None:
+            raise BundleError(f"the configured model of {asset} does not load either")
+        self.scorings[asset].pending = Swap(fresh.detector, fresh.commissioner)
+
+    async def _roll_back_failed_probations(self) -> None:
+        while True:
+            asset, reason = await self._failed_probations.get()
+            outcome = await self.rollback(asset, f"automatic rollback: {reason}", "probation")
+            if outcome.accepted:
+                self.status.automatic_rollbacks += 1
+
+    # --- inbox ----------------------------------------------------------------------------
+
+    async def _watch_inbox(self) -> None:
+        while True:
+            for path in self._ready_in_inbox():
+                await self._take_from_inbox(path)
+            await asyncio.sleep(self.settings.inbox_poll_s)
+
+    def _ready_in_inbox(self) -> list[Path]:
+        """Archives and requests whose size and mtime did not change since the last look (a
+        copy still being written is left alone)."""
+        ready, seen = [], {}
+        with contextlib.suppress(OSError):
+            for path in sorted(self.settings.inbox.iterdir()):
+                if path.name.startswith(".") or path.suffix not in (SUFFIX, REQUEST_SUFFIX):
+                    continue
+                info = path.stat()
+                seen[path] = (info.st_size, info.st_mtime_ns)
+                if self._inbox_seen.get(path) == seen[path]:
+                    ready.append(path)
+        self._inbox_seen = seen
+        return ready
+
+    async def _take_from_inbox(self, path: Path) -> None:
+        source = f"inbox:{path.name}"
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            log.warning("inbox_unreadable", path=str(path), reason=str(exc))
+            return
+        if path.suffix == SUFFIX:
+            outcome = await self.install(data, source)
+        else:
+            outcome = await self._request(data, source)
+        done = self.settings.inbox / ("done" if outcome.accepted else "refused")
+        done.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.replace(path, done / path.name)
+            (done / (path.name + RESULT_SUFFIX)).write_text(json.dumps(outcome.to_dict()) + "\n")
+        self._inbox_seen.pop(path, None)
+
+    async def _request(self, data: bytes, source: str) -> Outcome:
+        """A `<name>.request` file: {"action": "rollback", "asset": "...", "reason": "..."}
+        (written by `appliance model rollback`)."""
+        try:
+            request = json.loads(data)
+            asset, action = str(request["asset"]), request["action"]
+            reason = str(request.get("reason") or "rollback requested")
+        except (ValueError, KeyError, TypeError):
+            problem = 'a request must be JSON {"action": "rollback", "asset": ...}'
+            return self._record(Outcome(False, "rollback", source, None, None, problem))
+        if action != "rollback":
+            return self._record(Outcome(False, "rollback", source, asset, None,
+                                        f"unknown action {action!r}"))  # fmt: skip
+        return await self.rollback(asset, reason, source)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _load(self, asset: str, bundle_id: str) -> BundleModel:
+        directory = self.library.bundle_dir(asset, bundle_id)
+        return check_bundle(directory, self.settings.keys, self._feature_names, self._backends)
+
+    def _hand_over(self, asset: str, detector: AssetDetector, probation: Probation | None) -> None:
+        self.scorings[asset].pending = Swap(detector, None, probation)
+
+    def _record(self, outcome: Outcome) -> Outcome:
+        status = self.status
+        status.outcomes.append(outcome)
+        if not outcome.accepted:
+            status.refusals += 1
+            log.error("model_refused", action=outcome.action, source=outcome.source,
+                      asset=outcome.asset, model=outcome.model, reason=outcome.message)  # fmt: skip
+            return outcome
+        if outcome.action == "install":
+            status.installs += 1
+        else:
+            status.rollbacks += 1
+        log.info("model_" + ("installed" if outcome.action == "install" else "rolled_back"),
+                 source=outcome.source, asset=outcome.asset, model=outcome.model,
+                 detail=outcome.message)  # fmt: skip
+        if outcome.asset is not None:
+            self._describe(outcome.asset, pending=True)
+        if self._on_change is not None:
+            self._on_change()
+        return outcome
+
+    def _describe(self, asset: str, pending: bool = False) -> None:
+        """What the page and MQTT show: the model the asset scores with (or is about to)."""
+        scoring = self.scorings.get(asset)
+        if scoring is None:
+            return
+        swap = scoring.pending if pending else None
+        detector = swap.detector if swap is not None else scoring.detector
+        commissioning = (
+            swap.commissioner if swap is not None else scoring.commissioner
+        ) is not None
+        slots = self.library.slots(asset)
+        if detector is not None:
+            self.status.active[asset] = detector.model.model_id
+        else:
+            self.status.active[asset] = "commissioning"
+        self.status.origin[asset] = (
+            "over the air" if slots.active else "commissioning" if commissioning else "config"
+        )
+        self.status.previous[asset] = slots.previous or ("config" if slots.active else None)
+        if swap is None:
+            self._board.asset(asset).model = describe_scoring(
+                scoring, self._board.asset(asset).model
+            )

@@ -1,0 +1,92 @@
+"""Bundles for over-the-air tests: variants of the demo's pump-1 bundle (its features are exactly
+the demo rig's), signed with keys made here, and the demo config with a [models] table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from appliance.config import ApplianceConfig, parse_config
+from appliance.demo import demo_config
+from appliance.detect.bundle import MANIFEST_FILE, sha256_hex
+from appliance.ota.archive import pack
+from appliance.ota.signing import public_key_text, sign_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_BUNDLE = REPO / "models" / "default" / "pump-1"
+
+Manifest = dict[str, Any]
+
+
+def variant(
+    dest: Path,
+    version: str,
+    key: Ed25519PrivateKey | None,
+    edit: Callable[[Manifest], None] | None = None,
+    model: Callable[[bytes, Manifest], bytes] | None = None,
+) -> Path:
+    """A copy of the demo pump-1 bundle with another version, `edit`ed manifest and `model`
+    bytes (the sha256 follows), signed with `key` (None: unsigned)."""
+    shutil.copytree(DEMO_BUNDLE, dest)
+    manifest: Manifest = json.loads((dest / MANIFEST_FILE).read_text())
+    manifest["version"] = version
+    if model is not None:
+        data = model((dest / manifest["model_file"]).read_bytes(), manifest)
+        (dest / manifest["model_file"]).write_bytes(data)
+        manifest["model_sha256"] = sha256_hex(data)
+    if edit is not None:
+        edit(manifest)
+    (dest / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    if key is not None:
+        sign_bundle(dest, key)
+    return dest
+
+
+def archive(
+    tmp: Path,
+    version: str,
+    key: Ed25519PrivateKey | None,
+    edit: Callable[[Manifest], None] | None = None,
+    model: Callable[[bytes, Manifest], bytes] | None = None,
+) -> bytes:
+    return pack(variant(tmp / version, version, key, edit, model))
+
+
+def drop_last_feature(manifest: Manifest) -> None:
+    """Still the asset's features, one fewer than the model's input takes."""
+    for key in ("feature_names", "scaler_mean", "scaler_scale"):
+        manifest[key] = manifest[key][:-1]
+
+
+def rename_a_feature(manifest: Manifest) -> None:
+    manifest["feature_names"][2] = "accel_w.rms"
+
+
+def alarm_on_everything(manifest: Manifest) -> None:
+    manifest["threshold"]["fixed_threshold"] = 1e-9
+
+
+def overflowing_scaler(manifest: Manifest) -> None:
+    """A valid-looking scaler (positive, finite) that blows a feature up past float32's range:
+    the model's scores are not finite. (An int8 model cannot output NaN itself: its output is
+    an int8 times a finite scale; this is the nearest real way to get non-finite scores.)"""
+    manifest["scaler_scale"][0] = 1e-300
+
+
+def ota_config(
+    data_dir: Path, public_key: Ed25519PrivateKey, models: dict[str, Any] | None = None, **demo: Any
+) -> ApplianceConfig:
+    """The demo rig (SMS off) with a [models] table trusting `public_key`'s public half."""
+    document = demo_config(data_dir, [], sms=False, **demo).model_dump(exclude_none=True)
+    document["models"] = {
+        "public_keys": [public_key_text(public_key.public_key())],
+        "inbox_poll_s": 0.1,
+        "canary_min_windows": 5,
+        **(models or {}),
+    }
+    return parse_config(document, "<ota test>")
