@@ -168,7 +168,7 @@ async def run_appliance(
                 alerts, records, models=models,
             )  # fmt: skip
             if uplink_config is not None:
-                pipeline.uplink = Uplink(uplink_config, store, new_data=pipeline.new_records)
+                pipeline.uplink = build_uplink(uplink_config, store, pipeline.new_records, models)
                 board.uplink = pipeline.uplink.status
             if sms_config is not None:
                 pipeline.sms = await open_sms(
@@ -352,6 +352,25 @@ async def open_models(
         yield manager
     finally:
         manager.close()
+
+
+def build_uplink(
+    settings: UplinkSettings, store: Store, new_data: asyncio.Event, models: ModelManager | None
+) -> Uplink:
+    """The uplink; with a model manager it also takes model commands and publishes the active
+    models in its retained status."""
+    if models is None:
+        return Uplink(settings, store, new_data=new_data)
+    status = models.status
+    uplink = Uplink(
+        settings,
+        store,
+        new_data=new_data,
+        commands=models.handle_command,
+        extra_status=lambda: {"models": dict(status.active)},
+    )
+    models.on_change = uplink.status_changed
+    return uplink
 
 
 def build_uplink_settings(config: ApplianceConfig) -> UplinkSettings | None:

@@ -41,6 +41,7 @@ from appliance.ota.signing import parse_public_key
 from appliance.ota.vetting import CanaryResult, CanarySettings, check_bundle, run_canary
 from appliance.status import StatusBoard
 from appliance.store import Store
+from appliance.uplink.commands import Command
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +139,6 @@ class ModelManager:
         store: Store,
         board: StatusBoard,
         feature_names: Mapping[str, tuple[str, ...]],
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._assets = {asset.name: asset for asset in config.assets}
@@ -146,7 +146,8 @@ class ModelManager:
         self._board = board
         self._feature_names = dict(feature_names)
         self._backends = {asset.name: asset.model.backend for asset in config.assets}
-        self._on_change = on_change
+        self.on_change: Callable[[], None] | None = None
+        """Called after every accepted change (the uplink publishes its status again)."""
         self.library = BundleLibrary(settings.directory)
         self.status = ModelsStatus()
         self.scorings: dict[str, AssetScoring] = {}
@@ -212,6 +213,17 @@ class ModelManager:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._watch_inbox())
             group.create_task(self._roll_back_failed_probations())
+
+    async def handle_command(self, command: Command) -> dict[str, Any]:
+        """An install or rollback that arrived on the uplink's command topic."""
+        source = f"mqtt:{command.id}"
+        if command.action == "install_model" and command.bundle is not None:
+            outcome = await self.install(command.bundle, source)
+        elif command.asset is not None:
+            outcome = await self.rollback(command.asset, "rollback requested over MQTT", source)
+        else:
+            outcome = self._record(Outcome(False, "install", source, None, None, "no bundle"))
+        return outcome.to_dict()
 
     def probation_failed(self, asset: str, reason: str) -> None:
         """Called by the detect stage; the rollback happens in the manager's own task."""
@@ -404,8 +416,8 @@ class ModelManager:
                  detail=outcome.message)  # fmt: skip
         if outcome.asset is not None:
             self._describe(outcome.asset, pending=True)
-        if self._on_change is not None:
-            self._on_change()
+        if self.on_change is not None:
+            self.on_change()
         return outcome
 
     def _describe(self, asset: str, pending: bool = False) -> None:

@@ -40,7 +40,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiomqtt
@@ -50,7 +50,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.errors import StoreError
 from appliance.status import UplinkStatus
-from appliance.store import OutboxRange, Store
+from appliance.store import OutboxRange, OutboxStats, Store
+from appliance.uplink.commands import CommandHandler, answer, command_topic, reply_topic
 from appliance.uplink.errors import SchemaError, UplinkError
 from appliance.uplink.schema import (
     OFFLINE,
@@ -154,7 +155,10 @@ class Uplink:
 
     `new_data` is set by whoever stores records (the composition root wires the store writer to
     it); without it new records are found by polling every `settings.poll_s`. `pace` is how the
-    backlog replay waits for its turn (tests hold it back).
+    backlog replay waits for its turn (tests hold it back). `commands` answers what arrives on
+    the gateway's command topic (appliance/uplink/commands.py; None: not subscribed);
+    `extra_status` adds fields to the retained online status, which is published again after
+    `status_changed()`.
     """
 
     def __init__(
@@ -165,8 +169,13 @@ class Uplink:
         new_data: asyncio.Event | None = None,
         rng: random.Random | None = None,
         pace: Sleep = asyncio.sleep,
+        commands: CommandHandler | None = None,
+        extra_status: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         self.settings = settings
+        self.commands = commands
+        self._extra_status = extra_status
+        self.status_change = asyncio.Event()
         self.status = UplinkStatus(broker=settings.broker.url, ack_mode=settings.ack)
         self._store = store
         self._new_data = new_data or asyncio.Event()
@@ -279,7 +288,12 @@ class Uplink:
             backlog=backlog,
             acked_seq=acked_seq,
             last_seq=last_seq,
+            **(self._extra_status() if self._extra_status is not None else {}),
         )
+
+    def status_changed(self) -> None:
+        """Publish the online status again (e.g. another model became active)."""
+        self.status_change.set()
 
     def note_acked(self, acked_seq: int) -> None:
         if acked_seq > self.status.acked_seq:
@@ -313,6 +327,7 @@ class Connection:
         self._store = uplink.store
         self._status = uplink.status
         self._ack_topic = ack_topic(self._settings.prefix, self._settings.gateway)
+        self._command_topic = command_topic(self._settings.prefix, self._settings.gateway)
         self._connected_at: float | None = None
         self._window = asyncio.Semaphore(self._settings.max_in_flight)
         self._live_started = asyncio.Event()
@@ -359,6 +374,19 @@ class Connection:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         s = self._settings
+        stats = await self._publish_status(client)
+        if s.ack == "receiver":
+            await self._subscribe(client, self._ack_topic)
+        if self._uplink.commands is not None:
+            await self._subscribe(client, self._command_topic)
+        self._uplink.came_up(stats.acked_seq, stats.records)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._receive(client, group))
+            group.create_task(self._start_sending(client, group))
+            group.create_task(self._publish_status_on_change(client))
+
+    async def _publish_status(self, client: aiomqtt.Client) -> OutboxStats:
+        self._uplink.status_change.clear()
         stats = await self._store.outbox_stats()
         await client.publish(
             self._uplink.status_topic,
@@ -366,23 +394,23 @@ class Connection:
             qos=1,
             retain=True,
         )
-        if s.ack == "receiver":
-            await self._subscribe_to_acks(client)
-        self._uplink.came_up(stats.acked_seq, stats.records)
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._receive(client))
-            group.create_task(self._start_sending(client, group))
+        return stats
 
-    async def _subscribe_to_acks(self, client: aiomqtt.Client) -> None:
+    async def _publish_status_on_change(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._uplink.status_change.wait()
+            await self._publish_status(client)
+
+    async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
         """Mosquitto answers a subscription its ACL denies with a failure code, or by dropping
         the connection: either way, say what is most likely wrong."""
         s = self._settings
         refusal = (
-            f"broker refused our subscription to {self._ack_topic} (does its ACL let user "
+            f"broker refused our subscription to {topic} (does its ACL let user "
             f"{s.username} read it? with the shipped ACL the username must be the gateway id)"
         )
         try:
-            granted = await client.subscribe(self._ack_topic, qos=1)
+            granted = await client.subscribe(topic, qos=1)
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"{refusal}: {exc}") from exc
         if any(refused(code) for code in granted):
@@ -419,9 +447,13 @@ class Connection:
 
     # --- acknowledgements -----------------------------------------------------------------
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        """Handle acks; also notices a lost connection (the iterator raises MqttError)."""
+    async def _receive(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
+        """Handle acks and commands; also notices a lost connection (the iterator raises
+        MqttError)."""
         async for message in client.messages:
+            if message.topic.matches(self._command_topic):
+                group.create_task(self._command(client, bytes(message.payload)))
+                continue
             if not message.topic.matches(self._ack_topic):
                 continue
             try:
@@ -434,6 +466,17 @@ class Connection:
             else:
                 await self._first_ack_of_connection(ack.seq)
                 self._first_ack.set()
+
+    async def _command(self, client: aiomqtt.Client, payload: bytes) -> None:
+        """Answer one command on the reply topic (its own task: an install's canary must not
+        hold up the acks)."""
+        handler = self._uplink.commands
+        if handler is None:
+            return
+        reply = await answer(payload, handler, self._settings.gateway)
+        if reply is not None:
+            topic = reply_topic(self._settings.prefix, self._settings.gateway)
+            await client.publish(topic, reply, qos=1)
 
     async def _first_ack_of_connection(self, seq: int) -> None:
         """The retained ack, before anything is sent: take it, or renumber a replaced store."""

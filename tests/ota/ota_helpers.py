@@ -15,7 +15,9 @@ from appliance.config import ApplianceConfig, parse_config
 from appliance.demo import demo_config
 from appliance.detect.bundle import MANIFEST_FILE, sha256_hex
 from appliance.ota.archive import pack
+from appliance.ota.manager import RESULT_SUFFIX
 from appliance.ota.signing import public_key_text, sign_bundle
+from appliance.store import Store, StoreSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_BUNDLE = REPO / "models" / "default" / "pump-1"
@@ -82,7 +84,13 @@ def ota_config(
     data_dir: Path, public_key: Ed25519PrivateKey, models: dict[str, Any] | None = None, **demo: Any
 ) -> ApplianceConfig:
     """The demo rig (SMS off) with a [models] table trusting `public_key`'s public half."""
-    document = demo_config(data_dir, [], sms=False, **demo).model_dump(exclude_none=True)
+    return with_models(demo_config(data_dir, [], sms=False, **demo), public_key, models)
+
+
+def with_models(
+    config: ApplianceConfig, public_key: Ed25519PrivateKey, models: dict[str, Any] | None = None
+) -> ApplianceConfig:
+    document = config.model_dump(exclude_none=True)
     document["models"] = {
         "public_keys": [public_key_text(public_key.public_key())],
         "inbox_poll_s": 0.1,
@@ -90,3 +98,38 @@ def ota_config(
         **(models or {}),
     }
     return parse_config(document, "<ota test>")
+
+
+def result(inbox: Path, folder: str, filename: str) -> dict[str, object] | None:
+    path = inbox / folder / f"{filename}{RESULT_SUFFIX}"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+async def drop(inbox: Path, filename: str, data: bytes) -> None:
+    """As an integrator should: write under a hidden name, then rename into the inbox."""
+    hidden = inbox / f".{filename}"
+    hidden.write_bytes(data)
+    hidden.rename(inbox / filename)
+
+
+async def check_every_window_scored_once(
+    db: Path, models_in_order: list[str], asset: str = "pump-1"
+) -> None:
+    """Each stored window of the asset has exactly one score, right after it in seq order, and
+    the model ids change only in the given order (never back and forth)."""
+    store = await Store.open(StoreSettings(path=db))
+    try:
+        features = await store.features(asset, limit=1_000_000)
+        scores = await store.scores(asset, limit=1_000_000)
+    finally:
+        await store.close()
+    score_by_seq = {seq: score for seq, score in scores}
+    assert len(scores) == len(features)
+    used: list[str] = []
+    for seq, vector in features:
+        score = score_by_seq.get(seq + 1)
+        assert score is not None, f"window seq {seq} (t={vector.window_end}) has no score"
+        assert score.t == vector.window_end
+        if not used or used[-1] != score.model_id:
+            used.append(score.model_id)
+    assert used == models_in_order

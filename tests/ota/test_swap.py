@@ -1,0 +1,170 @@
+"""Swapping models in a running appliance: at 64 channels x 1 kHz no window is skipped or scored
+twice (counted by seq); an installed model survives a restart; a model whose live alarm rate
+breaks its probation is rolled back automatically; rollbacks walk back to the configured model."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ota_helpers import (
+    archive,
+    check_every_window_scored_once,
+    drop,
+    ota_config,
+    result,
+    with_models,
+)
+from waiting import wait_until
+
+from appliance.app import run_appliance
+from appliance.config import ApplianceConfig, parse_config
+from appliance.demo import demo_config
+from appliance.status import StatusBoard
+from appliance.store import Store, StoreSettings
+
+ASSET = "pump-1"
+
+
+def sixty_four_channels(data_dir: Path) -> dict[str, Any]:
+    """pump-1 of the demo with 61 more vibration channels: 64 at 1 kHz on four 16-channel MCUs
+    (the demo bundle's features are all still there)."""
+    document = demo_config(data_dir, [], sms=False).model_dump(exclude_none=True)
+    pump = next(a for a in document["assets"] if a["name"] == ASSET)
+    document["assets"] = [pump]
+    mcu = document["serial"][0]
+    mcu["emulate"]["channels"] = 16
+    document["serial"] = [{**mcu, "name": f"mcu{i}"} for i in range(4)]
+    accel = pump["channels"][0]
+    extra = [(0, c) for c in range(3, 16)] + [(m, c) for m in (1, 2, 3) for c in range(16)]
+    for m, c in extra:
+        source = {"serial": f"mcu{m}", "channel": c}
+        pump["channels"].append({**accel, "name": f"mcu{m}_ch{c}", "source": source})
+    return document
+
+
+class Run:
+    """One appliance run in a task, watched through its status board."""
+
+    def __init__(self, config: ApplianceConfig) -> None:
+        self.board = StatusBoard(config.gateway.id)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_appliance(config, stop=self.stop, board=self.board))
+
+    async def until(self, condition: Any, what: str) -> None:
+        await wait_until(condition, what, deadline_s=90, alive=self.task)
+
+    def scored_by(self, model: str) -> bool:
+        score = self.board.asset(ASSET).latest_score
+        return score is not None and score.model_id == model
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await self.task
+
+
+async def install(run: Run, inbox: Path, filename: str, data: bytes) -> dict[str, object]:
+    """Drop `filename` into the inbox; its outcome once handled."""
+    await drop(inbox, filename, data)
+
+    def outcome() -> dict[str, object] | None:
+        return result(inbox, "done", filename) or result(inbox, "refused", filename)
+
+    await run.until(lambda: outcome() is not None, f"{filename} handled")
+    handled = outcome()
+    assert handled is not None
+    return handled
+
+
+async def test_swap_at_64_channels_loses_and_doubles_no_window(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    config = with_models(parse_config(sixty_four_channels(tmp_path), "<64>"), key)
+    assert sum(len(a.channels) for a in config.assets) == 66  # 64 vibration + 2 slow
+    inbox = tmp_path / "models" / "inbox"
+    run = Run(config)
+    await run.until(lambda: run.board.asset(ASSET).scores >= 6, "6 windows scored")
+    old = run.board.models.active[ASSET]
+    outcome = await install(run, inbox, "new.tar", archive(tmp_path, "swap-2", key))
+    assert outcome["accepted"] is True, outcome
+    new = str(outcome["model"])
+    await run.until(lambda: run.scored_by(new), "a window scored by the new model")
+    swapped_at = run.board.asset(ASSET).scores
+    await run.until(lambda: run.board.asset(ASSET).scores >= swapped_at + 5, "5 more windows")
+    await run.finish()
+    assert all(rate == 0 for rate in dropped(run.board))
+    await check_every_window_scored_once(tmp_path / "appliance.db", [old, new])
+
+
+def dropped(board: StatusBoard) -> list[int]:
+    return [stats.dropped_samples for stats in board.serial.values()]
+
+
+async def test_installed_model_survives_restart_and_rollbacks_walk_back(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    config = ota_config(tmp_path, key)
+    inbox = tmp_path / "models" / "inbox"
+    run = Run(config)
+    await run.until(lambda: run.board.asset(ASSET).scores >= 6, "6 windows scored")
+    configured = run.board.models.active[ASSET]
+    first = await install(run, inbox, "a.tar", archive(tmp_path, "a-1", key))
+    await run.until(lambda: run.scored_by(str(first["model"])), "model a scoring")
+    second = await install(run, inbox, "b.tar", archive(tmp_path, "b-1", key))
+    await run.until(lambda: run.scored_by(str(second["model"])), "model b scoring")
+    await run.finish()
+
+    run = Run(config)  # restart: b is still the one
+    await run.until(lambda: run.scored_by(str(second["model"])), "model b scoring after restart")
+    assert run.board.models.origin[ASSET] == "over the air"
+    assert run.board.models.previous[ASSET] == first["model"]
+    rollback = b'{"action": "rollback", "asset": "pump-1"}'
+    for i, expected in enumerate((first["model"], configured)):
+        assert (await install(run, inbox, f"back-{i}.request", rollback))["accepted"] is True
+        await run.until(lambda: run.scored_by(str(expected)), f"{expected} scoring again")  # noqa: B023
+    nothing = await install(run, inbox, "back-again.request", rollback)
+    assert nothing["accepted"] is False
+    assert "nothing to roll back" in str(nothing["message"])
+    await run.finish()
+    assert run.board.models.origin[ASSET] == "config"
+
+
+async def test_model_alarming_live_is_rolled_back_automatically(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    models = {
+        "canary_max_alarm_fraction": 0.9,  # a permissive canary: the live check must catch it
+        "probation_min_windows": 5,
+        "probation_max_alarm_fraction": 0.2,
+    }
+    base = demo_config(tmp_path, [], sms=False).model_dump(exclude_none=True)
+    for asset in base["assets"]:
+        asset["model"]["rule"] = "fixed"  # live threshold = the bundle's own
+    config = with_models(parse_config(base, "<fixed>"), key, models)
+    inbox = tmp_path / "models" / "inbox"
+    run = Run(config)
+    await run.until(lambda: run.board.asset(ASSET).scores >= 10, "10 windows scored")
+    configured = run.board.models.active[ASSET]
+    median = statistics.median(await recent_errors(tmp_path / "appliance.db"))
+
+    def at_the_median(manifest: dict[str, Any]) -> None:
+        manifest["threshold"]["fixed_threshold"] = median
+
+    outcome = await install(
+        run, inbox, "touchy.tar", archive(tmp_path, "touchy-1", key, at_the_median)
+    )
+    assert outcome["accepted"] is True, outcome
+    await run.until(lambda: run.board.models.automatic_rollbacks == 1, "an automatic rollback")
+    await run.until(lambda: run.scored_by(configured), "the configured model scoring again")
+    await run.finish()
+    last = run.board.models.outcomes[-1]
+    assert last.action == "rollback" and last.source == "probation"
+    assert "automatic rollback: live alarm rate" in last.message
+
+
+async def recent_errors(db: Path) -> list[float]:
+    store = await Store.open(StoreSettings(path=db))
+    try:
+        return [score.error for _, score in await store.scores(ASSET, limit=1000)]
+    finally:
+        await store.close()
