@@ -491,11 +491,12 @@ class ModelsConfig(_Strict):
     public_key_files: list[str] = []
     """Files holding one such key each, instead of (or besides) public_keys."""
     directory: str | None = None
-    """Where accepted bundles and the active/previous choice are kept; default: `models`
-    beside the store's database."""
+    """Where accepted bundles and the active/previous choice are kept; default: `ota-models`
+    beside the store's database. Not the directory of configured bundles: it is pruned."""
     inbox: str | None = None
     """Watched directory: a bundle archive (.tar) dropped here is installed; default:
-    `<directory>/inbox`. Write it under another name and rename it in when complete."""
+    `model-inbox` beside the store's database. Write it under another name (or a name starting
+    with ".") and rename it in when complete."""
     inbox_poll_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     canary_windows: Annotated[int, Field(ge=1)] = 600
     """Newest stored windows (not scored anomalous) the new model must score before it swaps."""

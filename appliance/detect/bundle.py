@@ -5,9 +5,9 @@ Layout of a bundle directory:
     model.tflite        the int8 model (name given by the manifest's `model_file`)
     manifest.json       `Manifest` as JSON: feature names and order, scaler, quantisation,
                         threshold defaults, training data span, version, sha256 of the model
-    signature.ed25519   reserved for issue 6: an Ed25519 signature over manifest.json (which pins
-                        the model through `model_sha256`). Not written or checked yet; when it is,
-                        `load_bundle` verifies it before parsing the manifest.
+    signature.ed25519   an Ed25519 signature over manifest.json (which pins the model through
+                        `model_sha256`); checked for every bundle that arrives over the air
+                        (appliance/ota/signing.py, docs/MODELS.md), before `load_bundle`.
 
 `load_bundle` refuses anything it cannot fully trust (missing or unknown fields, wrong types,
 non-finite numbers, a model whose sha256 differs from the manifest) with a `BundleError` naming the
@@ -37,7 +37,6 @@ MANIFEST_FORMAT = 1
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.tflite"
 SIGNATURE_FILE = "signature.ed25519"
-"""Reserved (issue 6); see the module docstring."""
 
 TFLITE_IDENTIFIER = b"TFL3"
 """FlatBuffer file identifier of a TFLite model, at bytes 4..8."""

@@ -91,11 +91,11 @@ def ota_settings(models: ModelsConfig, store_path: Path) -> OtaSettings:
         except OSError as exc:
             raise ConfigError(f"models.public_key_files: cannot read {path}: {exc}") from None
         keys.append(_key(text, f"models.public_key_files: {path}"))
-    directory = Path(models.directory) if models.directory else store_path.parent / "models"
+    here = store_path.parent
     return OtaSettings(
         keys=tuple(keys),
-        directory=directory,
-        inbox=Path(models.inbox) if models.inbox else directory / "inbox",
+        directory=Path(models.directory) if models.directory else here / "ota-models",
+        inbox=Path(models.inbox) if models.inbox else here / "model-inbox",
         inbox_poll_s=models.inbox_poll_s,
         canary=CanarySettings(
             models.canary_windows, models.canary_min_windows, models.canary_max_alarm_fraction

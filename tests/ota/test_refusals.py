@@ -59,7 +59,7 @@ def bad_archives(tmp: Path, key: Ed25519PrivateKey) -> dict[str, tuple[bytes, st
 async def test_bad_bundles_are_refused_and_the_old_model_scores_on(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     config = ota_config(tmp_path, key)
-    inbox = tmp_path / "models" / "inbox"
+    inbox = tmp_path / "model-inbox"
     board = StatusBoard(config.gateway.id)
     stop = asyncio.Event()
     run = asyncio.create_task(run_appliance(config, stop=stop, board=board))

@@ -83,7 +83,7 @@ async def test_swap_at_64_channels_loses_and_doubles_no_window(tmp_path: Path) -
     key = Ed25519PrivateKey.generate()
     config = with_models(parse_config(sixty_four_channels(tmp_path), "<64>"), key)
     assert sum(len(a.channels) for a in config.assets) == 66  # 64 vibration + 2 slow
-    inbox = tmp_path / "models" / "inbox"
+    inbox = tmp_path / "model-inbox"
     run = Run(config)
     await run.until(lambda: run.board.asset(ASSET).scores >= 6, "6 windows scored")
     old = run.board.models.active[ASSET]
@@ -105,7 +105,7 @@ def dropped(board: StatusBoard) -> list[int]:
 async def test_installed_model_survives_restart_and_rollbacks_walk_back(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     config = ota_config(tmp_path, key)
-    inbox = tmp_path / "models" / "inbox"
+    inbox = tmp_path / "model-inbox"
     run = Run(config)
     await run.until(lambda: run.board.asset(ASSET).scores >= 6, "6 windows scored")
     configured = run.board.models.active[ASSET]
@@ -141,7 +141,7 @@ async def test_model_alarming_live_is_rolled_back_automatically(tmp_path: Path) 
     for asset in base["assets"]:
         asset["model"]["rule"] = "fixed"  # live threshold = the bundle's own
     config = with_models(parse_config(base, "<fixed>"), key, models)
-    inbox = tmp_path / "models" / "inbox"
+    inbox = tmp_path / "model-inbox"
     run = Run(config)
     await run.until(lambda: run.board.asset(ASSET).scores >= 10, "10 windows scored")
     configured = run.board.models.active[ASSET]
