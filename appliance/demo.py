@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from appliance.config import ApplianceConfig, parse_broker_url, parse_config
+from appliance.ota.signing import generate_key
 
 # Shorthands for `appliance demo --fault NAME`; NAME=VALUE passes through to the emulator.
 FAULT_SHORTHANDS = {
@@ -92,8 +93,26 @@ DEMO_SMS: dict[str, Any] = {"emulate": True, "recipients": ["+15555550100"]}
 that would have been sent."""
 
 
+DEMO_SIGNING_KEY = "model-signing.key"
+
+
+def demo_models(data_dir: Path) -> dict[str, Any]:
+    """The [models] table for the demo: bundles signed with a key the demo makes on first run
+    (`<data dir>/model-signing.key`, its public half beside it) are accepted over the air."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = data_dir / DEMO_SIGNING_KEY
+    if not key.exists():
+        generate_key(key)
+    return {"public_key_files": [str(key) + ".pub"], "canary_min_windows": 30}
+
+
 def demo_config(
-    data_dir: Path, faults: list[str], uplink: dict[str, Any] | None = None, *, sms: bool = True
+    data_dir: Path,
+    faults: list[str],
+    uplink: dict[str, Any] | None = None,
+    *,
+    sms: bool = True,
+    models: bool = False,
 ) -> ApplianceConfig:
     document: dict[str, Any] = {
         "gateway": {"id": "demo-gw"},
@@ -149,4 +168,6 @@ def demo_config(
         document["uplink"] = uplink
     if sms:
         document["sms"] = DEMO_SMS
+    if models:
+        document["models"] = demo_models(data_dir)
     return parse_config(document, "<demo>")
