@@ -13,6 +13,7 @@ from appliance.errors import BundleError
 MAX_ARCHIVE_BYTES = 8 * 1024 * 1024
 MAX_MEMBERS = 8
 SUFFIX = ".tar"
+END_OF_ARCHIVE_BYTES = 2 * tarfile.BLOCKSIZE
 
 
 def pack(bundle_dir: Path) -> bytes:
@@ -63,4 +64,6 @@ def _read_members(data: bytes) -> dict[str, bytes]:
             if len(content) != member.size:
                 raise EOFError(f"{name} ends after {len(content)} of {member.size} bytes")
             files[name] = content
+        if len(data) < tar.offset + END_OF_ARCHIVE_BYTES:  # cut at a file boundary
+            raise EOFError(f"no end-of-archive marker after {len(files)} file(s)")
     return files

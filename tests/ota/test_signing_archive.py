@@ -1,0 +1,120 @@
+"""Signatures and the archive a bundle travels in, without a running appliance."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ota_helpers import DEMO_BUNDLE, variant
+
+from appliance.config import parse_config
+from appliance.demo import demo_config
+from appliance.errors import BundleError, ConfigError
+from appliance.ota.archive import MAX_ARCHIVE_BYTES, pack, unpack
+from appliance.ota.manager import ota_settings
+from appliance.ota.signing import (
+    generate_key,
+    load_private_key,
+    parse_public_key,
+    public_key_text,
+    verify_signature,
+)
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_pack_is_deterministic_and_unpacks_to_the_same_files(tmp_path: Path) -> None:
+    assert pack(DEMO_BUNDLE) == pack(DEMO_BUNDLE)
+    unpack(pack(DEMO_BUNDLE), tmp_path / "out")
+    for original in DEMO_BUNDLE.iterdir():
+        assert (tmp_path / "out" / original.name).read_bytes() == original.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("member", "problem"),
+    [
+        (tarfile.TarInfo("../escape"), "not a plain file"),
+        (tarfile.TarInfo("dir/model.tflite"), "not a plain file"),
+    ],
+)
+def test_unpack_refuses_paths(tmp_path: Path, member: tarfile.TarInfo, problem: str) -> None:
+    with pytest.raises(BundleError, match=problem):
+        unpack(tar_of((member, b"x")), tmp_path / "out")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_unpack_refuses_links_empty_and_oversized(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("manifest.json")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with pytest.raises(BundleError, match="not a plain file"):
+        unpack(tar_of((link, b"")), tmp_path / "a")
+    with pytest.raises(BundleError, match="empty"):
+        unpack(tar_of(), tmp_path / "b")
+    with pytest.raises(BundleError, match="more than"):
+        unpack(b"\0" * (MAX_ARCHIVE_BYTES + 1), tmp_path / "c")
+
+
+def test_every_truncation_of_an_archive_is_refused_or_complete(tmp_path: Path) -> None:
+    """Cut anywhere: either refused as truncated, or (cut in the end-of-archive padding) every
+    file arrives whole: never a short file."""
+    data = pack(DEMO_BUNDLE)
+    for i, cut in enumerate(range(0, len(data), 256)):
+        try:
+            unpack(data[:cut], tmp_path / str(i))
+        except BundleError as exc:
+            assert str(exc).startswith("archive:")
+            continue
+        for original in DEMO_BUNDLE.iterdir():
+            assert (tmp_path / str(i) / original.name).read_bytes() == original.read_bytes()
+
+
+def test_signature_accepts_any_configured_key_and_names_what_is_wrong(tmp_path: Path) -> None:
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    signed = variant(tmp_path / "b", "v-1", new)
+    keys = [old.public_key(), new.public_key()]
+    assert verify_signature(signed, keys) == 1  # a rotation: both keys trusted
+    with pytest.raises(BundleError, match="wrong signature"):
+        verify_signature(signed, [old.public_key()])
+    manifest = signed / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"v-1"', '"v-2"'))
+    with pytest.raises(BundleError, match="changed after signing"):
+        verify_signature(signed, keys)
+    (signed / "signature.ed25519").write_text("not base64!\n")
+    with pytest.raises(BundleError, match="not base64"):
+        verify_signature(signed, keys)
+    (signed / "signature.ed25519").unlink()
+    with pytest.raises(BundleError, match="unsigned"):
+        verify_signature(signed, keys)
+
+
+def test_keys_round_trip_and_bad_keys_are_named(tmp_path: Path) -> None:
+    public = generate_key(tmp_path / "k")
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k.pub").read_text().strip() == public
+    assert public_key_text(load_private_key(tmp_path / "k").public_key()) == public
+    with pytest.raises(BundleError, match="refusing to overwrite"):
+        generate_key(tmp_path / "k")
+    with pytest.raises(BundleError, match="where: public key is not base64"):
+        parse_public_key("???", "where")
+    with pytest.raises(BundleError, match="32 bytes, this one 3"):
+        parse_public_key("YWJj", "where")
+
+
+def test_models_config_needs_a_key_and_names_a_bad_one(tmp_path: Path) -> None:
+    document = demo_config(tmp_path, [], sms=False).model_dump(exclude_none=True)
+    with pytest.raises(ConfigError, match="needs public_keys or public_key_files"):
+        parse_config({**document, "models": {}}, "<t>")
+    config = parse_config({**document, "models": {"public_keys": ["A" * 44]}}, "<t>")
+    assert config.models is not None
+    with pytest.raises(ConfigError, match=r"models.public_keys\[0\]: an Ed25519 public key"):
+        ota_settings(config.models, tmp_path / "db")
