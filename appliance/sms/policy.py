@@ -60,6 +60,9 @@ AlarmKey = tuple[str, str | None, str]
 """(asset, channel, family) of one alarm."""
 
 
+TEST_KIND = "sms_test"
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     gateway_id: str
@@ -168,6 +171,19 @@ class SmsPolicy:
             self._notified[key] = self._notified.get(key, False) or bool(messages)
         return messages
 
+    def test_messages(self, requested_by: str, now: float) -> list[NewSms]:
+        """A test SMS to every recipient (asked for on the status page), within the same
+        per-recipient limits as alerts, so a button cannot flood a phone."""
+        alert = Alert(
+            asset=self.settings.gateway_id,
+            t=now,
+            severity="warning",
+            kind=TEST_KIND,
+            message=f"test message requested by {requested_by}; no action needed",
+        )
+        messages = [self._for_recipient(r, alert, now) for r in self.settings.recipients]
+        return [message for message in messages if message is not None]
+
     def _eligible(self, alert: Alert, key: AlarmKey, event: str) -> bool:
         s = self.settings
         if event not in EVENTS or event not in s.events:
@@ -223,6 +239,8 @@ def compose_text(
     zone = zone or ZoneInfo(settings.timezone)
     when = datetime.fromtimestamp(alert.t, zone)
     label = "CLEARED" if event_of(alert.kind) == "cleared" else alert.severity.upper()
+    if alert.kind == TEST_KIND:
+        label = "TEST"
     head = f"{label} {alert.asset}: "
     tail = f" ({when:%H:%M} {when.tzname()}, gw {settings.gateway_id})"
     if suppressed is not None and suppressed.count:

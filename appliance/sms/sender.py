@@ -49,7 +49,7 @@ from appliance.sms.modem import ModemHealth, ModemLink, ModemSettings, PowerCycl
 from appliance.sms.pdu import count_parts
 from appliance.sms.policy import PolicyCounts, SmsPolicy
 from appliance.store import Store
-from appliance.store.sms import QueuedSms
+from appliance.store.sms import NewSms, QueuedSms
 
 log = structlog.get_logger(__name__)
 
@@ -192,6 +192,16 @@ class SmsIntake:
     async def accept(self, alerts: Sequence[Alert]) -> None:
         now = self._clock()
         messages = [message for alert in alerts for message in self.policy.decide(alert, now)]
+        await self._enqueue(messages, now)
+
+    async def send_test(self, requested_by: str) -> int:
+        """Queue a test SMS to every recipient the rate limits allow; how many were queued."""
+        now = self._clock()
+        messages = self.policy.test_messages(requested_by, now)
+        await self._enqueue(messages, now)
+        return len(messages)
+
+    async def _enqueue(self, messages: Sequence[NewSms], now: float) -> None:
         if not messages:
             return
         for attempt, delay_s in enumerate(_forever(self._retry_delays_s), start=1):

@@ -179,3 +179,15 @@ def test_characters_outside_gsm7_are_replaced_so_the_text_stays_gsm7() -> None:
 def test_settings_refuse_nonsense(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         dataclasses.replace(SETTINGS, **changes)  # type: ignore[arg-type]
+
+
+def test_a_test_sms_goes_to_every_recipient_within_the_same_limits() -> None:
+    policy = SmsPolicy(dataclasses.replace(SETTINGS, recipients=(ALICE, BOB), max_per_hour=2))
+    first = policy.test_messages("anna", T0)
+    assert [m.recipient for m in first] == [ALICE, BOB]
+    assert first[0].text == (
+        "TEST plant3-gw1: test message requested by anna; no action needed (14:00 CET, gw plant3-gw1)"
+    )
+    assert len(policy.test_messages("anna", T0 + 1)) == 2
+    assert policy.test_messages("anna", T0 + 2) == []  # the hourly limit holds
+    assert policy.test_messages("anna", T0 + HOUR_S + 3) != []
