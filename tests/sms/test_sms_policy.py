@@ -186,7 +186,8 @@ def test_a_test_sms_goes_to_every_recipient_within_the_same_limits() -> None:
     first = policy.test_messages("anna", T0)
     assert [m.recipient for m in first] == [ALICE, BOB]
     assert first[0].text == (
-        "TEST plant3-gw1: test message requested by anna; no action needed (14:00 CET, gw plant3-gw1)"
+        "TEST plant3-gw1: test message requested by anna; no action needed "
+        "(14:00 CET, gw plant3-gw1)"
     )
     assert len(policy.test_messages("anna", T0 + 1)) == 2
     assert policy.test_messages("anna", T0 + 2) == []  # the hourly limit holds
