@@ -185,6 +185,7 @@ async def run_appliance(
                             config.http.port,
                             http_token,
                             Path(config.store.path).parent,
+                            models,
                             on_http_started,
                         )
                     )

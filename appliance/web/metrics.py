@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from appliance.ota.manager import ModelsStatus
 from appliance.web.snapshot import WebState, disk_free, rss_bytes
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -124,7 +125,23 @@ def render_metrics(state: WebState) -> str:
               int(sms.modem.ready))  # fmt: skip
         m.add("appliance_modem_signal_dbm", "gauge", "Modem signal strength.",
               sms.modem.signal_dbm)  # fmt: skip
+    if board.models is not None:
+        _model_metrics(m, board.models)
     m.add("appliance_process_resident_memory_bytes", "gauge", "Resident memory.", rss_bytes())
     m.add("appliance_disk_free_bytes", "gauge", "Free space where the store lives.",
           disk_free(state.store_dir))  # fmt: skip
     return m.render()
+
+
+def _model_metrics(m: _Text, models: ModelsStatus) -> None:
+    for name, help_text, count in (
+        ("installs", "Model bundles installed.", models.installs),
+        ("refusals", "Model installs and rollbacks refused.", models.refusals),
+        ("rollbacks", "Model rollbacks (requested or automatic).", models.rollbacks),
+        ("automatic_rollbacks", "Models rolled back after failing probation.",
+         models.automatic_rollbacks),
+    ):  # fmt: skip
+        m.add(f"appliance_model_{name}_total", "counter", help_text, count)
+    for asset, model in models.active.items():
+        m.add("appliance_model_info", "gauge", "The model each asset scores with (always 1).", 1,
+              asset=asset, model=model, origin=models.origin.get(asset, ""))  # fmt: skip

@@ -1,5 +1,6 @@
-"""The aiohttp app: the page, /api/status, /events (server-sent events), /metrics, and the one
-state-changing action (acknowledging an alert), which needs the configured bearer token."""
+"""The aiohttp app: the page, /api/status, /events (server-sent events), /metrics, and the
+actions that change state (acknowledging an alert, installing a model bundle, rolling a model
+back), which need the configured bearer token."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from appliance.ota.archive import MAX_ARCHIVE_BYTES
+from appliance.ota.manager import ModelManager, Outcome
 from appliance.status import StatusBoard
 from appliance.web.metrics import CONTENT_TYPE, render_metrics
 from appliance.web.snapshot import WebState
@@ -25,18 +28,24 @@ EVENT_EVERY_S = 1.0
 STATE: web.AppKey[WebState] = web.AppKey("state", WebState)
 TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
+MODELS: web.AppKey[ModelManager | None] = web.AppKey("models", ModelManager)
+ARCHIVE_TYPES = ("application/x-tar", "application/octet-stream")
 
 
-def build_app(state: WebState, token: str | None) -> web.Application:
-    app = web.Application()
+def build_app(state: WebState, token: str | None, models: ModelManager | None) -> web.Application:
+    # Bodies are read only after the token is checked; the largest legitimate one is a bundle.
+    app = web.Application(client_max_size=MAX_ARCHIVE_BYTES)
     app[STATE] = state
     app[TOKEN] = token
+    app[MODELS] = models
     app[STOPPING] = asyncio.Event()
     app.router.add_get("/", _page)
     app.router.add_get("/api/status", _status)
     app.router.add_get("/events", _events)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/api/alerts/ack", _ack)
+    app.router.add_post("/api/models", _install_model)
+    app.router.add_post("/api/models/rollback", _roll_back_model)
 
     async def on_shutdown(app: web.Application) -> None:
         app[STOPPING].set()
@@ -52,11 +61,13 @@ async def serve_status(
     port: int,
     token: str | None,
     store_dir: Path,
+    models: ModelManager | None,
     on_started: Callable[[str], None] | None = None,
 ) -> AsyncIterator[str]:
     """Serve the page while inside; yields its URL (the actual port when `port` is 0)."""
     state = WebState(board, store_dir, token_set=token is not None)
-    runner = web.AppRunner(build_app(state, token), access_log=None, shutdown_timeout=2.0)
+    app = build_app(state, token, models)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     sampler = asyncio.create_task(_sample_every(state, EVENT_EVERY_S), name="web-sampler")
     try:
@@ -114,15 +125,27 @@ def _refuse(status: int, error: str) -> web.Response:
     return web.json_response({"error": error}, status=status)
 
 
-async def _ack(request: web.Request) -> web.Response:
+def _unauthorised(request: web.Request) -> web.Response | None:
+    """The refusal for a request without the configured bearer token; None when it has it."""
     token = request.app[TOKEN]
-    if token is None:
-        return _refuse(403, "actions are disabled: no [http] token is configured on this gateway")
     given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer "):
-        return _refuse(401, "missing token: send 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
-        return _refuse(401, "wrong token")
+    if token is None:
+        refusal = _refuse(
+            403, "actions are disabled: no [http] token is configured on this gateway"
+        )
+    elif not given.startswith("Bearer "):
+        refusal = _refuse(401, "missing token: send 'Authorization: Bearer <token>'")
+    elif not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
+        refusal = _refuse(401, "wrong token")
+    else:
+        return None
+    log.warning("action_refused", path=request.path, peer=request.remote, status=refusal.status)
+    return refusal
+
+
+async def _ack(request: web.Request) -> web.Response:
+    if (refusal := _unauthorised(request)) is not None:
+        return refusal
     try:
         body: Any = await request.json()
         alert_id, by = str(body["id"]), str(body.get("by") or "unknown")[:64]
@@ -131,5 +154,52 @@ async def _ack(request: web.Request) -> web.Response:
     ack = request.app[STATE].ack(alert_id, by)
     if ack is None:
         return _refuse(404, f"no open alert {alert_id!r}")
-    log.info("alert_acknowledged", alert=alert_id, by=by)
+    log.info("alert_acknowledged", alert=alert_id, by=by, peer=request.remote)
     return web.json_response({"id": alert_id, "by": ack.by, "at": ack.at})
+
+
+def _manager(request: web.Request) -> ModelManager | web.Response:
+    """The model manager once the token is checked, or the refusal to answer."""
+    if (refusal := _unauthorised(request)) is not None:
+        return refusal
+    models = request.app[MODELS]
+    if models is None:
+        return _refuse(403, "model updates are disabled: no [models] table in the config")
+    return models
+
+
+async def _install_model(request: web.Request) -> web.Response:
+    """The body is a bundle archive: a plain tar of a signed bundle's files (ota/archive.py)."""
+    models = _manager(request)
+    if isinstance(models, web.Response):
+        return models
+    if request.content_type not in ARCHIVE_TYPES:
+        return _refuse(415, f"send the bundle archive as the body, as {' or '.join(ARCHIVE_TYPES)}")
+    try:
+        data = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _refuse(413, f"bundle archive too big: the limit is {MAX_ARCHIVE_BYTES} bytes")
+    log.info("model_upload", peer=request.remote, bytes=len(data))
+    return _answer(await models.install(data, source=f"http:{request.remote}"), 422)
+
+
+async def _roll_back_model(request: web.Request) -> web.Response:
+    models = _manager(request)
+    if isinstance(models, web.Response):
+        return models
+    try:
+        body: Any = await request.json()
+        asset = str(body["asset"])
+    except (ValueError, KeyError, TypeError):
+        return _refuse(400, 'expected JSON {"asset": "<asset name>"}')
+    log.info("model_rollback_requested", peer=request.remote, asset=asset)
+    reason = "rollback requested on the status page"
+    return _answer(await models.rollback(asset, reason, source=f"http:{request.remote}"), 409)
+
+
+def _answer(outcome: Outcome, refused_status: int) -> web.Response:
+    """The outcome as JSON: 200 when accepted, else `refused_status` with the reason as error."""
+    body = outcome.to_dict()
+    if outcome.accepted:
+        return web.json_response(body)
+    return web.json_response({**body, "error": outcome.message}, status=refused_status)

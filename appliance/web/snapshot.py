@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.detect.routing import alert_family
+from appliance.ota.manager import ModelsStatus
 from appliance.records import Alert
 from appliance.status import AssetStatus, StatusBoard
 from appliance.summary import VIBRATION_SHOWN
@@ -20,6 +21,7 @@ from appliance.summary import VIBRATION_SHOWN
 HISTORY_POINTS = 300
 """Scores kept per asset for the chart (5 minutes at one window per second)."""
 RECENT_ALERTS_SHOWN = 10
+RECENT_MODEL_OUTCOMES_SHOWN = 10
 
 
 @dataclass
@@ -116,6 +118,7 @@ class WebState:
                 "queues": {name: q.qsize() for name, q in board.queues.items()},
                 "uplink": _uplink(board, now),
                 "sms": _sms(board.sms),
+                "models": _models(board.models),
                 "process": {
                     "cpu_percent": self.cpu_percent,
                     "rss_bytes": rss_bytes(),
@@ -246,6 +249,30 @@ def _sms(sms: Any) -> dict[str, Any] | None:
         "signal_dbm": modem.signal_dbm,
         "operator": modem.operator,
         "last_error": sms.last_send_error or modem.last_error,
+    }
+
+
+def _models(status: ModelsStatus | None) -> dict[str, Any]:
+    """Which model each asset uses and where from, what a rollback restores, the counters and
+    the newest outcomes first."""
+    if status is None:
+        return {"enabled": False}
+    outcomes = list(status.outcomes)[-RECENT_MODEL_OUTCOMES_SHOWN:]
+    return {
+        "enabled": True,
+        "assets": {
+            asset: {
+                "active": model,
+                "origin": status.origin.get(asset),
+                "previous": status.previous.get(asset),
+            }
+            for asset, model in status.active.items()
+        },
+        "installs": status.installs,
+        "refusals": status.refusals,
+        "rollbacks": status.rollbacks,
+        "automatic_rollbacks": status.automatic_rollbacks,
+        "outcomes": [o.to_dict() for o in reversed(outcomes)],
     }
 
 

@@ -1,13 +1,18 @@
 """Headless Chromium (Playwright with Debian's /usr/bin/chromium) on the live status page while
 the emulated rig runs with an injected imbalance: the score updates without reloading, the alert
-appears, acknowledging without the token is refused; screenshots at desktop and phone sizes."""
+appears, acknowledging without the token is refused; screenshots at desktop and phone sizes. And
+a model bundle uploaded through the page: a refusal shows its reason, a good one shows up live,
+and its Roll back button restores the model before."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from web_helpers import running_rig
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ota_helpers import archive
+from web_helpers import TOKEN, running_rig, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -20,6 +25,7 @@ ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 60_000
+MODEL_WAIT_MS = 20_000
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -81,3 +87,70 @@ async def test_live_page_shows_the_fault_and_refuses_ack_without_token(tmp_path:
     for name in ("desktop-1280x800.png", "phone-390x844.png"):
         assert (artifacts / name).stat().st_size > 10_000
     print(f"screenshots in {artifacts}")
+
+
+async def test_model_upload_through_the_page(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    key = Ed25519PrivateKey.generate()
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    (bundles / "unsigned.tar").write_bytes(archive(bundles, "unsigned", None))
+    (bundles / "ota-2.tar").write_bytes(archive(bundles, "ota-2", key))
+    artifacts = tmp_path / "screenshots"
+    artifacts.mkdir()
+    async with (
+        running_rig(tmp_path / "rig", [], models_key=key) as (url, board),
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            await page.goto(url)
+            model = page.locator('[data-model-asset="pump-1"] .model-id')
+            await model.wait_for(timeout=MODEL_WAIT_MS)
+            configured = await model.text_content()
+            await wait_until(lambda: board.asset("pump-1").scores >= 8, "windows for the canary")
+            await page.fill("#token", TOKEN)
+
+            await upload(page, bundles / "unsigned.tar", "refused (422): signature: unsigned")
+            assert await model.text_content() == configured
+            await upload(page, bundles / "ota-2.tar", "installed on pump-1: ota-2-")
+            await page.wait_for_function(
+                """() => document.querySelector('[data-model-asset="pump-1"] .model-id')
+                    .textContent.startsWith("ota-2-")""",
+                timeout=MODEL_WAIT_MS,
+            )
+            box = page.locator('[data-model-asset="pump-1"]')
+            assert "over the air" in (await box.text_content() or "")
+            await box.locator("button.rollback").wait_for(timeout=MODEL_WAIT_MS)
+            await page.locator("#outcomes .outcome.accepted").wait_for(timeout=MODEL_WAIT_MS)
+            await page.locator("#modelbox").screenshot(path=artifacts / "models-phone-390.png")
+            no_scroll = await page.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth"
+            )
+            assert no_scroll, "the page scrolls sideways on a phone"
+
+            await box.locator("button.rollback").click()
+            await page.wait_for_function(
+                """configured => document.querySelector('[data-model-asset="pump-1"] .model-id')
+                    .textContent === configured""",
+                arg=configured,
+                timeout=MODEL_WAIT_MS,
+            )
+            assert "rolled back pump-1" in (await page.text_content("#modelresult") or "")
+        finally:
+            await browser.close()
+    assert (artifacts / "models-phone-390.png").stat().st_size > 10_000
+    print(f"screenshot in {artifacts}")
+
+
+async def upload(page: Any, bundle: Path, answer: str) -> None:
+    """Choose `bundle` in the page's file input, press Upload, wait for the server's answer."""
+    await page.set_input_files("#bundle", bundle)
+    await page.click("#upload")
+    await page.wait_for_function(
+        "answer => document.getElementById('modelresult').textContent.includes(answer)",
+        arg=answer,
+        timeout=MODEL_WAIT_MS,
+    )

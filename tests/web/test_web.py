@@ -1,12 +1,12 @@
-"""The status page's HTTP API on the running demo rig: JSON, /metrics, the token."""
+"""The status page's HTTP API on the running demo rig: JSON, /metrics, the token (model
+uploads: test_models_api.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-from web_helpers import TOKEN, running_rig, wait_until
+from web_helpers import TOKEN, metric_families, running_rig, wait_until
 
 
 async def test_status_json_metrics_and_token(tmp_path: Path) -> None:
@@ -23,23 +23,16 @@ async def test_status_json_metrics_and_token(tmp_path: Path) -> None:
         assert status["store"]["rows_written"] >= 0 and status["actions_enabled"] is True
         assert status["process"]["rss_bytes"] > 0
 
-        async with http.get(url + "metrics") as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            families = list(text_string_to_metric_families(await response.text()))
-        by_name = {f.name: f for f in families}
+        assert status["models"] == {"enabled": False}
+
+        by_name = await metric_families(http, url)
         assert {"appliance_samples", "appliance_anomaly_score", "appliance_store_bytes"} <= set(
             by_name
         )
         samples = by_name["appliance_samples"].samples
         assert {s.labels["asset"] for s in samples} == {"pump-1", "compressor-2"}
-        for family in families:
-            assert family.name.startswith("appliance_")
-            if family.type == "counter":
-                assert all(s.name.endswith("_total") for s in family.samples), family.name
-            else:
-                assert not any(s.name.endswith("_total") for s in family.samples), family.name
         assert len(by_name["appliance_samples"].samples) == 10  # 2 assets x 5 channels
+        assert not any(name.startswith("appliance_model_") for name in by_name)
 
         ack = url + "api/alerts/ack"
         async with http.post(ack, json={"id": "x", "by": "me"}) as response:
@@ -51,6 +44,9 @@ async def test_status_json_metrics_and_token(tmp_path: Path) -> None:
         right = {"Authorization": f"Bearer {TOKEN}"}
         async with http.post(ack, json={"id": "x"}, headers=right) as response:
             assert response.status == 404  # authorised, but no such open alert
+        async with http.post(url + "api/models", data=b"bundle", headers=right) as response:
+            assert response.status == 403
+            assert "no [models] table" in (await response.json())["error"]
 
 
 async def test_without_a_token_actions_are_disabled(tmp_path: Path) -> None:
