@@ -186,6 +186,7 @@ async def run_appliance(
                             http_token,
                             Path(config.store.path).parent,
                             models,
+                            pipeline.sms.intake if pipeline.sms is not None else None,
                             on_http_started,
                         )
                     )

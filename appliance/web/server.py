@@ -1,6 +1,6 @@
 """The aiohttp app: the page, /api/status, /events (server-sent events), /metrics, and the
 actions that change state (acknowledging an alert, installing a model bundle, rolling a model
-back), which need the configured bearer token."""
+back, sending a test SMS), which need the configured bearer token."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
+from appliance.sms.sender import SmsIntake
 from appliance.status import StatusBoard
 from appliance.web.metrics import CONTENT_TYPE, render_metrics
 from appliance.web.snapshot import WebState
@@ -29,15 +30,19 @@ STATE: web.AppKey[WebState] = web.AppKey("state", WebState)
 TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 MODELS: web.AppKey[ModelManager | None] = web.AppKey("models", ModelManager)
+SMS: web.AppKey[SmsIntake | None] = web.AppKey("sms", SmsIntake)
 ARCHIVE_TYPES = ("application/x-tar", "application/octet-stream")
 
 
-def build_app(state: WebState, token: str | None, models: ModelManager | None) -> web.Application:
+def build_app(
+    state: WebState, token: str | None, models: ModelManager | None, sms: SmsIntake | None = None
+) -> web.Application:
     # Bodies are read only after the token is checked; the largest legitimate one is a bundle.
     app = web.Application(client_max_size=MAX_ARCHIVE_BYTES)
     app[STATE] = state
     app[TOKEN] = token
     app[MODELS] = models
+    app[SMS] = sms
     app[STOPPING] = asyncio.Event()
     app.router.add_get("/", _page)
     app.router.add_get("/api/status", _status)
@@ -46,6 +51,7 @@ def build_app(state: WebState, token: str | None, models: ModelManager | None) -
     app.router.add_post("/api/alerts/ack", _ack)
     app.router.add_post("/api/models", _install_model)
     app.router.add_post("/api/models/rollback", _roll_back_model)
+    app.router.add_post("/api/sms/test", _test_sms)
 
     async def on_shutdown(app: web.Application) -> None:
         app[STOPPING].set()
@@ -62,11 +68,12 @@ async def serve_status(
     token: str | None,
     store_dir: Path,
     models: ModelManager | None,
+    sms: SmsIntake | None = None,
     on_started: Callable[[str], None] | None = None,
 ) -> AsyncIterator[str]:
     """Serve the page while inside; yields its URL (the actual port when `port` is 0)."""
     state = WebState(board, store_dir, token_set=token is not None)
-    app = build_app(state, token, models)
+    app = build_app(state, token, models, sms)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     sampler = asyncio.create_task(_sample_every(state, EVENT_EVERY_S), name="web-sampler")
@@ -195,6 +202,25 @@ async def _roll_back_model(request: web.Request) -> web.Response:
     log.info("model_rollback_requested", peer=request.remote, asset=asset)
     reason = "rollback requested on the status page"
     return _answer(await models.rollback(asset, reason, source=f"http:{request.remote}"), 409)
+
+
+async def _test_sms(request: web.Request) -> web.Response:
+    """Queue a test SMS to every recipient (within their rate limits)."""
+    if (refusal := _unauthorised(request)) is not None:
+        return refusal
+    sms = request.app[SMS]
+    if sms is None:
+        return _refuse(403, "SMS is not configured on this gateway (no [sms] table)")
+    try:
+        body: Any = await request.json()
+        by = str(body.get("by") or "unknown")[:64]
+    except (ValueError, AttributeError):
+        return _refuse(400, 'expected JSON {"by": "<name>"}')
+    queued = await sms.send_test(f"{by} on the status page")
+    log.info("sms_test_requested", by=by, peer=request.remote, queued=queued)
+    if not queued:
+        return _refuse(429, "no test SMS queued: every recipient reached its SMS limit")
+    return web.json_response({"queued": queued, "by": by})
 
 
 def _answer(outcome: Outcome, refused_status: int) -> web.Response:

@@ -48,6 +48,17 @@ async def test_status_json_metrics_and_token(tmp_path: Path) -> None:
             assert response.status == 403
             assert "no [models] table" in (await response.json())["error"]
 
+        test_sms = url + "api/sms/test"
+        async with http.post(test_sms, json={"by": "anna"}) as response:
+            assert response.status == 401
+        async with http.post(test_sms, json={"by": "anna"}, headers=right) as response:
+            assert response.status == 200
+            assert (await response.json())["queued"] == 1
+        await wait_until(
+            lambda: any(s.text.startswith("TEST demo-gw: ") for s in board.sms.would_have_sent),
+            "the test SMS at the emulated modem",
+        )
+
 
 async def test_without_a_token_actions_are_disabled(tmp_path: Path) -> None:
     async with running_rig(tmp_path, [], token=None) as (url, _), aiohttp.ClientSession() as http:
