@@ -14,6 +14,7 @@ from typing import Any
 from appliance.config import ApplianceConfig, HttpConfig, load_config
 from appliance.errors import ApplianceError, ConfigError
 from appliance.logging import configure_logging
+from appliance.ota.cli import add_model_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     _add_eval_commands(commands)
     _add_train_command(commands)
+    add_model_commands(commands)
     return parser
 
 
@@ -306,7 +308,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from appliance.app import run_appliance
-    from appliance.demo import demo_config, demo_uplink
+    from appliance.demo import DEMO_SIGNING_KEY, demo_config, demo_uplink
 
     if args.ca is not None and args.broker is None:
         raise ApplianceError("--ca needs --broker")
@@ -314,11 +316,16 @@ def _demo(args: argparse.Namespace) -> int:
         uplink = None if args.broker is None else demo_uplink(args.broker, args.ca)
     except ValueError as exc:
         raise ApplianceError(f"--broker: {exc}") from None
-    config = demo_config(args.data_dir, faults=args.fault, uplink=uplink)
+    config = demo_config(args.data_dir, faults=args.fault, uplink=uplink, models=True)
     host, port = args.http
     token = secrets.token_urlsafe(24)
     config = config.model_copy(update={"http": HttpConfig(host=host, port=port, token=token)})
     print(f"demo: {_describe(config)}; database {config.store.path}", flush=True)
+    print(
+        f"model updates: sign bundles with {args.data_dir / DEMO_SIGNING_KEY} (appliance model "
+        f"sign), drop the .tar into {args.data_dir / 'model-inbox'} or upload it on the page",
+        flush=True,
+    )
 
     def serving(url: str) -> None:
         print(f"status page: {url}  (token for actions: {token})", flush=True)

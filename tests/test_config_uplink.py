@@ -91,11 +91,15 @@ def test_unsafe_or_wrong_uplinks_are_refused_naming_the_problem(
     assert "uplink" in error and message in error
 
 
+def uncommented_table(text: str, name: str) -> dict[str, Any]:
+    """The commented-out `# [name]` table of the example, up to the next blank line, parsed."""
+    block = text[text.index(f"# [{name}]") :].split("\n\n")[0].splitlines()
+    return tomllib.loads("\n".join(re.sub(r"^# ?", "", line) for line in block))
+
+
 def test_the_commented_example_in_gateway_toml_is_valid_once_uncommented() -> None:
     text = EXAMPLE.read_text()
-    block = text[text.index("# [uplink]") :].splitlines()
-    uncommented = "\n".join(re.sub(r"^# ?", "", line) for line in block if line.startswith("# "))
-    document = tomllib.loads(text) | tomllib.loads(uncommented)
+    document = tomllib.loads(text) | uncommented_table(text, "uplink")
 
     config = parse_config(document, "gateway.toml")
 
@@ -103,6 +107,16 @@ def test_the_commented_example_in_gateway_toml_is_valid_once_uncommented() -> No
     assert config.uplink.address.url == "mqtts://broker.example.com:8883"
     shown = config.uplink.model_fields_set | {"password"}  # named in password_file's comment
     assert shown == set(type(config.uplink).model_fields), "the example shows every key"
+
+
+def test_the_commented_models_example_is_valid_and_shows_every_key() -> None:
+    text = EXAMPLE.read_text()
+    document = tomllib.loads(text) | uncommented_table(text, "models")
+
+    config = parse_config(document, "gateway.toml")
+
+    assert config.models is not None
+    assert config.models.model_fields_set == set(type(config.models).model_fields)
 
 
 def test_plain_mqtt_is_accepted_to_this_host_or_when_allowed_explicitly() -> None:

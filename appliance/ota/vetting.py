@@ -59,13 +59,13 @@ def check_bundle(
     try:
         bundle = load_bundle(bundle_dir)
     except BundleError as exc:
-        raise BundleError(f"bundle: {_local(exc, bundle_dir)}") from exc
+        raise BundleError(f"bundle: {without_staging_path(exc, bundle_dir)}") from exc
     asset = check_asset(bundle, feature_names)
     check_features(bundle, asset, feature_names[asset])
     try:
         runtime = open_runtime(bundle, backend[asset])
     except BundleError as exc:
-        raise BundleError(f"runtime: {_local(exc, bundle_dir)}") from exc
+        raise BundleError(f"runtime: {without_staging_path(exc, bundle_dir)}") from exc
     return BundleModel(bundle, runtime)
 
 
@@ -140,6 +140,6 @@ def _rows_in_model_order(model: BundleModel, windows: Sequence[FeatureVector]) -
     return rows
 
 
-def _local(exc: BundleError, bundle_dir: Path) -> str:
+def without_staging_path(exc: BundleError, bundle_dir: Path) -> str:
     """The error without the staging directory's path (meaningless to whoever sent it)."""
     return str(exc).replace(f"{bundle_dir}/", "").replace(str(bundle_dir), "bundle")

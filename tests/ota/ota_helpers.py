@@ -133,3 +133,11 @@ async def check_every_window_scored_once(
         if not used or used[-1] != score.model_id:
             used.append(score.model_id)
     assert used == models_in_order
+
+
+def config_file(path: Path, config: ApplianceConfig) -> Path:
+    """`config` written as a TOML file, for the commands that take --config."""
+    from chaos.chaos_rig import toml_pairs  # tests/chaos: the chaos rig's TOML writer
+
+    path.write_text("\n".join(toml_pairs(config.model_dump(exclude_none=True))) + "\n")
+    return path
