@@ -18,6 +18,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 from broker import Broker
+from waiting import cancel_and_wait
 
 from appliance.config import BrokerAddress
 from appliance.records import Alert, FeatureVector, Score
@@ -56,9 +57,7 @@ async def running(coroutine: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio
     try:
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 def settings_for(broker: Broker, **overrides: Any) -> UplinkSettings:

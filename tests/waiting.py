@@ -4,6 +4,7 @@ appliance until its status board shows something."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from appliance.app import run_appliance
@@ -41,3 +42,15 @@ async def run_appliance_until(
     stop.set()
     await run
     return board
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end, cancelling again every second while it runs on:
+    Python 3.11's asyncio.wait_for (inside aiomqtt) can swallow a cancellation that arrives as
+    the awaited result does. Errors other than the cancellation surface."""
+    task.cancel()
+    while not task.done():
+        await asyncio.wait({task}, timeout=1.0)
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

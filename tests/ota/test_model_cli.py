@@ -26,7 +26,7 @@ from ota_helpers import (
     result,
     variant,
 )
-from waiting import run_appliance_until, wait_until
+from waiting import cancel_and_wait, run_appliance_until, wait_until
 
 from appliance.app import run_appliance
 from appliance.cli import main
@@ -350,9 +350,7 @@ async def fake_gateway(broker: Broker, handler: Handler | None) -> AsyncIterator
         try:
             yield received
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 def publish_args(broker: Broker, tmp_path: Path, user: str = MODELLER) -> list[str]:
