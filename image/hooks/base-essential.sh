@@ -1,0 +1,15 @@
+#!/bin/sh
+# mmdebstrap --essential-hook: runs once the Essential packages are unpacked, before the kernel
+# and initramfs-tools are installed. Diverts update-initramfs so that the kernel's postinst and
+# the initramfs trigger do not each run mkinitramfs under qemu-user (~15 min each, NOTES.md);
+# hooks/base-customize.sh restores it and runs it exactly once.
+set -eu
+ROOT="$1"
+chroot "$ROOT" dpkg-divert --local --rename --divert /usr/sbin/update-initramfs.distrib \
+    --add /usr/sbin/update-initramfs
+cat > "$ROOT/usr/sbin/update-initramfs" <<'STUB'
+#!/bin/sh
+echo "update-initramfs: deferred by the image build (runs once in the customize hook)" >&2
+exit 0
+STUB
+chmod 755 "$ROOT/usr/sbin/update-initramfs"
