@@ -7,6 +7,7 @@ State kinds per asset:
   commissioning       when commissioning started: after a restart the asset's stored feature
                       vectors since then are replayed, which rebuilds exactly the same state
   health              open sensor-fault alarms and CUSUM baselines (AssetHealth)
+  probation           a model installed over the air still on probation (its counts so far)
 A state that does not fit (another model, a corrupt row) is logged and ignored, never fatal.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,7 @@ from appliance.detect.commissioning import (
 from appliance.detect.health import AssetHealth
 from appliance.detect.runtime import open_runtime
 from appliance.detect.scorer import AssetDetector, BundleModel, DetectorSettings, build_threshold
+from appliance.detect.thresholds import STATE_VERSION, check_state_header
 from appliance.errors import ApplianceError
 from appliance.status import StatusBoard
 from appliance.store import Store
@@ -66,6 +68,25 @@ class Probation:
     @property
     def alarm_fraction(self) -> float:
         return self.anomalous / self.scored if self.scored else 0.0
+
+    def to_state(self) -> dict[str, object]:
+        return {"version": STATE_VERSION, "kind": "probation", **asdict(self)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, object]) -> Probation:
+        """ValueError naming what does not fit."""
+        check_state_header(state, "probation")
+        fields = {key: value for key, value in state.items() if key not in ("version", "kind")}
+        try:
+            probation = cls(**fields)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ValueError(f"probation: {exc}") from None
+        if not isinstance(probation.model_id, str) or not all(
+            isinstance(getattr(probation, n), int | float)
+            for n in ("until", "min_windows", "max_fraction", "scored", "anomalous")
+        ):
+            raise ValueError("probation: a field has the wrong type")
+        return probation
 
     def failure(self) -> str:
         return (
@@ -126,6 +147,8 @@ class AssetScoring:
         if self.commissioner is not None:
             started_at = self.commissioner.started_at
             out["commissioning"] = {"version": 1, "kind": "commissioning", "started_at": started_at}
+        if self.probation is not None:
+            out["probation"] = self.probation.to_state()
         return out
 
 
@@ -165,6 +188,7 @@ async def open_scorings(
         scoring = await open_scoring(asset, store, board, states, over_the_air)
         if scoring.detector is not None:
             _restore(scoring.detector, states.get((asset.name, "detector")))
+            scoring.probation = _probation(scoring.detector, states.get((asset.name, "probation")))
         board.asset(asset.name).model = describe_scoring(scoring, board.asset(asset.name).model)
         scorings[asset.name] = scoring
     return scorings
@@ -265,6 +289,22 @@ def _restore(detector: AssetDetector, state: Mapping[str, object] | None) -> Non
         log.info("detector_state_restored", asset=detector.asset, model=detector.model.model_id)
 
 
+def _probation(detector: AssetDetector, state: Mapping[str, object] | None) -> Probation | None:
+    """A probation a restart interrupted goes on, for the model it was about."""
+    if state is None:
+        return None
+    try:
+        probation = Probation.from_state(state)
+    except ValueError as exc:
+        log.warning("probation_state_ignored", asset=detector.asset, reason=str(exc))
+        return None
+    if probation.model_id != detector.model.model_id:
+        return None
+    log.info("model_probation_continues", asset=detector.asset, model=probation.model_id,
+             scored=probation.scored, anomalous=probation.anomalous)  # fmt: skip
+    return probation
+
+
 def restore_health(monitors: Mapping[str, AssetHealth], states: States) -> None:
     for asset, monitor in monitors.items():
         state = states.get((asset, "health"))
@@ -290,3 +330,5 @@ async def save_states(
     for asset, scoring in scorings.items():
         if scoring.commissioner is None:
             await store.delete_state(asset, "commissioning")
+        if scoring.probation is None:
+            await store.delete_state(asset, "probation")

@@ -114,6 +114,10 @@ async def test_installed_model_survives_restart_and_rollbacks_walk_back(tmp_path
     second = await install(run, inbox, "b.tar", archive(tmp_path, "b-1", key))
     await run.until(lambda: run.scored_by(str(second["model"])), "model b scoring")
     await run.finish()
+    probation = (await stored_states(tmp_path / "appliance.db")).get((ASSET, "probation"))
+    assert probation is not None and probation["model_id"] == second["model"]
+    scored = probation["scored"]
+    assert isinstance(scored, int) and scored >= 1
 
     run = Run(config)  # restart: b is still the one
     await run.until(lambda: run.scored_by(str(second["model"])), "model b scoring after restart")
@@ -128,6 +132,7 @@ async def test_installed_model_survives_restart_and_rollbacks_walk_back(tmp_path
     assert "nothing to roll back" in str(nothing["message"])
     await run.finish()
     assert run.board.models.origin[ASSET] == "config"
+    assert (ASSET, "probation") not in await stored_states(tmp_path / "appliance.db")
 
 
 async def test_model_alarming_live_is_rolled_back_automatically(tmp_path: Path) -> None:
@@ -160,6 +165,14 @@ async def test_model_alarming_live_is_rolled_back_automatically(tmp_path: Path) 
     last = run.board.models.outcomes[-1]
     assert last.action == "rollback" and last.source == "probation"
     assert "automatic rollback: live alarm rate" in last.message
+
+
+async def stored_states(db: Path) -> dict[tuple[str, str], dict[str, object]]:
+    store = await Store.open(StoreSettings(path=db))
+    try:
+        return await store.load_states()
+    finally:
+        await store.close()
 
 
 async def recent_errors(db: Path) -> list[float]:
