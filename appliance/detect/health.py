@@ -57,6 +57,8 @@ class ClosedWindow:
     end: float
     samples: FloatArray
     expected: int
+    full: int
+    """Samples a whole window holds (the first window after a start holds fewer)."""
 
 
 class ChannelWindows:
@@ -110,7 +112,8 @@ class ChannelWindows:
         expected = round((end - max(start, self._first_t)) * self.spec.rate_hz)
         self._parts = []
         self._end = end + self.window_s
-        return ClosedWindow(self.spec.name, end, samples, expected)
+        full = round(self.window_s * self.spec.rate_hz)
+        return ClosedWindow(self.spec.name, end, samples, expected, full)
 
     def _grid_end(self, t: float) -> float:
         return (math.floor(t / self.window_s) + 1) * self.window_s
@@ -184,7 +187,9 @@ class AssetHealth:
         spec = self._windows[window.channel].spec
         if spec.resolution == 0.0:
             spec = replace(spec, resolution=quantisation_step(window.samples))
-        findings = check_window(spec, window.samples, window.expected, self.settings.limits)
+        findings = check_window(
+            spec, window.samples, window.expected, self.settings.limits, window.full
+        )
         if window.channel in self._slow:
             drift = self._drift(window, findings)
             findings = findings + ([drift] if drift is not None else [])

@@ -84,6 +84,9 @@ class RuleLimits:
     flat_absolute: float = 1e-9
     """...or else when std <= flat_absolute (in the channel's unit)."""
     flat_min_samples: int = 3
+    flat_min_fraction: float = 0.5
+    """...and only over at least this fraction of a whole window: a few seconds of a quantised
+    slow sensor (the partial first window after a start) are often one reading repeated."""
     spike_z: float = 20.0
     spike_min_samples: int = 8
     """Fewer samples give no trustworthy median and MAD."""
@@ -120,10 +123,16 @@ def check_impossible(spec: ChannelSpec, samples: FloatArray, limits: RuleLimits)
     )
 
 
-def check_flatline(spec: ChannelSpec, samples: FloatArray, limits: RuleLimits) -> Finding | None:
-    """Std of the window's valid samples (almost) zero: a stuck sensor."""
+def check_flatline(
+    spec: ChannelSpec, samples: FloatArray, limits: RuleLimits, full: int | None = None
+) -> Finding | None:
+    """Std of the window's valid samples (almost) zero: a stuck sensor. `full`: the samples a
+    whole window holds (fewer valid samples than flat_min_fraction of it: not judged)."""
     values = _valid(spec, samples)
-    if len(values) < limits.flat_min_samples:
+    needed = limits.flat_min_samples
+    if full is not None:
+        needed = max(needed, math.ceil(limits.flat_min_fraction * full))
+    if len(values) < needed:
         return None
     std = float(values.std())
     limit = _flat_limit(spec, limits)
@@ -196,13 +205,15 @@ def check_window(
     samples: FloatArray,
     expected: int | None = None,
     limits: RuleLimits | None = None,
+    full: int | None = None,
 ) -> list[Finding]:
-    """All window rules on one channel; `expected`: sample count the window should hold."""
+    """All window rules on one channel; `expected`: sample count the window should hold,
+    `full`: sample count a whole window holds."""
     limits = limits or RuleLimits()
     received = len(samples)
     findings = [
         check_impossible(spec, samples, limits) if received else None,
-        check_flatline(spec, samples, limits),
+        check_flatline(spec, samples, limits, full),
         check_spikes(spec, samples, limits),
         None if expected is None else check_dropout(spec, expected, received, limits),
     ]

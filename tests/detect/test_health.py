@@ -165,3 +165,17 @@ def test_a_quantised_slow_signal_ticking_by_one_step_is_not_a_spike() -> None:
     for i, value in enumerate(values):
         health.push(SampleBlock("pump-1", "bearing_temp", 6120.0 + i, 1.0, np.array([value])))
     assert [a.kind for a in health.check(now=6120.0)] == ["spike_raised"]
+
+
+def test_a_few_equal_readings_of_a_slow_sensor_after_a_start_are_not_a_flatline() -> None:
+    """The first window after a start may hold only seconds of a 60 s window: a quantised
+    temperature repeating its reading that long is normal. A whole window of it is not."""
+    health = AssetHealth("pump-1", {"bearing_temp": (TEMP, 60.0, True)})
+    start = 6000.0 - 4.0  # 4 s before the grid's window boundary
+    live = 40.0 + np.random.default_rng(5).normal(0.0, 0.05, 240)
+    readings = np.concatenate([np.full(4, 40.0), live, np.full(70, 40.0)])
+    for i, value in enumerate(readings):
+        health.push(SampleBlock("pump-1", "bearing_temp", start + i, 1.0, np.array([value])))
+    kinds = [a.kind for a in health.check(now=start + len(readings) + 1)]
+    assert kinds == ["flatline_raised"]  # the stuck window after the live ones, not the first 4 s
+    assert health.active_faults() == {"bearing_temp": ["flatline"]}
