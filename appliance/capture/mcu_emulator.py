@@ -126,7 +126,9 @@ class FaultPlan:
     reset_every_s: float = 0.0
     flatline_channel: int | None = None
     flatline_at_s: float = 0.0
-    flatline_for_s: float = 5.0
+    flatline_for_s: float = 15.0
+    """Long enough that at least two whole 5 s health windows are flat (a partial one is not
+    judged)."""
 
 
 # name=value strings (CLI --fault, config [serial.emulate] faults) -> (object, field)
