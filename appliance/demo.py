@@ -171,3 +171,26 @@ def demo_config(
     if models:
         document["models"] = demo_models(data_dir)
     return parse_config(document, "<demo>")
+
+
+MCU_CHANNELS = 16
+"""Channels per emulated MCU in a wide rig (more do not fit the firmware's frame payload)."""
+
+
+def wide_demo_document(data_dir: Path, vibration_channels: int = 64) -> dict[str, Any]:
+    """The demo's pump-1 alone with more vibration channels, on emulated 16-channel MCUs (tests
+    and benches under load). Its first three channels are the demo's, so the demo bundle's
+    features are all still there."""
+    document = demo_config(data_dir, [], sms=False).model_dump(exclude_none=True)
+    pump = next(a for a in document["assets"] if a["name"] == "pump-1")
+    document["assets"] = [pump]
+    mcu = document["serial"][0]
+    mcu["emulate"]["channels"] = MCU_CHANNELS
+    count = -(-vibration_channels // MCU_CHANNELS)
+    document["serial"] = [{**mcu, "name": f"mcu{i}"} for i in range(count)]
+    accel = pump["channels"][0]
+    for n in range(3, vibration_channels):
+        m, c = divmod(n, MCU_CHANNELS)
+        source = {"serial": f"mcu{m}", "channel": c}
+        pump["channels"].append({**accel, "name": f"mcu{m}_ch{c}", "source": source})
+    return document

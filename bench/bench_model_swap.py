@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.app import run_appliance
 from appliance.config import ApplianceConfig, parse_config
-from appliance.demo import DEFAULT_BUNDLES, demo_config
+from appliance.demo import DEFAULT_BUNDLES, wide_demo_document
 from appliance.detect.bundle import MANIFEST_FILE
 from appliance.ota.archive import pack
 from appliance.ota.manager import RESULT_SUFFIX
@@ -44,16 +44,7 @@ BASELINE_S = 20.0
 
 
 def config_64(data_dir: Path, key: Ed25519PrivateKey) -> ApplianceConfig:
-    document = demo_config(data_dir, [], sms=False).model_dump(exclude_none=True)
-    pump = next(a for a in document["assets"] if a["name"] == ASSET)
-    document["assets"] = [pump]
-    mcu = document["serial"][0]
-    mcu["emulate"]["channels"] = 16
-    document["serial"] = [{**mcu, "name": f"mcu{i}"} for i in range(4)]
-    accel = pump["channels"][0]
-    for m, c in [(0, c) for c in range(3, 16)] + [(m, c) for m in (1, 2, 3) for c in range(16)]:
-        source = {"serial": f"mcu{m}", "channel": c}
-        pump["channels"].append({**accel, "name": f"mcu{m}_ch{c}", "source": source})
+    document = wide_demo_document(data_dir, vibration_channels=64)
     document["models"] = {
         "public_keys": [public_key_text(key.public_key())],
         "inbox_poll_s": 0.2,

@@ -22,28 +22,11 @@ from waiting import wait_until
 
 from appliance.app import run_appliance
 from appliance.config import ApplianceConfig, parse_config
-from appliance.demo import demo_config
+from appliance.demo import demo_config, wide_demo_document
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
 
 ASSET = "pump-1"
-
-
-def sixty_four_channels(data_dir: Path) -> dict[str, Any]:
-    """pump-1 of the demo with 61 more vibration channels: 64 at 1 kHz on four 16-channel MCUs
-    (the demo bundle's features are all still there)."""
-    document = demo_config(data_dir, [], sms=False).model_dump(exclude_none=True)
-    pump = next(a for a in document["assets"] if a["name"] == ASSET)
-    document["assets"] = [pump]
-    mcu = document["serial"][0]
-    mcu["emulate"]["channels"] = 16
-    document["serial"] = [{**mcu, "name": f"mcu{i}"} for i in range(4)]
-    accel = pump["channels"][0]
-    extra = [(0, c) for c in range(3, 16)] + [(m, c) for m in (1, 2, 3) for c in range(16)]
-    for m, c in extra:
-        source = {"serial": f"mcu{m}", "channel": c}
-        pump["channels"].append({**accel, "name": f"mcu{m}_ch{c}", "source": source})
-    return document
 
 
 class Run:
@@ -81,7 +64,7 @@ async def install(run: Run, inbox: Path, filename: str, data: bytes) -> dict[str
 
 async def test_swap_at_64_channels_loses_and_doubles_no_window(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    config = with_models(parse_config(sixty_four_channels(tmp_path), "<64>"), key)
+    config = with_models(parse_config(wide_demo_document(tmp_path), "<64>"), key)
     assert sum(len(a.channels) for a in config.assets) == 66  # 64 vibration + 2 slow
     inbox = tmp_path / "model-inbox"
     run = Run(config)
