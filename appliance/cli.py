@@ -258,6 +258,10 @@ def _check_config(args: argparse.Namespace) -> int:
         from appliance.sms.settings import sms_settings
 
         sms_settings(config.gateway.id, config.sms)  # the PIN file is readable
+    if config.models is not None:
+        from appliance.ota.manager import ota_settings
+
+        ota_settings(config.models, Path(config.store.path))  # the keys parse, files readable
     print(f"{args.config}: OK — {_describe(config)}")
     return 0
 
@@ -267,8 +271,16 @@ def _describe(config: ApplianceConfig) -> str:
     return (
         f"gateway {config.gateway.id}, {len(config.assets)} asset(s), {channels} channel(s), "
         f"{len(config.serial)} serial device(s), {len(config.i2c)} I2C bus(es), "
-        f"{_describe_sms(config)}, {_describe_uplink(config)}"
+        f"{_describe_sms(config)}, {_describe_uplink(config)}, {_describe_models(config)}"
     )
+
+
+def _describe_models(config: ApplianceConfig) -> str:
+    models = config.models
+    if models is None:
+        return "no model updates over the air"
+    keys = len(models.public_keys) + len(models.public_key_files)
+    return f"model updates over the air signed by {keys} key(s)"
 
 
 def _describe_sms(config: ApplianceConfig) -> str:

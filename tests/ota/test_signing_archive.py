@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ota_helpers import DEMO_BUNDLE, variant
+from ota_helpers import DEMO_BUNDLE, config_file, ota_config, variant
 
+from appliance.cli import main
 from appliance.config import parse_config
 from appliance.demo import demo_config
 from appliance.errors import BundleError, ConfigError
@@ -118,3 +119,16 @@ def test_models_config_needs_a_key_and_names_a_bad_one(tmp_path: Path) -> None:
     assert config.models is not None
     with pytest.raises(ConfigError, match=r"models.public_keys\[0\]: an Ed25519 public key"):
         ota_settings(config.models, tmp_path / "db")
+
+
+def test_check_config_reads_the_model_keys_and_names_a_bad_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = ota_config(tmp_path, Ed25519PrivateKey.generate())
+    assert main(["check-config", str(config_file(tmp_path / "good.toml", good))]) == 0
+    assert "model updates over the air signed by 1 key(s)" in capsys.readouterr().out
+    assert good.models is not None
+    bad_models = good.models.model_copy(update={"public_keys": ["!" * 44]})
+    bad = good.model_copy(update={"models": bad_models})
+    assert main(["check-config", str(config_file(tmp_path / "bad.toml", bad))]) == 2
+    assert "models.public_keys[0]" in capsys.readouterr().err
