@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import os
 import platform
@@ -40,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 from bench_pipeline import RATE, Stream, make_streams
+from bench_sms import emulated_modem
 
 import appliance.detect.stage as detect_stage
 from appliance import app
@@ -154,33 +154,6 @@ def bench_config(data_dir: Path, modem: Path) -> ApplianceConfig:
         },
     }
     return parse_config(document, "<bench>")
-
-
-@contextlib.asynccontextmanager
-async def emulated_modem(link: Path) -> AsyncIterator[asyncio.Queue[float]]:
-    """The emulator CLI on `link`; yields the times AT+CMGS lines arrived (monotonic)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "appliance.sms.emulator", "--link", str(link), "--fast",
-        "--commands", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert process.stdout is not None
-    await process.stdout.readline()  # "emulated SIM800 on ...": the symlink exists
-    stamps: asyncio.Queue[float] = asyncio.Queue()
-
-    async def collect() -> None:
-        assert process.stdout is not None
-        async for raw in process.stdout:
-            stamp, _, line = raw.decode().partition(" > ")
-            if line.startswith("AT+CMGS="):
-                stamps.put_nowait(float(stamp))
-
-    reading = asyncio.create_task(collect())
-    try:
-        yield stamps
-    finally:
-        process.terminate()
-        await process.wait()
-        await reading
 
 
 async def feed_samples(

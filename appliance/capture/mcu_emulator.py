@@ -19,7 +19,6 @@ import math
 import os
 import random
 import sys
-import tty
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from appliance.pty_device import close_pty, open_pty
 from firmware_bridge.codec import SampleFormat, encode_hello, encode_samples
 
 log = structlog.get_logger(__name__)
@@ -292,28 +292,14 @@ class EmulatedMcu:
 
     def open(self) -> None:
         """Create the pty (and the symlink): the device appears."""
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line editing: bytes pass untouched
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        if self.link_path is not None:
-            self.link_path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.link_path.with_name(self.link_path.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
-            temporary.symlink_to(os.ttyname(slave))
-            temporary.replace(self.link_path)
+        self._master, self._slave = open_pty(self.link_path)
 
     def close(self) -> None:
         """Remove the symlink and the pty: the device disappears."""
-        if self.link_path is not None:
-            self.link_path.unlink(missing_ok=True)
         if self._writer_loop is not None and self._master is not None:
             self._writer_loop.remove_writer(self._master)
             self._writer_loop = None
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
+        close_pty(self.link_path, self._master, self._slave)
         self._master = self._slave = None
         self._tx.clear()
 

@@ -31,7 +31,6 @@ import os
 import random
 import sys
 import time
-import tty
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 import structlog
 
 from appliance.logging import configure_logging
+from appliance.pty_device import close_pty, open_pty
 from appliance.sms.at import CME_ERRORS, CMS_ERRORS, ErrorCode, response_prefix, split_fields
 from appliance.sms.errors import PduError
 from appliance.sms.pdu import Encoding, Submit, decode_submit
@@ -268,29 +268,17 @@ class EmulatedModem:
             await asyncio.wait([responder])
 
     def _open_pty(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo or line editing by the kernel: the modem echoes
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        if self.link_path is not None:
-            self.link_path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.link_path.with_name(self.link_path.name + ".new")
-            temporary.unlink(missing_ok=True)
-            temporary.symlink_to(os.ttyname(slave))
-            temporary.replace(self.link_path)
+        master, self._slave = open_pty(self.link_path)  # the modem echoes, not the kernel
+        self._master = master
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(master, self._on_readable)
         self._responder = self._loop.create_task(self._respond_forever())
 
     def _close_pty(self) -> None:
-        if self.link_path is not None:
-            self.link_path.unlink(missing_ok=True)
         if self._loop is not None and self._master is not None:
             self._loop.remove_reader(self._master)
             self._loop.remove_writer(self._master)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
+        close_pty(self.link_path, self._master, self._slave)
         self._master = self._slave = None
         self._tx.clear()
         self._writing = False
