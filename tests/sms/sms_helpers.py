@@ -11,6 +11,8 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import waiting
+
 from appliance.sms.emulator import EmulatedModem, EmulatorSettings
 from appliance.sms.modem import ModemLink, ModemSettings, UrcHandler
 
@@ -45,13 +47,8 @@ def emulator_settings(**changes: object) -> EmulatorSettings:
 async def wait_until(
     predicate: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S
 ) -> None:
-    """Poll `predicate` until true; fail after `timeout_s` (a deadline, not a timing)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.005)
+    """tests/waiting.py's wait_until with the SMS tests' deadline."""
+    await waiting.wait_until(predicate, what, timeout_s)
 
 
 def symlink_target(path: Path) -> str | None:

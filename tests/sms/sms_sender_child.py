@@ -9,7 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sms_helpers
 
 from sms_helpers import FAST_LINK
 
