@@ -17,6 +17,7 @@ from typing import Any
 
 import aiomqtt
 import numpy as np
+import waiting
 from broker import Broker
 from waiting import cancel_and_wait
 
@@ -33,11 +34,8 @@ T0 = 1_767_225_600.0
 
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` after DEADLINE_S."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+    """tests/waiting.py's wait_until with the uplink tests' deadline."""
+    await waiting.wait_until(condition, what, DEADLINE_S)
 
 
 async def wait_for_value(
