@@ -185,8 +185,10 @@ class ModelManager:
         models = {}
         for asset in self._assets:
             slots = self.library.slots(asset)
+            active = slots.active
             model = self._first_loadable(asset, slots)
-            self.library.save_slots(asset, slots)
+            if slots.active != active:  # a bundle failed its checks: remember it
+                self.library.save_slots(asset, slots)
             if model is not None:
                 models[asset] = model
         return models
