@@ -6,6 +6,8 @@ and its Roll back button restores the model before."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,65 +35,68 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def test_live_page_shows_the_fault_and_refuses_ack_without_token(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's chromium, headless, driven by Playwright."""
     from playwright.async_api import async_playwright
 
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def test_live_page_shows_the_fault_and_refuses_ack_without_token(tmp_path: Path) -> None:
     artifacts = tmp_path / "screenshots"
     artifacts.mkdir()
     async with (
         running_rig(tmp_path, ["imbalance=0.2"]) as (url, _),
-        async_playwright() as pw,
+        chromium() as browser,
     ):
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            await page.goto(url)
-            score = page.locator('[data-asset="compressor-2"] .score-value')
-            await score.wait_for(timeout=WAIT_MS)
-            first = await score.text_content()
-            # Live: the same element shows another value later, without a reload.
-            await page.wait_for_function(
-                """first => {
-                    const el = document.querySelector('[data-asset="compressor-2"] .score-value');
-                    return el && el.textContent !== first;
-                }""",
-                arg=first,
-                timeout=WAIT_MS,
-            )
-            await page.wait_for_function(
-                """() => {
-                    const sel = '[data-asset="compressor-2"] polyline.score';
-                    const line = document.querySelector(sel);
-                    return line && line.getAttribute("points").split(" ").length >= 2;
-                }""",
-                timeout=WAIT_MS,
-            )
-            alert = page.locator('#open .alert[data-kind^="anomaly"]').first
-            await alert.wait_for(timeout=WAIT_MS)
-            await page.screenshot(path=artifacts / "desktop-1280x800.png", full_page=True)
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.goto(url)
+        score = page.locator('[data-asset="compressor-2"] .score-value')
+        await score.wait_for(timeout=WAIT_MS)
+        first = await score.text_content()
+        # Live: the same element shows another value later, without a reload.
+        await page.wait_for_function(
+            """first => {
+                const el = document.querySelector('[data-asset="compressor-2"] .score-value');
+                return el && el.textContent !== first;
+            }""",
+            arg=first,
+            timeout=WAIT_MS,
+        )
+        await page.wait_for_function(
+            """() => {
+                const sel = '[data-asset="compressor-2"] polyline.score';
+                const line = document.querySelector(sel);
+                return line && line.getAttribute("points").split(" ").length >= 2;
+            }""",
+            timeout=WAIT_MS,
+        )
+        alert = page.locator('#open .alert[data-kind^="anomaly"]').first
+        await alert.wait_for(timeout=WAIT_MS)
+        await page.screenshot(path=artifacts / "desktop-1280x800.png", full_page=True)
 
-            await page.locator("#open button.ack").first.click()
-            await page.wait_for_function(
-                "document.getElementById('ackresult').textContent.includes('refused (401)')",
-                timeout=WAIT_MS,
-            )
+        await page.locator("#open button.ack").first.click()
+        await page.wait_for_function(
+            "document.getElementById('ackresult').textContent.includes('refused (401)')",
+            timeout=WAIT_MS,
+        )
 
-            await page.set_viewport_size({"width": 390, "height": 844})
-            await page.screenshot(path=artifacts / "phone-390x844.png", full_page=True)
-            no_scroll = await page.evaluate(
-                "document.documentElement.scrollWidth <= window.innerWidth"
-            )
-            assert no_scroll, "the page scrolls sideways on a phone"
-        finally:
-            await browser.close()
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.screenshot(path=artifacts / "phone-390x844.png", full_page=True)
+        no_scroll = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert no_scroll, "the page scrolls sideways on a phone"
     for name in ("desktop-1280x800.png", "phone-390x844.png"):
         assert (artifacts / name).stat().st_size > 10_000
     print(f"screenshots in {artifacts}")
 
 
 async def test_model_upload_through_the_page(tmp_path: Path) -> None:
-    from playwright.async_api import async_playwright
-
     key = Ed25519PrivateKey.generate()
     bundles = tmp_path / "bundles"
     bundles.mkdir()
@@ -101,46 +106,40 @@ async def test_model_upload_through_the_page(tmp_path: Path) -> None:
     artifacts.mkdir()
     async with (
         running_rig(tmp_path / "rig", [], models_key=key) as (url, board),
-        async_playwright() as pw,
+        chromium() as browser,
     ):
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 390, "height": 844})
-            await page.goto(url)
-            model = page.locator('[data-model-asset="pump-1"] .model-id')
-            await model.wait_for(timeout=MODEL_WAIT_MS)
-            configured = await model.text_content()
-            await wait_until(lambda: board.asset("pump-1").scores >= 8, "windows for the canary")
-            await page.fill("#token", TOKEN)
+        page = await browser.new_page(viewport={"width": 390, "height": 844})
+        await page.goto(url)
+        model = page.locator('[data-model-asset="pump-1"] .model-id')
+        await model.wait_for(timeout=MODEL_WAIT_MS)
+        configured = await model.text_content()
+        await wait_until(lambda: board.asset("pump-1").scores >= 8, "windows for the canary")
+        await page.fill("#token", TOKEN)
 
-            await upload(page, bundles / "unsigned.tar", "refused (422): signature: unsigned")
-            assert await model.text_content() == configured
-            await upload(page, bundles / "ota-2.tar", "installed on pump-1: ota-2-")
-            await page.wait_for_function(
-                """() => document.querySelector('[data-model-asset="pump-1"] .model-id')
-                    .textContent.startsWith("ota-2-")""",
-                timeout=MODEL_WAIT_MS,
-            )
-            box = page.locator('[data-model-asset="pump-1"]')
-            assert "over the air" in (await box.text_content() or "")
-            await box.locator("button.rollback").wait_for(timeout=MODEL_WAIT_MS)
-            await page.locator("#outcomes .outcome.accepted").wait_for(timeout=MODEL_WAIT_MS)
-            await page.locator("#modelbox").screenshot(path=artifacts / "models-phone-390.png")
-            no_scroll = await page.evaluate(
-                "document.documentElement.scrollWidth <= window.innerWidth"
-            )
-            assert no_scroll, "the page scrolls sideways on a phone"
+        await upload(page, bundles / "unsigned.tar", "refused (422): signature: unsigned")
+        assert await model.text_content() == configured
+        await upload(page, bundles / "ota-2.tar", "installed on pump-1: ota-2-")
+        await page.wait_for_function(
+            """() => document.querySelector('[data-model-asset="pump-1"] .model-id')
+                .textContent.startsWith("ota-2-")""",
+            timeout=MODEL_WAIT_MS,
+        )
+        box = page.locator('[data-model-asset="pump-1"]')
+        assert "over the air" in (await box.text_content() or "")
+        await box.locator("button.rollback").wait_for(timeout=MODEL_WAIT_MS)
+        await page.locator("#outcomes .outcome.accepted").wait_for(timeout=MODEL_WAIT_MS)
+        await page.locator("#modelbox").screenshot(path=artifacts / "models-phone-390.png")
+        no_scroll = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert no_scroll, "the page scrolls sideways on a phone"
 
-            await box.locator("button.rollback").click()
-            await page.wait_for_function(
-                """configured => document.querySelector('[data-model-asset="pump-1"] .model-id')
-                    .textContent === configured""",
-                arg=configured,
-                timeout=MODEL_WAIT_MS,
-            )
-            assert "rolled back pump-1" in (await page.text_content("#modelresult") or "")
-        finally:
-            await browser.close()
+        await box.locator("button.rollback").click()
+        await page.wait_for_function(
+            """configured => document.querySelector('[data-model-asset="pump-1"] .model-id')
+                .textContent === configured""",
+            arg=configured,
+            timeout=MODEL_WAIT_MS,
+        )
+        assert "rolled back pump-1" in (await page.text_content("#modelresult") or "")
     assert (artifacts / "models-phone-390.png").stat().st_size > 10_000
     print(f"screenshot in {artifacts}")
 
