@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import reprlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
@@ -46,19 +47,50 @@ RECORD_KEYS: Final = {
 }
 NUMBER_TYPES: Final = frozenset({int, float})
 VALUE_TYPES: Final = frozenset({int, float, type(None)})
+CONTAINER_TYPES: Final = frozenset({list, dict})
+
+MAX_SEQ: Final = 2**53 - 1
+"""The highest seq, lo or hi a payload may carry: exact in a float64 and far inside SQLite's and
+PostgreSQL's 64-bit integers (at 1,000 records a second a gateway needs 285,000 years)."""
+MAX_PARTS: Final = 4096
+"""Parts of one range: one per (kind, asset), so 3 kinds of up to 1,365 assets."""
+MIN_TIME: Final = 0.0
+MAX_TIME: Final = 4_102_444_800.0
+"""Record times must lie in [1970-01-01, 2100-01-01) UTC: a gateway whose clock was never set
+still delivers, and no time overflows a database's timestamp."""
+MAX_PART_BYTES: Final = 16 * 1024 * 1024
+"""decode_part's default size limit; a gateway's max_message_bytes must stay below it."""
+MAX_JSON_DEPTH: Final = 16
+"""load_json's default nesting limit (a part nests 4 deep: object, records, record, values)."""
+PART_JSON_DEPTH: Final = 4
 
 
 # --- names and topics -------------------------------------------------------------------------
 
 
+def shown(value: object) -> str:
+    """A bounded repr of an outside value for an error message (never huge, never recursive)."""
+    return SHOWN.repr(value)
+
+
+def make_shown() -> reprlib.Repr:
+    shower = reprlib.Repr()
+    shower.maxstring = shower.maxother = shower.maxlong = 60
+    shower.maxlevel, shower.maxlist, shower.maxdict = 2, 4, 4
+    return shower
+
+
+SHOWN: Final = make_shown()
+
+
 def check_name(value: object, what: str) -> str:
     """A single topic level: a non-empty string without '/', '+', '#' or NUL."""
     if not isinstance(value, str) or not value:
-        raise SchemaError(f"{what} must be a non-empty string, not {value!r}", "bad_name")
+        raise SchemaError(f"{what} must be a non-empty string, not {shown(value)}", "bad_name")
     for forbidden in FORBIDDEN_IN_NAMES:
         if forbidden in value:
-            raise SchemaError(f"{what} {value!r} must not contain {forbidden!r}", "bad_name")
-    return value
+            raise SchemaError(f"{what} {shown(value)} must not contain {forbidden!r}", "bad_name")
+    return check_text(value, what)
 
 
 def check_prefix(prefix: object) -> str:
@@ -73,8 +105,10 @@ def check_prefix(prefix: object) -> str:
 
 
 def check_kind(kind: object, what: str = "kind") -> Kind:
-    if kind not in KINDS:
-        raise SchemaError(f"{what} must be one of {', '.join(KINDS)}, not {kind!r}", "bad_kind")
+    if type(kind) is not str or kind not in KINDS:
+        raise SchemaError(
+            f"{what} must be one of {', '.join(KINDS)}, not {shown(kind)}", "bad_kind"
+        )
     return kind  # type: ignore[return-value]
 
 
@@ -130,6 +164,32 @@ def parse_data_topic(topic: str) -> DataTopic:
 # --- parts ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PartHeader:
+    """What a part says about itself before its records: enough to account for it in its range
+    even when its records cannot be stored (PROTOCOL.md, "Refused parts")."""
+
+    gateway: str
+    lo: int
+    hi: int
+    part: int
+    parts: int
+    kind: Kind
+    asset: str
+
+    @property
+    def where(self) -> str:
+        return f"part {self.part}/{self.parts} of ({self.lo}, {self.hi}] from {self.gateway}"
+
+
+class RecordsError(SchemaError):
+    """A part whose header is valid (`header`) but whose records or other fields are not."""
+
+    def __init__(self, message: str, reason: str, header: PartHeader) -> None:
+        super().__init__(message, reason)
+        self.header = header
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Part:
     """One (kind, asset) slice of the range (lo, hi] of one gateway's outbox.
@@ -149,6 +209,11 @@ class Part:
 
     def topic(self, prefix: str) -> str:
         return data_topic(prefix, self.gateway, self.kind, self.asset)
+
+    @property
+    def header(self) -> PartHeader:
+        return PartHeader(self.gateway, self.lo, self.hi, self.part, self.parts, self.kind,
+                          self.asset)  # fmt: skip
 
     @property
     def where(self) -> str:
@@ -201,6 +266,8 @@ def check_range(lo: object, hi: object, where: str) -> tuple[int, int]:
     high = check_int(hi, f"{where}: hi")
     if low < 0 or high <= low:
         raise SchemaError(f"{where}: the range ({low}, {high}] must have 0 <= lo < hi")
+    if high > MAX_SEQ:
+        raise SchemaError(f"{where}: hi {high} is above the highest seq {MAX_SEQ}", "implausible")
     return low, high
 
 
@@ -216,7 +283,7 @@ def check_seq(seq: object, previous: int, hi: int, where: str) -> int:
 
 def check_int(value: object, what: str) -> int:
     if type(value) is not int:
-        raise SchemaError(f"{what} must be an integer, not {value!r}")
+        raise SchemaError(f"{what} must be an integer, not {shown(value)}")
     return value
 
 
@@ -273,7 +340,11 @@ def check_part_number(part: object, parts: object, where: str) -> None:
     number = check_int(part, f"{where}: part")
     count = check_int(parts, f"{where}: parts")
     if not 0 <= number < count:
-        raise SchemaError(f"{where}: part {number} of {count} must have 0 <= part < parts")
+        raise SchemaError(
+            f"{where}: part {shown(number)} of {shown(count)} must have 0 <= part < parts"
+        )
+    if count > MAX_PARTS:
+        raise SchemaError(f"{where}: parts {count} is above {MAX_PARTS}", "implausible")
 
 
 def encode_features(part: Part) -> tuple[list[list[str]], list[dict[str, Any]]]:
@@ -358,15 +429,48 @@ def refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def load_json(payload: bytes, where: str) -> dict[str, Any]:
-    """A JSON object from UTF-8 bytes; NaN/Infinity literals are refused ("bad_json")."""
+def load_json(
+    payload: bytes,
+    where: str,
+    *,
+    max_bytes: int | None = None,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> dict[str, Any]:
+    """A JSON object from UTF-8 bytes, for any bytes an outsider may send: refused with
+    SchemaError ("too_large", "too_deep", "bad_json") and never another exception. NaN/Infinity
+    literals are refused; a number too large for a float reads as an infinity or a big int, which
+    the field checks refuse."""
+    if max_bytes is not None and len(payload) > max_bytes:
+        raise SchemaError(f"{where}: {len(payload)} bytes, more than {max_bytes}", "too_large")
     try:
         body = json.loads(payload.decode("utf-8"), parse_constant=refuse_constant)
+    except RecursionError:
+        raise SchemaError(
+            f"{where}: JSON nested too deep to parse (at most {max_depth} levels)", "too_deep"
+        ) from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise SchemaError(f"{where}: not UTF-8 JSON: {exc}", "bad_json") from exc
+        raise SchemaError(f"{where}: not UTF-8 JSON: {exc}", "bad_json") from None
+    if json_depth(body, max_depth) > max_depth:
+        raise SchemaError(f"{where}: JSON nested deeper than {max_depth} levels", "too_deep")
     if not isinstance(body, dict):
         raise SchemaError(f"{where}: not a JSON object", "bad_json")
     return body
+
+
+def json_depth(value: object, limit: int) -> int:
+    """How deep a decoded JSON value nests (a scalar is 0, [] is 1), counted up to limit + 1.
+    Level by level, without recursion; lists of scalars are skipped at C speed."""
+    level: list[Any] = [value] if type(value) in CONTAINER_TYPES else []
+    depth = 0
+    while level and depth <= limit:
+        depth += 1
+        below: list[Any] = []
+        for container in level:
+            items: Iterable[Any] = container.values() if type(container) is dict else container
+            if not CONTAINER_TYPES.isdisjoint(map(type, items)):
+                below.extend(item for item in items if type(item) in CONTAINER_TYPES)
+        level = below
+    return depth
 
 
 def check_keys(body: Mapping[str, Any], expected: frozenset[str], where: str) -> None:
@@ -377,58 +481,80 @@ def check_keys(body: Mapping[str, Any], expected: frozenset[str], where: str) ->
     if missing:
         raise SchemaError(f"{where}: missing field(s) {', '.join(missing)}", "missing_field")
     if unknown:
-        raise SchemaError(f"{where}: unknown field(s) {', '.join(unknown)}", "unknown_field")
+        listed = ", ".join(shown(key) for key in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise SchemaError(f"{where}: unknown field(s) {listed}{more}", "unknown_field")
 
 
 def check_version(body: Mapping[str, Any], where: str) -> None:
     version = body.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise SchemaError(
-            f"{where}: v is {version!r}; this release reads v {PROTOCOL_VERSION}", "bad_version"
+            f"{where}: v is {shown(version)}; this release reads v {PROTOCOL_VERSION}",
+            "bad_version",
         )
 
 
-def decode_part(payload: bytes, topic: str) -> Part:
-    """Parse and check one part received on `topic`.
+def decode_part(payload: bytes, topic: str, max_bytes: int = MAX_PART_BYTES) -> Part:
+    """Parse and check one part received on `topic`; safe for any bytes.
 
-    Refused with SchemaError: a topic that is not a data topic ("bad_topic"), bytes that are not
-    a UTF-8 JSON object ("bad_json"), another protocol version ("bad_version"), a payload whose
-    gateway differs from the topic's ("gateway_mismatch") or whose kind or asset differ
-    ("topic_mismatch"), and any field that breaks the rules (the message names it).
+    Refused with SchemaError: a topic that is not a data topic ("bad_topic"), more than
+    `max_bytes` ("too_large"), bytes that are not a UTF-8 JSON object nesting at most 4 deep
+    ("bad_json", "too_deep"), another protocol version ("bad_version"), a payload whose gateway
+    differs from the topic's ("gateway_mismatch") or whose kind or asset differ
+    ("topic_mismatch"), a range or part number out of bounds ("implausible"). Once the header is
+    valid, every other refusal is a RecordsError carrying it: a time outside [MIN_TIME, MAX_TIME)
+    ("implausible"), text a database cannot store ("bad_text"), or any field that breaks the
+    rules (the message names it).
     """
     where_topic = parse_data_topic(topic)
     where = f"payload on {topic}"
-    body = load_json(payload, where)
+    body = load_json(payload, where, max_bytes=max_bytes, max_depth=PART_JSON_DEPTH)
+    header = decode_header(body, where_topic, where)
+    try:
+        return decode_body(body, header, where)
+    except SchemaError as exc:
+        raise RecordsError(str(exc), exc.reason, header) from None
+
+
+def decode_header(body: Mapping[str, Any], topic: DataTopic, where: str) -> PartHeader:
     check_version(body, where)
-    if body.get("gateway") != where_topic.gateway:
+    if body.get("gateway") != topic.gateway:
         raise SchemaError(
-            f"{where}: gateway {body.get('gateway')!r} does not match the topic's "
-            f"{where_topic.gateway!r}",
+            f"{where}: gateway {shown(body.get('gateway'))} does not match the topic's "
+            f"{topic.gateway!r}",
             "gateway_mismatch",
         )
-    if body.get("kind") != where_topic.kind or body.get("asset") != where_topic.asset:
+    if body.get("kind") != topic.kind or body.get("asset") != topic.asset:
         raise SchemaError(
-            f"{where}: kind/asset {body.get('kind')!r}/{body.get('asset')!r} do not match "
-            f"the topic's {where_topic.kind}/{where_topic.asset}",
+            f"{where}: kind/asset {shown(body.get('kind'))}/{shown(body.get('asset'))} do not "
+            f"match the topic's {topic.kind}/{topic.asset}",
             "topic_mismatch",
         )
-    check_keys(body, PART_KEYS[where_topic.kind], where)
+    missing = sorted(HEADER_KEYS - body.keys())
+    if missing:
+        raise SchemaError(f"{where}: missing field(s) {', '.join(missing)}", "missing_field")
     lo, hi = check_range(body["lo"], body["hi"], where)
     check_part_number(body["part"], body["parts"], where)
+    return PartHeader(topic.gateway, lo, hi, body["part"], body["parts"], topic.kind, topic.asset)
+
+
+def decode_body(body: Mapping[str, Any], header: PartHeader, where: str) -> Part:
+    check_keys(body, PART_KEYS[header.kind], where)
     part = Part(
-        gateway=where_topic.gateway,
-        lo=lo,
-        hi=hi,
-        part=body["part"],
-        parts=body["parts"],
-        kind=where_topic.kind,
-        asset=where_topic.asset,
-        records=decode_records(body, where_topic.kind, where_topic.asset, where),
+        gateway=header.gateway,
+        lo=header.lo,
+        hi=header.hi,
+        part=header.part,
+        parts=header.parts,
+        kind=header.kind,
+        asset=header.asset,
+        records=decode_records(body, header.kind, header.asset, where),
     )
     check_gap_rules(part, where)
-    previous = lo
+    previous = header.lo
     for index, (seq, _) in enumerate(part.records):
-        previous = check_seq(seq, previous, hi, f"{where}: records[{index}]")
+        previous = check_seq(seq, previous, header.hi, f"{where}: records[{index}]")
     return part
 
 
@@ -457,7 +583,7 @@ def decode_schemas(schemas: object, where: str) -> list[tuple[str, ...]]:
     for i, names in enumerate(schemas):
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise SchemaError(f"{where}: schemas[{i}] must be a list of strings")
-        decoded.append(tuple(names))
+        decoded.append(tuple(check_texts(names, f"{where}: schemas[{i}]")))
     return decoded
 
 
@@ -469,16 +595,61 @@ def record_fields(item: object, kind: str, where: str) -> tuple[dict[str, Any], 
     return item, check_int(item["seq"], f"{where}: seq"), check_time(item["t"], f"{where}: t")
 
 
+def finite_number(value: object, what: str) -> float:
+    """A JSON number as a finite float: not a bool, not 1e400 (read as inf), not an integer too
+    large for a float."""
+    if type(value) not in NUMBER_TYPES:
+        raise SchemaError(f"{what} must be a finite number, not {shown(value)}")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise SchemaError(
+            f"{what} must be a finite number, not an integer of {len(str(value))} digits"
+        ) from None
+    if not math.isfinite(number):
+        raise SchemaError(f"{what} must be a finite number, not {shown(value)}")
+    return number
+
+
 def check_time(value: object, what: str) -> float:
-    if type(value) not in NUMBER_TYPES or not math.isfinite(value):  # type: ignore[arg-type]
-        raise SchemaError(f"{what} must be a finite number, not {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    """UTC epoch seconds within [MIN_TIME, MAX_TIME)."""
+    number = finite_number(value, what)
+    if not MIN_TIME <= number < MAX_TIME:
+        raise SchemaError(
+            f"{what} {number} is outside 1970-01-01..2100-01-01 UTC "
+            f"({MIN_TIME:.0f} <= t < {MAX_TIME:.0f})",
+            "implausible",
+        )
+    return number
+
+
+def check_text(value: str, what: str) -> str:
+    """Text a database can encode: no lone surrogate (a JSON escape such as \\ud800 that is
+    not half of a pair; the gateway's encoder cannot write one either)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SchemaError(
+                f"{what} has a lone surrogate {shown(value[exc.start])} at character {exc.start}",
+                "bad_text",
+            ) from None
+    return value
+
+
+def check_texts(values: list[str], what: str) -> list[str]:
+    """check_text on each (one pass over the joined text in the common, clean case)."""
+    if "".join(values).isascii():
+        return values
+    for i, value in enumerate(values):
+        check_text(value, f"{what}[{i}]")
+    return values
 
 
 def check_str(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise SchemaError(f"{what} must be a string, not {value!r}")
-    return value
+        raise SchemaError(f"{what} must be a string, not {shown(value)}")
+    return check_text(value, what)
 
 
 def decode_feature(
@@ -487,23 +658,44 @@ def decode_feature(
     fields, seq, t = record_fields(item, "features", where)
     index = check_int(fields["schema"], f"{where}: schema")
     if not 0 <= index < len(schemas):
-        raise SchemaError(f"{where}: schema {index} is not an index into schemas")
+        raise SchemaError(f"{where}: schema {shown(index)} is not an index into schemas")
     names = schemas[index]
     values = fields["values"]
     if not isinstance(values, list) or len(values) != len(names):
         raise SchemaError(f"{where}: values must be a list of {len(names)} numbers or nulls")
     if not set(map(type, values)) <= VALUE_TYPES:
         bad = next(i for i, value in enumerate(values) if type(value) not in VALUE_TYPES)
-        raise SchemaError(f"{where}: values[{bad}] must be a number or null, not {values[bad]!r}")
-    array = np.array(values, dtype=np.float64)  # null -> NaN
+        raise SchemaError(
+            f"{where}: values[{bad}] must be a number or null, not {shown(values[bad])}"
+        )
+    try:
+        array = np.array(values, dtype=np.float64)  # null -> NaN
+    except OverflowError:  # an integer beyond float64
+        array = None
+    if array is None or bool(np.isinf(array).any()):
+        bad = first_not_finite(values)
+        finite_number(values[bad], f"{where}: values[{bad}]")  # raises, naming it
+    assert array is not None
     return seq, FeatureVector(asset=asset, window_end=t, names=names, values=array)
+
+
+def first_not_finite(values: list[Any]) -> int:
+    """The index of the first value that is neither null nor a finite float."""
+    for i, value in enumerate(values):
+        try:
+            if value is None or math.isfinite(float(value)):
+                continue
+        except OverflowError:
+            pass
+        return i
+    raise AssertionError("every value is finite or null")
 
 
 def decode_score(item: object, asset: str, where: str) -> SeqRecord:
     fields, seq, t = record_fields(item, "scores", where)
     anomalous = fields["anomalous"]
     if not isinstance(anomalous, bool):
-        raise SchemaError(f"{where}: anomalous must be true or false, not {anomalous!r}")
+        raise SchemaError(f"{where}: anomalous must be true or false, not {shown(anomalous)}")
     contributors = fields["contributors"]
     if not isinstance(contributors, list) or not all(isinstance(c, str) for c in contributors):
         raise SchemaError(f"{where}: contributors must be a list of strings")
@@ -514,29 +706,30 @@ def decode_score(item: object, asset: str, where: str) -> SeqRecord:
         error=number_or_nan(fields["error"], f"{where}: error"),
         threshold=number_or_nan(fields["threshold"], f"{where}: threshold"),
         anomalous=anomalous,
-        contributors=tuple(contributors),
+        contributors=tuple(check_texts(contributors, f"{where}: contributors")),
     )
     return seq, score
 
 
 def number_or_nan(value: object, what: str) -> float:
+    """A finite number, or NaN for null."""
     if value is None:
         return math.nan
     if type(value) not in NUMBER_TYPES:
-        raise SchemaError(f"{what} must be a number or null, not {value!r}")
-    return float(value)  # type: ignore[arg-type]
+        raise SchemaError(f"{what} must be a number or null, not {shown(value)}")
+    return finite_number(value, what)
 
 
 def decode_alert(item: object, asset: str, where: str) -> SeqRecord:
     fields, seq, t = record_fields(item, "alerts", where)
     severity = fields["severity"]
-    if severity not in SEVERITIES:
+    if type(severity) is not str or severity not in SEVERITIES:
         raise SchemaError(f"{where}: severity must be one of {', '.join(SEVERITIES)}")
     channel = fields["channel"]
     alert = Alert(
         asset=asset,
         t=t,
-        severity=severity,
+        severity=severity,  # type: ignore[arg-type]
         kind=check_str(fields["kind"], f"{where}: kind"),
         message=check_str(fields["message"], f"{where}: message"),
         channel=None if channel is None else check_str(channel, f"{where}: channel"),
@@ -617,6 +810,8 @@ def decode_status(payload: bytes) -> Status:
 __all__ = [
     "GAP_ASSET",
     "KINDS",
+    "MAX_PART_BYTES",
+    "MAX_SEQ",
     "OFFLINE",
     "ONLINE",
     "PROTOCOL_VERSION",
@@ -624,6 +819,8 @@ __all__ = [
     "DataTopic",
     "Kind",
     "Part",
+    "PartHeader",
+    "RecordsError",
     "SchemaError",
     "SeqRecord",
     "Status",
@@ -636,6 +833,7 @@ __all__ = [
     "encode_ack",
     "encode_part",
     "encode_status",
+    "load_json",
     "parse_data_topic",
     "shared_subscription",
     "split_range",
