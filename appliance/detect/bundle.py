@@ -21,6 +21,8 @@ import hashlib
 import json
 import math
 import os
+import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -40,6 +42,24 @@ SIGNATURE_FILE = "signature.ed25519"
 
 TFLITE_IDENTIFIER = b"TFL3"
 """FlatBuffer file identifier of a TFLite model, at bytes 4..8."""
+
+# Limits on what a manifest may hold: it arrives over the air, so every size is bounded before
+# anything is done with it (docs/MODELS.md).
+MAX_MANIFEST_BYTES = 2 * 1024 * 1024
+MAX_FEATURES = 10_000
+MAX_FEATURE_NAME_CHARS = 128
+MAX_JSON_DEPTH = 32
+MAX_TEXT_CHARS = 64
+"""Longest free text field checked by a pattern or a parser (times, rules)."""
+SHOWN_CHARS = 60
+"""How much of a refused value an error message repeats."""
+
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+VERSION_RULE = "1-40 letters, digits, '.', '_' or '-', starting with a letter or digit"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""An asset's name, as the config allows it."""
+FILE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+BUNDLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}-[0-9a-f]{12}")
 
 ThresholdRule = Literal["fixed", "adaptive"]
 
@@ -149,7 +169,7 @@ def load_bundle(path: Path) -> ModelBundle:
     if not path.is_dir():
         raise BundleError(f"{path}: not a bundle directory (missing or not a directory)")
     manifest_path = path / MANIFEST_FILE
-    manifest = Manifest.from_json(_read_text(manifest_path), str(manifest_path))
+    manifest = Manifest.from_json(_read_text(manifest_path, MAX_MANIFEST_BYTES), str(manifest_path))
     model_path = path / manifest.model_file
     model_bytes = _read_bytes(model_path)
     actual = sha256_hex(model_bytes)
@@ -190,6 +210,7 @@ def write_bundle(path: Path, manifest: Manifest, model_bytes: bytes) -> ModelBun
 
 def manifest_from_dict(raw: object, source: str) -> Manifest:
     """Validate a decoded manifest.json; errors read `<source>: <field>: <problem>`."""
+    _check_plain_json(raw, source)
     top = _Fields(raw, source, "")
     manifest_format = top.integer("format")
     if manifest_format != MANIFEST_FORMAT:
@@ -198,8 +219,8 @@ def manifest_from_dict(raw: object, source: str) -> Manifest:
     n = len(feature_names)
     manifest = Manifest(
         format=manifest_format,
-        asset=top.optional_string("asset"),
-        version=top.string("version"),
+        asset=top.optional_name("asset"),
+        version=top.version("version"),
         created_utc=top.utc_time("created_utc"),
         feature_names=feature_names,
         scaler_mean=top.number_list("scaler_mean", length=n),
@@ -277,7 +298,9 @@ class _Fields:
     def reject_unknown(self) -> None:
         unknown = sorted(set(self.raw) - self.seen)
         if unknown:
-            self.fail(unknown[0], f"unknown field (unknown: {', '.join(unknown)})")
+            shown = ", ".join(_shown_key(key) for key in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            self.fail(_shown_key(unknown[0]), f"unknown field (unknown: {shown}{more})")
 
     def child(self, key: str) -> _Fields:
         return _Fields(self.take(key), self.source, f"{self.prefix}{key}.")
@@ -291,15 +314,28 @@ class _Fields:
     def string(self, key: str) -> str:
         value = self.take(key)
         if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"must be a non-empty string, got {value!r}")
+            self.fail(key, f"must be a non-empty string, got {_shown(value)}")
         return str(value)
 
-    def optional_string(self, key: str) -> str | None:
-        return None if self.take(key) is None else self.string(key)
+    def optional_name(self, key: str) -> str | None:
+        if self.take(key) is None:
+            return None
+        value = self.string(key)
+        if not NAME_PATTERN.fullmatch(value):
+            self.fail(key, f"must be an asset name (1-64 letters, digits, '.', '_' or '-'), "
+                           f"got {_shown(value)}")  # fmt: skip
+        return value
+
+    def version(self, key: str) -> str:
+        """A strict pattern: the version is shown, compared and part of the bundle id."""
+        value = self.string(key)
+        if not VERSION_PATTERN.fullmatch(value):
+            self.fail(key, f"must be {VERSION_RULE}, got {_shown(value)}")
+        return value
 
     def utc_time(self, key: str) -> str:
         value = self.string(key)
-        if not _is_utc_iso_time(value):
+        if len(value) > MAX_TEXT_CHARS or not _is_utc_iso_time(value):
             self.fail(key, f"must be an ISO 8601 UTC time like 2026-01-31T12:00:00Z, got {value!r}")
         return value
 
@@ -308,27 +344,29 @@ class _Fields:
 
     def file_name(self, key: str) -> str:
         value = self.string(key)
-        if value in (".", "..") or "/" in value or "\\" in value:
-            self.fail(key, f"must be a plain file name inside the bundle, got {value!r}")
+        if not FILE_NAME_PATTERN.fullmatch(value) or value in (MANIFEST_FILE, SIGNATURE_FILE):
+            rule = f"1-100 letters, digits, '.', '_' or '-'; not {MANIFEST_FILE}"
+            self.fail(key, f"must be a plain file name inside the bundle ({rule}), got "
+                           f"{_shown(value)}")  # fmt: skip
         return value
 
     def sha256(self, key: str) -> str:
         value = self.string(key)
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            self.fail(key, f"must be 64 lowercase hex digits, got {value!r}")
+            self.fail(key, f"must be 64 lowercase hex digits, got {_shown(value)}")
         return value
 
     def integer(self, key: str, low: int | None = None, high: int | None = None) -> int:
         value = self.take(key)
         if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(key, f"must be an integer, got {_kind(value)} {value!r}")
+            self.fail(key, f"must be an integer, got {_kind(value)} {_shown(value)}")
         number = value
         if low is not None and high is not None and not low <= number <= high:
-            self.fail(key, f"must be in [{low}, {high}], got {number}")
+            self.fail(key, f"must be in [{low}, {high}], got {_shown(number)}")
         if low is not None and number < low:
-            self.fail(key, f"must be >= {low}, got {number}")
+            self.fail(key, f"must be >= {low}, got {_shown(number)}")
         if high is not None and number > high:
-            self.fail(key, f"must be <= {high}, got {number}")
+            self.fail(key, f"must be <= {high}, got {_shown(number)}")
         return number
 
     def number(
@@ -354,14 +392,20 @@ class _Fields:
         values = self._list(key)
         if not values:
             self.fail(key, "must name at least one feature")
+        if len(values) > MAX_FEATURES:
+            self.fail(key, f"{len(values)} names, more than {MAX_FEATURES}")
         names: list[str] = []
         for i, value in enumerate(values):
             if not isinstance(value, str) or not value.strip():
-                self.fail(f"{key}[{i}]", f"must be a non-empty string, got {value!r}")
+                self.fail(f"{key}[{i}]", f"must be a non-empty string, got {_shown(value)}")
+            if len(value) > MAX_FEATURE_NAME_CHARS or not value.isprintable():
+                self.fail(f"{key}[{i}]", f"must be at most {MAX_FEATURE_NAME_CHARS} printable "
+                                         f"characters, got {_shown(value)}")  # fmt: skip
             names.append(value)
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
         if duplicates:
-            self.fail(key, f"names must be unique, repeated: {', '.join(duplicates)}")
+            shown = ", ".join(duplicates[:5]) + (" ..." if len(duplicates) > 5 else "")
+            self.fail(key, f"names must be unique, repeated: {shown}")
         return tuple(names)
 
     def _list(self, key: str) -> list[object]:
@@ -379,8 +423,11 @@ def _checked_number(
     fail: Callable[[str], NoReturn],
 ) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
-        fail(f"must be a number, got {_kind(value)} {value!r}")
-    number = float(value)
+        fail(f"must be a number, got {_kind(value)} {_shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond float range
+        fail(f"must be finite, got an integer of {len(str(value))} digits")
     if not math.isfinite(number):
         fail(f"must be finite, got {number}")
     if positive and number <= 0:
@@ -401,20 +448,61 @@ def _is_utc_iso_time(text: str) -> bool:
     return offset is not None and offset.total_seconds() == 0
 
 
+def _shown(value: object) -> str:
+    """The value as an error repeats it: repr (escapes control characters and lone
+    surrogates), cut to SHOWN_CHARS."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**SHOWN_CHARS:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def _shown_key(key: str) -> str:
+    text = repr(key)[1:-1]
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
 def _kind(value: object) -> str:
     names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), type(value).__name__)
 
 
 def _parse_json(text: str, source: str) -> object:
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{source}: {len(text)} characters, more than {MAX_MANIFEST_BYTES}")
     try:
-        return json.loads(
+        value = json.loads(
             text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicate_keys
         )
     except json.JSONDecodeError as exc:
         raise BundleError(f"{source}: not valid JSON: {exc}") from exc
-    except ValueError as exc:
+    except ValueError as exc:  # also integers of more than 4300 digits
         raise BundleError(f"{source}: {exc}") from exc
+    except RecursionError:
+        raise BundleError(f"{source}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    return value
+
+
+def _check_plain_json(value: object, source: str) -> None:
+    """At most MAX_JSON_DEPTH levels (so nothing that walks it later recurses too deep), and
+    no lone surrogate in any string (it could not be written out as UTF-8 again)."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BundleError(f"{source}: nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BundleError(
+                    f"{source}: a string holds a lone surrogate ({_shown(item)}), not text"
+                ) from None
 
 
 def _refuse_constant(name: str) -> object:
@@ -422,8 +510,7 @@ def _refuse_constant(name: str) -> object:
 
 
 def _refuse_duplicate_keys(pairs: Sequence[tuple[str, object]]) -> dict[str, object]:
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    repeated = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
     if repeated:
         raise ValueError(f"{repeated[0]}: field appears more than once")
     return dict(pairs)
@@ -434,15 +521,17 @@ def _check_tflite_header(model_bytes: bytes, source: str) -> None:
         raise BundleError(f"{source}: not a TFLite model (no TFL3 file identifier)")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limit: int) -> str:
     try:
-        return _read_bytes(path).decode("utf-8")
+        return _read_bytes(path, limit).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(f"{path}: not UTF-8 text: {exc}") from exc
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
     try:
+        if limit is not None and path.stat().st_size > limit:
+            raise BundleError(f"{path}: {path.stat().st_size} bytes, more than {limit}")
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise BundleError(f"{path}: missing file") from exc

@@ -362,6 +362,11 @@ def _add_publish(actions: Any) -> None:
     publish.add_argument("--client-key", metavar="FILE", help="its key, unless in --client-cert")
     publish.add_argument("--ca", metavar="FILE", help="CA that signed the broker's certificate")
     publish.add_argument("--prefix", default="appliance", help="topic prefix (default appliance)")
+    publish.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="install even if the bundle's version is older than the asset's active one",
+    )
     _add_wait(publish, 120.0, "the gateway's reply")
     publish.set_defaults(handler=_publish)
 
@@ -392,7 +397,9 @@ def _publish(args: argparse.Namespace) -> int:
     else:
         data = archive_bytes(args.bundle)
         what = publishable(data)
-        command = Command(command_id, "install_model", bundle=data)
+        command = Command(
+            command_id, "install_model", bundle=data, allow_downgrade=args.allow_downgrade
+        )
     topic = command_topic(settings.prefix, settings.gateway)
     print(f"publish {command.action} {command_id} to {topic}: {what}")
     if args.wait > 0:

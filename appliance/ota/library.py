@@ -1,8 +1,13 @@
 """Accepted bundles on the gateway's disk, and which one each asset uses.
 
-    <directory>/<asset>/<bundle id>/   manifest.json, model.tflite, signature.ed25519
-    <directory>/<asset>/slots.json     {"history": [ids, oldest first], "rolled_back": [ids]}
-    <directory>/.staging/              archives being checked (emptied at start)
+    <directory>/<asset>/<hash>/     manifest.json, model.tflite, signature.ed25519
+    <directory>/<asset>/slots.json  {"history": [ids, oldest first], "rolled_back": [ids]}
+    <directory>/.staging/           archives being checked (emptied at start)
+
+A bundle's directory is named by a hash of its id (`bundle_dir`), never by text a manifest
+carries, so no version can point outside the library. (Libraries from before named them by
+the id itself; `open` renames those.) Ids read from slots.json that are not bundle ids are
+dropped, loudly.
 
 The newest id in `history` is the active bundle; an empty history means the asset scores as its
 config says. A rollback moves the newest id to `rolled_back`, so the one before it (or the
@@ -10,6 +15,7 @@ configured model) takes over. Writes are atomic (temporary file, rename)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import structlog
 
+from appliance.detect.bundle import BUNDLE_ID_PATTERN
 from appliance.errors import BundleError
 
 log = structlog.get_logger(__name__)
@@ -50,26 +57,28 @@ class BundleLibrary:
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir()
+        for asset_dir in self.root.iterdir():
+            if asset_dir.is_dir() and not asset_dir.name.startswith("."):
+                self._rename_old_layout(asset_dir.name)
 
     def new_staging_dir(self) -> Path:
         return self.staging / uuid.uuid4().hex
 
     def bundle_dir(self, asset: str, bundle_id: str) -> Path:
-        return self.root / asset / bundle_id
+        return self.root / asset / dir_name(bundle_id)
 
     def slots(self, asset: str) -> Slots:
         path = self.root / asset / SLOTS_FILE
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            return Slots(
-                [str(i) for i in raw["history"]], [str(i) for i in raw.get("rolled_back", [])]
-            )
+            slots = Slots(_ids(raw["history"]), _ids(raw.get("rolled_back", [])))
         except FileNotFoundError:
             return Slots()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             # Unreadable: the asset falls back to its configured model, loudly.
             log.error("model_slots_unreadable", asset=asset, path=str(path), reason=str(exc))
             return Slots()
+        return slots
 
     def save_slots(self, asset: str, slots: Slots) -> None:
         path = self.root / asset / SLOTS_FILE
@@ -95,8 +104,35 @@ class BundleLibrary:
         """Forget all but the newest `keep` bundles of the history; delete unreferenced dirs."""
         slots.history = slots.history[-keep:]
         slots.rolled_back = slots.rolled_back[-ROLLED_BACK_KEPT:]
-        wanted = set(slots.history) | set(slots.rolled_back)
+        wanted = {dir_name(i) for i in slots.history + slots.rolled_back}
         for path in (self.root / asset).iterdir():
             if path.is_dir() and path.name not in wanted:
                 shutil.rmtree(path, ignore_errors=True)
         return slots
+
+    def _rename_old_layout(self, asset: str) -> None:
+        """Bundle directories named by their id (before hashes) get their hashed name."""
+        slots = self.slots(asset)
+        for bundle_id in slots.history + slots.rolled_back:
+            old, new = self.root / asset / bundle_id, self.bundle_dir(asset, bundle_id)
+            if old.is_dir() and not new.exists():
+                try:
+                    os.replace(old, new)
+                except OSError as exc:
+                    log.error("model_library_rename_failed", path=str(old), reason=str(exc))
+
+
+def dir_name(bundle_id: str) -> str:
+    """Where a bundle lives inside its asset's directory: a hash, safe whatever the id holds."""
+    return hashlib.sha256(bundle_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _ids(raw: object) -> list[str]:
+    """The bundle ids of a slots.json list; anything else is dropped with an error logged."""
+    if not isinstance(raw, list):
+        raise TypeError(f"expected a list of bundle ids, got {type(raw).__name__}")
+    ids = [i for i in raw if isinstance(i, str) and BUNDLE_ID_PATTERN.fullmatch(i)]
+    if len(ids) != len(raw):
+        log.error("model_slots_entries_dropped", dropped=len(raw) - len(ids),
+                  reason="not bundle ids (<version>-<12 hex digits>)")  # fmt: skip
+    return ids

@@ -4,7 +4,12 @@ Bundles arrive as archives from three places (the inbox directory, the uplink's 
 topic, an upload on the status page); `install` checks each (vetting.py), keeps it in the
 library, and hands the detect stage a swap it applies between two windows. `rollback` (the CLI,
 the page, or a model failing its probation) restores the bundle before, or the configured model.
-Model changes are serialised by one lock, so two arrivals never interleave."""
+Model changes are serialised by one lock, so two arrivals never interleave.
+
+Whatever arrives, the outcome is an `Outcome`: a check that fails, and any exception of any type
+while checking (a bug, an input nobody foresaw), ends as a refusal with a reason, counted,
+logged, shown and answered; nothing a sender sends can end the manager's task. The checks,
+unpacking and the canary run on a daemon thread with a time budget, never on the event loop."""
 
 from __future__ import annotations
 
@@ -14,12 +19,13 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -35,13 +41,20 @@ from appliance.detect.assets import (
 )
 from appliance.detect.scorer import AssetDetector, BundleModel, build_threshold
 from appliance.errors import ApplianceError, BundleError, ConfigError
-from appliance.ota.archive import SUFFIX, unpack
+from appliance.ota.archive import MAX_ARCHIVE_BYTES, SUFFIX
 from appliance.ota.library import BundleLibrary, Slots
 from appliance.ota.signing import parse_public_key
-from appliance.ota.vetting import CanaryResult, CanarySettings, check_bundle, run_canary
+from appliance.ota.vetting import (
+    CanaryResult,
+    CanarySettings,
+    check_bundle,
+    check_newer,
+    run_canary,
+    stage_signed,
+)
 from appliance.status import StatusBoard
 from appliance.store import Store
-from appliance.uplink.commands import Command
+from appliance.uplink.commands import Command, RefusedCommand
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +62,13 @@ LOCK_FILE = ".lock"
 REQUEST_SUFFIX = ".request"
 RESULT_SUFFIX = ".result.json"
 OUTCOMES_KEPT = 20
+CHECK_BUDGET_S = 120.0
+"""Longest the checks of one bundle (or its canary) may take before it is refused."""
+MAX_REQUEST_BYTES = 64 * 1024
+SHOWN_CHARS = 200
+"""How much of an unexpected exception's text a refusal repeats."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,7 +76,7 @@ class Outcome:
     """What became of one install or rollback; shown on the page, answered over MQTT/HTTP."""
 
     accepted: bool
-    action: Literal["install", "rollback"]
+    action: Literal["install", "rollback", "command"]
     source: str
     asset: str | None
     model: str | None
@@ -78,6 +98,7 @@ class OtaSettings:
     probation_min_windows: int
     probation_max_alarm_fraction: float
     keep_bundles: int
+    check_budget_s: float = CHECK_BUDGET_S
 
 
 def ota_settings(models: ModelsConfig, store_path: Path) -> OtaSettings:
@@ -88,7 +109,7 @@ def ota_settings(models: ModelsConfig, store_path: Path) -> OtaSettings:
     for path in models.public_key_files:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (a binary file)
             raise ConfigError(f"models.public_key_files: cannot read {path}: {exc}") from None
         keys.append(_key(text, f"models.public_key_files: {path}"))
     here = store_path.parent
@@ -155,6 +176,8 @@ class ModelManager:
         self._failed_probations: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._lock_file: int | None = None
         self._inbox_seen: dict[Path, tuple[int, int]] = {}
+        self._inbox_stuck: dict[Path, tuple[int, int]] = {}
+        """Files that could not be moved out of the inbox (left alone until they change)."""
 
     # --- life -----------------------------------------------------------------------------
 
@@ -202,7 +225,10 @@ class ModelManager:
             except BundleError as exc:
                 log.error("installed_model_refused", asset=asset, model=slots.active,
                           reason=str(exc))  # fmt: skip
-                slots.rolled_back.append(slots.history.pop())
+            except Exception as exc:  # whatever is on disk must not stop every start
+                log.error("installed_model_refused", asset=asset, model=slots.active,
+                          reason=_unexpected(exc, "library"))  # fmt: skip
+            slots.rolled_back.append(slots.history.pop())
         return None
 
     def attach(self, scorings: dict[str, AssetScoring]) -> None:
@@ -216,11 +242,14 @@ class ModelManager:
             group.create_task(self._watch_inbox())
             group.create_task(self._roll_back_failed_probations())
 
-    async def handle_command(self, command: Command) -> dict[str, Any]:
-        """An install or rollback that arrived on the uplink's command topic."""
-        source = f"mqtt:{command.id}"
-        if command.action == "install_model" and command.bundle is not None:
-            outcome = await self.install(command.bundle, source)
+    async def handle_command(self, command: Command | RefusedCommand) -> dict[str, Any]:
+        """An install or rollback that arrived on the uplink's command topic (or a payload
+        there that is not a command: its refusal is recorded like any other)."""
+        source = f"mqtt:{command.id or '?'}"
+        if isinstance(command, RefusedCommand):
+            outcome = self._record(Outcome(False, "command", source, None, None, command.reason))
+        elif command.action == "install_model" and command.bundle is not None:
+            outcome = await self.install(command.bundle, source, command.allow_downgrade)
         elif command.asset is not None:
             outcome = await self.rollback(command.asset, "rollback requested over MQTT", source)
         else:
@@ -233,26 +262,53 @@ class ModelManager:
 
     # --- install --------------------------------------------------------------------------
 
-    async def install(self, archive: bytes, source: str) -> Outcome:
+    async def install(self, archive: bytes, source: str, allow_downgrade: bool = False) -> Outcome:
+        """Check and install one bundle archive; never raises (but a cancellation): every
+        failure is a refused Outcome."""
         async with self._lock:
             staged = self.library.new_staging_dir()
             try:
-                outcome = await self._install(archive, staged, source)
+                outcome = await self._install(archive, staged, source, allow_downgrade)
             except (ApplianceError, ValueError) as exc:
                 outcome = Outcome(False, "install", source, None, None, str(exc))
+            except Exception as exc:
+                outcome = Outcome(False, "install", source, None, None, _unexpected(exc, source))
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
             return self._record(outcome)
 
-    async def _install(self, archive: bytes, staged: Path, source: str) -> Outcome:
-        unpack(archive, staged)
-        model = check_bundle(staged, self.settings.keys, self._feature_names, self._backends)
+    async def _install(
+        self, archive: bytes, staged: Path, source: str, allow_downgrade: bool
+    ) -> Outcome:
+        if len(archive) > MAX_ARCHIVE_BYTES:  # before any copy to a thread
+            raise BundleError(f"archive: {len(archive)} bytes, more than {MAX_ARCHIVE_BYTES}")
+        model = await self._off_loop(lambda: self._vet(archive, staged), "checks", staged)
         asset = model.bundle.manifest.asset
         assert asset is not None
         try:
+            self._check_newer(asset, model, allow_downgrade)
             return await self._canary_and_swap(model, asset, staged, source)
         except BundleError as exc:
             return Outcome(False, "install", source, asset, model.model_id, str(exc))
+
+    def _vet(self, archive: bytes, staged: Path) -> BundleModel:
+        """On the checks' thread: unpack what the signature covers, then every check."""
+        stage_signed(archive, staged, self.settings.keys)
+        return check_bundle(staged, self.settings.keys, self._feature_names, self._backends)
+
+    def _check_newer(self, asset: str, model: BundleModel, allow_downgrade: bool) -> None:
+        active = self.library.slots(asset).active
+        if active is None or allow_downgrade:  # no bundle over the air yet: any version
+            return
+        check_newer(model.bundle.manifest.version, version_of(active), asset)
+
+    async def _off_loop(self, work: Callable[[], T], what: str, staged: Path) -> T:
+        budget = self.settings.check_budget_s
+        cleanup = lambda: shutil.rmtree(staged, ignore_errors=True)  # noqa: E731
+        try:
+            return await in_daemon_thread(work, budget, on_abandoned=cleanup)
+        except TimeoutError:
+            raise BundleError(f"{what}: took longer than {budget:g} s; refused") from None
 
     async def _canary_and_swap(
         self, model: BundleModel, asset: str, staged: Path, source: str
@@ -261,7 +317,9 @@ class ModelManager:
         if scoring.detector is not None and scoring.detector.model.model_id == model.model_id:
             raise BundleError(f"already active: {asset} scores with {model.model_id}")
         windows = await self._store.recent_normal_features(asset, self.settings.canary.windows)
-        canary = run_canary(model, windows, self.settings.canary)
+        canary = await self._off_loop(
+            lambda: run_canary(model, windows, self.settings.canary), "canary", staged
+        )
         bundle_id = model.bundle.bundle_id
         kept = self.library.keep(staged, asset, bundle_id)
         model.bundle = replace(model.bundle, path=kept)
@@ -300,12 +358,15 @@ class ModelManager:
             try:
                 outcome = await self._rollback(asset, reason, source)
             except (ApplianceError, ValueError) as exc:
-                outcome = Outcome(False, "rollback", source, asset, None, str(exc))
+                outcome = Outcome(False, "rollback", source, None, None, str(exc))
+            except Exception as exc:
+                outcome = Outcome(False, "rollback", source, None, None, _unexpected(exc, source))
             return self._record(outcome)
 
     async def _rollback(self, asset: str, reason: str, source: str) -> Outcome:
         if asset not in self._assets:
-            raise BundleError(f"no asset {asset!r} (this gateway has {', '.join(self._assets)})")
+            shown = repr(asset) if len(asset) <= 64 else f"{asset[:40]!r}..."
+            raise BundleError(f"no asset {shown} (this gateway has {', '.join(self._assets)})")
         slots = self.library.slots(asset)
         if slots.active is None:
             raise BundleError(
@@ -341,7 +402,10 @@ class ModelManager:
     async def _watch_inbox(self) -> None:
         while True:
             for path in self._ready_in_inbox():
-                await self._take_from_inbox(path)
+                try:
+                    await self._take_from_inbox(path)
+                except Exception as exc:  # never the end of the watch (install never raises)
+                    log.error("inbox_failed", path=str(path), reason=_unexpected(exc, "inbox"))
             await asyncio.sleep(self.settings.inbox_poll_s)
 
     def _ready_in_inbox(self) -> list[Path]:
@@ -354,6 +418,8 @@ class ModelManager:
                     continue
                 info = path.stat()
                 seen[path] = (info.st_size, info.st_mtime_ns)
+                if self._inbox_stuck.get(path) == seen[path]:
+                    continue
                 if self._inbox_seen.get(path) == seen[path]:
                     ready.append(path)
         self._inbox_seen = seen
@@ -362,34 +428,47 @@ class ModelManager:
     async def _take_from_inbox(self, path: Path) -> None:
         source = f"inbox:{path.name}"
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            data = await asyncio.to_thread(_read_limited, path, MAX_ARCHIVE_BYTES)
         except OSError as exc:
             log.warning("inbox_unreadable", path=str(path), reason=str(exc))
             return
-        if path.suffix == SUFFIX:
+        if data is None:
+            problem = f"archive: more than {MAX_ARCHIVE_BYTES} bytes"
+            outcome = self._record(Outcome(False, "install", source, None, None, problem))
+        elif path.suffix == SUFFIX:
             outcome = await self.install(data, source)
         else:
             outcome = await self._request(data, source)
+        self._file_away(path, outcome)
+
+    def _file_away(self, path: Path, outcome: Outcome) -> None:
+        """Move the file to done/ or refused/ with its outcome beside it; if that fails it is
+        remembered, so the same file is not taken again and again."""
         done = self.settings.inbox / ("done" if outcome.accepted else "refused")
-        done.mkdir(exist_ok=True)
-        with contextlib.suppress(OSError):
+        self._inbox_seen.pop(path, None)
+        try:
+            done.mkdir(exist_ok=True)
             os.replace(path, done / path.name)
             (done / (path.name + RESULT_SUFFIX)).write_text(json.dumps(outcome.to_dict()) + "\n")
-        self._inbox_seen.pop(path, None)
+        except OSError as exc:
+            log.error("inbox_file_not_moved", path=str(path), to=str(done), reason=str(exc))
+            with contextlib.suppress(OSError):
+                info = path.stat()
+                self._inbox_stuck[path] = (info.st_size, info.st_mtime_ns)
 
     async def _request(self, data: bytes, source: str) -> Outcome:
         """A `<name>.request` file: {"action": "rollback", "asset": "...", "reason": "..."}
         (written by `appliance model rollback`)."""
+        problem = 'a request must be JSON {"action": "rollback", "asset": ...}'
         try:
-            request = json.loads(data)
+            request: Any = json.loads(data) if len(data) <= MAX_REQUEST_BYTES else None
             asset, action = str(request["asset"]), request["action"]
-            reason = str(request.get("reason") or "rollback requested")
-        except (ValueError, KeyError, TypeError):
-            problem = 'a request must be JSON {"action": "rollback", "asset": ...}'
+            reason = str(request.get("reason") or "rollback requested")[:SHOWN_CHARS]
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return self._record(Outcome(False, "rollback", source, None, None, problem))
         if action != "rollback":
-            return self._record(Outcome(False, "rollback", source, asset, None,
-                                        f"unknown action {action!r}"))  # fmt: skip
+            return self._record(Outcome(False, "rollback", source, None, None,
+                                        f"unknown action {str(action)[:40]!r}"))  # fmt: skip
         return await self.rollback(asset, reason, source)
 
     # --- helpers --------------------------------------------------------------------------
@@ -445,3 +524,58 @@ class ModelManager:
             self._board.asset(asset).model = describe_scoring(
                 scoring, self._board.asset(asset).model
             )
+
+
+def version_of(bundle_id: str) -> str:
+    """The version part of a bundle id (`<version>-<12 hex digits>`)."""
+    return bundle_id.rsplit("-", 1)[0]
+
+
+def _unexpected(exc: Exception, where: str) -> str:
+    """The refusal for an exception no check foresaw: logged with its traceback (a bug to
+    fix), answered with its type and a short text."""
+    log.error("model_check_crashed", where=where, exc_info=exc)
+    text = str(exc)
+    text = text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+    return f"refused: the checks failed unexpectedly ({type(exc).__name__}: {text})"
+
+
+def _read_limited(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None if it holds more than `limit` (only limit + 1 are read)."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+async def in_daemon_thread(
+    work: Callable[[], T], budget_s: float, on_abandoned: Callable[[], None]
+) -> T:
+    """`work()` on a daemon thread: the event loop stays free, and a stop never waits for it.
+    TimeoutError after `budget_s`; the thread then finishes unseen and `on_abandoned` runs
+    (on the loop) when it does."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # abandoned: nobody waits for this result
+            on_abandoned()
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = work(), None
+        except BaseException as exc:  # handed to the waiting task, whatever it is
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="model-checks", daemon=True).start()
+    try:
+        async with asyncio.timeout(budget_s):
+            return await asyncio.shield(future)
+    finally:
+        if not future.done():
+            future.cancel()

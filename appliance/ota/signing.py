@@ -22,6 +22,7 @@ from appliance.errors import BundleError
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+MAX_SIGNATURE_TEXT_BYTES = 1024
 
 
 def generate_key(private_path: Path) -> str:
@@ -87,13 +88,21 @@ def verify_signature(bundle_dir: Path, keys: Sequence[Ed25519PublicKey]) -> int:
     signature_path = bundle_dir / SIGNATURE_FILE
     if not signature_path.exists():
         raise BundleError(f"unsigned: the bundle has no {SIGNATURE_FILE}")
+    return verify_manifest(_read(bundle_dir / MANIFEST_FILE), _read(signature_path), keys)
+
+
+def verify_manifest(
+    manifest: bytes, signature_text: bytes, keys: Sequence[Ed25519PublicKey]
+) -> int:
+    """`verify_signature` on the two files' bytes (an archive's, before anything is unpacked)."""
+    if len(signature_text) > MAX_SIGNATURE_TEXT_BYTES:
+        raise BundleError(f"{SIGNATURE_FILE}: {len(signature_text)} bytes, expected one line")
     try:
-        signature = base64.b64decode(_read(signature_path).strip(), validate=True)
+        signature = base64.b64decode(signature_text.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise BundleError(f"{SIGNATURE_FILE}: not base64") from None
     if len(signature) != SIGNATURE_BYTES:
         raise BundleError(f"{SIGNATURE_FILE}: {len(signature)} bytes, expected {SIGNATURE_BYTES}")
-    manifest = _read(bundle_dir / MANIFEST_FILE)
     for index, key in enumerate(keys):
         try:
             key.verify(signature, manifest)

@@ -4,6 +4,7 @@ with a reason that says which check and what is wrong."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,20 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance.detect.bundle import ModelBundle, load_bundle
+from appliance.detect.bundle import (
+    MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
+    SIGNATURE_FILE,
+    Manifest,
+    ModelBundle,
+    load_bundle,
+    sha256_hex,
+)
 from appliance.detect.runtime import open_runtime
 from appliance.detect.scorer import BundleModel, model_column_order
 from appliance.errors import BundleError
-from appliance.ota.signing import verify_signature
+from appliance.ota.archive import MAX_ARCHIVE_BYTES, BundleArchive
+from appliance.ota.signing import MAX_SIGNATURE_TEXT_BYTES, verify_manifest, verify_signature
 from appliance.records import FeatureVector, FloatArray
 
 
@@ -44,6 +54,50 @@ class CanaryResult:
         )
 
 
+def stage_signed(data: bytes, dest: Path, keys: Sequence[Ed25519PublicKey]) -> None:
+    """Unpack an archive into the new directory `dest`, trusting nothing before it is checked:
+    the headers first (archive), then the signature over the manifest (signature), then the
+    manifest itself (bundle); only then is the model read, with a byte budget, and checked
+    against its hash. Only the three files the signed manifest names are ever written."""
+    with BundleArchive(data) as archive:
+        if SIGNATURE_FILE not in archive.members:
+            raise BundleError(f"signature: unsigned: the bundle has no {SIGNATURE_FILE}")
+        if MANIFEST_FILE not in archive.members:
+            raise BundleError(f"bundle: {MANIFEST_FILE}: missing from the archive")
+        manifest_bytes = archive.read(MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        try:
+            signature = archive.read(SIGNATURE_FILE, MAX_SIGNATURE_TEXT_BYTES)
+            verify_manifest(manifest_bytes, signature, keys)
+        except BundleError as exc:
+            raise BundleError(f"signature: {exc}") from exc
+        manifest = _manifest(manifest_bytes)
+        expected = {MANIFEST_FILE, SIGNATURE_FILE, manifest.model_file}
+        for name in archive.names:
+            if name not in expected:
+                raise BundleError(f"archive: {name} is not a file the signed manifest names")
+        if manifest.model_file not in archive.members:
+            raise BundleError(f"bundle: {manifest.model_file}: missing from the archive")
+        model = archive.read(manifest.model_file, MAX_ARCHIVE_BYTES)
+    if sha256_hex(model) != manifest.model_sha256:
+        raise BundleError(
+            f"bundle: {manifest.model_file}: sha256 {sha256_hex(model)} does not match "
+            f"model_sha256 {manifest.model_sha256} in {MANIFEST_FILE}"
+        )
+    dest.mkdir(parents=True)
+    (dest / MANIFEST_FILE).write_bytes(manifest_bytes)
+    (dest / SIGNATURE_FILE).write_bytes(signature)
+    (dest / manifest.model_file).write_bytes(model)
+
+
+def _manifest(data: bytes) -> Manifest:
+    try:
+        return Manifest.from_json(data.decode("utf-8"), MANIFEST_FILE)
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"bundle: {MANIFEST_FILE}: not UTF-8 text: {exc}") from None
+    except BundleError as exc:
+        raise BundleError(f"bundle: {exc}") from exc
+
+
 def check_bundle(
     bundle_dir: Path,
     keys: Sequence[Ed25519PublicKey],
@@ -67,6 +121,28 @@ def check_bundle(
     except BundleError as exc:
         raise BundleError(f"runtime: {without_staging_path(exc, bundle_dir)}") from exc
     return BundleModel(bundle, runtime)
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order: runs of digits compare as numbers, anything else character by character,
+    and a number sorts before text at the same place (2026.9 < 2026.10 < 2026.10.1)."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.findall(r"[0-9]+|[^0-9]+", version)
+    )
+
+
+def check_newer(version: str, active: str, asset: str) -> None:
+    """A bundle over the air must be newer than the asset's active one (docs/MODELS.md)."""
+    if version_key(version) > version_key(active):
+        return
+    relation = (
+        "the same version as" if version_key(version) == version_key(active) else ("older than")
+    )
+    raise BundleError(
+        f"version: {version} is {relation} the active {active} of {asset}; roll back to go "
+        "back, or send it with allow_downgrade (appliance model publish --allow-downgrade)"
+    )
 
 
 def check_asset(bundle: ModelBundle, feature_names: Mapping[str, tuple[str, ...]]) -> str:

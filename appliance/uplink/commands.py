@@ -29,6 +29,9 @@ log = structlog.get_logger(__name__)
 Action = Literal["install_model", "rollback_model"]
 ACTIONS: Final = ("install_model", "rollback_model")
 MAX_ID_CHARS = 64
+MAX_COMMAND_BYTES = 12 * 1024 * 1024
+"""An 8 MiB bundle archive in base64 (10.7 MiB) and the rest of the command."""
+FIELDS: Final = frozenset({"v", "id", "action", "bundle", "asset", "allow_downgrade"})
 
 
 def command_topic(prefix: str, gateway: str) -> str:
@@ -47,24 +50,44 @@ class Command:
     """install_model: the bundle archive (appliance/ota/archive.py)."""
     asset: str | None = None
     """rollback_model: the asset whose model is rolled back."""
+    allow_downgrade: bool = False
+    """install_model: install even if the bundle's version is older than the active one."""
 
 
-CommandHandler = Callable[[Command], Awaitable[dict[str, Any]]]
-"""Carries out a command; returns the outcome (JSON-ready) for the reply."""
+@dataclass(frozen=True)
+class RefusedCommand:
+    """A payload on the command topic that is not a command: the handler records the refusal
+    (counted and shown like any other) and its answer is sent when the id could be read."""
+
+    id: str | None
+    reason: str
+
+
+CommandHandler = Callable[[Command | RefusedCommand], Awaitable[dict[str, Any]]]
+"""Carries out a command (or records a refusal); returns the outcome (JSON-ready) for the
+reply."""
 
 
 async def answer(payload: bytes, handler: CommandHandler, gateway: str) -> bytes | None:
-    """The reply to one command payload; a command that does not decode is refused in the
-    reply when its id can be read, else only logged (nobody to answer)."""
+    """The reply to one command payload (None: its id could not be read, nobody to answer).
+    Raises nothing but a cancellation: a handler that fails is answered as a refusal, so no
+    payload can end the uplink's connection."""
+    command = read_command(payload)
+    if isinstance(command, RefusedCommand):
+        log.warning("command_refused", id=command.id, reason=command.reason)
     try:
-        command = decode_command(payload)
+        outcome = await handler(command)
+    except Exception as exc:
+        log.exception("command_failed", id=command.id)
+        outcome = {"accepted": False, "message": f"internal error: {type(exc).__name__}"}
+    if command.id is None:
+        return None
+    try:
+        return encode_reply(gateway, command.id, outcome)
     except SchemaError as exc:
-        log.warning("command_refused", reason=str(exc))
-        refused_id = command_id(payload)
-        if refused_id is None:
-            return None
-        return encode_reply(gateway, refused_id, {"accepted": False, "message": str(exc)})
-    return encode_reply(gateway, command.id, await handler(command))
+        log.error("command_reply_unencodable", id=command.id, reason=str(exc))
+        message = "the outcome could not be encoded as JSON (see the gateway's log)"
+        return encode_reply(gateway, command.id, {"accepted": False, "message": message})
 
 
 def encode_command(command: Command) -> bytes:
@@ -73,26 +96,79 @@ def encode_command(command: Command) -> bytes:
         body["bundle"] = base64.b64encode(command.bundle).decode("ascii")
     if command.asset is not None:
         body["asset"] = command.asset
+    if command.allow_downgrade:
+        body["allow_downgrade"] = True
     return dump_json(body, "command")
 
 
+def read_command(payload: bytes) -> Command | RefusedCommand:
+    """The command, or the refusal naming what is wrong (with the id when it can be read).
+    Total: whatever the payload holds, this returns."""
+    try:
+        body = _load(payload)
+    except SchemaError as exc:
+        return RefusedCommand(None, str(exc))
+    try:
+        return _command(body)
+    except SchemaError as exc:
+        return RefusedCommand(_readable_id(body), str(exc))
+    except Exception as exc:  # a check nobody expected to fail: still a refusal
+        log.exception("command_unreadable")
+        return RefusedCommand(_readable_id(body), f"command: unreadable ({type(exc).__name__})")
+
+
 def decode_command(payload: bytes) -> Command:
-    """SchemaError naming what is wrong (the gateway answers with it when it can read an id)."""
-    body = load_json(payload, "command")
+    """SchemaError naming what is wrong."""
+    command = read_command(payload)
+    if isinstance(command, RefusedCommand):
+        raise SchemaError(command.reason)
+    return command
+
+
+def _load(payload: bytes) -> dict[str, Any]:
+    if not isinstance(payload, bytes | bytearray):
+        raise SchemaError("command: the payload is not bytes", "bad_json")
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise SchemaError(
+            f"command: {len(payload)} bytes, more than {MAX_COMMAND_BYTES}", "too_big"
+        )
+    try:
+        return load_json(bytes(payload), "command")
+    except SchemaError:
+        raise
+    except RecursionError:
+        raise SchemaError("command: JSON nested too deeply", "bad_json") from None
+    except Exception as exc:  # the decoder's own limits, whatever they raise
+        raise SchemaError(
+            f"command: not a JSON object ({type(exc).__name__})", "bad_json"
+        ) from None
+
+
+def _command(body: dict[str, Any]) -> Command:
     check_version(body, "command")
     command_id = _id(body.get("id"))
+    unknown = sorted(str(key)[:MAX_ID_CHARS] for key in body.keys() - FIELDS)
+    if unknown:
+        raise SchemaError(f"command {command_id}: unknown field(s) {', '.join(unknown[:5])}")
     action = body.get("action")
     if action == "install_model":
-        return Command(command_id, "install_model", bundle=_bundle(body.get("bundle")))
+        return Command(
+            command_id,
+            "install_model",
+            bundle=_bundle(body.get("bundle")),
+            allow_downgrade=_flag(body.get("allow_downgrade", False), command_id),
+        )
     if action == "rollback_model":
-        return Command(command_id, "rollback_model", asset=check_name(body.get("asset"), "asset"))
+        asset = check_name(body.get("asset"), f"command {command_id}: asset")
+        if len(asset) > MAX_ID_CHARS:
+            raise SchemaError(f"command {command_id}: asset longer than {MAX_ID_CHARS}")
+        return Command(command_id, "rollback_model", asset=asset)
     raise SchemaError(f"command {command_id}: action must be one of {', '.join(ACTIONS)}")
 
 
-def command_id(payload: bytes) -> str | None:
-    """The id of a command that failed to decode, to address the refusal; None if unreadable."""
+def _readable_id(body: dict[str, Any]) -> str | None:
     try:
-        return _id(load_json(payload, "command").get("id"))
+        return _id(body.get("id"))
     except SchemaError:
         return None
 
@@ -121,6 +197,14 @@ def decode_reply(payload: bytes) -> Reply:
 def _id(value: object) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
         raise SchemaError(f"command id must be a string of 1-{MAX_ID_CHARS} characters")
+    if not value.isprintable() or not value.isascii():
+        raise SchemaError("command id must be printable ASCII")
+    return value
+
+
+def _flag(value: object, command_id: str) -> bool:
+    if not isinstance(value, bool):
+        raise SchemaError(f"command {command_id}: allow_downgrade must be true or false")
     return value
 
 
