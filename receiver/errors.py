@@ -13,8 +13,11 @@ class SettingsError(ReceiverError):
 
 class DatabaseError(ReceiverError):
     """The database failed. `transient`: worth retrying (locked, disk full, connection lost);
-    otherwise the database refused this data for good (it can never be inserted)."""
+    otherwise the database refused this data for good (it can never be inserted). `reason` is
+    the counter key of such a refusal ("db_refused", or "implausible" for a range too far above
+    the gateway's ack)."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
+    def __init__(self, message: str, *, transient: bool, reason: str = "db_refused") -> None:
         super().__init__(message)
         self.transient = transient
+        self.reason = reason

@@ -1,9 +1,12 @@
 """One receiver instance: MQTT shared subscription in, database transactions, acks out.
 
-Each data message is decoded (a bad one is counted by reason, logged with the topic and
-dropped), committed in one transaction (retried with backoff while the database fails
-transiently), and only then acknowledged to the broker (a manual PUBACK: a receiver that dies
-before committing gets the message again). Acks for the gateways go out through a small outbox
+Each data message is decoded, committed in one transaction (retried with backoff while the
+database fails transiently), and only then acknowledged to the broker (a manual PUBACK: a
+receiver that dies before committing gets the message again). A message that can never be stored
+(it does not decode, or the database refuses it for good) is refused: counted by reason, logged
+with the topic, kept in the dead_letters table and, if its header was valid, accounted in its
+range so the gateway's ack moves past it (PROTOCOL.md, "Refused parts"); then it is PUBACKed like
+any other, so the broker does not redeliver it. Acks for the gateways go out through a small outbox
 that keeps only the newest per gateway, so a burst of messages costs one publish per gateway; on
 every (re)subscription each known gateway's ack is announced again (PROTOCOL.md). The
 connection is retried with exponential backoff and jitter; this task owns that policy.
@@ -15,22 +18,27 @@ import asyncio
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiomqtt
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.uplink.schema import (
-    Part,
+    PartHeader,
+    RecordsError,
     SchemaError,
     ack_topic,
     decode_part,
     encode_ack,
+    parse_data_topic,
     shared_subscription,
 )
 from receiver.db import Database, IngestResult
+from receiver.db.database import Refusal
+from receiver.db.rows import DeadLetter
 from receiver.errors import DatabaseError, ReceiverError
 from receiver.settings import ReceiverSettings
 from receiver.stats import ReceiverStats
@@ -39,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 SUBSCRIBE_FAILED = 0x80
 DB_RETRY_MIN_S = 0.1
+T = TypeVar("T")
 
 
 @dataclass
@@ -167,7 +176,12 @@ class Receiver:
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             raise_if_cancelling()
-            await self.handle(message.topic.value, payload_bytes(message.payload))
+            topic, payload = message.topic.value, payload_bytes(message.payload)
+            try:
+                await self.handle(topic, payload)
+            except Exception:  # a bug of ours; one message must not end the fleet's receiver
+                self.stats.rejected["internal_error"] += 1
+                log.exception("receiver_handle_failed", topic=topic, payload_bytes=len(payload))
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
 
@@ -175,39 +189,75 @@ class Receiver:
         """Decode and commit one data message; None if it was refused."""
         self.stats.messages += 1
         try:
-            part = decode_part(payload, topic)
+            part = decode_part(payload, topic, self.settings.max_payload_bytes)
         except SchemaError as exc:
-            self._reject(exc.reason, topic, str(exc))
+            header = exc.header if isinstance(exc, RecordsError) else None
+            await self._refuse(topic, payload, exc.reason, str(exc), header)
             return None
-        result = await self._commit(part, topic)
-        if result is None:
+        except Exception as exc:  # a decoder bug: refused like bad input, never fatal
+            await self._refuse(topic, payload, "undecodable", describe_exception(exc), None)
+            return None
+        try:
+            result = await self._retrying(lambda: self.database.ingest(part, self._clock()))
+        except DatabaseError as exc:
+            await self._refuse(topic, payload, exc.reason, str(exc), part.header)
             return None
         self.stats.parts_committed += 1
         self.stats.records_inserted += result.inserted
         self.stats.duplicates_ignored += result.duplicates
-        ack = result.ack_to_publish
-        if ack is not None:
-            self._acks.put(part.gateway, ack)
+        self._note_ack(part.gateway, result)
         return result
 
-    async def _commit(self, part: Part, topic: str) -> IngestResult | None:
-        """Commit, retrying transient database failures; None if the database refused it."""
+    def _note_ack(self, gateway: str, result: IngestResult) -> None:
+        ack = result.ack_to_publish
+        if ack is not None:
+            self._acks.put(gateway, ack)
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a database operation, retrying transient failures with backoff; a DatabaseError
+        that is not transient is raised."""
         backoff = Backoff(DB_RETRY_MIN_S, self.settings.db_retry_max_s)
         while True:
             try:
-                return await self.database.ingest(part, self._clock())
+                return await operation()
             except DatabaseError as exc:
                 if not exc.transient:
-                    self._reject("db_refused", topic, str(exc))
-                    return None
+                    raise
                 self.stats.db_retries += 1
                 delay = backoff.next_delay()
                 log.warning("receiver_db_retry", reason=str(exc), retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
 
-    def _reject(self, reason: str, topic: str, detail: str) -> None:
-        self.stats.rejected[reason] += 1
-        log.warning("receiver_rejected_payload", reason=reason, topic=topic, detail=detail)
+    async def _refuse(
+        self, topic: str, payload: bytes, reason: str, detail: str, header: PartHeader | None
+    ) -> None:
+        """Count, keep and log a message that cannot be stored; account its part if it can."""
+        letter = DeadLetter(gateway_of(topic), topic, payload, reason, detail, self._clock())
+        try:
+            refusal = await self._retrying(lambda: self.database.refuse(letter, header))
+        except DatabaseError as exc:
+            self.stats.rejected[reason] += 1
+            self.stats.dead_letter_failures += 1
+            log.error("receiver_dead_letter_failed", reason=reason, topic=topic, detail=detail,
+                      error=str(exc))  # fmt: skip
+            return
+        self._count_refusal(refusal)
+        log.warning("receiver_rejected_payload", reason=reason, topic=topic, detail=detail,
+                    payload_bytes=len(payload), dead_letter_id=refusal.dead_letter_id,
+                    accounted=refusal.result is not None)  # fmt: skip
+        self.stats.rejected[reason] += 1  # last: whoever sees the count finds the rest done
+        if refusal.result is not None and header is not None:
+            self._note_ack(header.gateway, refusal.result)
+
+    def _count_refusal(self, refusal: Refusal) -> None:
+        self.stats.dead_lettered += 1
+        self.stats.refused_parts_accounted += refusal.result is not None
+        if refusal.dropped:
+            self.stats.dead_letters_dropped += refusal.dropped
+            log.warning("receiver_dead_letters_dropped", count=refusal.dropped,
+                        bytes=refusal.dropped_bytes,
+                        max_rows=self.database.dead_letter_limits.max_rows,
+                        max_bytes=self.database.dead_letter_limits.max_bytes)  # fmt: skip
 
     async def _publish_acks(self, client: aiomqtt.Client) -> None:
         prefix = self.settings.prefix
@@ -224,6 +274,18 @@ class Receiver:
                     raise
                 del pending[gateway]
                 self.stats.acks_published += 1
+
+
+def gateway_of(topic: str) -> str | None:
+    """The gateway named by a data topic; None if it is not one."""
+    try:
+        return parse_data_topic(topic).gateway
+    except SchemaError:
+        return None
+
+
+def describe_exception(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:500]}"
 
 
 def subscription_refused(granted: tuple[int, ...] | list[ReasonCode]) -> bool:

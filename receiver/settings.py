@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from appliance.uplink.schema import SchemaError, check_name, check_prefix
+from appliance.uplink.schema import MAX_PART_BYTES, SchemaError, check_name, check_prefix
 from receiver.errors import SettingsError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -75,6 +75,8 @@ class ReceiverSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     db_retry_max_s: float = 30.0
+    max_payload_bytes: int = MAX_PART_BYTES
+    """Larger messages are refused unread (a gateway's max_message_bytes must stay below)."""
 
     def __post_init__(self) -> None:
         try:
@@ -88,6 +90,10 @@ class ReceiverSettings:
             raise SettingsError(f"CA file {self.ca_path} does not exist")
         if self.ca_path is not None and not self.broker.tls:
             raise SettingsError("--ca given but the broker URL is mqtt://; use mqtts://")
+        if self.max_payload_bytes < 1024:
+            raise SettingsError(
+                f"max payload bytes must be at least 1024, not {self.max_payload_bytes}"
+            )
 
     @property
     def persistent_session(self) -> bool:

@@ -17,7 +17,15 @@ class ReceiverStats:
     duplicates_ignored: int = 0
     """Records that were already in the database (a re-sent or redelivered part)."""
     rejected: Counter[str] = field(default_factory=Counter)
-    """Payloads dropped, by reason (SchemaError.reason, or db_refused)."""
+    """Messages refused, by reason (SchemaError.reason, db_refused, implausible, ...)."""
+    dead_lettered: int = 0
+    """Refused messages kept in the dead_letters table."""
+    refused_parts_accounted: int = 0
+    """Refused parts recorded in their range, so the gateway's ack could move past them."""
+    dead_letters_dropped: int = 0
+    """Older dead letters dropped to keep the table within its limits."""
+    dead_letter_failures: int = 0
+    """Refused messages that could not even be kept (logged as receiver_dead_letter_failed)."""
     acks_published: int = 0
     db_retries: int = 0
     """Transactions that failed transiently and were tried again."""
@@ -35,6 +43,10 @@ class ReceiverStats:
             "records_inserted": self.records_inserted,
             "duplicates_ignored": self.duplicates_ignored,
             "rejected": dict(self.rejected),
+            "dead_lettered": self.dead_lettered,
+            "refused_parts_accounted": self.refused_parts_accounted,
+            "dead_letters_dropped": self.dead_letters_dropped,
+            "dead_letter_failures": self.dead_letter_failures,
             "acks_published": self.acks_published,
             "db_retries": self.db_retries,
             "connects": self.connects,

@@ -12,6 +12,11 @@ One part is one transaction (PROTOCOL.md, "What the receiver does with a part"):
      lock, so of two transactions of one gateway the second reads what the first committed;
   4. if the part completed its range and that range touches the acknowledged chain, extend the
      chain over the complete ranges above it and store the new acked seq.
+
+A message that can never be stored is refused in a transaction of its own (`refuse`): a row in
+`dead_letters` (raw bytes, bounded; the oldest rows dropped beyond the limits, and counted), and,
+when its header was valid and plausible, the part recorded as refused so that its range can
+complete and the ack move past it (PROTOCOL.md, "Refused parts").
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from appliance.records import FloatArray
-from appliance.uplink.schema import Part
+from appliance.uplink.schema import Part, PartHeader
 from receiver.chain import extend_chain
 from receiver.db.rows import (
+    MAX_STORED_PAYLOAD_BYTES,
+    DeadLetter,
     Row,
     ValuesParam,
     alert_rows,
+    dead_letter_row,
     feature_names,
     feature_rows,
     names_json,
@@ -43,6 +51,11 @@ from receiver.db.rows import (
 from receiver.errors import DatabaseError
 
 T = TypeVar("T")
+
+MAX_SEQ_AHEAD = 2**40
+"""A part's hi may lie at most this far above its gateway's acknowledged seq (or chain start):
+a gateway writing 1,000 records a second takes 35 years to cover it, but a part claiming
+(0, 2**62] is refused instead of moving the ack there."""
 
 
 class DbApiConnection(Protocol):
@@ -81,6 +94,9 @@ class Statements:
     select_features: str
     select_score_flags: str
     select_status: str
+    insert_refused_part: str
+    insert_dead_letter: str
+    select_dead_letters: str
     select_gateway: str = "SELECT acked_seq, chain_start FROM gateways WHERE gateway = ?"
     count_parts: str = (
         "SELECT count(*) FROM parts WHERE gateway = ? AND lo = ? AND hi = ? AND parts = ?"
@@ -94,6 +110,17 @@ class Statements:
     select_gateways: str = "SELECT gateway FROM gateways ORDER BY gateway"
     select_acks: str = "SELECT gateway, acked_seq FROM gateways"
     select_migrations: str = "SELECT name FROM schema_migrations ORDER BY name"
+    trim_dead_letters: str = (
+        "DELETE FROM dead_letters WHERE id <= (SELECT coalesce(max(id), 0) FROM ("
+        "SELECT id, row_number() OVER (ORDER BY id DESC) AS n,"
+        " sum(stored_bytes) OVER (ORDER BY id DESC) AS total FROM dead_letters"
+        ") AS ranked WHERE n > ? OR total > ?) RETURNING stored_bytes"
+    )
+    add_to_counter: str = (
+        "INSERT INTO receiver_counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
+        " DO UPDATE SET value = receiver_counters.value + excluded.value"
+    )
+    select_counters: str = "SELECT name, value FROM receiver_counters ORDER BY name"
     insert_migration: str = "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)"
 
     def with_placeholder(self, placeholder: str) -> Statements:
@@ -136,6 +163,32 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    dead_letter_id: int
+    dropped: int
+    """Older dead letters dropped to stay within the limits (also added to receiver_counters)."""
+    dropped_bytes: int
+    result: IngestResult | None
+    """The part, recorded as refused, counts in its range; None when it had no valid header or
+    an implausible range (then it is not accounted and the ack does not move for it)."""
+
+
+@dataclass(frozen=True)
+class DeadLetterLimits:
+    """The dead_letters table keeps at most `max_rows` rows and `max_bytes` stored payload bytes
+    (each payload is cut at rows.MAX_STORED_PAYLOAD_BYTES); the oldest go first."""
+
+    max_rows: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_bytes < MAX_STORED_PAYLOAD_BYTES:
+            raise ValueError(
+                f"dead letter limits: at least 1 row and {MAX_STORED_PAYLOAD_BYTES} bytes"
+            )
+
+
+@dataclass(frozen=True)
 class StoredFeature:
     seq: int
     t: float
@@ -146,9 +199,12 @@ class StoredFeature:
 class Database:
     """Build with `await Database.open(url)` (receiver.db.open_database)."""
 
-    def __init__(self, dialect: Dialect, where: str) -> None:
+    def __init__(
+        self, dialect: Dialect, where: str, dead_letter_limits: DeadLetterLimits | None = None
+    ) -> None:
         self.dialect = dialect
         self.where = where
+        self.dead_letter_limits = dead_letter_limits or DeadLetterLimits()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"receiver-{dialect.name}")
         self._connection: DbApiConnection | None = None
         self._schema_ids: dict[tuple[str, ...], int] = {}
@@ -167,13 +223,28 @@ class Database:
         """Commit one part (idempotent); DatabaseError says whether retrying can help."""
         return await self._run(self._ingest_and_commit, part, received_at)
 
+    async def refuse(self, letter: DeadLetter, header: PartHeader | None) -> Refusal:
+        """Keep a refused message in dead_letters and, if `header` is given and plausible,
+        record its part as refused so its range can complete; one transaction."""
+        return await self._run(self._transaction, "keeping a dead letter", self._refuse,
+                               letter, header)  # fmt: skip
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest dead letters first (payload as bytes, received_at in epoch seconds)."""
+        return await self._run(self._dicts, self.dialect.statements.select_dead_letters, (limit,))
+
+    async def counters(self) -> dict[str, int]:
+        """Persistent counters: dead_letters_dropped, dead_letter_bytes_dropped."""
+        rows = await self._query(self.dialect.statements.select_counters)
+        return {str(name): int(value) for name, value in rows}
+
     async def acked_seq(self, gateway: str) -> int | None:
         rows = await self._query(self.dialect.statements.select_gateway, (gateway,))
         return int(rows[0][0]) if rows else None
 
     async def gateway_status(self) -> list[dict[str, Any]]:
         """The gateway_status view, one dict per gateway."""
-        return await self._run(self._dicts, self.dialect.statements.select_status)
+        return await self._run(self._dicts, self.dialect.statements.select_status, ())
 
     async def acks(self) -> dict[str, int]:
         """Every known gateway's acknowledged seq."""
@@ -255,9 +326,9 @@ class Database:
         except self.dialect.errors as exc:
             raise self._error("reading", exc) from exc
 
-    def _dicts(self, sql: str) -> list[dict[str, Any]]:
+    def _dicts(self, sql: str, parameters: Sequence[Any]) -> list[dict[str, Any]]:
         try:
-            cursor = self._db().execute(sql, ())
+            cursor = self._db().execute(sql, parameters)
             names = [column[0] for column in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         except self.dialect.errors as exc:
@@ -277,6 +348,12 @@ class Database:
             self._roll_back(connection)
             if isinstance(exc, self.dialect.errors):
                 raise self._error(what, exc) from exc
+            if isinstance(exc, Exception) and not isinstance(exc, DatabaseError):
+                # A value the driver cannot bind (OverflowError, UnicodeEncodeError, ...): this
+                # data can never be stored, and it must not end the process.
+                raise DatabaseError(
+                    f"{self.where}: {what} failed: {type(exc).__name__}: {exc}", transient=False
+                ) from exc
             raise
 
     def _roll_back(self, connection: DbApiConnection) -> None:
@@ -312,18 +389,57 @@ class Database:
         db.execute(sql.insert_part, part_row(part, received_at))
         db.execute(sql.upsert_gateway, (part.gateway, received_at, received_at,
                                         newest_time(part)))  # fmt: skip
-        acked, chain_start = db.execute(sql.select_gateway, (part.gateway,)).fetchone()
+        return self._update_ack(db, part.header, received_at, inserted, len(part.records))
+
+    def _update_ack(
+        self, db: DbApiConnection, header: PartHeader, received_at: float, inserted: int,
+        records: int,
+    ) -> IngestResult:  # fmt: skip
+        """After the part's row: move the gateway's ack if the part completed a range that
+        extends the chain. DatabaseError("implausible") if hi is too far above the ack."""
+        sql = self.dialect.statements
+        acked, chain_start = db.execute(sql.select_gateway, (header.gateway,)).fetchone()
         start = max(int(acked), int(chain_start))
-        new_ack = self._advance_chain(db, part, start)
+        if not plausible(header, start):
+            raise DatabaseError(
+                f"{self.where}: {header.where}: hi {header.hi} is more than 2**40 above the "
+                f"gateway's acknowledged seq {start}",
+                transient=False,
+                reason="implausible",
+            )
+        new_ack = self._advance_chain(db, header, start)
         if new_ack > int(acked):
-            db.execute(sql.update_ack, (new_ack, received_at, part.gateway, new_ack))
+            db.execute(sql.update_ack, (new_ack, received_at, header.gateway, new_ack))
         return IngestResult(
             inserted=inserted,
-            duplicates=len(part.records) - inserted,
+            duplicates=records - inserted,
             acked_seq=max(new_ack, int(acked)),
             advanced=new_ack > int(acked),
-            resent=part.hi <= start,
+            resent=header.hi <= start,
         )
+
+    def _refuse(
+        self, db: DbApiConnection, letter: DeadLetter, header: PartHeader | None
+    ) -> Refusal:
+        sql = self.dialect.statements
+        limits = self.dead_letter_limits
+        letter_id = int(db.execute(sql.insert_dead_letter, dead_letter_row(letter)).fetchone()[0])
+        trimmed = db.execute(sql.trim_dead_letters, (limits.max_rows, limits.max_bytes))
+        dropped = [int(row[0]) for row in trimmed.fetchall()]
+        if dropped:
+            db.execute(sql.add_to_counter, ("dead_letters_dropped", len(dropped)))
+            db.execute(sql.add_to_counter, ("dead_letter_bytes_dropped", sum(dropped)))
+        result = None
+        if header is not None and self._plausible_now(db, header):
+            db.execute(sql.insert_refused_part, part_row(header, letter.received_at))
+            db.execute(sql.upsert_gateway, (header.gateway, letter.received_at,
+                                            letter.received_at, None))  # fmt: skip
+            result = self._update_ack(db, header, letter.received_at, 0, 0)
+        return Refusal(letter_id, len(dropped), sum(dropped), result)
+
+    def _plausible_now(self, db: DbApiConnection, header: PartHeader) -> bool:
+        row = db.execute(self.dialect.statements.select_gateway, (header.gateway,)).fetchone()
+        return plausible(header, 0 if row is None else max(int(row[0]), int(row[1])))
 
     def _resolve_schemas(self, db: DbApiConnection, part: Part) -> dict[tuple[str, ...], int]:
         sql = self.dialect.statements
@@ -350,7 +466,7 @@ class Database:
             return execute_many(db, sql.insert_alerts, alert_rows(part))
         return 0
 
-    def _advance_chain(self, db: DbApiConnection, part: Part, start: int) -> int:
+    def _advance_chain(self, db: DbApiConnection, part: PartHeader, start: int) -> int:
         """The new end of the chain, or `start` if this part cannot have moved it."""
         sql = self.dialect.statements
         if not part.lo <= start < part.hi:
@@ -360,6 +476,11 @@ class Database:
             return start
         ranges = db.execute(sql.complete_ranges_above, (part.gateway, start)).fetchall()
         return extend_chain(start, ((int(lo), int(hi)) for lo, hi in ranges))
+
+
+def plausible(header: PartHeader, start: int) -> bool:
+    """The part's range lies at most MAX_SEQ_AHEAD above where the gateway's chain stands."""
+    return header.hi <= start + MAX_SEQ_AHEAD
 
 
 def execute_many(db: DbApiConnection, sql: str, rows: Iterable[Row]) -> int:

@@ -6,10 +6,11 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from appliance.records import Alert, FeatureVector, FloatArray, Score
-from appliance.uplink.schema import Part
+from appliance.uplink.schema import Part, PartHeader
 
 ValuesParam = Callable[[FloatArray], object]
 Row = tuple[Any, ...]
@@ -78,8 +79,9 @@ def alert_rows(part: Part) -> list[Row]:
     ]  # fmt: skip
 
 
-def part_row(part: Part, received_at: float) -> Row:
-    """(gateway, lo, hi, parts, part, kind, asset, records, received_at)."""
+def part_row(part: Part | PartHeader, received_at: float) -> Row:
+    """(gateway, lo, hi, parts, part, kind, asset, records, received_at); a header is a refused
+    part, with no records."""
     return (
         part.gateway,
         part.lo,
@@ -88,8 +90,47 @@ def part_row(part: Part, received_at: float) -> Row:
         part.part,
         part.kind,
         part.asset,
-        len(part.records),
+        len(part.records) if isinstance(part, Part) else 0,
         received_at,
+    )
+
+
+MAX_STORED_PAYLOAD_BYTES = 1024 * 1024
+MAX_DETAIL_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the receiver refused, kept for inspection (the `dead_letters` table)."""
+
+    gateway: str | None
+    """From the topic; None when the topic is not a data topic."""
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    received_at: float
+
+
+def storable_text(text: str, limit: int) -> str:
+    """Any str as text both databases take: surrogates escaped, NUL shown as \\x00, bounded."""
+    clean = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def dead_letter_row(letter: DeadLetter) -> Row:
+    """(gateway, topic, reason, detail, payload, payload_bytes, stored_bytes, received_at): the
+    payload's first MAX_STORED_PAYLOAD_BYTES bytes, and its full size."""
+    stored = bytes(letter.payload[:MAX_STORED_PAYLOAD_BYTES])
+    return (
+        None if letter.gateway is None else storable_text(letter.gateway, 200),
+        storable_text(letter.topic, 1000),
+        storable_text(letter.reason, 100),
+        storable_text(letter.detail, MAX_DETAIL_CHARS),
+        stored,
+        len(letter.payload),
+        len(stored),
+        letter.received_at,
     )
 
 

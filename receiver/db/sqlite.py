@@ -127,9 +127,38 @@ LEFT JOIN holes AS h ON h.gateway = g.gateway
 LEFT JOIN incomplete AS i ON i.gateway = g.gateway
 """
 
+# Refused parts (PROTOCOL.md) and the messages the receiver could not store.
+DEAD_LETTERS = """
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY,
+    gateway TEXT,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    payload_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX dead_letters_by_gateway ON dead_letters (gateway, id);
+CREATE TABLE receiver_counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+ALTER TABLE parts ADD COLUMN refused INTEGER NOT NULL DEFAULT 0 CHECK (refused IN (0, 1));
+DROP VIEW gateway_status;
+""" + GATEWAY_STATUS_VIEW.replace(
+    "    coalesce(i.ranges, 0) AS incomplete_ranges\n",
+    "    coalesce(i.ranges, 0) AS incomplete_ranges,\n"
+    "    (SELECT count(*) FROM parts AS p WHERE p.gateway = g.gateway AND p.refused = 1)"
+    " AS refused_parts,\n"
+    "    (SELECT count(*) FROM dead_letters AS d WHERE d.gateway = g.gateway) AS dead_letters\n",
+)
+
 MIGRATIONS = (
     Migration("0001_records_parts_gateways", TABLES),
     Migration("0002_gateway_status_view", GATEWAY_STATUS_VIEW),
+    Migration("0003_dead_letters_refused_parts", DEAD_LETTERS),
 )
 
 STATEMENTS = Statements(
@@ -171,6 +200,18 @@ STATEMENTS = Statements(
         "SELECT t, anomalous FROM scores WHERE gateway = ? AND asset = ? AND t >= ? AND t < ?"
     ),
     select_status="SELECT * FROM gateway_status ORDER BY gateway",
+    insert_refused_part=(
+        "INSERT INTO parts (gateway, lo, hi, parts, part, kind, asset, records, received_at,"
+        " refused) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING"
+    ),
+    insert_dead_letter=(
+        "INSERT INTO dead_letters (gateway, topic, reason, detail, payload, payload_bytes,"
+        " stored_bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    ),
+    select_dead_letters=(
+        "SELECT id, gateway, topic, reason, detail, payload, payload_bytes, stored_bytes,"
+        " received_at FROM dead_letters ORDER BY id DESC LIMIT ?"
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = (
