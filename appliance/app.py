@@ -28,9 +28,11 @@ from appliance.capture.i2c_emulator import (
 from appliance.capture.mcu_emulator import EmulatedMcu, parse_faults
 from appliance.capture.serial_link import SerialLink
 from appliance.config import ApplianceConfig, I2cConfig, I2cSource, SerialConfig, SerialSource
+from appliance.detect.acks import AlertAcks
 from appliance.detect.assets import AssetScoring, open_scorings, restore_health, save_states
 from appliance.detect.health import AssetHealth, run_health_stage
-from appliance.detect.routing import AlertRouter, run_alert_stage
+from appliance.detect.restart import renotify_open_alarms, restore_alerts
+from appliance.detect.routing import ROUTER_STATE, AlertRouter, run_alert_stage
 from appliance.detect.rules import ChannelSpec as RuleChannel
 from appliance.detect.stage import run_detect_stage
 from appliance.errors import ApplianceError, ConfigError
@@ -161,18 +163,23 @@ async def run_appliance(
                 models.attach(scorings)
                 board.models = models.status
             restore_health(health, states)
-            await save_states(store, scorings, health)
+            restore_alerts(router, states, scorings, health, board, time.time())
+            await save_states(store, scorings, health, router)
             await _check_i2c(sources)
             pipeline = Pipeline(
                 board, sources, engines, health, scorings, router, store, blocks, vectors,
                 alerts, records, models=models,
             )  # fmt: skip
+            board.acks = await AlertAcks.load(store, pipeline.new_records.set)
             if uplink_config is not None:
                 pipeline.uplink = build_uplink(uplink_config, store, pipeline.new_records, models)
                 board.uplink = pipeline.uplink.status
             if sms_config is not None:
                 pipeline.sms = await open_sms(
                     sms_config, store, board, Path(run_dir), pipeline.new_records.set
+                )
+                await renotify_open_alarms(
+                    router, board.acks, store, pipeline.sms.intake, time.time()
                 )
             async with contextlib.AsyncExitStack() as stack:
                 if pipeline.sms is not None and pipeline.sms.emulator is not None:
@@ -220,7 +227,8 @@ async def _run_tasks(
             sms = group.create_task(p.sms.sender.run(), name="sms")
         intake = p.sms.intake.accept if p.sms is not None else None
         routing = group.create_task(
-            run_alert_stage(p.router, p.alerts, p.records, intake), name="alerts"
+            run_alert_stage(p.router, p.alerts, p.records, intake, lambda: _save_alert_state(p)),
+            name="alerts",
         )
         on_probation_failed = p.models.probation_failed if p.models is not None else None
         detect = group.create_task(
@@ -283,10 +291,14 @@ async def _save_states_every(p: Pipeline, every_s: float) -> None:
         await _save_states_logged(p)
 
 
+async def _save_alert_state(p: Pipeline) -> None:
+    await p.store.save_states({ROUTER_STATE: p.router.to_state()})
+
+
 async def _save_states_logged(p: Pipeline) -> None:
     """A failed save is logged, never fatal: the next one (or a replay) catches up."""
     try:
-        await save_states(p.store, p.scorings, p.health)
+        await save_states(p.store, p.scorings, p.health, p.router)
     except (ApplianceError, ValueError) as exc:
         log.warning("detector_state_save_failed", reason=str(exc))
 

@@ -98,6 +98,9 @@ class StatusBoard:
     """The store's own StoreStats object."""
     alerts: Any = None
     """The alert stage's AlertRouter: open and recent alerts, counts by kind."""
+    acks: Any = None
+    """The acknowledgements of open alerts (appliance/detect/acks.py AlertAcks, durable); the
+    page records one through its acknowledge(), nothing else writes them."""
     queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
     uplink: UplinkStatus | None = None
     """The uplink task's own status object; None when no uplink is configured."""

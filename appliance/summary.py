@@ -7,7 +7,8 @@ import math
 import time
 from typing import TextIO
 
-from appliance.records import FeatureVector
+from appliance.detect.routing import alert_id
+from appliance.records import Alert, FeatureVector
 from appliance.sms.sender import SmsStatus
 from appliance.status import AssetStatus, StatusBoard, UplinkStatus
 
@@ -70,9 +71,9 @@ class SummaryPrinter:
 
 def _verdict_line(asset: AssetStatus) -> str:
     score = asset.latest_score
-    if score is None:
-        return asset.model
     state = f"ALARM ({asset.alarm})" if asset.alarm else "ok"
+    if score is None:  # e.g. just after a restart: an alarm still open is shown at once
+        return f"{asset.model}  ALARM ({asset.alarm})" if asset.alarm else asset.model
     because = f"  top: {', '.join(score.contributors)}" if score.contributors else ""
     latency = (
         f"  (scored in {asset.inference_s * 1e3:.2f} ms)" if asset.inference_s is not None else ""
@@ -88,10 +89,18 @@ def _alert_lines(board: StatusBoard) -> list[str]:
     if router is None:
         return []
     lines = [f"alerts: {len(router.open)} open, {sum(router.counts.values())} since start"]
+    for alert in list(router.open.values()):
+        ack = board.acks.of(alert_id(alert), alert) if board.acks is not None else None
+        by = f"acknowledged by {ack.by}" if ack is not None else "not acknowledged"
+        lines.append(f"  open {_alert_line(alert)}  [{by}]")
     for alert in list(router.recent)[-RECENT_SHOWN:]:
-        clock = time.strftime("%H:%M:%S", time.localtime(alert.t))
-        lines.append(f"    {clock} {alert.severity:8s} {alert.kind:22s} {alert.message}")
+        lines.append(f"    {_alert_line(alert)}")
     return lines
+
+
+def _alert_line(alert: Alert) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(alert.t))
+    return f"{clock} {alert.severity:8s} {alert.kind:22s} {alert.message}"
 
 
 def sms_lines(sms: SmsStatus, *, final: bool = False) -> list[str]:

@@ -120,6 +120,17 @@ class AlarmState:
             return self._decision(threshold, self._event("escalated", t, error, threshold))
         return self._decision(threshold, None)
 
+    def align(self, severity: Severity | None, since: float) -> None:
+        """Open the episode (`severity` since `since`) or, with None, close it, without an
+        event: after a restart the alert stage's record of what was passed on is newer than a
+        detector state saved before the last raise or clear (appliance/detect/restart.py)."""
+        if severity is None:
+            self.since = math.nan
+        elif self.severity is None:
+            self.since = since
+        self.severity = severity
+        self._clear_run = 0
+
     def to_state(self) -> dict[str, object]:
         """JSON-able episode state (the settings come from the configuration)."""
         return {
@@ -319,6 +330,15 @@ class SystemicCheck:
         self.active = systemic
         out.extend(alert for alert in alerts if self._passes(alert, members))
         return out
+
+    @property
+    def silenced(self) -> frozenset[str]:
+        """Members whose raise was held back and that have not cleared yet."""
+        return frozenset(self._silenced)
+
+    def set_state(self, active: bool, silenced: Collection[str]) -> None:
+        """Continue from a saved state (AlertRouter.restore)."""
+        self.active, self._silenced = active, set(silenced)
 
     def _passes(self, alert: Alert, members: set[str]) -> bool:
         member = self.member_of(alert)

@@ -8,6 +8,7 @@ State kinds per asset:
                       vectors since then are replayed, which rebuilds exactly the same state
   health              open sensor-fault alarms and CUSUM baselines (AssetHealth)
   probation           a model installed over the air still on probation (its counts so far)
+and, gateway-wide (asset ""), alert_router: the open and recent alerts (AlertRouter.to_state).
 A state that does not fit (another model, a corrupt row) is logged and ignored, never fatal.
 """
 
@@ -31,6 +32,7 @@ from appliance.detect.commissioning import (
     LinearModel,
 )
 from appliance.detect.health import AssetHealth
+from appliance.detect.routing import ROUTER_STATE, AlertRouter
 from appliance.detect.runtime import open_runtime
 from appliance.detect.scorer import AssetDetector, BundleModel, DetectorSettings, build_threshold
 from appliance.detect.thresholds import STATE_VERSION, check_state_header
@@ -317,10 +319,16 @@ def restore_health(monitors: Mapping[str, AssetHealth], states: States) -> None:
 
 
 async def save_states(
-    store: Store, scorings: Mapping[str, AssetScoring], monitors: Mapping[str, AssetHealth]
+    store: Store,
+    scorings: Mapping[str, AssetScoring],
+    monitors: Mapping[str, AssetHealth],
+    router: AlertRouter | None = None,
 ) -> None:
-    """Everything that must survive a restart, in one transaction."""
+    """Everything that must survive a restart, in one transaction (with `router`, the open
+    alerts too: appliance/detect/restart.py)."""
     states: States = {}
+    if router is not None:
+        states[ROUTER_STATE] = router.to_state()
     for asset, scoring in scorings.items():
         for kind, state in scoring.states().items():
             states[asset, kind] = state

@@ -177,10 +177,32 @@ class AssetHealth:
     def active_faults(self) -> dict[str, list[str]]:
         """Channel -> rules currently alarming on it."""
         faults: dict[str, list[str]] = {}
-        for (channel, rule), latch in sorted(self._latches.items()):
-            if latch.severity is not None:
-                faults.setdefault(channel, []).append(rule)
+        for channel, rule in sorted(self.open_alarms()):
+            faults.setdefault(channel, []).append(rule)
         return faults
+
+    def open_alarms(self) -> dict[tuple[str, str], Severity]:
+        """(channel, rule) -> severity of every alarm open now."""
+        return {
+            key: latch.severity
+            for key, latch in self._latches.items()
+            if latch.severity is not None
+        }
+
+    def has_channel(self, channel: str) -> bool:
+        return channel in self._windows
+
+    def align_alarms(self, open_alarms: Mapping[tuple[str, str], Severity]) -> None:
+        """Make the open alarms exactly `open_alarms` ((channel, rule) -> severity), without
+        alerts: after a restart the alert stage's record is newer than a saved health state.
+        A channel this asset does not have is ignored."""
+        for key, latch in self._latches.items():
+            if latch.severity is not None and key not in open_alarms:
+                latch.severity, latch.clean = None, 0
+        for (channel, rule), severity in open_alarms.items():
+            known = self._latches.get((channel, rule))
+            if channel in self._windows and (known is None or known.severity is None):
+                self._latches[channel, rule] = RuleLatch(severity)
 
     def _check_window(self, window: ClosedWindow) -> list[Alert]:
         self.windows_checked += 1

@@ -10,12 +10,15 @@ open and recent alerts for the status page, then handed to the store and the SMS
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import structlog
 
 from appliance.detect.alarms import SystemicCheck, SystemicSettings
+from appliance.detect.thresholds import STATE_VERSION, check_state_header, is_number
+from appliance.errors import ApplianceError
 from appliance.records import Alert
 from appliance.store import StoredRecord
 
@@ -26,10 +29,20 @@ AlertSink = Callable[[Sequence[Alert]], Awaitable[None]]
 """Takes routed alerts and returns once it has them safe (the SMS intake)."""
 AlertKey = tuple[str, str | None, str]
 """(asset, channel, family): family is the kind without _raised/_escalated/_cleared."""
+SaveState = Callable[[], Awaitable[None]]
+"""Saves the router's state (AlertRouter.to_state) in the store."""
+ROUTER_STATE = ("", "alert_router")
+"""Its (asset, kind) in the store's detector_state table: gateway-wide, so no asset."""
+ALERT_FIELDS = ("asset", "t", "severity", "kind", "message", "channel")
 
 
 def alert_family(kind: str) -> str:
     return kind.rsplit("_", 1)[0]
+
+
+def alert_id(alert: Alert) -> str:
+    """The router's key as one string, "asset|channel|family" (the page's and the store's)."""
+    return f"{alert.asset}|{alert.channel or ''}|{alert_family(alert.kind)}"
 
 
 def channel_member(alert: Alert) -> str:
@@ -76,6 +89,62 @@ class AlertRouter:
             self.counts[alert.kind] = self.counts.get(alert.kind, 0) + 1
         return out
 
+    def reopen(self, alert: Alert) -> None:
+        """Show `alert` as open without passing it on (an alarm found open at a restart)."""
+        self._track(self._seen_open, alert)
+        self._track(self.open, alert)
+
+    def drop(self, key: AlertKey) -> None:
+        """Forget an open alarm without passing anything on (its source no longer exists)."""
+        self._seen_open.pop(key, None)
+        self.open.pop(key, None)
+
+    def held_open(self) -> dict[AlertKey, Alert]:
+        """Every alarm open at the source, including those held back as systemic."""
+        return dict(self._seen_open)
+
+    def to_state(self) -> dict[str, object]:
+        """What the operator was told, to be shown again after a restart (counts restart)."""
+        return {
+            "version": STATE_VERSION,
+            "kind": "alert_router",
+            "open": [alert_to_state(a) for a in self.open.values()],
+            "held_open": [alert_to_state(a) for a in self._seen_open.values()],
+            "recent": [alert_to_state(a) for a in self.recent],
+            "systemic": {
+                name: {"active": check.active, "silenced": sorted(check.silenced)}
+                for name, check in self._checks().items()
+            },
+        }
+
+    def restore(self, state: Mapping[str, object]) -> None:
+        """Continue from `to_state()`; ValueError naming the field if anything is off (then
+        nothing changes)."""
+        check_state_header(state, "alert_router")
+        opened = _alerts_from_state(state, "open")
+        held = _alerts_from_state(state, "held_open")
+        recent = _alerts_from_state(state, "recent")
+        systemic = state.get("systemic")
+        if not isinstance(systemic, dict):
+            raise ValueError("systemic: must be an object")
+        checks = {
+            name: _systemic_from_state(systemic.get(name), f"systemic.{name}")
+            for name in self._checks()
+        }
+        self.open.clear()
+        self._seen_open.clear()
+        for alert in held:
+            self._track(self._seen_open, alert)
+        for alert in opened:
+            self._track(self.open, alert)
+        self.recent.clear()
+        self.recent.extend(recent)
+        for name, check in self._checks().items():
+            check.set_state(*checks[name])
+
+    def _checks(self) -> dict[str, SystemicCheck]:
+        return {"channels": self._by_channel, "assets": self._by_asset}
+
     def sensor_faults(self, asset: str) -> list[str]:
         """'accel_x flatline' for every sensor alarm open on the asset."""
         return [
@@ -102,18 +171,61 @@ class AlertRouter:
             table[key] = alert
 
 
+def alert_to_state(alert: Alert) -> dict[str, object]:
+    return {name: getattr(alert, name) for name in ALERT_FIELDS}
+
+
+def alert_from_state(value: object, where: str) -> Alert:
+    """An Alert from `alert_to_state()`; ValueError naming the field if anything is off."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: must be an object")
+    missing = [name for name in ALERT_FIELDS if name not in value]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)}")
+    texts = {name: value[name] for name in ("asset", "kind", "message")}
+    for name, text in texts.items():
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"{where}.{name}: must be a non-empty string")
+    t, severity, channel = value["t"], value["severity"], value["channel"]
+    if not (is_number(t) and math.isfinite(t)):
+        raise ValueError(f"{where}.t: must be a finite number")
+    if severity != "warning" and severity != "critical":
+        raise ValueError(f"{where}.severity: must be 'warning' or 'critical'")
+    if channel is not None and not (isinstance(channel, str) and channel):
+        raise ValueError(f"{where}.channel: must be null or a non-empty string")
+    return Alert(texts["asset"], float(t), severity, texts["kind"], texts["message"], channel)
+
+
+def _alerts_from_state(state: Mapping[str, object], name: str) -> list[Alert]:
+    value = state.get(name)
+    if not isinstance(value, list):
+        raise ValueError(f"{name}: must be a list")
+    return [alert_from_state(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def _systemic_from_state(value: object, where: str) -> tuple[bool, list[str]]:
+    if not isinstance(value, dict) or not isinstance(value.get("active"), bool):
+        raise ValueError(f"{where}.active: must be true or false")
+    silenced = value.get("silenced")
+    if not isinstance(silenced, list) or not all(isinstance(m, str) for m in silenced):
+        raise ValueError(f"{where}.silenced: must be a list of names")
+    return bool(value["active"]), silenced
+
+
 async def run_alert_stage(
     router: AlertRouter,
     alerts_in: asyncio.Queue[Alert],
     out: asyncio.Queue[StoredRecord],
     sms: AlertSink | None = None,
+    save_state: SaveState | None = None,
 ) -> None:
     """Route alerts as they come (each with whatever else is already queued) until cancelled.
 
     The routed alerts go to the store queue and, if given, to `sms` (the SMS intake: policy and
     durable queue); the batch is marked done only after `sms` returned, so `alerts_in.join()`
     means "every alert is queued for the store and, if it goes by SMS, committed to the SMS
-    queue"."""
+    queue". Then `save_state` keeps the router's state (what the operator was told) for a
+    restart; a failed save is logged and the next batch (or the periodic save) tries again."""
     while True:
         batch = [await alerts_in.get()]
         while not alerts_in.empty():
@@ -131,6 +243,15 @@ async def run_alert_stage(
                 await out.put(alert)
             if sms is not None and routed:
                 await sms(routed)
+            if save_state is not None:
+                await _save_logged(save_state)
         finally:
             for _ in batch:
                 alerts_in.task_done()
+
+
+async def _save_logged(save_state: SaveState) -> None:
+    try:
+        await save_state()
+    except (ApplianceError, ValueError) as exc:
+        log.warning("alert_state_save_failed", reason=str(exc))

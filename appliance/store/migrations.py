@@ -19,6 +19,11 @@ SMS (`sms_outbox`): the durable SMS queue, one row per message and recipient, wi
 (queued -> sending -> sent, or given_up), attempts, backoff and the parts already accepted by the
 modem (appliance/store/sms.py). It is not part of the outbound sequence: an SMS that gives up
 adds an ordinary alert row (kind sms_given_up), which is. `device_flags` holds small durable facts.
+
+Acknowledgements (`alert_acks`): who acknowledged which open alert, one row per alert id
+("asset|channel|family", the alert router's key), for the raise at `alert_t` (a later raise of the
+same id needs a new acknowledgement). Each acknowledgement also adds an ordinary alert row (kind
+<family>_acknowledged) in the same transaction, so it goes over the uplink like any alert.
 """
 
 from __future__ import annotations
@@ -155,12 +160,22 @@ CREATE TABLE device_flags (
 );
 """
 
+ALERT_ACKS = """
+CREATE TABLE alert_acks (
+    alert_id TEXT PRIMARY KEY,
+    alert_t REAL NOT NULL,
+    acked_by TEXT NOT NULL,
+    acked_at REAL NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
     Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
     Migration("0003_scores_alerts_detector_state", SCORES_ALERTS_DETECTOR_STATE),
     Migration("0004_uplink_state", UPLINK_STATE),
     Migration("0005_sms_outbox", SMS_OUTBOX),
+    Migration("0006_alert_acks", ALERT_ACKS),
 )
 
 CREATE_SCHEMA_MIGRATIONS = """

@@ -156,6 +156,14 @@ UPSERT_STATE = (
 )
 SELECT_STATES = "SELECT asset, kind, state_json FROM detector_state ORDER BY asset, kind"
 DELETE_STATE = "DELETE FROM detector_state WHERE asset = ? AND kind = ?"
+UPSERT_ACK = (
+    "INSERT INTO alert_acks (alert_id, alert_t, acked_by, acked_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (alert_id) DO UPDATE SET alert_t = excluded.alert_t,"
+    " acked_by = excluded.acked_by, acked_at = excluded.acked_at"
+)
+SELECT_ACKS = "SELECT alert_id, alert_t, acked_by, acked_at FROM alert_acks ORDER BY alert_id"
+# Messages for one alert (?1 kind, ?2 asset, ?3 t) that were sent or may still be (?4 = now).
+COUNT_SMS_FOR_ALERT = """
 
 
 def select_sql(table: str, columns: str, *, by_asset: bool) -> str:
@@ -383,6 +391,16 @@ def rows_to_evict(excess_bytes: int, live_bytes: int, row_count: int) -> int:
     bytes_per_row = max(1.0, live_bytes / row_count)
     wanted = math.ceil(excess_bytes / bytes_per_row)
     return max(1, min(wanted, row_count, MAX_EVICTION_CHUNK_ROWS))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAck:
+    """An acknowledgement of the open alert `alert_id` as raised at `alert_t`."""
+
+    alert_id: str
+    alert_t: float
+    by: str
+    at: float
 
 
 class Store:
@@ -853,7 +871,42 @@ class Store:
             )
         )
 
+    # --- acknowledgements -----------------------------------------------------------------
+
+    async def add_acknowledgement(self, ack: StoredAck, record: Alert) -> int:
+        """Keep `ack` (replacing an older one of the same alert) and add `record` (the alert
+        record that tells the receiver) to the outbox, in one transaction; the record's seq.
+        ValueError (nothing written) if the record is malformed; StoreError if SQLite fails."""
+        row = encode_record(record)
+        parameters = (ack.alert_id, ack.alert_t, ack.by, ack.at)
+
+        async def insert() -> int:
+            await self._execute_many(UPSERT_ACK, [parameters])
+            return (await self._insert_records([row], {}))[0]
+
+        seq = await self._shielded(self._write(f"acknowledging {ack.alert_id}", insert))
+        self.stats.rows_written += 1
+        self.stats.write_transactions += 1
+        self.stats.last_write_utc = time.time()
+        return seq
+
+    async def acknowledgements(self) -> list[StoredAck]:
+        rows = await self._reading(
+            "acknowledgements", lambda: self._db.execute_fetchall(SELECT_ACKS)
+        )
+        return [StoredAck(str(a), float(t), str(by), float(at)) for a, t, by, at in rows]
+
     # --- SMS queue (appliance/store/sms.py) ------------------------------------------------
+
+    async def sms_for_alert(self, alert: Alert, now: float) -> int:
+        """How many messages for `alert` (same kind, asset and time) were sent or are still
+        queued and not yet due to give up at `now`."""
+        parameters = (alert.kind, alert.asset, alert.t, now)
+        value = await self._reading(
+            "SMS for an alert",
+            lambda: fetch_value(self._db, COUNT_SMS_FOR_ALERT, parameters),
+        )
+        return int(value or 0)
 
     async def enqueue_sms(
         self, messages: Sequence[NewSms], now: float, give_up_after_s: float

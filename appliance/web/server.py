@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from appliance.errors import StoreError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
 from appliance.sms.sender import SmsIntake
@@ -158,7 +159,12 @@ async def _ack(request: web.Request) -> web.Response:
         alert_id, by = str(body["id"]), str(body.get("by") or "unknown")[:64]
     except (ValueError, KeyError, TypeError):
         return _refuse(400, 'expected JSON {"id": "<alert id>", "by": "<name>"}')
-    ack = request.app[STATE].ack(alert_id, by)
+    try:
+        ack = await request.app[STATE].ack(alert_id, by)
+    except ValueError as exc:
+        return _refuse(400, str(exc))
+    except StoreError as exc:
+        return _refuse(503, f"acknowledgement not saved: {exc}")
     if ack is None:
         return _refuse(404, f"no open alert {alert_id!r}")
     log.info("alert_acknowledged", alert=alert_id, by=by, peer=request.remote)

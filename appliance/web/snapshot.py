@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.detect.routing import alert_family
+from appliance.detect.acks import Ack, AlertAcks
+from appliance.detect.routing import alert_id
 from appliance.ota.manager import ModelsStatus
 from appliance.records import Alert
 from appliance.status import AssetStatus, StatusBoard
@@ -25,13 +26,6 @@ RECENT_MODEL_OUTCOMES_SHOWN = 10
 
 
 @dataclass
-class Ack:
-    by: str
-    at: float
-    alert_t: float
-
-
-@dataclass
 class WebState:
     """Owned by the web layer; the board is never written."""
 
@@ -39,7 +33,8 @@ class WebState:
     store_dir: Path
     token_set: bool
     history: dict[str, deque[tuple[float, float, float]]] = field(default_factory=dict)
-    acks: dict[str, Ack] = field(default_factory=dict)
+    unsaved_acks: AlertAcks = field(default_factory=AlertAcks)
+    """Used only when the board has no durable acknowledgements (a page without a store)."""
     rates: dict[tuple[str, str], float] = field(default_factory=dict)
     cpu_percent: float | None = None
     _last_counts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -70,13 +65,19 @@ class WebState:
             if score is not None and (not ring or ring[-1][0] != score.t):
                 ring.append((score.t, score.error, score.threshold))
 
-    def ack(self, alert_id: str, by: str) -> Ack | None:
-        """Acknowledge an open alert; None if no open alert has that id."""
+    async def ack(self, alert_id: str, by: str) -> Ack | None:
+        """Acknowledge an open alert (kept in the store and sent over the uplink); None if no
+        open alert has that id. ValueError if `by` is not a short printable name, StoreError
+        if it could not be saved."""
         alert = open_alerts(self.board).get(alert_id)
         if alert is None:
             return None
-        self.acks[alert_id] = Ack(by, time.time(), alert.t)
-        return self.acks[alert_id]
+        return await self.acks.acknowledge(alert_id, alert, by, time.time())
+
+    @property
+    def acks(self) -> AlertAcks:
+        acks = self.board.acks
+        return acks if isinstance(acks, AlertAcks) else self.unsaved_acks
 
     def snapshot(self) -> dict[str, Any]:
         self._record_scores()
@@ -163,8 +164,8 @@ class WebState:
     def _alert(self, key: str, alert: Alert) -> dict[str, Any]:
         out = _alert_dict(alert)
         out["id"] = key
-        ack = self.acks.get(key)
-        out["ack"] = asdict(ack) if ack is not None and ack.alert_t == alert.t else None
+        ack = self.acks.of(key, alert)
+        out["ack"] = asdict(ack) if ack is not None else None
         return out
 
 
@@ -173,9 +174,7 @@ def open_alerts(board: StatusBoard) -> dict[str, Alert]:
     router = board.alerts
     if router is None:
         return {}
-    return {
-        f"{a.asset}|{a.channel or ''}|{alert_family(a.kind)}": a for a in list(router.open.values())
-    }
+    return {alert_id(a): a for a in list(router.open.values())}
 
 
 def shown_features(asset: AssetStatus) -> dict[str, float]:

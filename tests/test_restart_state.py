@@ -1,0 +1,188 @@
+"""What the operator sees survives a restart (issue 12, part 3): an alarm open at shutdown is
+shown at once after a start on the same database (status board, /api/status, /metrics, open
+alerts with their acknowledgement), without a new raise or a second SMS; acknowledgements are
+kept in the store and leave over the uplink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from broker import Broker
+from uplink_helpers import FakeReceiver, running
+from waiting import wait_until
+
+from appliance.app import run_appliance
+from appliance.config import ApplianceConfig, HttpConfig
+from appliance.demo import demo_config, demo_uplink
+from appliance.records import Alert
+from appliance.status import StatusBoard
+from appliance.store import Store, StoreSettings
+from appliance.summary import SummaryPrinter
+
+TOKEN = "test-token-0123456789abcdef"
+ASSET = "compressor-2"
+ALERT_ID = f"{ASSET}||anomaly"
+FAULTS = ["imbalance=0.5"]
+
+
+def rig_config(tmp_path: Path, uplink: dict[str, Any] | None = None) -> ApplianceConfig:
+    config = demo_config(tmp_path, FAULTS, uplink)
+    return config.model_copy(update={"http": HttpConfig(port=0, token=TOKEN)})
+
+
+@contextlib.asynccontextmanager
+async def running_rig(config: ApplianceConfig) -> AsyncIterator[tuple[str, StatusBoard]]:
+    """The appliance with its page on a free port; yields (URL, board) as soon as the page
+    listens, which is before the first window is scored."""
+    board = StatusBoard(config.gateway.id)
+    stop = asyncio.Event()
+    urls: list[str] = []
+    run = asyncio.create_task(
+        run_appliance(config, stop=stop, board=board, on_http_started=urls.append)
+    )
+    try:
+        await wait_until(lambda: bool(urls) or run.done(), "the status page to listen")
+        if run.done():
+            run.result()
+        yield urls[0], board
+    finally:
+        stop.set()
+        await run
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def alarm_metric(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url + "metrics") as response:
+        text = await response.text()
+    return next(
+        line for line in text.splitlines() if line.startswith(f'appliance_alarm{{asset="{ASSET}"}}')
+    )
+
+
+def in_alarm(board: StatusBoard) -> bool:
+    router = board.alerts
+    return board.asset(ASSET).alarm is not None and router is not None and bool(router.open)
+
+
+async def acknowledge(http: aiohttp.ClientSession, url: str, by: str) -> Any:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"id": ALERT_ID, "by": by}
+    async with http.post(url + "api/alerts/ack", json=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def stored_alerts(path: Path) -> list[tuple[int, Alert]]:
+    async with await Store.open(StoreSettings(path=path)) as store:
+        return [
+            (seq, record)
+            for seq, record in await store.outbox(limit=1_000_000)
+            if isinstance(record, Alert)
+        ]
+
+
+async def sms_counts(path: Path) -> tuple[int, int, int]:
+    """(sent, queued, given up) over the whole SMS queue."""
+    async with await Store.open(StoreSettings(path=path)) as store:
+        stats = await store.sms_stats()
+    return stats.sent, stats.queued, stats.given_up
+
+
+async def test_an_alarm_open_at_shutdown_is_shown_at_once_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    config = rig_config(tmp_path)
+    db = Path(config.store.path)
+    async with running_rig(config) as (url, board), aiohttp.ClientSession() as http:
+        await wait_until(lambda: in_alarm(board), f"{ASSET} in alarm", deadline_s=90.0)
+        before = await get_json(http, url + "api/status")
+        ack = await acknowledge(http, url, "anna")
+        await wait_until(lambda: board.sms.sent >= 1, "the alarm's SMS sent")
+    [raised] = [a for a in before["alerts"]["open"] if a["id"] == ALERT_ID]
+    severity = next(a["alarm"] for a in before["assets"] if a["name"] == ASSET)
+
+    async with running_rig(config) as (url, board), aiohttp.ClientSession() as http:
+        status = await get_json(http, url + "api/status")
+        metric = await alarm_metric(http, url)
+        summary = SummaryPrinter(board, io.StringIO()).render(1.0)
+        await wait_until(lambda: board.asset(ASSET).scores >= 3, "three windows scored again")
+        later = await get_json(http, url + "api/status")
+
+    asset = next(a for a in status["assets"] if a["name"] == ASSET)
+    assert asset["scores"] == 0, "shown before any window was scored after the restart"
+    assert asset["alarm"] == severity and metric.endswith(" 1.0")
+    [reopened] = [a for a in status["alerts"]["open"] if a["id"] == ALERT_ID]
+    assert (reopened["t"], reopened["kind"], reopened["message"]) == (
+        raised["t"],
+        raised["kind"],
+        raised["message"],
+    )
+    assert reopened["ack"] == {"by": "anna", "at": ack["at"], "alert_t": raised["t"]}
+    assert f"ALARM ({severity})" in summary and "[acknowledged by anna]" in summary
+    assert next(a["alarm"] for a in later["assets"] if a["name"] == ASSET) is not None
+    assert [a["ack"]["by"] for a in later["alerts"]["open"] if a["id"] == ALERT_ID] == ["anna"]
+
+    alerts = [alert for _, alert in await stored_alerts(db)]
+    assert [a.kind for a in alerts if a.kind == "anomaly_raised"] == ["anomaly_raised"]
+    [acked] = [a for a in alerts if a.kind == "anomaly_acknowledged"]
+    assert acked.asset == ASSET and acked.t == ack["at"] and "acknowledged by anna" in acked.message
+    assert ALERT_ID in acked.message
+    assert await sms_counts(db) == (1, 0, 0), "one SMS for the episode, none after the restart"
+
+
+async def test_a_restart_from_a_store_without_saved_alerts_rebuilds_them_from_the_detector(
+    tmp_path: Path,
+) -> None:
+    """A database written before the alert state was saved (an upgrade), or whose row is
+    unreadable: the open alarm comes back from the detector's episode, with its raise time."""
+    config = rig_config(tmp_path)
+    db = Path(config.store.path)
+    async with running_rig(config) as (url, board):
+        await wait_until(lambda: in_alarm(board), f"{ASSET} in alarm", deadline_s=90.0)
+        raised_t = board.alerts.open[(ASSET, None, "anomaly")].t
+    async with await Store.open(StoreSettings(path=db)) as store:
+        await store.delete_state("", "alert_router")
+
+    async with running_rig(config) as (url, board), aiohttp.ClientSession() as http:
+        status = await get_json(http, url + "api/status")
+
+    [reopened] = [a for a in status["alerts"]["open"] if a["id"] == ALERT_ID]
+    assert reopened["t"] == raised_t and "found open at a restart" in reopened["message"]
+    assert next(a["alarm"] for a in status["assets"] if a["name"] == ASSET) is not None
+
+
+async def test_an_acknowledgement_reaches_the_receiver_over_the_uplink(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    broker = make_broker(users=("demo-gw",))
+    config = rig_config(tmp_path, demo_uplink(broker.url("demo-gw"), broker.ca_path))
+    receiver = FakeReceiver(broker, gateway="demo-gw")
+    async with (
+        running(receiver.run()),
+        running_rig(config) as (url, board),
+        aiohttp.ClientSession() as http,
+    ):
+        await wait_until(lambda: in_alarm(board), f"{ASSET} in alarm", deadline_s=90.0)
+        await acknowledge(http, url, "bob")
+
+        def received() -> list[Alert]:
+            return [
+                r
+                for r in receiver.records.values()
+                if isinstance(r, Alert) and r.kind == "anomaly_acknowledged"
+            ]
+
+        await wait_until(lambda: bool(received()), "the acknowledgement at the receiver")
+    [acked] = received()
+    assert acked.asset == ASSET and "acknowledged by bob" in acked.message
