@@ -164,6 +164,10 @@ UPSERT_ACK = (
 SELECT_ACKS = "SELECT alert_id, alert_t, acked_by, acked_at FROM alert_acks ORDER BY alert_id"
 # Messages for one alert (?1 kind, ?2 asset, ?3 t) that were sent or may still be (?4 = now).
 COUNT_SMS_FOR_ALERT = """
+SELECT count(*) FROM sms_outbox
+WHERE alert_kind = ?1 AND alert_asset = ?2 AND alert_t = ?3
+  AND (state = 'sent' OR (state IN ('queued', 'sending') AND give_up_at > ?4))
+"""
 
 
 def select_sql(table: str, columns: str, *, by_asset: bool) -> str:
