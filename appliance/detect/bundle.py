@@ -485,23 +485,26 @@ def _parse_json(text: str, source: str) -> object:
 
 def _check_plain_json(value: object, source: str) -> None:
     """At most MAX_JSON_DEPTH levels (so nothing that walks it later recurses too deep), and
-    no lone surrogate in any string (it could not be written out as UTF-8 again)."""
-    pending: list[tuple[object, int]] = [(value, 1)]
+    no lone surrogate in any string (it could not be written out as UTF-8 again). Errors name
+    the field where it happens."""
+    pending: list[tuple[object, str, int]] = [(value, "", 1)]
     while pending:
-        item, depth = pending.pop()
+        item, where, depth = pending.pop()
         if depth > MAX_JSON_DEPTH:
-            raise BundleError(f"{source}: nested deeper than {MAX_JSON_DEPTH} levels")
+            raise BundleError(f"{source}: {where}: nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(item, dict):
-            pending.extend((key, depth) for key in item)
-            pending.extend((child, depth + 1) for child in item.values())
+            for key, child in item.items():
+                name = f"{where}.{_shown_key(str(key))}" if where else _shown_key(str(key))
+                pending.extend(((key, name, depth), (child, name, depth + 1)))
         elif isinstance(item, list):
-            pending.extend((child, depth + 1) for child in item)
+            pending.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
         elif isinstance(item, str):
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
+                where = where or "manifest"
                 raise BundleError(
-                    f"{source}: a string holds a lone surrogate ({_shown(item)}), not text"
+                    f"{source}: {where}: holds a lone surrogate ({_shown(item)}), not text"
                 ) from None
 
 

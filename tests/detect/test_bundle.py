@@ -13,16 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.detect.bundle import (
+    FILE_NAME_PATTERN,
     MANIFEST_FILE,
+    MAX_FEATURES,
+    MAX_JSON_DEPTH,
+    MAX_MANIFEST_BYTES,
     MODEL_FILE,
+    NAME_PATTERN,
+    VERSION_PATTERN,
     DataSpan,
     Manifest,
     ModelBundle,
     Quantization,
     ThresholdDefaults,
     load_bundle,
+    manifest_from_dict,
     sha256_hex,
     write_bundle,
 )
@@ -337,3 +346,118 @@ def test_write_overwrites_an_older_bundle_in_place(tmp_path: Path) -> None:
     newer = make_manifest(newer_model, version="2026.12.01-1")
     assert write_bundle(tmp_path, newer, newer_model).manifest.version == "2026.12.01-1"
     assert load_bundle(tmp_path).model_bytes == newer_model
+
+
+# --- hostile manifests (issue 12): signed or not, they must be refused with a reason -----------
+
+
+@pytest.mark.parametrize(
+    "version", ["../../../../tmp/X", "/tmp/X", "sub/dir", "v" * 300, ".hidden", "a b", "é"]
+)
+def test_a_version_that_is_not_a_plain_name_is_refused(tmp_path: Path, version: str) -> None:
+    """The version is part of the bundle id, which names things on disk and on the page."""
+    write_raw(tmp_path, edited("version", set_to(version)))
+    message = refusal(tmp_path)
+    assert message.startswith(f"{tmp_path / MANIFEST_FILE}: version: must be 1-40 letters")
+    assert len(message) < 300
+
+
+def test_200000_feature_names_are_refused_at_once() -> None:
+    """Issue 12: the duplicate check was quadratic: minutes on the event loop."""
+    raw = make_manifest().to_dict()
+    raw["feature_names"] = [f"f{i}" for i in range(200_000)]
+    raw["scaler_mean"] = [0.0] * 200_000
+    raw["scaler_scale"] = [1.0] * 200_000
+    with pytest.raises(BundleError, match="feature_names: 200000 names, more than 10000"):
+        manifest_from_dict(raw, "memory")
+    with pytest.raises(BundleError, match=r"memory: \d+ characters, more than 2097152"):
+        Manifest.from_json(json.dumps(raw), "memory")
+
+
+def test_duplicate_feature_names_are_found_in_linear_time() -> None:
+    raw = make_manifest().to_dict()
+    names = [f"f{i}" for i in range(MAX_FEATURES - 1)] + ["f7"]
+    raw.update(feature_names=names, scaler_mean=[0.0] * len(names), scaler_scale=[1.0] * len(names))
+    with pytest.raises(BundleError, match=r"feature_names: names must be unique, repeated: f7$"):
+        manifest_from_dict(raw, "memory")
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 5000, 100_000])
+def test_a_deeply_nested_manifest_is_refused(tmp_path: Path, depth: int) -> None:
+    """Issue 12: a deeply nested manifest raised RecursionError."""
+    text = json.dumps(make_manifest().to_dict()).replace(
+        '"training": {', '"training": {"deep": ' + "[" * depth + "]" * depth + ", "
+    )
+    write_raw(tmp_path, text)
+    message = refusal(tmp_path)
+    assert f"nested deeper than {MAX_JSON_DEPTH} levels" in message
+    if depth < 1000:  # deeper, the JSON decoder itself gives up, before any field is known
+        assert f"{MANIFEST_FILE}: training.deep" in message
+
+
+def test_a_huge_integer_is_refused_as_not_finite(tmp_path: Path) -> None:
+    text = json.dumps(make_manifest().to_dict()).replace(
+        '"scaler_mean": [0.5', '"scaler_mean": [' + "9" * 400
+    )
+    write_raw(tmp_path, text)
+    assert refusal(tmp_path).endswith(
+        "scaler_mean[0]: must be finite, got an integer of 400 digits"
+    )
+
+
+def test_a_lone_surrogate_is_refused_naming_the_field(tmp_path: Path) -> None:
+    text = json.dumps(make_manifest().to_dict()).replace('"band_1"', '"band_\\ud800"')
+    write_raw(tmp_path, text)
+    assert "feature_names[2]: holds a lone surrogate ('band_\\ud800')" in refusal(tmp_path)
+
+
+def test_a_manifest_file_bigger_than_the_limit_is_not_read(tmp_path: Path) -> None:
+    write_raw(tmp_path, " " * (MAX_MANIFEST_BYTES + 1))
+    assert refusal(tmp_path).endswith(f"bytes, more than {MAX_MANIFEST_BYTES}")
+
+
+DEEP = "__deep__"
+HOSTILE_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**500), max_value=10**500)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.text(st.characters(codec="utf-8"), min_size=100, max_size=400)
+    | st.sampled_from(["../../../../tmp/X", "/tmp/X", "sub/dir", "\ud800", "a\0b", "", " "])
+    | st.just(DEEP)
+)
+HOSTILE_JSON = st.recursive(
+    HOSTILE_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(path=st.sampled_from(FIELD_PATHS), value=HOSTILE_JSON, depth=st.integers(1, 3000))
+def test_any_value_in_any_field_is_refused_naming_it_or_is_valid(
+    path: str, value: object, depth: int
+) -> None:
+    """Property: whatever JSON sits in a field, parsing either gives a manifest that survives
+    its own round trip with the strict fields in their patterns, or refuses with a BundleError
+    that names the field (or, nested beyond the decoder's own limit, the nesting), in a
+    message of bounded length."""
+    text = json.dumps(edited(path, set_to(value))).replace(
+        json.dumps(DEEP), "[" * depth + "]" * depth
+    )
+    try:
+        manifest = Manifest.from_json(text, "memory")
+    except BundleError as exc:
+        message = str(exc)
+        assert message.startswith("memory: ")
+        names_it = f"memory: {path}" in message or f" {path.split('.')[-1]}" in message
+        assert names_it or "nested deeper than" in message, (path, message)
+        assert len(message) < 1200
+        return
+    assert Manifest.from_json(manifest.to_json(), "again") == manifest
+    assert VERSION_PATTERN.fullmatch(manifest.version)
+    assert manifest.asset is None or NAME_PATTERN.fullmatch(manifest.asset)
+    assert FILE_NAME_PATTERN.fullmatch(manifest.model_file)

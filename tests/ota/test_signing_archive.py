@@ -14,7 +14,7 @@ from appliance.cli import main
 from appliance.config import parse_config
 from appliance.demo import demo_config
 from appliance.errors import BundleError, ConfigError
-from appliance.ota.archive import MAX_ARCHIVE_BYTES, pack, unpack
+from appliance.ota.archive import MAX_ARCHIVE_BYTES, BundleArchive, pack, unpack
 from appliance.ota.manager import ota_settings
 from appliance.ota.signing import (
     generate_key,
@@ -23,6 +23,7 @@ from appliance.ota.signing import (
     public_key_text,
     verify_signature,
 )
+from appliance.ota.vetting import stage_signed
 
 
 def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
@@ -132,3 +133,109 @@ def test_check_config_reads_the_model_keys_and_names_a_bad_one(
     bad = good.model_copy(update={"models": bad_models})
     assert main(["check-config", str(config_file(tmp_path / "bad.toml", bad))]) == 2
     assert "models.public_keys[0]" in capsys.readouterr().err
+
+
+# --- hostile archives (issue 12) --------------------------------------------------------------
+
+
+def sparse_member(name: str, real_size: int) -> tuple[tarfile.TarInfo, bytes]:
+    """A GNU sparse (PAX 1.0) member: one stored byte at the end of `real_size` bytes of holes,
+    as `tar --sparse` writes it. Its reader hands out `real_size` bytes."""
+    info = tarfile.TarInfo(name)
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": name,
+        "GNU.sparse.realsize": str(real_size),
+    }
+    sparse_map = b"1\n%d\n1\n" % (real_size - 1)
+    return info, sparse_map.ljust(tarfile.BLOCKSIZE, b"\0") + b"x"
+
+
+def pax_tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def members_of(bundle_dir: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    return [(tarfile.TarInfo(p.name), p.read_bytes()) for p in sorted(bundle_dir.iterdir())]
+
+
+def test_a_member_name_too_long_for_the_disk_is_refused_not_raised(tmp_path: Path) -> None:
+    """Issue 12: an unsigned 10 KB tar whose one member has a 300-character name crashed the
+    gateway (OSError: file name too long, while writing it)."""
+    data = tar_of((tarfile.TarInfo("a" * 300), b"x" * 9000))
+    assert len(data) <= 20 * 1024
+    with pytest.raises(BundleError, match=r"\(300 chars\) is not a plain file of a bundle"):
+        unpack(data, tmp_path / "out")
+    with pytest.raises(BundleError, match="^archive: "):
+        stage_signed(data, tmp_path / "staged", [Ed25519PrivateKey.generate().public_key()])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sparse_member_is_refused_before_a_byte_of_it_is_read(tmp_path: Path) -> None:
+    """Issue 12: a 10 KB tar holding a sparse 3 GB member took 3.2 GB of memory and wrote 3 GB
+    before any signature was checked."""
+    key = Ed25519PrivateKey.generate()
+    signed = variant(tmp_path / "b", "v-1", key)
+    data = pax_tar_of(*members_of(signed), sparse_member("extra.bin", 3 * 2**30))
+    assert len(data) <= 20 * 1024
+    with pytest.raises(BundleError, match=r"archive: 'extra.bin' is not a plain file"):
+        stage_signed(data, tmp_path / "staged", [key.public_key()])
+    with pytest.raises(BundleError, match=r"archive: 'extra.bin' is not a plain file"):
+        unpack(data, tmp_path / "unpacked")
+    assert not (tmp_path / "staged").exists() and not (tmp_path / "unpacked").exists()
+
+
+def test_the_byte_budget_counts_what_is_read(tmp_path: Path) -> None:
+    data = tar_of((tarfile.TarInfo("model.tflite"), b"x" * 5000))
+    with BundleArchive(data) as archive:
+        with pytest.raises(BundleError, match="archive: model.tflite is bigger than 4096 bytes"):
+            archive.read("model.tflite", 4096)
+        assert archive.read("model.tflite", 5000) == b"x" * 5000
+
+
+def test_an_unsigned_extra_member_of_a_signed_bundle_is_refused_and_never_written(
+    tmp_path: Path,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    signed = variant(tmp_path / "b", "v-1", key)
+    extra = (tarfile.TarInfo("extra.bin"), b"not signed by anybody")
+    with pytest.raises(BundleError, match="archive: extra.bin is not a file the signed manifest"):
+        stage_signed(tar_of(*members_of(signed), extra), tmp_path / "staged", [key.public_key()])
+    assert not (tmp_path / "staged").exists()
+    stage_signed(pack(signed), tmp_path / "staged", [key.public_key()])
+    assert sorted(p.name for p in (tmp_path / "staged").iterdir()) == sorted(
+        p.name for p in signed.iterdir()
+    )
+
+
+def test_the_signature_is_checked_before_the_model_is_read(tmp_path: Path) -> None:
+    """An archive signed with another key is refused as such, whatever its model member holds
+    (here: a sparse 3 GB one), and nothing is written."""
+    other = Ed25519PrivateKey.generate()
+    signed = variant(tmp_path / "b", "v-1", other)
+    files = [(i, d) for i, d in members_of(signed) if i.name != "model.tflite"]
+    data = pax_tar_of(*files)
+    keys = [Ed25519PrivateKey.generate().public_key()]
+    with pytest.raises(BundleError, match="^signature: wrong signature"):
+        stage_signed(data, tmp_path / "staged", keys)
+    unsigned = [(i, d) for i, d in members_of(signed) if i.name != "signature.ed25519"]
+    with pytest.raises(BundleError, match="^signature: unsigned"):
+        stage_signed(tar_of(*unsigned), tmp_path / "staged", keys)
+    with pytest.raises(BundleError, match="^bundle: model.tflite: missing from the archive"):
+        stage_signed(data, tmp_path / "staged", [other.public_key()])
+    assert not (tmp_path / "staged").exists()
+
+
+def test_a_model_that_does_not_match_the_signed_hash_is_never_written(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    signed = variant(tmp_path / "b", "v-1", key)
+    (signed / "model.tflite").write_bytes(b"\x1c\0\0\0TFL3 another model")
+    with pytest.raises(BundleError, match=r"^bundle: model.tflite: sha256 [0-9a-f]+ does not"):
+        stage_signed(pack(signed), tmp_path / "staged", [key.public_key()])
+    assert not (tmp_path / "staged").exists()
