@@ -249,21 +249,45 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from appliance.uplink.settings import uplink_settings
-
-    config = load_config(args.config)
-    if config.uplink is not None:
-        uplink_settings(config.gateway.id, config.uplink)  # the files it names are readable
-    if config.sms is not None:
-        from appliance.sms.settings import sms_settings
-
-        sms_settings(config.gateway.id, config.sms)  # the PIN file is readable
-    if config.models is not None:
-        from appliance.ota.manager import ota_settings
-
-        ota_settings(config.models, Path(config.store.path))  # the keys parse, files readable
+    config = load_checked_config(args.config)
     print(f"{args.config}: OK — {_describe(config)}")
     return 0
+
+
+def load_checked_config(path: Path) -> ApplianceConfig:
+    """The config as `run` starts from it: validated (load_config), every file it names read and
+    checked, the feature engines and emulated faults built as `run` builds them.
+
+    check-config and run both call this, so whatever run would refuse at start (short of a
+    busy port or a missing device), check-config refuses first. ConfigError otherwise."""
+    config = load_config(path)
+    try:
+        _check_usable(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
+
+
+def _check_usable(config: ApplianceConfig) -> None:
+    from appliance.app import build_feature_engines, build_uplink_settings
+    from appliance.capture.mcu_emulator import parse_faults
+    from appliance.ota.manager import ota_settings
+    from appliance.sms.settings import sms_settings
+
+    if config.http is not None:
+        config.http.read_token()
+    build_uplink_settings(config)  # the files it names are readable
+    if config.sms is not None:
+        sms_settings(config.gateway.id, config.sms)  # the PIN file is readable
+    if config.models is not None:
+        ota_settings(config.models, Path(config.store.path))  # the keys parse, files readable
+    build_feature_engines(config)
+    for device in config.serial:
+        if device.emulate is not None:
+            try:
+                parse_faults(device.emulate.faults)
+            except ValueError as exc:
+                raise ConfigError(f"serial[{device.name}].emulate.faults: {exc}") from None
 
 
 def _describe(config: ApplianceConfig) -> str:
@@ -313,7 +337,7 @@ def _describe_uplink(config: ApplianceConfig) -> str:
 def _run(args: argparse.Namespace) -> int:
     from appliance.app import run_appliance
 
-    config = load_config(args.config)
+    config = load_checked_config(args.config)
     asyncio.run(run_appliance(config, seconds=args.seconds))
     return 0
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -32,13 +32,32 @@ from pydantic import (
 
 from appliance.errors import ConfigError
 
+MAX_NESTING = 32
+"""Arrays and inline tables nested deeper than this are refused before parsing (a gateway
+config needs 3 levels; tomllib would recurse until RecursionError)."""
+
+
+def _path_text(path: str) -> str:
+    if not path:
+        raise ValueError("must not be empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise ValueError("must not contain control characters (NUL, newline, tab)")
+    if path != path.strip():
+        raise ValueError("has leading or trailing spaces")
+    return path
+
+
+PathText = Annotated[str, Field(max_length=4096), AfterValidator(_path_text)]
+"""A file or directory name: no control characters (a NUL would fail every open), no spaces
+around it."""
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PositiveFloat = Annotated[float, Field(gt=0)]
 BandEdges = Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=2, max_length=2)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class GatewayConfig(_Strict):
@@ -47,7 +66,7 @@ class GatewayConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    path: str = "/var/lib/appliance/appliance.db"
+    path: PathText = "/var/lib/appliance/appliance.db"
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     """SQLite synchronous mode under WAL: NORMAL survives process crashes; FULL also power cuts."""
     max_mb: PositiveFloat | None = 1024.0
@@ -97,6 +116,15 @@ class SerialConfig(_Strict):
     """Device path; prefer /dev/serial/by-id/... so it survives re-enumeration."""
     baudrate: Annotated[int, Field(gt=0)] = 921600
     emulate: McuEmulation | None = None
+
+    @field_validator("port")
+    @classmethod
+    def _absolute_device_path(cls, port: str) -> str:
+        if port:
+            _path_text(port)
+            if not port.startswith("/"):
+                raise ValueError("must be an absolute device path (/dev/serial/by-id/...)")
+        return port
 
     @model_validator(mode="after")
     def _port_or_emulation(self) -> SerialConfig:
@@ -199,7 +227,7 @@ class ChannelConfig(_Strict):
 class ModelConfig(_Strict):
     """How the asset's windows are scored (docs/DETECTION.md)."""
 
-    bundle: str | None = None
+    bundle: PathText | None = None
     """Directory of the asset's model bundle (manifest.json + model.tflite). Without one the
     asset commissions: it learns normal on the gateway for `commission_hours`, then scores."""
     commission_hours: PositiveFloat = 24.0
@@ -247,17 +275,18 @@ def parse_broker_url(url: str, *, allow_credentials: bool = False) -> BrokerAddr
 
     Credentials in the URL are refused unless `allow_credentials` (the demo's --broker takes
     them; a config file keeps them in username/password_file, out of logs)."""
+    shown = _shown(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"{url!r} is not a broker URL: {exc}") from None
+        raise ValueError(f"{shown} is not a broker URL: {exc}") from None
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
+        raise ValueError(f"{shown}: the scheme must be mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValueError(f"{url!r}: no host")
+        raise ValueError(f"{shown}: no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: a broker URL has no path, query or fragment")
+        raise ValueError(f"{shown}: a broker URL has no path, query or fragment")
     if (parts.username or parts.password) and not allow_credentials:
         raise ValueError(
             "credentials do not belong in the URL: use username and password_file (or password)"
@@ -276,13 +305,13 @@ class UplinkConfig(_Strict):
     """mqtts://host:port (TLS; port 8883 by default) or mqtt://host:port (plain; 1883)."""
     username: str | None = None
     password: str | None = None
-    password_file: str | None = None
+    password_file: PathText | None = None
     """A file holding the password (one line); keeps it out of the config file."""
-    ca_file: str | None = None
+    ca_file: PathText | None = None
     """CA certificate(s) that signed the broker's certificate; default: the system's CAs."""
-    client_cert: str | None = None
+    client_cert: PathText | None = None
     """Client certificate (PEM) for brokers that authenticate by certificate."""
-    client_key: str | None = None
+    client_key: PathText | None = None
     """Its private key, unless client_cert holds it too."""
     allow_insecure: bool = False
     """Allow plain mqtt:// to a host other than this one (data and password in clear)."""
@@ -362,14 +391,14 @@ AlertFamily = Literal[
 """What an alert is about: its kind without _raised/_escalated/_cleared."""
 AlarmEvent = Literal["raised", "escalated", "cleared"]
 UNSTABLE_PORTS = ("/dev/ttyUSB", "/dev/ttyACM")
-SECRET_KEYS = frozenset({"pin", "password"})
+SECRET_KEYS = frozenset({"pin", "password", "token"})
 """Keys whose bad value is never repeated in an error message."""
 
 
 class SmsConfig(_Strict):
     """Critical alerts by SMS through a GSM modem (appliance/sms/: policy.py, sender.py)."""
 
-    port: str | None = None
+    port: PathText | None = None
     """The modem's AT port by a stable name: /dev/serial/by-id/... or the udev rule's
     /dev/appliance/modem (image/udev/). /dev/ttyUSBn and /dev/ttyACMn are refused: their
     numbers change when USB re-enumerates."""
@@ -377,7 +406,7 @@ class SmsConfig(_Strict):
     """Run an emulated SIM800 on a pseudo-terminal instead (the demo; no SMS leaves)."""
     baudrate: Annotated[int, Field(gt=0)] = 115200
     pin: SimPin | None = None
-    pin_file: str | None = None
+    pin_file: PathText | None = None
     """A file holding the SIM PIN (one line); keeps it out of the config file."""
     recipients: Annotated[list[E164], Field(min_length=1, max_length=20)]
     severities: Annotated[list[Literal["warning", "critical"]], Field(min_length=1)] = ["critical"]
@@ -396,6 +425,9 @@ class SmsConfig(_Strict):
     retry_initial_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
     """Backoff after a failed send, doubling per attempt up to retry_max_s."""
     retry_max_s: Annotated[float, Field(ge=1, le=86400)] = 900.0
+    max_copies: Annotated[int, Field(ge=1, le=10)] = 2
+    """A message that may have reached its recipient this many times without the modem
+    confirming it (no answer after it went out) is given up, visibly, rather than resent."""
     timezone: str = "UTC"
     """IANA zone for the local time in the text, e.g. "Europe/Berlin"."""
     power_cycle_gpio: Annotated[int, Field(ge=0, le=1023)] | None = None
@@ -409,10 +441,13 @@ class SmsConfig(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:
+        unknown = "unknown time zone (give an IANA name, e.g. Europe/Berlin)"
+        if zone not in available_timezones():
+            raise ValueError(unknown)
         try:
             ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("unknown time zone (give an IANA name, e.g. Europe/Berlin)") from None
+        except (OSError, ValueError):  # a damaged tzdata file
+            raise ValueError(unknown) from None
         return zone
 
     @model_validator(mode="after")
@@ -449,6 +484,16 @@ class SmsConfig(_Strict):
         return self
 
 
+TOKEN_PATTERN = r"^[!-~]{16,512}$"
+TOKEN_RULE = "a token is 16 to 512 visible ASCII characters (no spaces)"
+
+
+def _token(token: str) -> str:
+    if not re.fullmatch(TOKEN_PATTERN, token):
+        raise ValueError(TOKEN_RULE)
+    return token
+
+
 class HttpConfig(_Strict):
     """The status page (appliance/web). Read-only without a token: actions that change state
     (acknowledging an alert) need `Authorization: Bearer <token>` and are disabled without one."""
@@ -457,9 +502,18 @@ class HttpConfig(_Strict):
     """Address to bind; 0.0.0.0 serves the plant LAN."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     """0 picks a free port (tests)."""
-    token: Annotated[str, Field(min_length=16)] | None = None
-    token_file: str | None = None
+    token: Annotated[str, AfterValidator(_token)] | None = None
+    token_file: PathText | None = None
     """A file holding the token (first line), instead of putting it in the config."""
+    max_connections: Annotated[int, Field(ge=2, le=10_000)] = 64
+    """Open connections at most (a browser tab holds one for /events and a few more). At the
+    cap a new connection closes the longest-idle one (no request in progress), or gets a 503
+    when every connection is busy; keeps a flood of clients from using up file descriptors."""
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    """A connection is closed when no complete request head has arrived this long after it
+    opened or after its last response (idle keep-alive and slow headers alike)."""
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """A request body (a model bundle is the largest) must arrive in full within this."""
 
     @model_validator(mode="after")
     def _one_token(self) -> HttpConfig:
@@ -471,13 +525,30 @@ class HttpConfig(_Strict):
         """The token, or None (state-changing endpoints disabled); ConfigError if unreadable."""
         if self.token_file is None:
             return self.token
-        try:
-            token = Path(self.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"http.token_file: cannot read {self.token_file}: {exc}") from None
-        if len(token) < 16:
-            raise ConfigError(f"http.token_file: {self.token_file}: token shorter than 16 chars")
+        token = read_text_file("http.token_file", self.token_file).strip()
+        if not re.fullmatch(TOKEN_PATTERN, token):
+            raise ConfigError(f"http.token_file: {self.token_file}: {TOKEN_RULE}")
         return token
+
+
+def read_text_file(key: str, path: str) -> str:
+    """A small UTF-8 file a config key names; ConfigError naming the key if it cannot be read."""
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_SECRET_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{key}: cannot read {path}: {reason}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{key}: {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+
+
+MAX_SECRET_FILE_BYTES = 64 * 1024
+"""Token, password, PIN and key files hold one line; anything bigger is the wrong file."""
 
 
 class ModelsConfig(_Strict):
@@ -488,12 +559,12 @@ class ModelsConfig(_Strict):
     public_keys: list[Annotated[str, Field(min_length=40, max_length=64)]] = []
     """Ed25519 public keys (base64, from `appliance model keygen`) whose signatures are
     accepted. Several keys allow a key rotation."""
-    public_key_files: list[str] = []
+    public_key_files: list[PathText] = []
     """Files holding one such key each, instead of (or besides) public_keys."""
-    directory: str | None = None
+    directory: PathText | None = None
     """Where accepted bundles and the active/previous choice are kept; default: `ota-models`
     beside the store's database. Not the directory of configured bundles: it is pruned."""
-    inbox: str | None = None
+    inbox: PathText | None = None
     """Watched directory: a bundle archive (.tar) dropped here is installed; default:
     `model-inbox` beside the store's database. Write it under another name (or a name starting
     with ".") and rename it in when complete."""
@@ -589,21 +660,93 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> ApplianceCon
         return ApplianceConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(origin, exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: values nested too deeply") from None
 
 
 def load_config(path: Path) -> ApplianceConfig:
+    """Read, parse and validate the file; ConfigError (never another exception) otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+        raw = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"{path}: cannot read config: {reason}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the "
+            "file as UTF-8"
+        ) from None
+    if (too_deep := _too_deep(text)) is not None:
+        line, key = too_deep
+        raise ConfigError(
+            f"{path}: line {line}: {key}: arrays or inline tables nested more than "
+            f"{MAX_NESTING} levels deep"
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # _too_deep missed a way of nesting: still one line
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return parse_config(data, str(path))
 
 
+def _too_deep(text: str) -> tuple[int, str] | None:
+    """(line, key) where arrays/inline tables first nest deeper than MAX_NESTING, else None.
+
+    A scan of brackets outside strings and comments; tomllib itself recurses per level."""
+    depth, line, key, table, i = 0, 1, "", "", 0
+    while i < len(text):
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            i = _line_end(text, i) - 1
+        elif c in "\"'":
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
+            end = _string_end(text, i + len(quote), quote)
+            line += text.count("\n", i, end)
+            i = end - 1
+        elif c in "[{":
+            if depth == 0:
+                statement = text[text.rfind("\n", 0, i) + 1 : i]
+                if "=" not in statement:  # a [table] or [[array]] header
+                    table = text[i : _line_end(text, i)].strip("[] \t")
+                key = ".".join(filter(None, (table, statement.split("=")[0].strip())))
+            depth += 1
+            if depth > MAX_NESTING:
+                return line, key or "(top level)"
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return None
+
+
+def _line_end(text: str, start: int) -> int:
+    end = text.find("\n", start)
+    return len(text) if end < 0 else end
+
+
+def _string_end(text: str, start: int, quote: str) -> int:
+    """Index just past the string that opened with `quote` before `start` (or the text's end)."""
+    i = start
+    while i < len(text):
+        if text[i] == "\\" and quote[0] == '"':
+            i += 2
+            continue
+        if text.startswith(quote, i):
+            return i + len(quote)
+        if text[i] == "\n" and len(quote) == 1:
+            return i  # an unterminated one-line string: tomllib reports it
+        i += 1
+    return len(text)
+
+
 def _describe(origin: str, exc: ValidationError) -> str:
+    """One line `origin: key.path: message` for one problem; a header and a line each for more."""
     lines = [f"{origin}: {exc.error_count()} problem(s)"]
     for error in exc.errors(include_url=False):
         where = _format_location(error["loc"])
@@ -614,11 +757,20 @@ def _describe(origin: str, exc: ValidationError) -> str:
             "input" in error
             and error["type"] not in {"missing"}
             and not isinstance(error["input"], dict | list)
-            and error["loc"][-1] not in SECRET_KEYS
+            and not SECRET_KEYS.intersection(map(str, error["loc"]))
         ):
-            message += f" (got {error['input']!r})"
+            message += f" (got {_shown(error['input'])})"
         lines.append(f"  {where}: {message}" if where else f"  {message}")
+    if len(lines) == 2:
+        return f"{origin}: {lines[1].strip()}"
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A refused value as the error shows it: short, and without URL credentials."""
+    text = repr(value)
+    text = re.sub(r"://[^/@\s]*@", "://***@", text)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:
@@ -630,5 +782,6 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
         elif part in {"serial", "i2c"} and out.endswith(".source"):
             continue  # the union tag pydantic inserts; the key itself follows
         else:
-            out += f".{part}" if out else part
+            key = part if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", part) else _shown(part)
+            out += f".{key}" if out else key
     return out

@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from appliance.config import SmsConfig
+from appliance.config import SmsConfig, read_text_file
 from appliance.errors import ConfigError
 from appliance.sms.emulator import EmulatorSettings
 from appliance.sms.modem import ModemSettings
@@ -88,6 +87,7 @@ def sms_settings(gateway_id: str, config: SmsConfig) -> SmsSettings:
         retry_initial_s=config.retry_initial_s,
         retry_max_s=config.retry_max_s,
         give_up_after_s=config.give_up_after_s,
+        max_copies=config.max_copies,
     )
     power_cycle = None
     if config.power_cycle_gpio is not None:
@@ -108,11 +108,7 @@ def sms_settings(gateway_id: str, config: SmsConfig) -> SmsSettings:
 
 
 def read_pin(path: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"sms.pin_file: cannot read {path}: {exc}") from None
-    pin = text.strip()
+    pin = read_text_file("sms.pin_file", path).strip()
     if not re.fullmatch(r"[0-9]{4,8}", pin):
         raise ConfigError(f"sms.pin_file: {path} must hold the SIM PIN (4-8 digits) on one line")
     return pin

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from appliance import __version__
-from appliance.config import BrokerAddress, UplinkConfig
+from appliance.config import BrokerAddress, UplinkConfig, read_text_file
 from appliance.errors import ConfigError
 
 AckMode = Literal["receiver", "broker"]
@@ -83,11 +83,7 @@ def uplink_settings(gateway: str, config: UplinkConfig) -> UplinkSettings:
 
 
 def read_password(path: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"uplink.password_file: cannot read {path}: {exc}") from None
-    password = text.rstrip("\r\n")
+    password = read_text_file("uplink.password_file", path).rstrip("\r\n")
     if not password or "\n" in password:
         raise ConfigError(f"uplink.password_file: {path} must hold the password on one line")
     return password
@@ -96,6 +92,10 @@ def read_password(path: str) -> str:
 def readable_file(key: str, path: str | None) -> Path | None:
     if path is None:
         return None
-    if not os.access(path, os.R_OK) or not Path(path).is_file():
-        raise ConfigError(f"uplink.{key}: {path} is not a readable file")
+    try:
+        readable = os.access(path, os.R_OK) and Path(path).is_file()
+    except (OSError, ValueError):  # a NUL or an over-long name
+        readable = False
+    if not readable:
+        raise ConfigError(f"uplink.{key}: {path!r} is not a readable file")
     return Path(path)
