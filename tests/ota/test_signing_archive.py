@@ -58,11 +58,11 @@ def test_unpack_refuses_paths(tmp_path: Path, member: tarfile.TarInfo, problem: 
 def test_unpack_refuses_links_empty_and_oversized(tmp_path: Path) -> None:
     link = tarfile.TarInfo("manifest.json")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-    with pytest.raises(BundleError, match="not a plain file"):
+    with pytest.raises(BundleError, match=r"not a plain file"):
         unpack(tar_of((link, b"")), tmp_path / "a")
-    with pytest.raises(BundleError, match="empty"):
+    with pytest.raises(BundleError, match=r"empty"):
         unpack(tar_of(), tmp_path / "b")
-    with pytest.raises(BundleError, match="more than"):
+    with pytest.raises(BundleError, match=r"more than"):
         unpack(b"\0" * (MAX_ARCHIVE_BYTES + 1), tmp_path / "c")
 
 
@@ -85,17 +85,17 @@ def test_signature_accepts_any_configured_key_and_names_what_is_wrong(tmp_path: 
     signed = variant(tmp_path / "b", "v-1", new)
     keys = [old.public_key(), new.public_key()]
     assert verify_signature(signed, keys) == 1  # a rotation: both keys trusted
-    with pytest.raises(BundleError, match="wrong signature"):
+    with pytest.raises(BundleError, match=r"wrong signature"):
         verify_signature(signed, [old.public_key()])
     manifest = signed / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"v-1"', '"v-2"'))
-    with pytest.raises(BundleError, match="changed after signing"):
+    with pytest.raises(BundleError, match=r"changed after signing"):
         verify_signature(signed, keys)
     (signed / "signature.ed25519").write_text("not base64!\n")
-    with pytest.raises(BundleError, match="not base64"):
+    with pytest.raises(BundleError, match=r"not base64"):
         verify_signature(signed, keys)
     (signed / "signature.ed25519").unlink()
-    with pytest.raises(BundleError, match="unsigned"):
+    with pytest.raises(BundleError, match=r"unsigned"):
         verify_signature(signed, keys)
 
 
@@ -104,17 +104,17 @@ def test_keys_round_trip_and_bad_keys_are_named(tmp_path: Path) -> None:
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "k.pub").read_text().strip() == public
     assert public_key_text(load_private_key(tmp_path / "k").public_key()) == public
-    with pytest.raises(BundleError, match="refusing to overwrite"):
+    with pytest.raises(BundleError, match=r"refusing to overwrite"):
         generate_key(tmp_path / "k")
-    with pytest.raises(BundleError, match="where: public key is not base64"):
+    with pytest.raises(BundleError, match=r"where: public key is not base64"):
         parse_public_key("???", "where")
-    with pytest.raises(BundleError, match="32 bytes, this one 3"):
+    with pytest.raises(BundleError, match=r"32 bytes, this one 3"):
         parse_public_key("YWJj", "where")
 
 
 def test_models_config_needs_a_key_and_names_a_bad_one(tmp_path: Path) -> None:
     document = demo_config(tmp_path, [], sms=False).model_dump(exclude_none=True)
-    with pytest.raises(ConfigError, match="needs public_keys or public_key_files"):
+    with pytest.raises(ConfigError, match=r"needs public_keys or public_key_files"):
         parse_config({**document, "models": {}}, "<t>")
     config = parse_config({**document, "models": {"public_keys": ["A" * 44]}}, "<t>")
     assert config.models is not None
@@ -172,7 +172,7 @@ def test_a_member_name_too_long_for_the_disk_is_refused_not_raised(tmp_path: Pat
     assert len(data) <= 20 * 1024
     with pytest.raises(BundleError, match=r"\(300 chars\) is not a plain file of a bundle"):
         unpack(data, tmp_path / "out")
-    with pytest.raises(BundleError, match="^archive: "):
+    with pytest.raises(BundleError, match=r"^archive: "):
         stage_signed(data, tmp_path / "staged", [Ed25519PrivateKey.generate().public_key()])
     assert list(tmp_path.iterdir()) == []
 
@@ -194,7 +194,7 @@ def test_a_sparse_member_is_refused_before_a_byte_of_it_is_read(tmp_path: Path) 
 def test_the_byte_budget_counts_what_is_read(tmp_path: Path) -> None:
     data = tar_of((tarfile.TarInfo("model.tflite"), b"x" * 5000))
     with BundleArchive(data) as archive:
-        with pytest.raises(BundleError, match="archive: model.tflite is bigger than 4096 bytes"):
+        with pytest.raises(BundleError, match=r"archive: model.tflite is bigger than 4096 bytes"):
             archive.read("model.tflite", 4096)
         assert archive.read("model.tflite", 5000) == b"x" * 5000
 
@@ -205,7 +205,7 @@ def test_an_unsigned_extra_member_of_a_signed_bundle_is_refused_and_never_writte
     key = Ed25519PrivateKey.generate()
     signed = variant(tmp_path / "b", "v-1", key)
     extra = (tarfile.TarInfo("extra.bin"), b"not signed by anybody")
-    with pytest.raises(BundleError, match="archive: extra.bin is not a file the signed manifest"):
+    with pytest.raises(BundleError, match=r"archive: extra.bin is not a file the signed manifest"):
         stage_signed(tar_of(*members_of(signed), extra), tmp_path / "staged", [key.public_key()])
     assert not (tmp_path / "staged").exists()
     stage_signed(pack(signed), tmp_path / "staged", [key.public_key()])
@@ -222,12 +222,12 @@ def test_the_signature_is_checked_before_the_model_is_read(tmp_path: Path) -> No
     files = [(i, d) for i, d in members_of(signed) if i.name != "model.tflite"]
     data = pax_tar_of(*files)
     keys = [Ed25519PrivateKey.generate().public_key()]
-    with pytest.raises(BundleError, match="^signature: wrong signature"):
+    with pytest.raises(BundleError, match=r"^signature: wrong signature"):
         stage_signed(data, tmp_path / "staged", keys)
     unsigned = [(i, d) for i, d in members_of(signed) if i.name != "signature.ed25519"]
-    with pytest.raises(BundleError, match="^signature: unsigned"):
+    with pytest.raises(BundleError, match=r"^signature: unsigned"):
         stage_signed(tar_of(*unsigned), tmp_path / "staged", keys)
-    with pytest.raises(BundleError, match="^bundle: model.tflite: missing from the archive"):
+    with pytest.raises(BundleError, match=r"^bundle: model.tflite: missing from the archive"):
         stage_signed(data, tmp_path / "staged", [other.public_key()])
     assert not (tmp_path / "staged").exists()
 
