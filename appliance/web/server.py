@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from appliance.errors import StoreError
+from appliance.errors import ConfigError, StoreError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
 from appliance.sms.sender import SmsIntake
@@ -80,7 +80,11 @@ async def serve_status(
     sampler = asyncio.create_task(_sample_every(state, EVENT_EVERY_S), name="web-sampler")
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # busy port, unknown address: the key to fix, not a traceback
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"http.port: cannot listen on {host}:{port}: {reason}") from None
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         url = f"http://{shown}:{bound[1]}/"
