@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+from typing import cast
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.detect.routing import AlertRouter, run_alert_stage
+from appliance.errors import StoreError
 from appliance.records import Alert
 from appliance.store import StoredRecord
 
@@ -73,3 +81,100 @@ async def test_the_stage_hands_on_every_routed_alert() -> None:
     kinds = [out.get_nowait().kind for _ in range(out.qsize())]
     assert kinds == ["spike_raised", "anomaly_raised"]
     assert r.counts == {"spike_raised": 1, "anomaly_raised": 1}
+
+
+# --- state kept across a restart ------------------------------------------------------------
+
+
+def test_the_state_brings_back_open_held_back_and_recent_alerts() -> None:
+    r = router()
+    r.route(10.0, [sensor("flatline_raised", "accel_x")])
+    r.route(11.0, [anomaly("anomaly_raised", asset="fan-2", t=11.0)])
+    r.route(12.0, [anomaly("anomaly_raised", a, t=12.0) for a in ("pump-1", "press-3")])
+    restarted = router()
+
+    restarted.restore(json.loads(json.dumps(r.to_state())))
+
+    assert restarted.open == r.open and restarted.held_open() == r.held_open()
+    assert list(restarted.recent) == list(r.recent)
+    assert restarted.to_state() == r.to_state()
+    # The systemic alarm goes on: its members' clears stay silent, then the systemic clear.
+    out = restarted.route(20.0, [anomaly("anomaly_cleared", a, t=20.0) for a in ("pump-1",)])
+    assert [a.kind for a in out] == ["systemic_cleared"]
+
+
+def test_a_state_that_does_not_fit_is_refused_naming_the_field_and_changes_nothing() -> None:
+    r = router()
+    r.route(10.0, [sensor("flatline_raised", "accel_x")])
+    before = r.to_state()
+    state = r.to_state()
+    bad_open = cast(list[dict[str, object]], state["open"])
+    bad_open[0]["t"] = float("nan")
+
+    with pytest.raises(ValueError, match=r"open\[0\]\.t"):
+        r.restore(state)
+
+    assert r.to_state() == before
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+FIELDS = ("open", "held_open", "recent", "systemic")
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(FIELDS), value=JSON_VALUES, index=st.integers(0, 5))
+def test_any_damage_to_a_saved_state_is_refused_or_restores_a_valid_router(
+    field: str, value: object, index: int
+) -> None:
+    """A field replaced by arbitrary JSON, or one alert's field replaced: refused with a
+    ValueError naming the field (the router unchanged), or restored to alerts that are valid."""
+    r = router()
+    r.route(10.0, [sensor("flatline_raised", "accel_x"), anomaly("anomaly_raised", t=10.0)])
+    before = r.to_state()
+    state = json.loads(json.dumps(before))
+    alerts = state["open"]
+    if field != "systemic" and index < len(alerts) * 6:
+        alert = alerts[index // 6]
+        alert[sorted(alert)[index % 6]] = value
+        named = "open["
+    else:
+        state[field] = value
+        named = field
+    try:
+        r.restore(state)
+    except ValueError as exc:
+        assert named in str(exc)
+        assert r.to_state() == before
+    else:
+        for a in r.open.values():
+            assert isinstance(a.asset, str) and a.severity in ("warning", "critical")
+            assert math.isfinite(a.t)
+
+
+async def test_the_stage_saves_the_state_after_each_batch_and_a_failed_save_does_not_stop_it() -> (
+    None
+):
+    r = router()
+    alerts_in: asyncio.Queue[Alert] = asyncio.Queue()
+    out: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    saved: list[dict[str, object]] = []
+
+    async def save() -> None:
+        saved.append(r.to_state())
+        if len(saved) == 1:
+            raise StoreError("store x.db: disk I/O error")
+
+    task = asyncio.create_task(run_alert_stage(r, alerts_in, out, save_state=save))
+    alerts_in.put_nowait(anomaly("anomaly_raised", t=10.0))
+    await alerts_in.join()
+    alerts_in.put_nowait(anomaly("anomaly_cleared", t=20.0))
+    await alerts_in.join()
+    task.cancel()
+
+    assert [len(cast(list[object], s["open"])) for s in saved] == [1, 0]
