@@ -53,6 +53,7 @@ from appliance.summary import SummaryPrinter
 from appliance.uplink.publisher import Uplink
 from appliance.uplink.settings import UplinkSettings, uplink_settings
 from appliance.web import serve_status
+from appliance.web.limits import ConnectionLimits
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +196,7 @@ async def run_appliance(
                             models,
                             pipeline.sms.intake if pipeline.sms is not None else None,
                             on_http_started,
+                            limits=ConnectionLimits.from_config(config.http),
                         )
                     )
                 for emulator in sources.emulators:

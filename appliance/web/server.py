@@ -14,12 +14,22 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler
 
 from appliance.errors import ConfigError, StoreError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
 from appliance.sms.sender import SmsIntake
 from appliance.status import StatusBoard
+from appliance.web.limits import (
+    DEFAULT_LIMITS,
+    GUARD,
+    CappedSite,
+    ConnectionGuard,
+    ConnectionLimits,
+    track_requests,
+)
 from appliance.web.metrics import CONTENT_TYPE, render_metrics
 from appliance.web.snapshot import WebState
 
@@ -32,14 +42,35 @@ TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 MODELS: web.AppKey[ModelManager | None] = web.AppKey("models", ModelManager)
 SMS: web.AppKey[SmsIntake | None] = web.AppKey("sms", SmsIntake)
+LIMITS: web.AppKey[ConnectionLimits] = web.AppKey("limits", ConnectionLimits)
 ARCHIVE_TYPES = ("application/x-tar", "application/octet-stream")
+MAX_JSON_BYTES = 16 * 1024
+"""An action's JSON body is a few short fields; anything bigger is refused unread."""
+UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
+
+
+class Refused(Exception):
+    """A request refused for what it sent: answered with `status` and `reason`, never a 500."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 def build_app(
-    state: WebState, token: str | None, models: ModelManager | None, sms: SmsIntake | None = None
+    state: WebState,
+    token: str | None,
+    models: ModelManager | None,
+    sms: SmsIntake | None = None,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
     # Bodies are read only after the token is checked; the largest legitimate one is a bundle.
-    app = web.Application(client_max_size=MAX_ARCHIVE_BYTES)
+    app = web.Application(client_max_size=MAX_ARCHIVE_BYTES, middlewares=[track_requests, refusals])
+    app[LIMITS] = limits
+    if guard is not None:
+        app[GUARD] = guard
     app[STATE] = state
     app[TOKEN] = token
     app[MODELS] = models
@@ -71,15 +102,20 @@ async def serve_status(
     models: ModelManager | None,
     sms: SmsIntake | None = None,
     on_started: Callable[[str], None] | None = None,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
 ) -> AsyncIterator[str]:
     """Serve the page while inside; yields its URL (the actual port when `port` is 0)."""
     state = WebState(board, store_dir, token_set=token is not None)
-    app = build_app(state, token, models, sms)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    guard = ConnectionGuard(limits.max_connections)
+    app = build_app(state, token, models, sms, limits, guard)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=limits.idle_timeout_s
+    )
     await runner.setup()
+    guard.server = runner.server
     sampler = asyncio.create_task(_sample_every(state, EVENT_EVERY_S), name="web-sampler")
     try:
-        site = web.TCPSite(runner, host, port)
+        site = CappedSite(runner, host, port, guard)
         try:
             await site.start()
         except OSError as exc:  # busy port, unknown address: the key to fix, not a traceback
@@ -140,14 +176,14 @@ def _refuse(status: int, error: str) -> web.Response:
 def _unauthorised(request: web.Request) -> web.Response | None:
     """The refusal for a request without the configured bearer token; None when it has it."""
     token = request.app[TOKEN]
-    given = request.headers.get("Authorization", "")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if token is None:
         refusal = _refuse(
             403, "actions are disabled: no [http] token is configured on this gateway"
         )
-    elif not given.startswith("Bearer "):
+    elif scheme.lower() != "bearer" or not given:
         refusal = _refuse(401, "missing token: send 'Authorization: Bearer <token>'")
-    elif not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
+    elif not hmac.compare_digest(_header_bytes(given.strip()), token.encode()):
         refusal = _refuse(401, "wrong token")
     else:
         return None
@@ -155,14 +191,90 @@ def _unauthorised(request: web.Request) -> web.Response | None:
     return refusal
 
 
+def _header_bytes(value: str) -> bytes:
+    """A header value as the bytes that came in (aiohttp decodes them UTF-8, surrogateescape)."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+async def _json_object(request: web.Request, expected: str) -> dict[str, Any]:
+    """The body as a JSON object; Refused (4xx naming what is wrong, with `expected`) else."""
+    if request.charset is not None and request.charset.lower() not in UTF8_CHARSETS:
+        raise Refused(415, f"send JSON as UTF-8, not charset={request.charset[:40]!r}")
+    data = await _read_body(request, MAX_JSON_BYTES, "JSON body")
+    try:
+        body = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise Refused(400, f"JSON nested too deeply; expected {expected}") from None
+    except ValueError as exc:  # also not UTF-8, a lone surrogate, a 5,000-digit number
+        raise Refused(400, f"not JSON ({str(exc)[:80]}); expected {expected}") from None
+    if not isinstance(body, dict):
+        raise Refused(400, f"expected {expected}")
+    return body
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _text_field(
+    body: dict[str, Any], key: str, *, max_chars: int, default: str | None = None
+) -> str:
+    """A short printable string field; Refused naming the key otherwise."""
+    value = body.get(key)
+    if value is None and default is not None:
+        return default
+    if value is None:
+        raise Refused(400, f"{key}: missing")
+    if not isinstance(value, str):
+        raise Refused(400, f"{key}: must be a string")
+    if not 1 <= len(value) <= max_chars:
+        raise Refused(400, f"{key}: must be 1 to {max_chars} characters")
+    if not value.isprintable():  # control characters, lone surrogates
+        raise Refused(400, f"{key}: must be printable text")
+    return value
+
+
+async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole body, at most `limit` bytes, within the body timeout; Refused otherwise."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Refused(413, f"{what} too big: the limit is {limit} bytes")
+    timeout_s = request.app[LIMITS].body_timeout_s
+    data = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(limit + 1 - len(data)):
+                data += chunk
+                if len(data) > limit:
+                    raise Refused(413, f"{what} too big: the limit is {limit} bytes")
+    except TimeoutError:
+        raise Refused(408, f"{what} not received in full within {timeout_s:g} s") from None
+    except HttpProcessingError as exc:  # a broken chunked encoding, a short body
+        raise Refused(400, f"{what} unreadable: {exc.message}") from None
+    return bytes(data)
+
+
+@web.middleware
+async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A Refused raised by a handler becomes its 4xx answer, logged in one line."""
+    try:
+        return await handler(request)
+    except Refused as refused:
+        log.warning(
+            "request_refused", path=request.path, peer=request.remote, status=refused.status,
+            reason=refused.reason,
+        )  # fmt: skip
+        return _refuse(refused.status, refused.reason)
+
+
+ACK_BODY = '{"id": "<alert id>", "by": "<name>"}'
+
+
 async def _ack(request: web.Request) -> web.Response:
     if (refusal := _unauthorised(request)) is not None:
         return refusal
-    try:
-        body: Any = await request.json()
-        alert_id, by = str(body["id"]), str(body.get("by") or "unknown")[:64]
-    except (ValueError, KeyError, TypeError):
-        return _refuse(400, 'expected JSON {"id": "<alert id>", "by": "<name>"}')
+    body = await _json_object(request, ACK_BODY)
+    alert_id = _text_field(body, "id", max_chars=200)
+    by = _text_field(body, "by", max_chars=64, default="unknown")
     try:
         ack = await request.app[STATE].ack(alert_id, by)
     except ValueError as exc:
@@ -192,10 +304,7 @@ async def _install_model(request: web.Request) -> web.Response:
         return models
     if request.content_type not in ARCHIVE_TYPES:
         return _refuse(415, f"send the bundle archive as the body, as {' or '.join(ARCHIVE_TYPES)}")
-    try:
-        data = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _refuse(413, f"bundle archive too big: the limit is {MAX_ARCHIVE_BYTES} bytes")
+    data = await _read_body(request, MAX_ARCHIVE_BYTES, "bundle archive")
     log.info("model_upload", peer=request.remote, bytes=len(data))
     return _answer(await models.install(data, source=f"http:{request.remote}"), 422)
 
@@ -204,11 +313,8 @@ async def _roll_back_model(request: web.Request) -> web.Response:
     models = _manager(request)
     if isinstance(models, web.Response):
         return models
-    try:
-        body: Any = await request.json()
-        asset = str(body["asset"])
-    except (ValueError, KeyError, TypeError):
-        return _refuse(400, 'expected JSON {"asset": "<asset name>"}')
+    body = await _json_object(request, '{"asset": "<asset name>"}')
+    asset = _text_field(body, "asset", max_chars=64)
     log.info("model_rollback_requested", peer=request.remote, asset=asset)
     reason = "rollback requested on the status page"
     return _answer(await models.rollback(asset, reason, source=f"http:{request.remote}"), 409)
@@ -221,11 +327,8 @@ async def _test_sms(request: web.Request) -> web.Response:
     sms = request.app[SMS]
     if sms is None:
         return _refuse(403, "SMS is not configured on this gateway (no [sms] table)")
-    try:
-        body: Any = await request.json()
-        by = str(body.get("by") or "unknown")[:64]
-    except (ValueError, AttributeError):
-        return _refuse(400, 'expected JSON {"by": "<name>"}')
+    body = await _json_object(request, '{"by": "<name>"}')
+    by = _text_field(body, "by", max_chars=64, default="unknown")
     queued = await sms.send_test(f"{by} on the status page")
     log.info("sms_test_requested", by=by, peer=request.remote, queued=queued)
     if not queued:
