@@ -155,7 +155,7 @@ def _command(body: dict[str, Any]) -> Command:
         return Command(
             command_id,
             "install_model",
-            bundle=_bundle(body.get("bundle")),
+            bundle=_bundle(body.get("bundle"), command_id),
             allow_downgrade=_flag(body.get("allow_downgrade", False), command_id),
         )
     if action == "rollback_model":
@@ -208,10 +208,10 @@ def _flag(value: object, command_id: str) -> bool:
     return value
 
 
-def _bundle(value: object) -> bytes:
+def _bundle(value: object, command_id: str) -> bytes:
     if not isinstance(value, str):
-        raise SchemaError("install_model: bundle must be the archive in base64")
+        raise SchemaError(f"command {command_id}: bundle must be the archive in base64")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise SchemaError("install_model: bundle is not valid base64") from None
+        raise SchemaError(f"command {command_id}: bundle is not valid base64") from None
