@@ -1,9 +1,10 @@
 """`appliance-receiver`: run an instance, export features, show gateway status.
 
-appliance-receiver [run] --broker mqtts://user:pass@host:8883 --db sqlite:///receiver.db
+appliance-receiver [run] --broker mqtts://user@host:8883 --password-file F --db sqlite:///rx.db
 appliance-receiver export --db URL --gateway G --asset A --out FILE.npz [--since] [--until]
 appliance-receiver status --db URL
-appliance-receiver forget-session --broker URL --client-id ID
+appliance-receiver dead-letters --db URL [--limit N] [--save DIR]
+appliance-receiver forget-session --broker URL [--password-file F] --client-id ID
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -24,6 +26,7 @@ from typing import Any, TextIO
 import aiomqtt
 import structlog
 
+from appliance.uplink.schema import MAX_PART_BYTES
 from receiver.db import open_database
 from receiver.errors import ReceiverError
 from receiver.export import export_features
@@ -31,11 +34,15 @@ from receiver.service import serve
 from receiver.settings import (
     DEFAULT_GROUP,
     DEFAULT_PREFIX,
+    PASSWORD_ENV,
+    BrokerAddress,
     ReceiverSettings,
     parse_broker_url,
+    with_password,
 )
 
-COMMANDS = ("run", "export", "status", "forget-session")
+COMMANDS = ("run", "export", "status", "dead-letters", "forget-session")
+PREVIEW_BYTES = 160
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,12 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(commands)
     add_export(commands)
     add_status(commands)
+    add_dead_letters(commands)
     add_forget_session(commands)
     return parser
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, metavar="mqtt[s]://USER:PASS@HOST:PORT")
+    parser.add_argument("--broker", required=True, metavar="mqtt[s]://USER@HOST:PORT")
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help=f"the broker password, first line of FILE (default: ${PASSWORD_ENV}); "
+        "a password in the --broker URL shows in ps",
+    )
     parser.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate (PEM) for mqtts")
 
 
@@ -83,6 +98,14 @@ def add_run(commands: Any) -> None:
         "(default: host-pid with a clean session)",
     )
     run.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
+    run.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=MAX_PART_BYTES,
+        metavar="N",
+        help="larger messages are refused unread (default 16 MiB; keep it above the gateways' "
+        "max_message_bytes)",
+    )
     run.set_defaults(handler=run_receiver)
 
 
@@ -101,6 +124,16 @@ def add_status(commands: Any) -> None:
     status = commands.add_parser("status", help="print the gateway_status view as JSON lines")
     status.add_argument("--db", required=True)
     status.set_defaults(handler=run_status)
+
+
+def add_dead_letters(commands: Any) -> None:
+    letters = commands.add_parser(
+        "dead-letters", help="print the newest refused messages as JSON lines, newest first"
+    )
+    letters.add_argument("--db", required=True)
+    letters.add_argument("--limit", type=int, default=20)
+    letters.add_argument("--save", type=Path, metavar="DIR", help="write each payload to DIR/<id>")
+    letters.set_defaults(handler=run_dead_letters)
 
 
 def add_forget_session(commands: Any) -> None:
@@ -125,15 +158,20 @@ def utc_time(text: str) -> float:
     return moment.timestamp()
 
 
+def broker_from(args: argparse.Namespace) -> BrokerAddress:
+    return with_password(parse_broker_url(args.broker), args.password_file, os.environ)
+
+
 def settings_from(args: argparse.Namespace) -> ReceiverSettings:
     return ReceiverSettings(
-        broker=parse_broker_url(args.broker),
+        broker=broker_from(args),
         db_url=args.db,
         ca_path=args.ca,
         prefix=args.prefix,
         group=args.group,
         client_id=args.client_id,
         stats_interval_s=args.stats_interval,
+        max_payload_bytes=args.max_payload_bytes,
     )
 
 
@@ -170,8 +208,28 @@ async def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_dead_letters(args: argparse.Namespace) -> int:
+    database = await open_database(args.db)
+    try:
+        letters = await database.dead_letters(args.limit)
+        counters = await database.counters()
+    finally:
+        await database.close()
+    print(json.dumps({"dropped": counters.get("dead_letters_dropped", 0),
+                      "dropped_bytes": counters.get("dead_letter_bytes_dropped", 0)}))  # fmt: skip
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+    for letter in letters:
+        payload = bytes(letter.pop("payload"))
+        if args.save is not None:
+            (args.save / str(letter["id"])).write_bytes(payload)
+        preview = payload[:PREVIEW_BYTES].decode("utf-8", "backslashreplace")
+        print(json.dumps({**letter, "payload_preview": preview}, default=str))
+    return 0
+
+
 async def run_forget_session(args: argparse.Namespace) -> int:
-    broker = parse_broker_url(args.broker)
+    broker = broker_from(args)
     tls = ssl.create_default_context(cafile=str(args.ca) if args.ca else None)
     try:
         async with aiomqtt.Client(

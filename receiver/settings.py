@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -14,6 +15,8 @@ from receiver.errors import SettingsError
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 DEFAULT_PREFIX = "appliance"
 DEFAULT_GROUP = "receivers"
+PASSWORD_ENV = "APPLIANCE_RECEIVER_PASSWORD"
+MAX_PASSWORD_FILE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,43 @@ def parse_broker_url(url: str) -> BrokerAddress:
         username=None if parts.username is None else unquote(parts.username),
         password=None if parts.password is None else unquote(parts.password),
     )
+
+
+def with_password(
+    broker: BrokerAddress, password_file: Path | None, environ: Mapping[str, str]
+) -> BrokerAddress:
+    """The broker address with its password from `password_file` (first line) or, failing
+    that, from $APPLIANCE_RECEIVER_PASSWORD, so that it never shows in `ps`. A password in the
+    URL still works; given twice (URL and file) it is refused rather than guessed."""
+    if password_file is not None:
+        if broker.password is not None:
+            raise SettingsError("the broker password is in --broker and in --password-file: "
+                                "keep --password-file (the URL shows in ps)")  # fmt: skip
+        password: str | None = read_password_file(password_file)
+    else:
+        password = broker.password or environ.get(PASSWORD_ENV) or None
+    if password is not None and not broker.username:
+        raise SettingsError("a broker password needs a user name: mqtts://USER@host")
+    return replace(broker, password=password)
+
+
+def read_password_file(path: Path) -> str:
+    """The file's first line (without its line ending); never echoes the content."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise SettingsError(f"--password-file {str(path)!r}: cannot read it ({exc})") from None
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise SettingsError(f"--password-file {str(path)!r}: longer than "
+                            f"{MAX_PASSWORD_FILE_BYTES} bytes; not a password file")  # fmt: skip
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SettingsError(f"--password-file {str(path)!r}: not UTF-8 text") from None
+    if not lines or not lines[0]:
+        raise SettingsError(f"--password-file {str(path)!r}: the first line is empty")
+    return lines[0]
 
 
 def default_client_id() -> str:
