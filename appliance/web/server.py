@@ -263,7 +263,10 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
             "request_refused", path=request.path, peer=request.remote, status=refused.status,
             reason=refused.reason,
         )  # fmt: skip
-        return _refuse(refused.status, refused.reason)
+        response = _refuse(refused.status, refused.reason)
+        if refused.status in (408, 413):  # the rest of the body is not worth waiting for
+            response.force_close()
+        return response
 
 
 ACK_BODY = '{"id": "<alert id>", "by": "<name>"}'
