@@ -78,6 +78,8 @@ def test_appliance_unit_contract() -> None:
     assert "PrivateDevices" not in unit  # would hide the serial ports and I2C buses
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "MemoryDenyWriteExecute"):
         assert unit[key] == ["yes"], key
+    # room for the page's connection cap (default 64) and everything else, far above 1024
+    assert int(unit["LimitNOFILE"][0]) >= 8192
     assert unit["ProtectSystem"] == ["strict"]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from appliance.status import StatusBoard
-from appliance.web.limits import ConnectionLimits
+from appliance.web.limits import DEFAULT_LIMITS, ConnectionLimits
 from appliance.web.server import serve_status
 
 TOKEN = "test-token-0123456789abcdef"
@@ -25,7 +25,7 @@ DEADLINE_S = 10.0
 
 @contextlib.asynccontextmanager
 async def page(
-    tmp_path: Path, limits: ConnectionLimits = ConnectionLimits()
+    tmp_path: Path, limits: ConnectionLimits = DEFAULT_LIMITS
 ) -> AsyncIterator[tuple[str, int]]:
     """The status page of an idle board on 127.0.0.1; yields (host, port)."""
     board = StatusBoard("gw-1")
