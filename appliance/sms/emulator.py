@@ -4,17 +4,22 @@ It boots like the real thing: input is ignored until "RDY"; echo is on until ATE
 answers +CME ERROR: 14 (SIM busy) for a while, then "+CPIN: READY" (or "SIM PIN" until the
 right AT+CPIN="<pin>"; three wrong ones and the SIM wants a PUK); registration goes from 2
 (searching) to 1 (home) or 5 (roaming) after a delay and AT+CSQ says 99 until the signal is
-known. The profile starts in text mode, so a host that never sends AT+CMGF=0 fails. AT+CMGS
-gives the "> " prompt; the PDU that follows is decoded with the real decoder (a bad one gets
-+CMS ERROR: 304), concatenated parts are reassembled by reference, and each whole message
-lands in `delivered` (number, text, parts, time) so a test can compare it with what was sent.
+known. The profile starts in text mode, like a real one: there `AT+CMGS=<n>` takes n as the
+destination number and the line after "> " as the text, so a host that never sends AT+CMGF=0
+(or missed a restart) texts its PDU hex to a number like "25". In PDU mode AT+CMGS gives the
+"> " prompt; the PDU that follows is decoded with the real decoder (a bad one gets +CMS ERROR:
+304), concatenated parts are reassembled by reference, and each whole message lands in
+`delivered` (number, text, parts, time) so a test can compare it with what was sent.
 
-Faults: `fail_sends` (the next N sends get a +CMS error, or every send), `hang` (stops
-answering, keeps the port), `hang_on_next_submit` (takes the PDU, then hangs: the host cannot
-know whether it went), `unplug` / `replug` (pty and symlink vanish; a new pty appears under
-the same symlink, freshly booted), `power_cycle`, URCs now (`inject_urc`), inside the next
-answer (`queue_urc`, e.g. between "> " and +CMGS) or at random (`urc_probability`). Every
-delay is in `EmulatorSettings`; `EmulatorSettings.fast()` shrinks them for tests and demos.
+Faults: `fail_sends` (the next N sends get a +CMS error, or every send), `fail_text` (every
+part whose text contains a marker gets a +CMS error), `answer_submits_late` (the +CMGS answer
+comes long after the SMS went), `hang` (stops answering, keeps the port),
+`hang_on_next_submit` (takes the PDU, then hangs: the host cannot know whether it went),
+`unplug` / `replug` (pty and symlink vanish; a new pty appears under the same symlink, freshly
+booted), `power_cycle`, `silent_restart` (back to the power-on settings without "RDY": echo on,
+text mode, no registration URCs), URCs now (`inject_urc`), inside the next answer
+(`queue_urc`, e.g. between "> " and +CMGS) or at random (`urc_probability`). Every delay is in
+`EmulatorSettings`; `EmulatorSettings.fast()` shrinks them for tests and demos.
 
 Standalone (prints each SMS that would have been sent):
     python -m appliance.sms.emulator --link /tmp/modem --fast
@@ -121,6 +126,7 @@ class ModemCounts:
     pin_attempts: int = 0
     pdus_received: int = 0  # Ctrl-Z seen (answered after submit_delay_s)
     submits: int = 0
+    text_mode_sends: int = 0  # AT+CMGS in text mode: the "PDU" went out as text
     send_errors: int = 0
     parts_accepted: int = 0
     duplicate_parts: int = 0
@@ -130,6 +136,8 @@ class ModemCounts:
     unplugs: int = 0
     replugs: int = 0
     power_cycles: int = 0
+    silent_restarts: int = 0
+    late_answers: int = 0
 
 
 @dataclass
@@ -137,6 +145,12 @@ class _SendFault:
     code: int
     remaining: int | None  # None: every send from now on
     after: int  # successful sends first
+
+
+@dataclass
+class _LateAnswers:
+    delay_s: float
+    remaining: int | None  # None: every send from now on
 
 
 @dataclass
@@ -155,8 +169,9 @@ class _Volatile:
     registration: int = 0
     signal_known: bool = False
     line: bytearray = field(default_factory=bytearray)
-    pdu: bytearray | None = None  # collecting a PDU after the prompt
+    pdu: bytearray | None = None  # collecting a PDU (or in text mode the text) after the prompt
     pdu_length: int = 0
+    text_to: str | None = None  # text mode: the number AT+CMGS named
     queued_urcs: list[str] = field(default_factory=list)
 
 
@@ -168,6 +183,8 @@ class _Command:
 @dataclass(frozen=True)
 class _Submit:
     data: bytes
+    text_to: str | None = None  # text mode: the destination, `data` is the text
+    delay_s: float = 0.0  # until the +CMGS answer
 
 
 _Input = _Command | _Submit
@@ -214,6 +231,8 @@ class EmulatedModem:
         self._on_command = on_command
         self._random = random.Random(seed)
         self._faults: list[_SendFault] = []
+        self._text_faults: dict[str, int] = {}
+        self._late_answers: _LateAnswers | None = None
         self._hang_on_submit = False
         self._partial: dict[tuple[str, int, int], dict[int, AcceptedPart]] = {}
         self._next_mr = 0
@@ -292,8 +311,21 @@ class EmulatedModem:
         """After `after` good sends, the next `count` sends (None: all) get +CMS ERROR: code."""
         self._faults.append(_SendFault(code, count, after))
 
+    def fail_text(self, containing: str, code: int = 42) -> None:
+        """Every part whose text contains `containing` gets +CMS ERROR: code (42, congestion,
+        is transient: the host retries), until `clear_faults()`."""
+        self._text_faults[containing] = code
+
+    def answer_submits_late(self, delay_s: float, count: int | None = 1) -> None:
+        """The next `count` sends (None: all) are delivered as usual, but their +CMGS answer
+        comes `delay_s` after the PDU (a slow network acknowledgement); commands sent
+        meanwhile are answered after it, in order."""
+        self._late_answers = _LateAnswers(delay_s, count)
+
     def clear_faults(self) -> None:
         self._faults.clear()
+        self._text_faults.clear()
+        self._late_answers = None
         self._hang_on_submit = False
 
     def hang_on_next_submit(self) -> None:
@@ -336,6 +368,20 @@ class EmulatedModem:
             self._power_on()
         else:
             self.replug()
+
+    def silent_restart(self, *, echo: bool = True) -> None:
+        """Restart without a word (no "RDY"): the settings are back at their power-on values
+        (echo on, unless `echo` is False for a profile saved with ATE0&W; text mode; error codes
+        and registration URCs off; a PDU being typed is lost). The SIM and the network come
+        back at once, except that a SIM with a PIN asks for it again."""
+        state = self._state
+        state.echo, state.cmee, state.cmgf, state.creg_n, state.cereg_n = echo, 0, 1, 0, 0
+        state.pdu, state.text_to = None, None
+        state.line.clear()
+        if self._pin is not None and state.sim == "READY":
+            state.sim = "SIM PIN"
+        self.counts.silent_restarts += 1
+        log.info("modem_emulator_restarted_silently", echo=echo)
 
     def inject_urc(self, line: str) -> None:
         """An unsolicited line now, wherever the conversation is."""
@@ -464,12 +510,23 @@ class EmulatedModem:
         assert state.pdu is not None
         if byte == CTRL_Z:
             self.counts.pdus_received += 1
-            self._inbox.put_nowait(_Submit(bytes(state.pdu)))
-            state.pdu = None
+            self._inbox.put_nowait(_Submit(bytes(state.pdu), state.text_to, self._answer_delay()))
+            state.pdu, state.text_to = None, None
         elif byte == ESC:
-            state.pdu = None  # cancelled: no answer
+            state.pdu, state.text_to = None, None  # cancelled: no answer
         else:
             state.pdu.append(byte)
+
+    def _answer_delay(self) -> float:
+        late = self._late_answers
+        if late is None:
+            return self.settings.submit_delay_s
+        self.counts.late_answers += 1
+        if late.remaining is not None:
+            late.remaining -= 1
+            if late.remaining <= 0:
+                self._late_answers = None
+        return late.delay_s
 
     def _command_line(self, line: str) -> None:
         start = line.upper().find("AT")  # anything before "AT" is noise
@@ -494,12 +551,18 @@ class EmulatedModem:
         await asyncio.sleep(self._delay_for(item))
         if epoch != self._epoch or self._state.hung:
             return
-        pieces = self._submit(item.data) if isinstance(item, _Submit) else self._execute(item.text)
-        self._write_pieces(pieces)
+        self._write_pieces(self._pieces_for(item))
+
+    def _pieces_for(self, item: _Input) -> list[str]:
+        if isinstance(item, _Command):
+            return self._execute(item.text)
+        if item.text_to is not None:
+            return self._submit_text(item.text_to, item.data)
+        return self._submit(item.data)
 
     def _delay_for(self, item: _Input) -> float:
         if isinstance(item, _Submit):
-            return self.settings.submit_delay_s
+            return item.delay_s
         if item.text.upper().startswith("AT+CMGS="):
             return self.settings.prompt_delay_s
         return self.settings.response_delay_s
@@ -616,7 +679,7 @@ class EmulatedModem:
 
     def _cmgs(self, argument: str) -> list[str]:
         if self._state.cmgf != 0:
-            return [self._cms(302)]  # this emulator speaks PDU mode only
+            return self._cmgs_text(argument)
         length = argument[1:]
         if not argument.startswith("=") or not length.isdigit() or not 7 <= int(length) <= 164:
             return [self._cms(304)]
@@ -624,7 +687,32 @@ class EmulatedModem:
         self._state.pdu_length = int(length)
         return [PROMPT]
 
+    def _cmgs_text(self, argument: str) -> list[str]:
+        """Text mode: AT+CMGS=<da>[,<toda>] (quotes optional, as real modems take it)."""
+        fields = split_fields(argument[1:]) if argument.startswith("=") else []
+        number = fields[0] if fields else ""
+        if not number or not all(c.isdigit() or c in "+*#" for c in number):
+            return [self._cms(305)]
+        self._state.pdu = bytearray()
+        self._state.text_to = number
+        return [PROMPT]
+
     # --- submitting --------------------------------------------------------------------------
+
+    def _submit_text(self, number: str, data: bytes) -> list[str]:
+        """A text-mode send: `data` is the text, as typed (a PDU's hex, for a confused host)."""
+        self.counts.submits += 1
+        self.counts.text_mode_sends += 1
+        text = data.decode("ascii", errors="replace")
+        code = self._network_refusal() or self._scripted_fault() or self._text_fault(text)
+        if code is not None:
+            return self._send_error(code)
+        mr = self._take_mr()
+        log.warning("modem_emulator_text_mode_send", number=number, text=text[:40])
+        self.counts.parts_accepted += 1
+        sms = DeliveredSms(number, text, 1, None, (mr,), Encoding.GSM7, time.time())
+        self._record_delivery(sms)
+        return [_line(f"+CMGS: {mr}"), OK]
 
     def _submit(self, data: bytes) -> list[str]:
         self.counts.submits += 1
@@ -633,11 +721,10 @@ class EmulatedModem:
         except (PduError, UnicodeDecodeError) as error:
             log.warning("modem_emulator_bad_pdu", error=str(error))
             return self._send_error(304)
-        code = self._network_refusal() or self._scripted_fault()
+        code = self._network_refusal() or self._scripted_fault() or self._text_fault(submit.text)
         if code is not None:
             return self._send_error(code)
-        mr = self._next_mr
-        self._next_mr = (mr + 1) % 256
+        mr = self._take_mr()
         self._accept(submit, mr)
         if self._hang_on_submit:
             self._hang_on_submit = False
@@ -648,6 +735,14 @@ class EmulatedModem:
     def _send_error(self, code: int) -> list[str]:
         self.counts.send_errors += 1
         return [self._cms(code)]
+
+    def _take_mr(self) -> int:
+        mr = self._next_mr
+        self._next_mr = (mr + 1) % 256
+        return mr
+
+    def _text_fault(self, text: str) -> int | None:
+        return next((code for marker, code in self._text_faults.items() if marker in text), None)
 
     def _network_refusal(self) -> int | None:
         sim = self._state.sim
@@ -697,6 +792,9 @@ class EmulatedModem:
             encoding=parts[0].submit.encoding,
             time_utc=time.time(),
         )
+        self._record_delivery(sms)
+
+    def _record_delivery(self, sms: DeliveredSms) -> None:
         self.delivered.append(sms)
         self.counts.messages_delivered += 1
         log.info("modem_emulator_delivered", number=sms.number, parts=sms.parts)

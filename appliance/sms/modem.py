@@ -7,6 +7,14 @@ the session (ModemGone); so do a vanished port and a modem that announces a rest
 after initialisation: its echo, error and PDU settings are gone). Nothing inside a session
 reconnects.
 
+A modem may also restart without a word, back to its power-on settings: echo on, text mode
+(where `AT+CMGS=<length>` would text the PDU's hex to the number <length>), no registration
+URCs. So before every part the session asks `AT+CMGF?`, and it also takes as clues the echo of
+a command after ATE0 and a registration answer whose <n> is no longer the 1 it set. Any clue
+is a restart: the session sets the modem up again in place (counted in
+`health.restarts_detected`, logged as modem_restart_detected) before the part goes; if that
+fails, the session dies and the link reopens it.
+
 `ModemLink` owns the session: it opens the port by path (a stable /dev/serial/by-id link),
 initialises the modem, runs the watchdog (`check()` every `check_interval_s`), and when the
 session dies closes it and reopens by path with doubling backoff and jitter, calling an
@@ -48,6 +56,7 @@ from appliance.sms.at import (
     operator_name,
     registration_status,
     signal_quality,
+    split_fields,
 )
 from appliance.sms.errors import (
     ModemGone,
@@ -121,6 +130,7 @@ class ModemHealth:
     messages_sent: int = 0
     parts_sent: int = 0
     urcs: int = 0
+    restarts_detected: int = 0  # silent restarts (no RDY) noticed and set up again
 
     @property
     def registered(self) -> bool:
@@ -188,6 +198,8 @@ class ModemSession:
         self._registration: dict[str, int | None] = {"+CREG": None, "+CEREG": None}
         self._has_eps = False  # the modem answers AT+CEREG (LTE)
         self._initialised = False
+        self._pin: str | None = None
+        self._restart_clue: str | None = None
         self._reader_task = asyncio.create_task(self._read_loop(reader))
 
     @classmethod
@@ -238,6 +250,9 @@ class ModemSession:
 
         Registration and signal are not waited for here: see `wait_ready()`.
         """
+        self._initialised = False
+        self._restart_clue = None
+        self._pin = pin
         await self._wake()
         await self.command("ATE0")
         await self.command("AT+CMEE=1")
@@ -307,6 +322,45 @@ class ModemSession:
         await self.command("AT+CREG=1")
         response = await self.run("AT+CEREG=1")  # LTE modems; a 2G modem says ERROR
         self._has_eps = response.final.ok
+
+    # --- silent restarts ---------------------------------------------------------------------
+
+    @property
+    def restart_clue(self) -> str | None:
+        """Why the modem seems to have restarted since it was set up (None: no sign of it)."""
+        return self._restart_clue
+
+    def _note_clue(self, clue: str) -> None:
+        if self._initialised and self._restart_clue is None:
+            self._restart_clue = clue
+            log.info("modem_restart_clue", clue=clue)
+
+    async def ensure_setup(self) -> None:
+        """Make sure the modem is still in PDU mode (and set up): `AT+CMGF?`, and with any
+        restart clue, set the modem up again here. Before each part and at each watchdog check."""
+        response = await self.run("AT+CMGF?")
+        mode = info_value(response.info, "+CMGF") if response.final.ok else None
+        if mode is None:  # cannot ask (an odd firmware): set it, which is what matters
+            await self.command("AT+CMGF=0")
+        elif mode.strip() != "0":
+            self._note_clue(f"text mode (AT+CMGF? says {mode.strip()})")
+        if self._restart_clue is not None:
+            await self._set_up_again(self._restart_clue)
+
+    async def _set_up_again(self, clue: str) -> None:
+        self._health.restarts_detected += 1
+        log.warning(
+            "modem_restart_detected",
+            clue=clue,
+            count=self._health.restarts_detected,
+            action="setting the modem up again (echo off, PDU mode, registration URCs)",
+        )
+        try:
+            await self.initialise(self._pin)
+            await self.refresh()
+        except SmsError as error:
+            self._die(f"setting the modem up again after a restart failed: {error}")
+            raise
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -392,7 +446,10 @@ class ModemSession:
             self._note_urc(event)
         elif isinstance(event, Stray):
             log.info("modem_stray_result", line=event.line)
-        elif not isinstance(event, Echo):
+        elif isinstance(event, Echo):
+            if event.line[:2].upper() == "AT":  # a command's echo (not PDU data) after ATE0
+                self._note_clue(f"echo is on again ({_label(event.line)})")
+        else:
             self._events.put_nowait(event)
 
     def _note_urc(self, urc: Urc) -> None:
@@ -439,7 +496,12 @@ class ModemSession:
     async def _query_registration(self, command: str, prefix: str) -> int | None:
         response = await self.run(command)
         value = info_value(response.info, prefix)
-        return registration_status(value, solicited=True) if value is not None else None
+        if value is None:
+            return None
+        mode = split_fields(value)[0]
+        if mode != "1":  # set to 1 at initialisation: the modem forgot it
+            self._note_clue(f"{prefix}: {value} (registration URCs off again)")
+        return registration_status(value, solicited=True)
 
     def _update_registration(self) -> None:
         states = [s for s in self._registration.values() if s is not None]
@@ -501,9 +563,10 @@ class ModemSession:
         pdus = encode_sms(number, text, reference, validity_minutes=self._settings.validity_minutes)
         references: list[int] = []
         try:
-            if not self._health.radio_ready:
-                await self.wait_ready(self._settings.ready_timeout_s)
             for pdu in pdus[first_part:]:
+                await self.ensure_setup()
+                if not self._health.radio_ready:
+                    await self.wait_ready(self._settings.ready_timeout_s)
                 references.append(await self.send_pdu(pdu))
                 if on_part is not None:
                     await on_part(first_part + len(references))
@@ -615,11 +678,6 @@ class ModemLink:
             return None
         try:
             await session.initialise(self._pin)
-        except PinRejected as error:
-            had_pin, self._pin = self._pin is not None, None  # tried again it would lock the SIM
-            self._note_open_failure(error)
-            if had_pin and self._on_pin_rejected is not None:
-                self._on_pin_rejected(error)
         except SmsError as error:
             self._note_open_failure(error)
         except BaseException:
@@ -641,6 +699,7 @@ class ModemLink:
                 await self._wait_for_next_check(session)
                 await session.check()
                 await session.refresh()
+                await session.ensure_setup()
                 self._update_ready()
         except SmsError as error:
             self._note_error(error)
@@ -699,12 +758,20 @@ class ModemLink:
 
     def _note_error(self, error: SmsError) -> None:
         """Record the error; log it when it differs from the last one (a modem that stays
-        away would otherwise log every reopen attempt)."""
+        away would otherwise log every reopen attempt). A refused PIN is dropped at once,
+        whether initialisation or setting up again after a restart met the refusal."""
         text = f"{type(error).__name__}: {error}"
         if text != self.health.last_error:
             log.warning("modem_error", path=self.path, error=text)
         self.health.last_error = text
         self.health.last_error_utc = time.time()
+        if isinstance(error, PinRejected):
+            self._drop_pin(error)
+
+    def _drop_pin(self, error: PinRejected) -> None:
+        had_pin, self._pin = self._pin is not None, None  # tried again it would lock the SIM
+        if had_pin and self._on_pin_rejected is not None:
+            self._on_pin_rejected(error)
 
 
 # --- command line ---------------------------------------------------------------------------

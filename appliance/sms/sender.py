@@ -8,19 +8,24 @@
 alerts done only after that, so an alert accepted for SMS survives a crash or restart.
 
 The queue loop (one message at a time, so a multipart message is never interleaved):
-  * gives up on every pending message whose give_up_at has passed, visibly: the row becomes
-    given_up, an Alert of kind `sms_given_up` goes into the store's outbox in the same
-    transaction (the uplink sends it), a log line (error) and the status board say so;
-  * per recipient, messages go in the order they were queued; of the recipients' first
-    messages the one due first goes, when the modem link is ready (not ready: nothing is
-    attempted and no backoff grows; the give-up time still runs);
+  * gives up on every pending message whose give_up_at has passed, or that may already have
+    reached its recipient `max_copies` times, visibly: the row becomes given_up, an Alert of
+    kind `sms_given_up` goes into the store's outbox in the same transaction (the uplink sends
+    it), a log line (error) and the status board say so;
+  * of the messages that are due, the most severe goes first, then the oldest (so messages to
+    one recipient of one severity go in the order they were queued), when the modem link is
+    ready (not ready: nothing is attempted and no backoff grows; the give-up time still runs).
+    A message waiting out its backoff holds nothing up: later ones, to the same recipient
+    too, go meanwhile (each SMS carries its alert's local time, so a late one is recognisable);
   * before the modem sees a byte the row is marked `sending` (committed), after each part the
     modem accepted `parts_done` is recorded; sent -> `sent`; rejected (the message can never
     go, MessageRejected) -> given up at once; any other SmsError -> back to `queued`, due after
     retry_initial_s * 2^(attempts-1) (at most retry_max_s, never past give_up_at), resuming
-    from the first part not known to be sent, with the same reference;
-  * a row found in `sending` (the process died mid-send) is simply sent again from its
-    `parts_done`: the one part in flight may arrive twice, nothing is lost.
+    from the first part not known to be sent, with the same reference. An error after the PDU
+    went out (`maybe_sent`: no answer, port gone) counts one possible copy;
+  * a row found in `sending` at start (the process died or was stopped mid-send) counts one
+    possible copy and is sent again from its `parts_done`: the one part in flight may arrive
+    twice, nothing is lost.
 
 A SIM that refused the configured PIN: ModemLink stops using the PIN at once, and the sender
 persists a salted hash of it (flag `sms.pin_rejected`); `usable_pin()` refuses that PIN at the
@@ -30,6 +35,7 @@ next start, until the configured PIN changes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -75,12 +81,25 @@ class SenderSettings:
     """After a store error the loop waits this long before reading the queue again."""
     keep_finished_s: float = 30 * 86400.0
     """Sent and given-up rows are pruned after this long."""
+    max_copies: int = 2
+    """A message that may have reached its recipient this many times unconfirmed (a send
+    that failed after the PDU went out) is given up instead of sent again."""
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_initial_s <= self.retry_max_s:
             raise ValueError("need 0 < retry_initial_s <= retry_max_s")
         if not self.give_up_after_s > 0:
             raise ValueError("give_up_after_s must be positive")
+        if not self.max_copies >= 1:
+            raise ValueError("max_copies must be at least 1")
+
+
+SEVERITY_ORDER = {"critical": 0, "warning": 1}
+
+
+def send_order(message: QueuedSms) -> tuple[int, int]:
+    """Due messages go most severe first, then oldest first."""
+    return SEVERITY_ORDER.get(message.alert_severity, len(SEVERITY_ORDER)), message.id
 
 
 def backoff_s(attempts: int, settings: SenderSettings) -> float:
@@ -285,9 +304,12 @@ class SmsSender:
                 await asyncio.wait(set(self._background))
 
     async def _work(self) -> None:
-        await self._announce_interrupted()
+        interrupted_taken_back = False
         while True:
             try:
+                if not interrupted_taken_back:
+                    await self._take_back_interrupted()
+                    interrupted_taken_back = True
                 await self.step()
             except StoreError as error:
                 log.error("sms_store_failed", reason=str(error))
@@ -301,21 +323,18 @@ class SmsSender:
         pending = await self.store.pending_sms()
         now = self._clock()
         await self._refresh_status(now)
-        expired = [m for m in pending if m.give_up_at <= now]
-        if expired:
-            for message in expired:
-                await self._give_up(message, self._expiry_reason(message))
+        finished = [m for m in pending if self._give_up_reason(m, now) is not None]
+        if finished:
+            for message in finished:
+                await self._give_up(message, self._give_up_reason(message, now) or "")
             return
-        heads = first_per_recipient(pending)
-        due = sorted(
-            (m for m in heads if m.next_attempt_at <= now), key=lambda m: (m.next_attempt_at, m.id)
-        )
+        due = sorted((m for m in pending if m.next_attempt_at <= now), key=send_order)
         if due and self.link.ready:
             await self._attempt(due[0])
             return
         wake_at = min(
             [m.give_up_at for m in pending]
-            + [m.next_attempt_at for m in heads if m.next_attempt_at > now]
+            + [m.next_attempt_at for m in pending if m.next_attempt_at > now]
             + [now + self.settings.recheck_s]
         )
         await self._wait(wake_at - now, for_ready=bool(due))
@@ -335,14 +354,6 @@ class SmsSender:
     # --- one attempt -------------------------------------------------------------------------
 
     async def _attempt(self, message: QueuedSms) -> None:
-        if message.state == "sending":
-            log.warning(
-                "sms_resending_interrupted",
-                id=message.id,
-                to=message.recipient,
-                from_part=message.parts_done,
-                reference=message.reference,
-            )
         await self.store.mark_sms_sending(message.id)
         send = asyncio.ensure_future(self._send(message))
         try:
@@ -400,21 +411,35 @@ class SmsSender:
         now = self._clock()
         next_at = min(now + backoff_s(attempts, self.settings), message.give_up_at)
         parts_done = max(message.parts_done, error.parts_done)
+        text = f"{type(error).__name__}: {error}"
         await self.store.retry_sms_later(
-            message.id, next_at, f"{type(error).__name__}: {error}", parts_done
+            message.id, next_at, text, parts_done, maybe_sent=error.maybe_sent
         )
+        copies = message.maybe_sent + int(error.maybe_sent)
         log.warning(
             "sms_send_failed",
             id=message.id,
             to=message.recipient,
             attempt=attempts,
-            error=f"{type(error).__name__}: {error}",
+            error=text,
             maybe_sent=error.maybe_sent,
+            possible_copies=copies,
             parts_done=parts_done,
-            retry_in_s=round(next_at - now, 3),
+            retry_in_s=round(next_at - now, 3) if copies < self.settings.max_copies else None,
         )
+        if copies >= self.settings.max_copies:
+            reason = _copies_reason(copies, text)
+            await self._give_up(dataclasses.replace(message, maybe_sent=copies), reason)
 
     # --- giving up ---------------------------------------------------------------------------
+
+    def _give_up_reason(self, message: QueuedSms, now: float) -> str | None:
+        """Why a pending message is given up now (None: it is not)."""
+        if message.maybe_sent >= self.settings.max_copies:
+            return _copies_reason(message.maybe_sent, message.last_error or "unknown")
+        if message.give_up_at <= now:
+            return self._expiry_reason(message)
+        return None
 
     def _expiry_reason(self, message: QueuedSms) -> str:
         waited = _duration(self.settings.give_up_after_s)
@@ -447,6 +472,7 @@ class SmsSender:
             alert=message.alert_kind,
             asset=message.alert_asset,
             attempts=message.attempts,
+            possible_copies=message.maybe_sent,
             reason=reason,
             alert_seq=seq,
         )
@@ -455,17 +481,28 @@ class SmsSender:
 
     # --- bookkeeping -------------------------------------------------------------------------
 
-    async def _announce_interrupted(self) -> None:
+    async def _take_back_interrupted(self) -> None:
+        """Rows left in `sending` by the last run go back to `queued`, due at once, each with
+        one possible copy counted (the part in flight may have left)."""
         for message in await self.store.pending_sms():
-            if message.state == "sending":
-                log.warning(
-                    "sms_interrupted_at_last_stop",
-                    id=message.id,
-                    to=message.recipient,
-                    parts_done=message.parts_done,
-                    note="sent again from the first part not known to be sent; the part in "
-                    "flight may arrive twice",
-                )
+            if message.state != "sending":
+                continue
+            await self.store.retry_sms_later(
+                message.id,
+                message.next_attempt_at,
+                "interrupted mid-send at the last stop (the part in flight may have left)",
+                message.parts_done,
+                maybe_sent=True,
+            )
+            log.warning(
+                "sms_interrupted_at_last_stop",
+                id=message.id,
+                to=message.recipient,
+                parts_done=message.parts_done,
+                possible_copies=message.maybe_sent + 1,
+                note="sent again from the first part not known to be sent; the part in "
+                "flight may arrive twice",
+            )
 
     async def _refresh_status(self, now: float) -> None:
         if now >= self._next_prune:
@@ -510,12 +547,12 @@ class SmsSender:
             )
 
 
-def first_per_recipient(pending: Sequence[QueuedSms]) -> list[QueuedSms]:
-    """Each recipient's oldest pending message (`pending` is in id order)."""
-    heads: dict[str, QueuedSms] = {}
-    for message in pending:
-        heads.setdefault(message.recipient, message)
-    return list(heads.values())
+def _copies_reason(copies: int, last_error: str) -> str:
+    return (
+        f"may already have reached the recipient {copies} times unconfirmed (no answer after "
+        f"the message went to the modem; last: {last_error}); not sent again, to send no more "
+        "copies"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -169,6 +169,12 @@ CREATE TABLE alert_acks (
 );
 """
 
+SMS_OUTBOX_MAYBE_SENT = """
+-- Attempts after which the message may have reached the recipient unconfirmed (no answer after
+-- the PDU went out, or a stop mid-send): the sender stops at a configured number of copies.
+ALTER TABLE sms_outbox ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0 CHECK (maybe_sent >= 0);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
     Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
@@ -176,6 +182,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0004_uplink_state", UPLINK_STATE),
     Migration("0005_sms_outbox", SMS_OUTBOX),
     Migration("0006_alert_acks", ALERT_ACKS),
+    Migration("0007_sms_outbox_maybe_sent", SMS_OUTBOX_MAYBE_SENT),
 )
 
 CREATE_SCHEMA_MIGRATIONS = """

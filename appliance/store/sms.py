@@ -1,4 +1,5 @@
-"""The durable SMS queue's rows and SQL (table `sms_outbox`, migration 0005_sms_outbox).
+"""The durable SMS queue's rows and SQL (table `sms_outbox`, migrations 0005_sms_outbox and
+0007_sms_outbox_maybe_sent).
 
 Life of a message (one row per alert and recipient):
 
@@ -10,6 +11,10 @@ Life of a message (one row per alert and recipient):
 after each part the modem accepted, so a process killed mid-send leaves the row in `sending`
 with the parts that are known to have left: the next start resends it from `parts_done` with
 the same `reference` (id % 256), which duplicates at most the one part that was in flight.
+
+`maybe_sent` counts the attempts after which the message may have reached the recipient without
+the modem saying so (no answer after the PDU went out, or a stop mid-send): the sender gives the
+message up once it reaches the configured `max_copies`, rather than send yet another copy.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class QueuedSms:
     last_error: str | None
     sent_at: float | None
     give_up_at: float
+    maybe_sent: int
+    """Attempts that may have sent it unconfirmed (each a possible copy at the recipient)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +77,7 @@ class SmsQueueStats:
 
 SMS_COLUMNS = (
     "id, created, alert_kind, alert_asset, alert_severity, alert_t, recipient, text, reference,"
-    " state, attempts, next_attempt_at, parts_done, last_error, sent_at, give_up_at"
+    " state, attempts, next_attempt_at, parts_done, last_error, sent_at, give_up_at, maybe_sent"
 )
 INSERT_SMS = (
     "INSERT INTO sms_outbox (created, alert_kind, alert_asset, alert_severity, alert_t,"
@@ -97,7 +104,8 @@ MARK_SENT = (
 )
 MARK_RETRY = (
     "UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ?,"
-    " parts_done = max(parts_done, ?) WHERE id = ? AND state IN ('queued', 'sending')"
+    " parts_done = max(parts_done, ?), maybe_sent = maybe_sent + ?"
+    " WHERE id = ? AND state IN ('queued', 'sending')"
 )
 MARK_GIVEN_UP = (
     "UPDATE sms_outbox SET state = 'given_up', last_error = ?, sent_at = NULL"
@@ -126,7 +134,7 @@ DELETE_FLAG = "DELETE FROM device_flags WHERE key = ?"
 def sms_row(row: Any) -> QueuedSms:
     (
         sms_id, created, kind, asset, severity, alert_t, recipient, text, reference, state,
-        attempts, next_attempt_at, parts_done, last_error, sent_at, give_up_at,
+        attempts, next_attempt_at, parts_done, last_error, sent_at, give_up_at, maybe_sent,
     ) = row  # fmt: skip
     return QueuedSms(
         id=int(sms_id),
@@ -145,4 +153,5 @@ def sms_row(row: Any) -> QueuedSms:
         last_error=None if last_error is None else str(last_error),
         sent_at=None if sent_at is None else float(sent_at),
         give_up_at=float(give_up_at),
+        maybe_sent=int(maybe_sent),
     )

@@ -963,13 +963,20 @@ class Store:
         await self._sms_update(f"marking SMS {sms_id} sent", MARK_SENT, (now, sms_id))
 
     async def retry_sms_later(
-        self, sms_id: int, next_attempt_at: float, error: str, parts_done: int
+        self,
+        sms_id: int,
+        next_attempt_at: float,
+        error: str,
+        parts_done: int,
+        *,
+        maybe_sent: bool = False,
     ) -> None:
-        """Back to queued, due at `next_attempt_at`, resuming from `parts_done`."""
+        """Back to queued, due at `next_attempt_at`, resuming from `parts_done`; `maybe_sent`:
+        the attempt may have sent it unconfirmed (counted in the row's `maybe_sent`)."""
         await self._sms_update(
             f"rescheduling SMS {sms_id}",
             MARK_RETRY,
-            (next_attempt_at, error, parts_done, sms_id),
+            (next_attempt_at, error, parts_done, int(maybe_sent), sms_id),
         )
 
     async def give_up_sms(self, sms_id: int, reason: str, alert: Alert) -> int | None:

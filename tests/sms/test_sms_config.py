@@ -14,6 +14,7 @@ from appliance.cli import main
 from appliance.config import parse_config
 from appliance.demo import demo_config
 from appliance.errors import ConfigError
+from appliance.sms.settings import sms_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "gateway.toml"
@@ -51,6 +52,8 @@ def problems(tmp_path: Path, **sms: Any) -> str:
         ({**GOOD, "retry_initial_s": 600, "retry_max_s": 60}, "retry_max_s (60.0) is below"),
         ({**GOOD, "give_up_after_s": 60, "retry_initial_s": 60}, "leaves no room for a retry"),
         ({**GOOD, "timezone": "Europe/Bonn"}, "sms.timezone: unknown time zone"),
+        ({**GOOD, "max_copies": 0}, "sms.max_copies: Input should be greater than or equal to 1"),
+        ({**GOOD, "max_copies": "2"}, "sms.max_copies: Input should be a valid integer"),
         ({**GOOD, "power_cycle_gpio": -1}, "power_cycle_gpio: Input should be greater"),
         ({**GOOD, "power_cycle_gpio_chip": "/dev/gpiochip0"}, "power_cycle_gpio_chip"),
         ({"emulate": True, **{"recipients": GOOD["recipients"]}, "power_cycle_gpio": 4}, "real"),
@@ -59,6 +62,14 @@ def problems(tmp_path: Path, **sms: Any) -> str:
 )
 def test_bad_values_are_refused_clearly(tmp_path: Path, sms: dict[str, Any], says: str) -> None:
     assert says in problems(tmp_path, **sms)
+
+
+def test_max_copies_reaches_the_sender_with_a_small_default(tmp_path: Path) -> None:
+    default = parse_config(with_sms(tmp_path, **GOOD)).sms
+    chosen = parse_config(with_sms(tmp_path, **GOOD, max_copies=1)).sms
+    assert default is not None and chosen is not None
+    assert sms_settings("gw", default).sender.max_copies == 2
+    assert sms_settings("gw", chosen).sender.max_copies == 1
 
 
 def test_a_bad_pin_is_never_repeated_in_the_error(tmp_path: Path) -> None:

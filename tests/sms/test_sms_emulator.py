@@ -96,7 +96,9 @@ async def test_sim_busy_error_formats(by_id: Path) -> None:
     assert modem.counts.sim_busy_answers == 3
 
 
-async def test_text_mode_prompt_escape_and_bad_pdus(by_id: Path) -> None:
+async def test_text_mode_takes_the_length_for_a_number_like_a_real_modem(by_id: Path) -> None:
+    """Power-on default: text mode. AT+CMGS=<n> names the destination, the line is the text."""
+    pdu = encode_sms(NUMBER, "meant for the PDU", 1)[0]
     async with (
         EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
         raw_to(modem) as raw,
@@ -104,7 +106,29 @@ async def test_text_mode_prompt_escape_and_bad_pdus(by_id: Path) -> None:
         await booted(raw)
         await raw.command("ATE0")
         await raw.command("AT+CMEE=1")
-        assert b"+CMS ERROR: 302" in await raw.command("AT+CMGS=20", b"302\r\n")
+        await wait_until(lambda: modem._state.registration == 1, "registered")
+        assert b"+CMS ERROR: 305" in await raw.command("AT+CMGS=", b"305\r\n")
+        await raw.command(f"AT+CMGS={pdu.tpdu_length}", b"> ")
+        await raw.send(pdu.hex.encode() + b"\x1a")
+        assert b"+CMGS: 0" in await raw.until(b"OK\r\n")
+        await raw.command('AT+CMGS="+4917099",145', b"> ")
+        await raw.send(b"plain text\x1a")
+        await raw.until(b"OK\r\n")
+    assert [(sms.number, sms.text) for sms in modem.delivered] == [
+        (str(pdu.tpdu_length), pdu.hex),
+        ("+4917099", "plain text"),
+    ]
+    assert modem.counts.text_mode_sends == 2 and modem.parts == []
+
+
+async def test_pdu_mode_prompt_escape_and_bad_pdus(by_id: Path) -> None:
+    async with (
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+        raw_to(modem) as raw,
+    ):
+        await booted(raw)
+        await raw.command("ATE0")
+        await raw.command("AT+CMEE=1")
         await raw.command("AT+CMGF=0")
         await raw.command("AT+CMGS=20", b"> ")
         await raw.send(b"\x1b")  # cancelled: no answer, back to commands
@@ -116,7 +140,7 @@ async def test_text_mode_prompt_escape_and_bad_pdus(by_id: Path) -> None:
         await raw.command(f"AT+CMGS={pdu.tpdu_length + 1}", b"> ")
         await raw.send(pdu.hex.encode() + b"\x1a")
         assert b"+CMS ERROR: 304" in await raw.until(b"304\r\n")
-    assert modem.delivered == [] and modem.counts.send_errors == 2  # 302 was no submit
+    assert modem.delivered == [] and modem.counts.send_errors == 2
 
 
 async def test_parts_are_reassembled_in_any_order_with_duplicates(by_id: Path) -> None:

@@ -409,3 +409,78 @@ async def test_power_cycle_hook_after_repeated_failures(by_id: Path) -> None:
     assert health.open_failures == 2  # the dead session plus two failed opens made three
     assert health.consecutive_failures == 0
     assert [sms.text for sms in modem.delivered] == ["after power cycle"]
+
+
+# --- a silent restart (no RDY) back into text mode (issue 12) ------------------------------
+
+
+async def test_a_silent_restart_into_text_mode_is_set_up_again_before_the_next_send(
+    by_id: Path,
+) -> None:
+    """Restarted without RDY the modem is in text mode, where AT+CMGS=<length> would text the
+    PDU's hex to the number <length>. The watchdog is held off: the send itself must notice."""
+    async with modem_and_link(by_id, settings=link_settings(check_interval_s=3600.0)) as (
+        modem,
+        link,
+    ):
+        await link.send_sms(NUMBER, "before")
+        modem.silent_restart()
+        await link.send_sms(NUMBER, "after")
+    assert [(sms.number, sms.text) for sms in modem.delivered] == [
+        (NUMBER, "before"),
+        (NUMBER, "after"),
+    ]
+    assert modem.counts.text_mode_sends == 0
+    assert link.health.restarts_detected == 1 and link.health.reopens == 0
+    assert modem.commands.count("AT+CMGF=0") == 2 and modem.commands.count("ATE0") == 2
+
+
+@pytest.mark.parametrize("echo", [True, False], ids=["echo-back", "echo-off-profile"])
+async def test_the_watchdog_sets_up_a_silently_restarted_modem_again(
+    by_id: Path, echo: bool
+) -> None:
+    async with modem_and_link(by_id) as (modem, link):
+        modem.silent_restart(echo=echo)
+        await wait_until(lambda: link.health.restarts_detected == 1, "restart noticed")
+        state = modem._state
+        await wait_until(
+            lambda: (state.cmgf, state.echo, state.cmee, state.creg_n) == (0, False, 1, 1),
+            "the modem set up again",
+        )
+        await link.send_sms(NUMBER, "after")
+    assert [sms.text for sms in modem.delivered] == ["after"]
+    assert link.health.reopens == 0 and link.health.restarts_detected == 1
+
+
+async def test_the_clues_of_a_silent_restart(by_id: Path) -> None:
+    """Echo back after ATE0, and an AT+CREG? answer whose <n> is no longer 1."""
+    async with (
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+        session_to(modem) as (session, health),
+    ):
+        await session.initialise()
+        await session.wait_ready(timeout_s=10.0)
+        assert session.restart_clue is None
+        modem.silent_restart(echo=False)  # a profile saved with echo off: no echo to see
+        await session.check()
+        assert session.restart_clue is None
+        await session.refresh()
+        assert "+CREG: 0,1" in (session.restart_clue or "")
+        await session.ensure_setup()
+        assert session.restart_clue is None and health.restarts_detected == 1
+        modem.silent_restart()
+        await session.check()
+        assert "echo is on again (AT)" in (session.restart_clue or "")
+        await session.ensure_setup()
+        assert health.restarts_detected == 2
+        assert await session.send_sms(NUMBER, "set up", reference=3) == [0]
+    assert [(sms.number, sms.text) for sms in modem.delivered] == [(NUMBER, "set up")]
+
+
+async def test_a_silent_restart_that_asks_for_the_pin_again_gets_it(by_id: Path) -> None:
+    settings = link_settings(pin="4711", check_interval_s=3600.0)
+    async with modem_and_link(by_id, settings=settings, pin="4711") as (modem, link):
+        modem.silent_restart()
+        await link.send_sms(NUMBER, "after the PIN")
+    assert [sms.text for sms in modem.delivered] == ["after the PIN"]
+    assert modem.counts.pin_attempts == 2 and link.health.restarts_detected == 1

@@ -3,13 +3,15 @@ committed, nothing lost across restarts, giving up adds an alert to the outbox."
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from appliance.errors import StoreError
 from appliance.records import Alert
-from appliance.store import MIGRATIONS, Store, StoreSettings
+from appliance.store import MIGRATIONS, Migration, Store, StoreSettings
 from appliance.store.sms import NewSms
 
 ALICE, BOB = "+491701111111", "+491702222222"
@@ -127,10 +129,43 @@ async def test_flags_persist_and_clear(tmp_path: Path) -> None:
         assert await store.flag("sms.pin_rejected") is None
 
 
+def migrations_up_to(name: str) -> tuple[Migration, ...]:
+    names = [migration.name for migration in MIGRATIONS]
+    return MIGRATIONS[: names.index(name) + 1]
+
+
 async def test_a_store_of_the_previous_release_gains_the_sms_queue(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     async with await Store.open(StoreSettings(path), migrations=MIGRATIONS[:4]):
         pass
     async with await Store.open(StoreSettings(path)) as store:
-        assert (await store.applied_migrations())[-1] == "0005_sms_outbox"
+        assert "0005_sms_outbox" in await store.applied_migrations()
         assert (await store.sms_stats()).queued == 0
+
+
+async def test_a_queue_of_the_previous_release_gains_the_possible_copies_count(
+    tmp_path: Path,
+) -> None:
+    """A database written before 0007_sms_outbox_maybe_sent, with messages in it: they keep
+    every field and count no possible copies yet."""
+    path = tmp_path / "a.db"
+    older = migrations_up_to("0005_sms_outbox")
+    async with await Store.open(StoreSettings(path), migrations=older):
+        pass
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # the old release's row
+        db.execute(
+            "INSERT INTO sms_outbox (created, alert_kind, alert_asset, alert_severity, alert_t,"
+            " recipient, text, reference, state, attempts, next_attempt_at, parts_done,"
+            " give_up_at) VALUES (?, 'anomaly_raised', 'pump-1', 'critical', ?, ?, 'old', 1,"
+            " 'sending', 1, ?, 1, ?)",
+            (T0, T0, ALICE, T0, T0 + GIVE_UP_S),
+        )
+    async with await Store.open(StoreSettings(path)) as store:
+        assert "0007_sms_outbox_maybe_sent" in await store.applied_migrations()
+        (row,) = await store.pending_sms()
+        assert (row.text, row.state, row.attempts, row.parts_done, row.maybe_sent) == (
+            "old", "sending", 1, 1, 0,
+        )  # fmt: skip
+        await store.retry_sms_later(row.id, T0 + 30, "SendTimeout", 1, maybe_sent=True)
+        await store.retry_sms_later(row.id, T0 + 60, "ModemError", 1)
+        assert (await store.sms(row.id)).maybe_sent == 1

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import structlog
-from sms_helpers import FAST_LINK, emulator_settings, wait_until, within_deadline
+from sms_helpers import FAST_LINK, emulator_settings, link_settings, wait_until, within_deadline
 
 from appliance.config import SmsConfig
 from appliance.detect.routing import AlertRouter, run_alert_stage
@@ -39,11 +40,12 @@ from appliance.sms.sender import (
 from appliance.sms.settings import sms_settings
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
-from appliance.store.sms import NewSms
+from appliance.store.sms import NewSms, QueuedSms
 from appliance.summary import sms_lines
 
 ALICE, BOB = "+491701111111", "+491702222222"
 T0 = 1_800_000_000.0
+Severity = Literal["warning", "critical"]
 SENDER = SenderSettings(retry_initial_s=30.0, retry_max_s=120.0, give_up_after_s=600.0)
 LONG = "Bearing temperature rising on pump-1. " * 10  # 3 GSM-7 parts
 
@@ -56,8 +58,8 @@ class FakeClock:
         return self.now
 
 
-def raised(asset: str = "pump-1") -> Alert:
-    return Alert(asset, T0, "critical", "anomaly_raised", f"{asset}: anomaly: error 3 is 3x")
+def raised(asset: str = "pump-1", severity: Severity = "critical") -> Alert:
+    return Alert(asset, T0, severity, "anomaly_raised", f"{asset}: anomaly: error 3 is 3x")
 
 
 @contextlib.asynccontextmanager
@@ -97,23 +99,38 @@ async def sending(
             raise task.exception()  # type: ignore[misc]
 
 
-async def enqueue(store: Store, *messages: tuple[str, str], at: float = T0) -> list[int]:
+async def enqueue(
+    store: Store, *messages: tuple[str, str], at: float = T0, severity: Severity = "critical"
+) -> list[int]:
     rows = await store.enqueue_sms(
-        [NewSms(to, text, raised()) for to, text in messages], at, SENDER.give_up_after_s
+        [NewSms(to, text, raised(severity=severity)) for to, text in messages],
+        at,
+        SENDER.give_up_after_s,
     )
     return [row.id for row in rows]
 
 
 async def wait_for_state(store: Store, sms_id: int, state: str, **fields: object) -> None:
     """Poll the row (a deadline, not a timing) until it has `state` and `fields`."""
+    await wait_for_row(
+        store,
+        sms_id,
+        lambda row: row.state == state and all(getattr(row, k) == v for k, v in fields.items()),
+        f"{state} {fields}",
+    )
+
+
+async def wait_for_row(
+    store: Store, sms_id: int, predicate: Callable[[QueuedSms], bool], what: str
+) -> QueuedSms:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20.0
     while True:
         row = await store.sms(sms_id)
-        if row.state == state and all(getattr(row, k) == v for k, v in fields.items()):
-            return
+        if predicate(row):
+            return row
         if loop.time() > deadline:
-            raise AssertionError(f"SMS {sms_id} never reached {state} {fields}: {row}")
+            raise AssertionError(f"SMS {sms_id} never reached {what}: {row}")
         await asyncio.sleep(0.005)
 
 
@@ -246,7 +263,8 @@ async def test_an_interrupted_send_resumes_at_the_first_unsent_part_with_its_ref
     tmp_path: Path, by_id: Path
 ) -> None:
     """A row left in `sending` with parts_done=2 (the process died after part 2): only part 3
-    goes, with the message's own concatenation reference."""
+    goes, with the message's own concatenation reference; the part that may have been in
+    flight counts one possible copy."""
     clock = FakeClock()
     async with (
         opened(tmp_path / "a.db") as store,
@@ -257,13 +275,13 @@ async def test_an_interrupted_send_resumes_at_the_first_unsent_part_with_its_ref
         await store.mark_sms_parts_done(sms_id, 2)
         with structlog.testing.capture_logs() as logs:
             async with sending(store, by_id, clock):
-                await wait_for_state(store, sms_id, "sent", attempts=2)
+                await wait_for_state(store, sms_id, "sent", attempts=2, maybe_sent=1)
     (part,) = modem.parts
     assert part.submit.concat is not None
     assert (part.submit.concat.sequence, part.submit.concat.total) == (3, 3)
     assert part.submit.concat.reference == sms_id % 256
-    events = [e["event"] for e in logs]
-    assert "sms_interrupted_at_last_stop" in events and "sms_resending_interrupted" in events
+    (interrupted,) = [e for e in logs if e["event"] == "sms_interrupted_at_last_stop"]
+    assert interrupted["possible_copies"] == 1
 
 
 async def test_a_modem_without_network_costs_no_attempts_and_sends_once_registered(
@@ -305,6 +323,146 @@ async def test_shutdown_lets_a_send_in_progress_finish(tmp_path: Path, by_id: Pa
         row = await store.sms(sms_id)  # the sender has stopped
     assert row.state == "sent"
     assert [sms.text for sms in modem.delivered] == ["in flight at shutdown"]
+
+
+# --- modems that differ from ours (issue 12) -----------------------------------------------
+
+
+async def test_after_a_silent_restart_into_text_mode_each_sms_still_reaches_its_recipient(
+    tmp_path: Path, by_id: Path
+) -> None:
+    """The modem restarts without RDY into text mode. Before the fix every later SMS was marked
+    sent while the modem texted the PDU's hex to the number <PDU length> (e.g. "25")."""
+    clock = FakeClock()
+    quiet_watchdog = link_settings(check_interval_s=3600.0)  # the send itself must notice
+    async with (
+        opened(tmp_path / "a.db") as store,
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+    ):
+        (first,) = await enqueue(store, (ALICE, "before the restart"))
+        async with sending(store, by_id, clock, modem=quiet_watchdog) as sender:
+            await wait_for_state(store, first, "sent")
+            modem.silent_restart()
+            later = await enqueue(store, (ALICE, "after the restart"), (BOB, LONG))
+            sender.wake()
+            await wait_for_state(store, later[-1], "sent")
+    assert [(sms.number, sms.text) for sms in modem.delivered] == [
+        (ALICE, "before the restart"),
+        (ALICE, "after the restart"),
+        (BOB, LONG),
+    ]
+    assert modem.counts.text_mode_sends == 0
+    assert sender.link.health.restarts_detected == 1
+
+
+async def test_a_send_that_may_have_left_is_not_repeated_beyond_max_copies(
+    tmp_path: Path, by_id: Path
+) -> None:
+    """Every +CMGS answer comes after the send deadline, though each SMS went. Before the fix
+    the message was sent again after each backoff until give_up_after_s (about 20 copies in
+    6 h); now the second possible copy ends it, visibly."""
+    clock = FakeClock()
+    stored: list[int] = []
+    board = StatusBoard("gw")
+    link = link_settings(send_timeout_s=0.2)
+    async with (
+        opened(tmp_path / "a.db") as store,
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+    ):
+        modem.answer_submits_late(0.4, count=None)
+        (sms_id,) = await enqueue(store, (ALICE, "went, unconfirmed"))
+        with structlog.testing.capture_logs() as logs:
+            async with sending(store, by_id, clock, modem=link, alerts_stored=stored) as sender:
+                board.sms = sender.status
+                for attempt in range(1, 6):  # more rounds than it may take
+                    row = await wait_for_row(
+                        store, sms_id, partial(attempt_over, attempt), f"attempt {attempt} over"
+                    )
+                    if row.state == "given_up":
+                        break
+                    clock.now = row.next_attempt_at
+                    sender.wake()
+                await wait_until(lambda: len(modem.delivered) >= 2, "both copies delivered")
+                await wait_until(lambda: sender.status.given_up == 1, "status shows it")
+        (alert,) = [record for _, record in await store.outbox() if isinstance(record, Alert)]
+    assert (row.state, row.attempts, row.maybe_sent) == ("given_up", 2, 2)
+    assert [sms.text for sms in modem.delivered] == ["went, unconfirmed"] * 2
+    assert modem.counts.pdus_received == 2
+    assert alert.kind == "sms_given_up" and "2 times unconfirmed" in alert.message
+    (given_up,) = [e for e in logs if e["event"] == "sms_given_up"]
+    assert given_up["possible_copies"] == 2 and given_up["log_level"] == "error"
+    assert stored == [1]
+    assert "2 times unconfirmed" in "\n".join(sms_lines(board.sms))
+
+
+def attempt_over(attempt: int, row: QueuedSms) -> bool:
+    """The row's `attempt` has ended in a retry or a give-up (a row that reached max_copies
+    is given up right after its retry was recorded)."""
+    retrying = row.state == "queued" and row.maybe_sent < SENDER.max_copies
+    return row.attempts == attempt and (retrying or row.state == "given_up")
+
+
+async def test_one_copy_allowed_means_no_resend_after_a_possible_copy(
+    tmp_path: Path, by_id: Path
+) -> None:
+    clock = FakeClock()
+    settings = SenderSettings(retry_initial_s=30.0, give_up_after_s=600.0, max_copies=1)
+    async with (
+        opened(tmp_path / "a.db") as store,
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+    ):
+        modem.answer_submits_late(0.4)
+        (sms_id,) = await enqueue(store, (ALICE, "once at most"))
+        async with sending(
+            store, by_id, clock, settings=settings, modem=link_settings(send_timeout_s=0.2)
+        ):
+            await wait_for_state(store, sms_id, "given_up", attempts=1, maybe_sent=1)
+            await wait_until(lambda: len(modem.delivered) == 1, "the one copy delivered")
+    assert modem.counts.pdus_received == 1
+
+
+async def test_a_failing_message_does_not_hold_up_the_next_alert_to_the_same_recipient(
+    tmp_path: Path, by_id: Path
+) -> None:
+    """One message keeps getting a transient error (congestion). Before the fix it held every
+    later message to that recipient until it was given up (6 h by default)."""
+    clock = FakeClock()
+    async with (
+        opened(tmp_path / "a.db") as store,
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+    ):
+        modem.fail_text("stuck", 42)
+        stuck, after, to_bob = await enqueue(
+            store, (ALICE, "stuck message"), (ALICE, "next alert"), (BOB, "to bob")
+        )
+        async with sending(store, by_id, clock) as sender:
+            await wait_for_state(store, after, "sent")  # the clock has not moved
+            await wait_for_state(store, to_bob, "sent")
+            await wait_for_state(store, stuck, "queued", attempts=1, next_attempt_at=T0 + 30)
+            modem.clear_faults()
+            clock.now = T0 + 30
+            sender.wake()
+            await wait_for_state(store, stuck, "sent", attempts=2)
+    assert [sms.text for sms in modem.delivered] == ["next alert", "to bob", "stuck message"]
+
+
+async def test_due_messages_go_most_severe_first_then_oldest_first(
+    tmp_path: Path, by_id: Path
+) -> None:
+    clock = FakeClock()
+    async with (
+        opened(tmp_path / "a.db") as store,
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+    ):
+        warnings = await enqueue(
+            store, (ALICE, "warning 1"), (BOB, "warning 2"), severity="warning"
+        )
+        criticals = await enqueue(store, (BOB, "critical 1"), (ALICE, "critical 2"))
+        async with sending(store, by_id, clock):
+            for sms_id in warnings + criticals:
+                await wait_for_state(store, sms_id, "sent")
+    texts = [sms.text for sms in modem.delivered]
+    assert texts == ["critical 1", "critical 2", "warning 1", "warning 2"]
 
 
 # --- the SIM PIN guard ----------------------------------------------------------------------
