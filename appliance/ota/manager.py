@@ -286,6 +286,9 @@ class ModelManager:
         asset = model.bundle.manifest.asset
         assert asset is not None
         try:
+            scoring = self.scorings[asset]
+            if scoring.detector is not None and scoring.detector.model.model_id == model.model_id:
+                raise BundleError(f"already active: {asset} scores with {model.model_id}")
             self._check_newer(asset, model, allow_downgrade)
             return await self._canary_and_swap(model, asset, staged, source)
         except BundleError as exc:
@@ -313,9 +316,6 @@ class ModelManager:
     async def _canary_and_swap(
         self, model: BundleModel, asset: str, staged: Path, source: str
     ) -> Outcome:
-        scoring = self.scorings[asset]
-        if scoring.detector is not None and scoring.detector.model.model_id == model.model_id:
-            raise BundleError(f"already active: {asset} scores with {model.model_id}")
         windows = await self._store.recent_normal_features(asset, self.settings.canary.windows)
         canary = await self._off_loop(
             lambda: run_canary(model, windows, self.settings.canary), "canary", staged
