@@ -70,7 +70,10 @@ def with_password(
     else:
         password = broker.password or environ.get(PASSWORD_ENV) or None
     if password is not None and not broker.username:
-        raise SettingsError("a broker password needs a user name: mqtts://USER@host")
+        raise SettingsError(
+            f"a broker password (--password-file, ${PASSWORD_ENV}) needs a user name in --broker:"
+            " mqtts://USER@host"
+        )
     return replace(broker, password=password)
 
 
