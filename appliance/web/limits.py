@@ -15,11 +15,13 @@ sockets) or hold connections forever.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
@@ -56,6 +58,8 @@ class ConnectionStats:
     """Connections answered 503 because every open one was busy."""
     evicted: int = 0
     """Idle connections closed to make room for a new one."""
+    malformed: int = 0
+    """Requests aiohttp's parser refused with a 400 (a NUL in a header, a broken chunk)."""
 
 
 class ConnectionGuard:
@@ -117,6 +121,31 @@ class ConnectionGuard:
                 refused=self.stats.refused,
                 evicted_idle=self.stats.evicted,
             )
+
+
+class ServerLog(logging.Logger):
+    """aiohttp's server logger. A request its parser refused (answered 400 with the reason) is
+    counted and logged as one warning line at most every LOG_EVERY_S, not a traceback per
+    request; any other error keeps its traceback."""
+
+    def __init__(self, stats: ConnectionStats) -> None:
+        super().__init__("aiohttp.server")
+        self.parent = logging.getLogger("aiohttp")
+        self._stats = stats
+        self._logged_at = -LOG_EVERY_S
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if not isinstance(exc_info, HttpProcessingError):
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+            return
+        error = exc_info
+        self._stats.malformed += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            reason = str(error.message).split(":")[0].strip()[:80]  # never the header: a token?
+            log.warning("http_malformed_request", status=error.code, reason=reason,
+                        malformed_total=self._stats.malformed)  # fmt: skip
 
 
 class _Connection(asyncio.Protocol):

@@ -28,6 +28,7 @@ from appliance.web.limits import (
     CappedSite,
     ConnectionGuard,
     ConnectionLimits,
+    ServerLog,
     track_requests,
 )
 from appliance.web.metrics import CONTENT_TYPE, render_metrics
@@ -109,7 +110,11 @@ async def serve_status(
     guard = ConnectionGuard(limits.max_connections)
     app = build_app(state, token, models, sms, limits, guard)
     runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=limits.idle_timeout_s
+        app,
+        access_log=None,
+        shutdown_timeout=2.0,
+        keepalive_timeout=limits.idle_timeout_s,
+        logger=ServerLog(guard.stats),
     )
     await runner.setup()
     guard.server = runner.server
