@@ -9,7 +9,9 @@
 - `Urc`    an unsolicited result code ("+CMTI", "RING", "+CREG: 1", "SMS Ready", ...)
 - `Stray`  a result code with no command pending (the late answer to a command given up on)
 
-URCs may arrive anywhere between lines, also between "> " and "+CMGS:". A line is the
+URCs may arrive anywhere between lines, also between "> " and "+CMGS:". The line after +CMT,
++CDS or +CBM is that URC's data, unless it is a result code (a cut-off URC must not swallow
+the OK of the command in flight). A line is the
 pending command's only if its prefix is the command's own ("+CSQ" for AT+CSQ) or it has a
 prefix no URC uses (the text lines of ATI); "+CREG: <stat>" with a single field is the
 unsolicited form even while AT+CREG? is pending (the session sets AT+CREG=1, so the answer
@@ -353,10 +355,11 @@ class AtParser:
         return raw
 
     def _classify(self, line: str) -> Event | None:
-        if self._urc_awaiting_data is not None:
+        if self._urc_awaiting_data is not None and parse_final(line) is None:
             urc = replace(self._urc_awaiting_data, data=line)
             self._urc_awaiting_data = None
             return urc
+        self._urc_awaiting_data = None  # a result code is no data line: that URC is dropped
         pending = self._pending
         if pending is not None and _is_echo(line, pending):
             return Echo(line)
@@ -493,6 +496,11 @@ def operator_name(value: str) -> str | None:
 
 def message_reference(value: str) -> int | None:
     """<mr> of "+CMGS: <mr>"."""
+    return _int(split_fields(value), 0)
+
+
+def leading_int(value: str) -> int | None:
+    """The first field as a number: <mode> of "+CMGF: <mode>", <n> of "+CREG: <n>,<stat>"."""
     return _int(split_fields(value), 0)
 
 

@@ -13,7 +13,9 @@ URCs. So before every part the session asks `AT+CMGF?`, and it also takes as clu
 a command after ATE0 and a registration answer whose <n> is no longer the 1 it set. Any clue
 is a restart: the session sets the modem up again in place (counted in
 `health.restarts_detected`, logged as modem_restart_detected) before the part goes; if that
-fails, the session dies and the link reopens it.
+fails, or the modem still says text mode afterwards, the session dies and the link reopens it.
+A clue the modem shows right after being set up is its habit, not a restart: ignored from then
+on (AT+CMGF? still guards every part).
 
 `ModemLink` owns the session: it opens the port by path (a stable /dev/serial/by-id link),
 initialises the modem, runs the watchdog (`check()` every `check_interval_s`), and when the
@@ -52,11 +54,11 @@ from appliance.sms.at import (
     Urc,
     error_for,
     info_value,
+    leading_int,
     message_reference,
     operator_name,
     registration_status,
     signal_quality,
-    split_fields,
 )
 from appliance.sms.errors import (
     ModemGone,
@@ -199,7 +201,8 @@ class ModemSession:
         self._has_eps = False  # the modem answers AT+CEREG (LTE)
         self._initialised = False
         self._pin: str | None = None
-        self._restart_clue: str | None = None
+        self._restart_clue: tuple[str, str] | None = None  # (kind, what was seen)
+        self._ignored_clues: set[str] = set()  # kinds this modem shows even when set up
         self._reader_task = asyncio.create_task(self._read_loop(reader))
 
     @classmethod
@@ -328,26 +331,34 @@ class ModemSession:
     @property
     def restart_clue(self) -> str | None:
         """Why the modem seems to have restarted since it was set up (None: no sign of it)."""
-        return self._restart_clue
+        return self._restart_clue[1] if self._restart_clue is not None else None
 
-    def _note_clue(self, clue: str) -> None:
-        if self._initialised and self._restart_clue is None:
-            self._restart_clue = clue
+    def _note_clue(self, kind: str, clue: str) -> None:
+        if self._initialised and self._restart_clue is None and kind not in self._ignored_clues:
+            self._restart_clue = (kind, clue)
             log.info("modem_restart_clue", clue=clue)
 
     async def ensure_setup(self) -> None:
         """Make sure the modem is still in PDU mode (and set up): `AT+CMGF?`, and with any
         restart clue, set the modem up again here. Before each part and at each watchdog check."""
-        response = await self.run("AT+CMGF?")
-        mode = info_value(response.info, "+CMGF") if response.final.ok else None
-        if mode is None:  # cannot ask (an odd firmware): set it, which is what matters
-            await self.command("AT+CMGF=0")
-        elif mode.strip() != "0":
-            self._note_clue(f"text mode (AT+CMGF? says {mode.strip()})")
+        if await self._in_text_mode():
+            self._note_clue("text mode", "text mode (AT+CMGF? says 1)")
         if self._restart_clue is not None:
-            await self._set_up_again(self._restart_clue)
+            await self._set_up_again(self._restart_clue[1])
+
+    async def _in_text_mode(self) -> bool:
+        response = await self.run("AT+CMGF?")
+        answer = info_value(response.info, "+CMGF") if response.final.ok else None
+        mode = leading_int(answer) if answer is not None else None
+        if mode is None:  # no usable answer (an odd firmware): set it, which is what matters
+            await self.command("AT+CMGF=0")
+            return False
+        return mode != 0
 
     async def _set_up_again(self, clue: str) -> None:
+        """Initialise again in place. A modem still in text mode right after AT+CMGF=0 kills
+        the session (no PDU may go to it); another clue seen right after the set-up is this
+        modem's habit, not a restart, and is ignored from then on."""
         self._health.restarts_detected += 1
         log.warning(
             "modem_restart_detected",
@@ -358,9 +369,16 @@ class ModemSession:
         try:
             await self.initialise(self._pin)
             await self.refresh()
+            if await self._in_text_mode():
+                raise ModemGone("the modem is still in text mode after AT+CMGF=0")
         except SmsError as error:
             self._die(f"setting the modem up again after a restart failed: {error}")
             raise
+        if self._restart_clue is not None:
+            kind, habit = self._restart_clue
+            self._ignored_clues.add(kind)
+            self._restart_clue = None
+            log.warning("modem_clue_ignored", clue=habit, why="seen right after setting up")
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -448,7 +466,7 @@ class ModemSession:
             log.info("modem_stray_result", line=event.line)
         elif isinstance(event, Echo):
             if event.line[:2].upper() == "AT":  # a command's echo (not PDU data) after ATE0
-                self._note_clue(f"echo is on again ({_label(event.line)})")
+                self._note_clue("echo", f"echo is on again ({_label(event.line)})")
         else:
             self._events.put_nowait(event)
 
@@ -498,9 +516,9 @@ class ModemSession:
         value = info_value(response.info, prefix)
         if value is None:
             return None
-        mode = split_fields(value)[0]
-        if mode != "1":  # set to 1 at initialisation: the modem forgot it
-            self._note_clue(f"{prefix}: {value} (registration URCs off again)")
+        mode = leading_int(value)
+        if mode is not None and mode != 1:  # set to 1 at initialisation: the modem forgot it
+            self._note_clue(prefix, f"{prefix}: {value} (registration URCs off again)")
         return registration_status(value, solicited=True)
 
     def _update_registration(self) -> None:

@@ -170,13 +170,35 @@ def test_prompt_split_across_reads_and_a_runaway_line() -> None:
     assert len(events) == 1 and isinstance(events[0], Info)
 
 
+MODEM_WORDS = [
+    b"\r\n", b"\r", b"\n", b"> ", b"OK", b"ERROR", b"+CMS ERROR: 500", b"+CME ERROR: 14",
+    b"+CMT: ,24", b"+CMTI: \"SM\",3", b"+CREG: 0,1", b"+CREG: 5", b"+CMGS: 7", b"+CMGF: 1",
+    b"RDY", b"AT+CMGS=20", b"\x1a", b"\x1b", b"\xff\x00", b",\"", b":",
+]  # fmt: skip
+noise = st.lists(st.sampled_from(MODEM_WORDS) | st.binary(max_size=20), max_size=30).map(b"".join)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300), st.sampled_from(["AT", "AT+CMGS=20", "AT+CREG?"]))
-def test_arbitrary_bytes_never_raise(data: bytes, command: str) -> None:
+@given(noise, st.sampled_from(["AT", "AT+CMGS=20", "AT+CREG?", "AT+CMGF?"]))
+def test_after_any_noise_the_next_command_still_gets_its_answer(data: bytes, command: str) -> None:
+    """Whatever the modem says, the parser hands out typed events, at most one result code for
+    the command in flight (later ones are Stray), and its state is intact: once the line ends,
+    the next command's OK is recognised as that command's answer."""
     parser = AtParser()
     parser.begin(command, "00")
-    for event in parser.feed(data):
-        assert isinstance(event, Echo | Info | Prompt | Final | Urc | Stray)
+    events = parser.feed(data) + parser.feed(b"\r\n")
+    assert all(isinstance(e, Echo | Info | Prompt | Final | Urc | Stray) for e in events)
+    assert sum(isinstance(e, Final) for e in events) <= 1
+    assert (parser.pending is None) == any(isinstance(e, Final) for e in events)
+    parser.begin("AT")
+    assert parser.feed(b"\r\nOK\r\n") == [OK]
+    assert parser.pending is None
+
+
+def test_a_urc_cut_off_before_its_data_line_does_not_swallow_the_answer() -> None:
+    parser = AtParser()
+    parser.begin("AT+CSQ")
+    assert parser.feed(b"\r\n+CMT: ,24\r\n\r\nOK\r\n") == [OK]
 
 
 # --- result codes ---------------------------------------------------------------------------
