@@ -110,7 +110,7 @@ def test_a_hostile_field_is_refused_naming_it_or_the_command_is_valid(
     payload = text.encode("utf-8", "surrogatepass")
     command = read_command(payload)
     if isinstance(command, Command):  # the value happened to be valid there
-        assert field in ("bundle", "asset", "allow_downgrade", "id", "action")
+        assert field != "extra"
         assert read_command(encode_command(command)) == command
         return
     if DEEP in json.dumps(value) and depth > 14:
