@@ -183,7 +183,7 @@ async def test_the_receiver_process_survives_every_poison_and_they_are_not_redel
         await gw.send_range(0, 10)
         await gw.wait_ack(20)  # (10, 20] is made only of refused parts
         assert process.returncode is None
-        command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        command_line = await asyncio.to_thread(Path(f"/proc/{process.pid}/cmdline").read_bytes)
         assert broker.credentials["receiver"].password.encode() not in command_line
     finally:
         assert await stop_process(process) == 0
