@@ -60,6 +60,27 @@ class ConnectionStats:
     """Idle connections closed to make room for a new one."""
     malformed: int = 0
     """Requests aiohttp's parser refused with a 400 (a NUL in a header, a broken chunk)."""
+    refused_requests: int = 0
+    """Requests a handler refused for what they sent (token, headers, body): 4xx."""
+
+    def metrics_text(self) -> str:
+        """These counters in the Prometheus text format, appended to /metrics."""
+        families = [
+            ("appliance_http_connections", "gauge", "Open connections to the page.", self.open),
+            ("appliance_http_connections_refused_total", "counter",
+             "Connections answered 503: every open one was busy.", self.refused),
+            ("appliance_http_connections_evicted_total", "counter",
+             "Idle connections closed to make room for a new one.", self.evicted),
+            ("appliance_http_requests_malformed_total", "counter",
+             "Requests the HTTP parser refused (400).", self.malformed),
+            ("appliance_http_requests_refused_total", "counter",
+             "Action requests refused for their token, headers or body (4xx).",
+             self.refused_requests),
+        ]  # fmt: skip
+        lines = []
+        for name, kind, help_text, value in families:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
 
 
 class ConnectionGuard:

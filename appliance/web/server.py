@@ -70,8 +70,7 @@ def build_app(
     # Bodies are read only after the token is checked; the largest legitimate one is a bundle.
     app = web.Application(client_max_size=MAX_ARCHIVE_BYTES, middlewares=[track_requests, refusals])
     app[LIMITS] = limits
-    if guard is not None:
-        app[GUARD] = guard
+    app[GUARD] = guard if guard is not None else ConnectionGuard(limits.max_connections)
     app[STATE] = state
     app[TOKEN] = token
     app[MODELS] = models
@@ -154,7 +153,7 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = render_metrics(request.app[STATE])
+    body = render_metrics(request.app[STATE]) + request.app[GUARD].stats.metrics_text()
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -192,6 +191,7 @@ def _unauthorised(request: web.Request) -> web.Response | None:
         refusal = _refuse(401, "wrong token")
     else:
         return None
+    request.app[GUARD].stats.refused_requests += 1
     log.warning("action_refused", path=request.path, peer=request.remote, status=refusal.status)
     return refusal
 
@@ -264,6 +264,7 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         return await handler(request)
     except Refused as refused:
+        request.app[GUARD].stats.refused_requests += 1
         log.warning(
             "request_refused", path=request.path, peer=request.remote, status=refused.status,
             reason=refused.reason,

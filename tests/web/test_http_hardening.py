@@ -93,9 +93,20 @@ async def test_any_header_or_body_gets_a_4xx_with_a_reason(
         assert answer[0] == status, answer
         if reason:
             assert reason in json.loads(answer[1])["error"]
-        # the page goes on serving
-        assert (await exchange(address, b"GET /api/status HTTP/1.1\r\nHost: x\r\n"
-                               b"Connection: close\r\n\r\n"))[0] == 200  # fmt: skip
+        # the page goes on serving, and counted the refusal
+        refused = await metric(address, "appliance_http_requests_refused_total")
+        malformed = await metric(address, "appliance_http_requests_malformed_total")
+        assert refused + malformed == (0 if status == 404 else 1)
+
+
+async def metric(address: tuple[str, int], name: str) -> float:
+    status, body = await exchange(
+        address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 200
+    found = re.search(rb"^" + name.encode() + rb" ([0-9.e+]+)$", body, re.MULTILINE)
+    assert found is not None, body
+    return float(found[1])
 
 
 async def test_a_body_slower_than_the_body_timeout_is_refused(tmp_path: Path) -> None:
@@ -135,6 +146,7 @@ async def test_a_flood_of_connections_is_capped_and_a_client_is_still_served(
                 address, b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             )
             assert status == 200 and json.loads(body)["gateway"] == "gw-1"
+            assert await metric(address, "appliance_http_connections_evicted_total") >= flood - cap
         finally:
             for _, writer in clients:
                 writer.close()
