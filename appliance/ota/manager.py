@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import threading
 import time
 from collections import deque
@@ -420,6 +421,9 @@ class ModelManager:
                 seen[path] = (info.st_size, info.st_mtime_ns)
                 if self._inbox_stuck.get(path) == seen[path]:
                     continue
+                if not stat.S_ISREG(info.st_mode):  # a directory or a FIFO would never read
+                    self._stuck(path, "not a regular file")
+                    continue
                 if self._inbox_seen.get(path) == seen[path]:
                     ready.append(path)
         self._inbox_seen = seen
@@ -430,7 +434,7 @@ class ModelManager:
         try:
             data = await asyncio.to_thread(_read_limited, path, MAX_ARCHIVE_BYTES)
         except OSError as exc:
-            log.warning("inbox_unreadable", path=str(path), reason=str(exc))
+            self._stuck(path, f"unreadable: {exc}")
             return
         if data is None:
             problem = f"archive: more than {MAX_ARCHIVE_BYTES} bytes"
@@ -451,10 +455,14 @@ class ModelManager:
             os.replace(path, done / path.name)
             (done / (path.name + RESULT_SUFFIX)).write_text(json.dumps(outcome.to_dict()) + "\n")
         except OSError as exc:
-            log.error("inbox_file_not_moved", path=str(path), to=str(done), reason=str(exc))
-            with contextlib.suppress(OSError):
-                info = path.stat()
-                self._inbox_stuck[path] = (info.st_size, info.st_mtime_ns)
+            self._stuck(path, f"cannot move it to {done}: {exc}")
+
+    def _stuck(self, path: Path, reason: str) -> None:
+        """A file the inbox cannot take or move: logged once, left alone until it changes."""
+        log.error("inbox_file_left", path=str(path), reason=reason)
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            self._inbox_stuck[path] = (info.st_size, info.st_mtime_ns)
 
     async def _request(self, data: bytes, source: str) -> Outcome:
         """A `<name>.request` file: {"action": "rollback", "asset": "...", "reason": "..."}
@@ -495,10 +503,13 @@ class ModelManager:
         log.info("model_" + ("installed" if outcome.action == "install" else "rolled_back"),
                  source=outcome.source, asset=outcome.asset, model=outcome.model,
                  detail=outcome.message)  # fmt: skip
-        if outcome.asset is not None:
-            self._describe(outcome.asset, pending=True)
-        if self.on_change is not None:
-            self.on_change()
+        try:
+            if outcome.asset is not None:
+                self._describe(outcome.asset, pending=True)
+            if self.on_change is not None:
+                self.on_change()
+        except Exception:  # what is shown lags; the change itself is made
+            log.exception("model_change_not_shown", asset=outcome.asset)
         return outcome
 
     def _describe(self, asset: str, pending: bool = False) -> None:

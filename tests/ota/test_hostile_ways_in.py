@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import secrets
 import tarfile
 from collections.abc import Callable
@@ -131,6 +132,9 @@ async def test_hostile_bundles_and_commands_are_refused_through_every_way_in(
     config = ota_config(data_dir, key, uplink=demo_uplink(broker.url(GATEWAY), broker.ca_path))
     config = config.model_copy(update={"http": HttpConfig(port=0, token=TOKEN)})
     inbox = data_dir / "model-inbox"
+    inbox.mkdir()
+    os.mkfifo(inbox / "fifo.tar")  # reading it would block the inbox for ever
+    (inbox / "dir.tar").mkdir()
     board = StatusBoard(config.gateway.id)
     urls: list[str] = []
     stop = asyncio.Event()
