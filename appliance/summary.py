@@ -125,7 +125,8 @@ def sms_lines(sms: SmsStatus, *, final: bool = False) -> list[str]:
     lines = [
         f"sms: {kind} {state}  queued {sms.queued}  sent {sms.sent}{last}  "
         f"given up {sms.given_up}  failed attempts {sms.failed_attempts}  "
-        f"reopens {modem.reopens}  power cycles {modem.power_cycles}"
+        f"reopens {modem.reopens}  power cycles {modem.power_cycles}  "
+        f"silent restarts {modem.restarts_detected}"
     ]
     policy = sms.policy
     if policy is not None:

@@ -125,6 +125,9 @@ def render_metrics(state: WebState) -> str:
               int(sms.modem.ready))  # fmt: skip
         m.add("appliance_modem_signal_dbm", "gauge", "Modem signal strength.",
               sms.modem.signal_dbm)  # fmt: skip
+        m.add("appliance_modem_silent_restarts_total", "counter",
+              "Modem restarts without RDY noticed and set up again.",
+              sms.modem.restarts_detected)  # fmt: skip
     if board.models is not None:
         _model_metrics(m, board.models)
     m.add("appliance_process_resident_memory_bytes", "gauge", "Resident memory.", rss_bytes())

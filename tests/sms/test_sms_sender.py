@@ -353,6 +353,7 @@ async def test_after_a_silent_restart_into_text_mode_each_sms_still_reaches_its_
     ]
     assert modem.counts.text_mode_sends == 0
     assert sender.link.health.restarts_detected == 1
+    assert "silent restarts 1" in sms_lines(sender.status)[0]
 
 
 async def test_a_send_that_may_have_left_is_not_repeated_beyond_max_copies(
