@@ -44,6 +44,27 @@ STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 MODELS: web.AppKey[ModelManager | None] = web.AppKey("models", ModelManager)
 SMS: web.AppKey[SmsIntake | None] = web.AppKey("sms", SmsIntake)
 LIMITS: web.AppKey[ConnectionLimits] = web.AppKey("limits", ConnectionLimits)
+
+
+class EventFeed:
+    """The /events message, encoded once per tick for every client (64 streams cost one
+    snapshot a second, not 64)."""
+
+    def __init__(self) -> None:
+        self.message = b""
+        self._tick = asyncio.Event()
+
+    def publish(self, message: bytes) -> None:
+        self.message = message
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    async def next(self) -> bytes:
+        await self._tick.wait()
+        return self.message
+
+
+FEED: web.AppKey[EventFeed] = web.AppKey("feed", EventFeed)
 ARCHIVE_TYPES = ("application/x-tar", "application/octet-stream")
 MAX_JSON_BYTES = 16 * 1024
 """An action's JSON body is a few short fields; anything bigger is refused unread."""
@@ -76,6 +97,7 @@ def build_app(
     app[MODELS] = models
     app[SMS] = sms
     app[STOPPING] = asyncio.Event()
+    app[FEED] = EventFeed()
     app.router.add_get("/", _page)
     app.router.add_get("/api/status", _status)
     app.router.add_get("/events", _events)
@@ -87,6 +109,7 @@ def build_app(
 
     async def on_shutdown(app: web.Application) -> None:
         app[STOPPING].set()
+        app[FEED].publish(b"")  # wakes every stream to see it
 
     app.on_shutdown.append(on_shutdown)
     return app
@@ -117,7 +140,9 @@ async def serve_status(
     )
     await runner.setup()
     guard.server = runner.server
-    sampler = asyncio.create_task(_sample_every(state, EVENT_EVERY_S), name="web-sampler")
+    sampler = asyncio.create_task(
+        _sample_every(state, app[FEED], EVENT_EVERY_S), name="web-sampler"
+    )
     try:
         site = CappedSite(runner, host, port, guard)
         try:
@@ -138,10 +163,15 @@ async def serve_status(
         await runner.cleanup()
 
 
-async def _sample_every(state: WebState, every_s: float) -> None:
+async def _sample_every(state: WebState, feed: EventFeed, every_s: float) -> None:
     while True:
         state.sample()
+        feed.publish(_event_message(state))
         await asyncio.sleep(every_s)
+
+
+def _event_message(state: WebState) -> bytes:
+    return f"data: {json.dumps(state.snapshot())}\n\n".encode()
 
 
 async def _page(request: web.Request) -> web.Response:
@@ -163,13 +193,12 @@ async def _events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    stopping = request.app[STOPPING]
+    stopping, feed = request.app[STOPPING], request.app[FEED]
+    message = feed.message or _event_message(request.app[STATE])
     with contextlib.suppress(ConnectionResetError):
         while not stopping.is_set():
-            data = json.dumps(request.app[STATE].snapshot())
-            await response.write(f"data: {data}\n\n".encode())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), EVENT_EVERY_S)
+            await response.write(message)
+            message = await feed.next()
     return response
 
 

@@ -167,3 +167,24 @@ async def test_when_every_connection_is_busy_a_new_one_gets_503(tmp_path: Path) 
         finally:
             for writer in streams:
                 writer.close()
+
+
+async def test_event_streams_share_one_snapshot_per_second(tmp_path: Path) -> None:
+    """A flood of /events clients costs one snapshot a second, not one per client."""
+    async with page(tmp_path) as address:
+        streams = []
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection(*address)
+            writer.write(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            streams.append((reader, writer))
+        try:
+            nows = []
+            for reader, _ in streams:  # the second message each got: the same tick's
+                for _ in range(2):
+                    await asyncio.wait_for(reader.readuntil(b"data: "), DEADLINE_S)
+                message = await asyncio.wait_for(reader.readuntil(b"\n\n"), DEADLINE_S)
+                nows.append(json.loads(message)["now"])
+            assert len(set(nows)) <= 2  # a tick may fall between two clients' reads
+        finally:
+            for _, writer in streams:
+                writer.close()
