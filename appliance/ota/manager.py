@@ -359,10 +359,14 @@ class ModelManager:
             try:
                 outcome = await self._rollback(asset, reason, source)
             except (ApplianceError, ValueError) as exc:
-                outcome = Outcome(False, "rollback", source, None, None, str(exc))
+                outcome = self._refused_rollback(asset, source, str(exc))
             except Exception as exc:
-                outcome = Outcome(False, "rollback", source, None, None, _unexpected(exc, source))
+                outcome = self._refused_rollback(asset, source, _unexpected(exc, source))
             return self._record(outcome)
+
+    def _refused_rollback(self, asset: str, source: str, message: str) -> Outcome:
+        known = asset if asset in self._assets else None  # an unknown name is not repeated
+        return Outcome(False, "rollback", source, known, None, message)
 
     async def _rollback(self, asset: str, reason: str, source: str) -> Outcome:
         if asset not in self._assets:
