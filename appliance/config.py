@@ -8,6 +8,7 @@ point nowhere) are checked at load time. Errors name the offending key, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import tomllib
@@ -484,6 +485,8 @@ class SmsConfig(_Strict):
         return self
 
 
+HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME = rf"(?=.{{1,253}}$){HOST_LABEL}(\.{HOST_LABEL})*"
 TOKEN_PATTERN = r"^[!-~]{16,512}$"
 TOKEN_RULE = "a token is 16 to 512 visible ASCII characters (no spaces)"
 
@@ -514,6 +517,16 @@ class HttpConfig(_Strict):
     opened or after its last response (idle keep-alive and slow headers alike)."""
     body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """A request body (a model bundle is the largest) must arrive in full within this."""
+
+    @field_validator("host")
+    @classmethod
+    def _address_or_name(cls, host: str) -> str:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            return host
+        if not re.fullmatch(HOST_NAME, host):
+            raise ValueError("must be an IP address (0.0.0.0: every interface) or a host name")
+        return host
 
     @model_validator(mode="after")
     def _one_token(self) -> HttpConfig:

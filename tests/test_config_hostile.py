@@ -123,6 +123,7 @@ TLS_UPLINK = '[uplink]\nbroker = "mqtts://broker.example.com"\nusername = "gw-1"
         ("", '"/var/lib/appliance/a\\u0000.db"', "store.path: must not contain control"),
         ("", '" /var/lib/appliance.db"', "store.path: has leading or trailing spaces"),
         ('[http]\ntoken_file = "/nonexistent/http-token"', None, "http.token_file: cannot read"),
+        ('[http]\nhost = "no such host"', None, "http.host: must be an IP address"),
     ],
 )
 def test_paths_and_zones_are_refused_naming_the_key(
@@ -219,3 +220,13 @@ def test_a_busy_http_port_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: http.port: cannot listen on 127.0.0.1:{port}: "), err
+
+
+def test_an_address_this_host_does_not_have_is_one_line_naming_http_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(minimal_config(tmp_path, '[http]\nhost = "192.0.2.1"\nport = 0'))
+    assert main(["run", "--config", str(path), "--seconds", "30"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: http.host: cannot listen on 192.0.2.1:0: "), last

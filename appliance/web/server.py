@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable
@@ -148,8 +149,9 @@ async def serve_status(
         try:
             await site.start()
         except OSError as exc:  # busy port, unknown address: the key to fix, not a traceback
+            key = "http.port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "http.host"
             reason = exc.strerror or str(exc)
-            raise ConfigError(f"http.port: cannot listen on {host}:{port}: {reason}") from None
+            raise ConfigError(f"{key}: cannot listen on {host}:{port}: {reason}") from None
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         url = f"http://{shown}:{bound[1]}/"
