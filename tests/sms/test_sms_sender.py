@@ -422,6 +422,25 @@ async def test_one_copy_allowed_means_no_resend_after_a_possible_copy(
     assert modem.counts.pdus_received == 1
 
 
+async def test_a_message_interrupted_again_after_a_possible_copy_is_not_sent_a_third_time(
+    tmp_path: Path, by_id: Path
+) -> None:
+    """A crash loop mid-send is bounded too: one earlier possible copy (a timeout), then the
+    process died in `sending`; the next start counts the second copy and gives it up."""
+    clock = FakeClock()
+    async with (
+        opened(tmp_path / "a.db") as store,
+        EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
+    ):
+        (sms_id,) = await enqueue(store, (ALICE, "twice already?"))
+        await store.retry_sms_later(sms_id, T0, "SendTimeout: no answer", 0, maybe_sent=True)
+        await store.mark_sms_sending(sms_id)  # and then killed
+        async with sending(store, by_id, clock) as sender:
+            await wait_for_state(store, sms_id, "given_up", maybe_sent=2)
+            await wait_until(lambda: sender.link.ready, "modem ready")
+    assert modem.counts.pdus_received == 0 and modem.delivered == []
+
+
 async def test_a_failing_message_does_not_hold_up_the_next_alert_to_the_same_recipient(
     tmp_path: Path, by_id: Path
 ) -> None:
