@@ -172,3 +172,14 @@ def test_check_config_describes_the_uplink(
         "topics appliance/plant3-pump-gw1/..., ack by receiver, " in with_uplink_line
     )
     assert "no uplink (records stay on the gateway), " in without
+
+
+def test_the_commented_http_example_is_valid_and_shows_every_key() -> None:
+    text = EXAMPLE.read_text()
+    document = tomllib.loads(text) | uncommented_table(text, "http")
+
+    config = parse_config(document, "gateway.toml")
+
+    assert config.http is not None
+    shown = config.http.model_fields_set | {"token"}  # named in token_file's comment
+    assert shown == set(type(config.http).model_fields), "the example shows every key"
