@@ -257,7 +257,7 @@ def _text_field(
 ) -> str:
     """A short printable string field; Refused naming the key otherwise."""
     value = body.get(key)
-    if value is None and default is not None:
+    if default is not None and value in (None, ""):  # the page sends an empty name field as ""
         return default
     if value is None:
         raise Refused(400, f"{key}: missing")

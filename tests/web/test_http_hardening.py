@@ -82,6 +82,7 @@ JSON = b"Content-Type: application/json"
         ((AUTH, JSON), b'{"id": 5}', 400, "id: must be a string"),
         ((AUTH, JSON), b'["id"]', 400, "expected {"),
         ((AUTH, JSON), b'{"id": "x"}', 404, "no open alert"),
+        ((AUTH, JSON), b'{"id": "x", "by": ""}', 404, "no open alert"),  # the page's empty name
     ],
     ids=lambda value: None if isinstance(value, tuple | bytes) else str(value),
 )
