@@ -110,15 +110,18 @@ class Statements:
     select_gateways: str = "SELECT gateway FROM gateways ORDER BY gateway"
     select_acks: str = "SELECT gateway, acked_seq FROM gateways"
     select_migrations: str = "SELECT name FROM schema_migrations ORDER BY name"
-    trim_dead_letters: str = (
-        "DELETE FROM dead_letters WHERE id <= (SELECT coalesce(max(id), 0) FROM ("
-        "SELECT id, row_number() OVER (ORDER BY id DESC) AS n,"
-        " sum(stored_bytes) OVER (ORDER BY id DESC) AS total FROM dead_letters"
-        ") AS ranked WHERE n > ? OR total > ?) RETURNING stored_bytes"
+    drop_oldest_dead_letter: str = (
+        "DELETE FROM dead_letters WHERE id = (SELECT min(id) FROM dead_letters WHERE id < ?)"
+        " RETURNING stored_bytes"
     )
+    measure_dead_letters: str = "SELECT count(*), coalesce(sum(stored_bytes), 0) FROM dead_letters"
     add_to_counter: str = (
         "INSERT INTO receiver_counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
-        " DO UPDATE SET value = receiver_counters.value + excluded.value"
+        " DO UPDATE SET value = receiver_counters.value + excluded.value RETURNING value"
+    )
+    set_counter: str = (
+        "INSERT INTO receiver_counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
+        " DO UPDATE SET value = excluded.value"
     )
     select_counters: str = "SELECT name, value FROM receiver_counters ORDER BY name"
     insert_migration: str = "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)"
@@ -234,7 +237,8 @@ class Database:
         return await self._run(self._dicts, self.dialect.statements.select_dead_letters, (limit,))
 
     async def counters(self) -> dict[str, int]:
-        """Persistent counters: dead_letters_dropped, dead_letter_bytes_dropped."""
+        """Persistent counters: dead_letters_dropped, dead_letter_bytes_dropped, and the
+        table's size, dead_letter_rows and dead_letter_bytes."""
         rows = await self._query(self.dialect.statements.select_counters)
         return {str(name): int(value) for name, value in rows}
 
@@ -422,13 +426,9 @@ class Database:
         self, db: DbApiConnection, letter: DeadLetter, header: PartHeader | None
     ) -> Refusal:
         sql = self.dialect.statements
-        limits = self.dead_letter_limits
-        letter_id = int(db.execute(sql.insert_dead_letter, dead_letter_row(letter)).fetchone()[0])
-        trimmed = db.execute(sql.trim_dead_letters, (limits.max_rows, limits.max_bytes))
-        dropped = [int(row[0]) for row in trimmed.fetchall()]
-        if dropped:
-            db.execute(sql.add_to_counter, ("dead_letters_dropped", len(dropped)))
-            db.execute(sql.add_to_counter, ("dead_letter_bytes_dropped", sum(dropped)))
+        row = dead_letter_row(letter)
+        letter_id = int(db.execute(sql.insert_dead_letter, row).fetchone()[0])
+        dropped = self._trim_dead_letters(db, letter_id, int(row[6]))
         result = None
         if header is not None and self._plausible_now(db, header):
             db.execute(sql.insert_refused_part, part_row(header, letter.received_at))
@@ -436,6 +436,37 @@ class Database:
                                             letter.received_at, None))  # fmt: skip
             result = self._update_ack(db, header, letter.received_at, 0, 0)
         return Refusal(letter_id, len(dropped), sum(dropped), result)
+
+    def _trim_dead_letters(self, db: DbApiConnection, newest: int, stored: int) -> list[int]:
+        """Drop the oldest dead letters beyond the limits (never `newest`); their stored sizes.
+        The table's rows and bytes are counters kept here, so this costs O(dropped), not a scan
+        (a scan of 10,000 rows made a flood of refusals 50 ms each)."""
+        limits = self.dead_letter_limits
+        rows = self._add_to_counter(db, "dead_letter_rows", 1)
+        size = self._add_to_counter(db, "dead_letter_bytes", stored)
+        dropped: list[int] = []
+        while rows > limits.max_rows or size > limits.max_bytes:
+            oldest = db.execute(self.dialect.statements.drop_oldest_dead_letter, (newest,))
+            found = oldest.fetchone()
+            if found is None:  # the counters were off (rows deleted by hand): count again
+                rows, size = map(int, db.execute(self.dialect.statements.measure_dead_letters,
+                                                 ()).fetchone())  # fmt: skip
+                self._set_counters(db, rows, size)
+                break
+            dropped.append(int(found[0]))
+            rows, size = rows - 1, size - int(found[0])
+        if dropped:
+            self._set_counters(db, rows, size)
+            self._add_to_counter(db, "dead_letters_dropped", len(dropped))
+            self._add_to_counter(db, "dead_letter_bytes_dropped", sum(dropped))
+        return dropped
+
+    def _add_to_counter(self, db: DbApiConnection, name: str, amount: int) -> int:
+        return int(db.execute(self.dialect.statements.add_to_counter, (name, amount)).fetchone()[0])
+
+    def _set_counters(self, db: DbApiConnection, rows: int, size: int) -> None:
+        db.execute(self.dialect.statements.set_counter, ("dead_letter_rows", rows))
+        db.execute(self.dialect.statements.set_counter, ("dead_letter_bytes", size))
 
     def _plausible_now(self, db: DbApiConnection, header: PartHeader) -> bool:
         row = db.execute(self.dialect.statements.select_gateway, (header.gateway,)).fetchone()

@@ -99,9 +99,28 @@ async def test_the_table_keeps_the_newest_rows_within_its_limits_and_counts_the_
     assert [k["payload_bytes"] for k in kept] == [len(big)] * 3
     assert all(len(bytes(k["payload"])) == MAX_STORED_PAYLOAD_BYTES for k in kept)
     assert (refusal.dropped, last.dropped, last.dropped_bytes) == (1, 2, 2 * 7)  # rows, bytes
-    assert await db.counters() == {"dead_letters_dropped": 5, "dead_letter_bytes_dropped": 5 * 7}
+    assert await db.counters() == {
+        "dead_letters_dropped": 5,
+        "dead_letter_bytes_dropped": 5 * 7,
+        "dead_letter_rows": 3,
+        "dead_letter_bytes": 3 * MAX_STORED_PAYLOAD_BYTES,
+    }
     with pytest.raises(ValueError, match="at least 1 row"):
         DeadLetterLimits(max_rows=0)
+
+
+async def test_rows_deleted_by_hand_do_not_make_the_table_drop_new_ones(db: Database) -> None:
+    db.dead_letter_limits = DeadLetterLimits(max_rows=2)
+    for n in range(3):
+        await db.refuse(letter(f"{n}".encode()), None)
+    await db._query("DELETE FROM dead_letters RETURNING id")  # an operator cleaned up
+
+    await db.refuse(letter(b"3"), None)  # the counters say 3 rows: one too many
+    await db.refuse(letter(b"4"), None)
+
+    assert [bytes(k["payload"]) for k in await db.dead_letters()] == [b"4", b"3"]
+    counters = await db.counters()
+    assert (counters["dead_letter_rows"], counters["dead_letter_bytes"]) == (2, 2)
 
 
 async def test_any_text_is_kept_readable(db: Database) -> None:

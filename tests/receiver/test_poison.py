@@ -126,8 +126,12 @@ async def test_a_full_dead_letter_table_drops_its_oldest_rows_and_counts_them(
     letters = await rx.database.dead_letters()
     assert [bytes(letter["payload"]) for letter in letters] == [b"not json 4", b"not json 3",
                                                                 b"not json 2"]  # fmt: skip
-    assert await rx.database.counters() == {"dead_letters_dropped": 2,
-                                            "dead_letter_bytes_dropped": 20}  # fmt: skip
+    assert await rx.database.counters() == {
+        "dead_letters_dropped": 2,
+        "dead_letter_bytes_dropped": 20,
+        "dead_letter_rows": 3,
+        "dead_letter_bytes": 30,
+    }
     assert (rx.stats.dead_lettered, rx.stats.dead_letters_dropped) == (5, 2)
 
 
