@@ -43,6 +43,12 @@ from receiver.settings import (
 
 COMMANDS = ("run", "export", "status", "dead-letters", "forget-session")
 PREVIEW_BYTES = 160
+SUMMARY = {
+    "kept": "dead_letter_rows",
+    "kept_bytes": "dead_letter_bytes",
+    "dropped": "dead_letters_dropped",
+    "dropped_bytes": "dead_letter_bytes_dropped",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,8 +221,7 @@ async def run_dead_letters(args: argparse.Namespace) -> int:
         counters = await database.counters()
     finally:
         await database.close()
-    print(json.dumps({"dropped": counters.get("dead_letters_dropped", 0),
-                      "dropped_bytes": counters.get("dead_letter_bytes_dropped", 0)}))  # fmt: skip
+    print(json.dumps({name: counters.get(counter, 0) for name, counter in SUMMARY.items()}))
     if args.save is not None:
         args.save.mkdir(parents=True, exist_ok=True)
     for letter in letters:
