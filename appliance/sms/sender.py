@@ -429,7 +429,8 @@ class SmsSender:
         )
         if copies >= self.settings.max_copies:
             reason = _copies_reason(copies, text)
-            await self._give_up(dataclasses.replace(message, maybe_sent=copies), reason)
+            given_up = dataclasses.replace(message, attempts=attempts, maybe_sent=copies)
+            await self._give_up(given_up, reason)
 
     # --- giving up ---------------------------------------------------------------------------
 
@@ -500,8 +501,8 @@ class SmsSender:
                 to=message.recipient,
                 parts_done=message.parts_done,
                 possible_copies=message.maybe_sent + 1,
-                note="sent again from the first part not known to be sent; the part in "
-                "flight may arrive twice",
+                note="sent again from the first part not known to be sent (the part in flight "
+                "may arrive twice), unless that would make more than max_copies",
             )
 
     async def _refresh_status(self, now: float) -> None:
