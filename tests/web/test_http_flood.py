@@ -112,7 +112,7 @@ async def test_a_flood_of_page_clients_never_starves_capture(tmp_path: Path) -> 
             clients.append(writer)
         status = await get_status(host, port)  # the page answers through the flood
         fds_during = len(os.listdir(f"/proc/{process.pid}/fd"))
-        assert fds_during <= fds_before + CAP + 2, (fds_before, fds_during)
+        assert fds_during <= fds_before + CAP + 5, (fds_before, fds_during)
 
         serial = status["serial"]["mcu0"]
         progress: dict[str, Any] = {}
