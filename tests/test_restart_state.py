@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
+import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,8 +34,10 @@ ALERT_ID = f"{ASSET}||anomaly"
 FAULTS = ["imbalance=0.5"]
 
 
-def rig_config(tmp_path: Path, uplink: dict[str, Any] | None = None) -> ApplianceConfig:
-    config = demo_config(tmp_path, FAULTS, uplink)
+def rig_config(
+    tmp_path: Path, uplink: dict[str, Any] | None = None, *, models: bool = False
+) -> ApplianceConfig:
+    config = demo_config(tmp_path, FAULTS, uplink, models=models)
     return config.model_copy(update={"http": HttpConfig(port=0, token=TOKEN)})
 
 
@@ -186,3 +191,60 @@ async def test_an_acknowledgement_reaches_the_receiver_over_the_uplink(
         await wait_until(lambda: bool(received()), "the acknowledgement at the receiver")
     [acked] = received()
     assert acked.asset == ASSET and "acknowledged by bob" in acked.message
+
+
+def saved_open_alerts(db: Path) -> list[str]:
+    """The ids of the open alerts in the saved alert-router state (read-only, while it runs)."""
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+        try:
+            rows = connection.execute(
+                "SELECT state_json FROM detector_state WHERE asset = '' AND kind = 'alert_router'"
+            ).fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            return []
+    if not rows:
+        return []
+    state = json.loads(rows[0][0])
+    return [
+        f"{a['asset']}|{a['channel'] or ''}|{a['kind'].rsplit('_', 1)[0]}" for a in state["open"]
+    ]
+
+
+async def test_after_a_crash_just_after_the_raise_the_alarm_is_neither_lost_nor_raised_again(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL seconds after the raise, long before the next detector-state save (every 60 s):
+    the alert stage saved what it passed on, so the restarted detector continues the episode
+    instead of raising it again (a second alert record and a second SMS for the same episode)."""
+    db = tmp_path / "appliance.db"
+    command = [sys.executable, "-m", "appliance.cli", "demo", "--data-dir", str(tmp_path)]
+    command += ["--http", "127.0.0.1:0", "--summary-every", "60", "--fault", FAULTS[0]]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await wait_until(
+            lambda: ALERT_ID in saved_open_alerts(db) or process.returncode is not None,
+            "the raise saved by the alert stage",
+            deadline_s=90.0,
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    assert process.returncode == -9, "killed, not stopped"
+
+    config = rig_config(tmp_path, models=True)
+    async with running_rig(config) as (url, board), aiohttp.ClientSession() as http:
+        status = await get_json(http, url + "api/status")
+        await wait_until(lambda: board.asset(ASSET).scores >= 5, "five windows scored again")
+        assert board.asset(ASSET).alarm is not None
+
+    assert next(a["alarm"] for a in status["assets"] if a["name"] == ASSET) is not None
+    assert [a["id"] for a in status["alerts"]["open"]] == [ALERT_ID]
+    alerts = [alert for _, alert in await stored_alerts(db)]
+    assert [a.kind for a in alerts if a.asset == ASSET] == ["anomaly_raised"]
+    sent, queued, given_up = await sms_counts(db)
+    assert sent + queued + given_up == 1, "one SMS for the episode"
