@@ -295,9 +295,10 @@ def subscription_refused(granted: tuple[int, ...] | list[ReasonCode]) -> bool:
 
 
 def payload_bytes(payload: object) -> bytes:
+    """The message's bytes (aiomqtt gives bytes; anything else as text, never an exception)."""
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
-    return str(payload).encode("utf-8")
+    return b"" if payload is None else str(payload).encode("utf-8", "backslashreplace")
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
