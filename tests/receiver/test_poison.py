@@ -224,3 +224,22 @@ async def run_cli(*args: str) -> tuple[int, str]:
     out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode()
+
+
+async def test_a_message_above_the_size_limit_is_refused_unread(
+    start_receiver: ReceiverFactory, gateway: GatewayFactory
+) -> None:
+    rx = await start_receiver(max_payload_bytes=2048)
+    gw = await gateway("gw-a")
+    (big,) = split_range("gw-a", 10, 400, [r for r in outbox_rows(10, 400) if r[0] % 7 == 0])
+    payload = encode_part(big)
+    assert len(payload) > 2048
+
+    await gw.publish_raw(big.topic("appliance"), payload)
+    await gw.send_range(0, 10)
+    await gw.wait_ack(10)
+
+    assert rx.stats.rejected == {"too_large": 1}
+    (letter,) = await rx.database.dead_letters()
+    assert (letter["payload_bytes"], bytes(letter["payload"])) == (len(payload), payload)
+    assert f"{len(payload)} bytes, more than 2048" in letter["detail"]
