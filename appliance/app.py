@@ -10,7 +10,7 @@ import dataclasses
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -229,7 +229,9 @@ async def _run_tasks(
             sms = group.create_task(p.sms.sender.run(), name="sms")
         intake = p.sms.intake.accept if p.sms is not None else None
         routing = group.create_task(
-            run_alert_stage(p.router, p.alerts, p.records, intake, lambda: _save_alert_state(p)),
+            run_alert_stage(
+                p.router, p.alerts, p.records, intake, lambda alerts: _store_routed(p, alerts)
+            ),
             name="alerts",
         )
         on_probation_failed = p.models.probation_failed if p.models is not None else None
@@ -293,8 +295,11 @@ async def _save_states_every(p: Pipeline, every_s: float) -> None:
         await _save_states_logged(p)
 
 
-async def _save_alert_state(p: Pipeline) -> None:
-    await p.store.save_states({ROUTER_STATE: p.router.to_state()})
+async def _store_routed(p: Pipeline, alerts: Sequence[Alert]) -> None:
+    """The alert stage's alerts and its state, in one transaction (appliance/detect/restart.py)."""
+    await p.store.add_alerts_with_states(alerts, {ROUTER_STATE: p.router.to_state()})
+    if alerts:
+        p.new_records.set()
 
 
 async def _save_states_logged(p: Pipeline) -> None:

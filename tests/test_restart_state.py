@@ -12,6 +12,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from waiting import wait_until
 from appliance.app import run_appliance
 from appliance.config import ApplianceConfig, HttpConfig
 from appliance.demo import demo_config, demo_uplink
+from appliance.detect.routing import alert_id
 from appliance.records import Alert
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
@@ -41,15 +43,34 @@ def rig_config(
     return config.model_copy(update={"http": HttpConfig(port=0, token=TOKEN)})
 
 
+@dataclass
+class AtStart:
+    """The board as the page starts listening, before any stage runs (so before any window)."""
+
+    alarm: str | None = None
+    open_alerts: list[str] = field(default_factory=list)
+    summary: str = ""
+
+
 @contextlib.asynccontextmanager
-async def running_rig(config: ApplianceConfig) -> AsyncIterator[tuple[str, StatusBoard]]:
-    """The appliance with its page on a free port; yields (URL, board) as soon as the page
-    listens, which is before the first window is scored."""
+async def running_rig(
+    config: ApplianceConfig, at_start: AtStart | None = None
+) -> AsyncIterator[tuple[str, StatusBoard]]:
+    """The appliance with its page on a free port; yields (URL, board) once the page listens.
+    `at_start` gets what the board showed at that moment."""
     board = StatusBoard(config.gateway.id)
     stop = asyncio.Event()
     urls: list[str] = []
+
+    def started(url: str) -> None:
+        if at_start is not None:
+            at_start.alarm = board.asset(ASSET).alarm
+            at_start.open_alerts = [alert_id(a) for a in board.alerts.open.values()]
+            at_start.summary = SummaryPrinter(board, io.StringIO()).render(1.0)
+        urls.append(url)
+
     run = asyncio.create_task(
-        run_appliance(config, stop=stop, board=board, on_http_started=urls.append)
+        run_appliance(config, stop=stop, board=board, on_http_started=started)
     )
     try:
         await wait_until(lambda: bool(urls) or run.done(), "the status page to listen")
@@ -80,12 +101,17 @@ def in_alarm(board: StatusBoard) -> bool:
     return board.asset(ASSET).alarm is not None and router is not None and bool(router.open)
 
 
-async def acknowledge(http: aiohttp.ClientSession, url: str, by: str) -> Any:
+async def post_ack(http: aiohttp.ClientSession, url: str, by: str) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     body = {"id": ALERT_ID, "by": by}
     async with http.post(url + "api/alerts/ack", json=body, headers=headers) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
+        return response.status, await response.json()
+
+
+async def acknowledge(http: aiohttp.ClientSession, url: str, by: str) -> Any:
+    status, answer = await post_ack(http, url, by)
+    assert status == 200, answer
+    return answer
 
 
 async def stored_alerts(path: Path) -> list[tuple[int, Alert]]:
@@ -112,20 +138,22 @@ async def test_an_alarm_open_at_shutdown_is_shown_at_once_after_a_restart(
     async with running_rig(config) as (url, board), aiohttp.ClientSession() as http:
         await wait_until(lambda: in_alarm(board), f"{ASSET} in alarm", deadline_s=90.0)
         before = await get_json(http, url + "api/status")
+        refused = await post_ack(http, url, "anna\x1b[2J")
         ack = await acknowledge(http, url, "anna")
         await wait_until(lambda: board.sms.sent >= 1, "the alarm's SMS sent")
+    assert refused[0] == 400 and refused[1]["error"].startswith("by: ")
     [raised] = [a for a in before["alerts"]["open"] if a["id"] == ALERT_ID]
     severity = next(a["alarm"] for a in before["assets"] if a["name"] == ASSET)
 
-    async with running_rig(config) as (url, board), aiohttp.ClientSession() as http:
+    at_start = AtStart()
+    async with running_rig(config, at_start) as (url, board), aiohttp.ClientSession() as http:
         status = await get_json(http, url + "api/status")
         metric = await alarm_metric(http, url)
-        summary = SummaryPrinter(board, io.StringIO()).render(1.0)
         await wait_until(lambda: board.asset(ASSET).scores >= 3, "three windows scored again")
         later = await get_json(http, url + "api/status")
 
     asset = next(a for a in status["assets"] if a["name"] == ASSET)
-    assert asset["scores"] == 0, "shown before any window was scored after the restart"
+    assert (at_start.alarm, at_start.open_alerts) == (severity, [ALERT_ID]), "before any window"
     assert asset["alarm"] == severity and metric.endswith(" 1.0")
     [reopened] = [a for a in status["alerts"]["open"] if a["id"] == ALERT_ID]
     assert (reopened["t"], reopened["kind"], reopened["message"]) == (
@@ -134,7 +162,8 @@ async def test_an_alarm_open_at_shutdown_is_shown_at_once_after_a_restart(
         raised["message"],
     )
     assert reopened["ack"] == {"by": "anna", "at": ack["at"], "alert_t": raised["t"]}
-    assert f"ALARM ({severity})" in summary and "[acknowledged by anna]" in summary
+    assert f"ALARM ({severity})" in at_start.summary
+    assert "[acknowledged by anna]" in at_start.summary
     assert next(a["alarm"] for a in later["assets"] if a["name"] == ASSET) is not None
     assert [a["ack"]["by"] for a in later["alerts"]["open"] if a["id"] == ALERT_ID] == ["anna"]
 

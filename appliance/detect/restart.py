@@ -1,8 +1,9 @@
 """After a restart: show at once the alarms that were open, and make the detectors agree.
 
-The alert router's state (open alerts, those held back as systemic, the recent ones) is saved
-after every routed batch and with the detector states; the detectors' alarm episodes and the
-sensor-health latches are saved every minute and at shutdown. At start:
+The alert router's state (open alerts, those held back as systemic, the recent ones) is stored
+with the alerts of every routed batch, in one transaction, and with the detector states; the
+detectors' alarm episodes and the sensor-health latches are saved every minute and at shutdown.
+At start:
 
 - with a saved router state, it is the record of what was passed on (it is never older than a
   detector state): an alarm episode or health latch saved before its last raise or clear is

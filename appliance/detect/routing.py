@@ -29,8 +29,9 @@ AlertSink = Callable[[Sequence[Alert]], Awaitable[None]]
 """Takes routed alerts and returns once it has them safe (the SMS intake)."""
 AlertKey = tuple[str, str | None, str]
 """(asset, channel, family): family is the kind without _raised/_escalated/_cleared."""
-SaveState = Callable[[], Awaitable[None]]
-"""Saves the router's state (AlertRouter.to_state) in the store."""
+StoreRouted = Callable[[Sequence[Alert]], Awaitable[None]]
+"""Stores routed alerts together with the router's state (AlertRouter.to_state), in one
+transaction: the alerts passed on and what the operator was told are durable together."""
 ROUTER_STATE = ("", "alert_router")
 """Its (asset, kind) in the store's detector_state table: gateway-wide, so no asset."""
 ALERT_FIELDS = ("asset", "t", "severity", "kind", "message", "channel")
@@ -217,15 +218,20 @@ async def run_alert_stage(
     alerts_in: asyncio.Queue[Alert],
     out: asyncio.Queue[StoredRecord],
     sms: AlertSink | None = None,
-    save_state: SaveState | None = None,
+    store_routed: StoreRouted | None = None,
 ) -> None:
     """Route alerts as they come (each with whatever else is already queued) until cancelled.
 
     The routed alerts go to the store queue and, if given, to `sms` (the SMS intake: policy and
     durable queue); the batch is marked done only after `sms` returned, so `alerts_in.join()`
     means "every alert is queued for the store and, if it goes by SMS, committed to the SMS
-    queue". Then `save_state` keeps the router's state (what the operator was told) for a
-    restart; a failed save is logged and the next batch (or the periodic save) tries again."""
+    queue".
+
+    With `store_routed`, the routed alerts are stored at once together with the router's state
+    (what the operator was told, for a restart), before the SMS intake: a crash then loses
+    neither, and an alarm whose SMS was not queued yet is offered again at the restart
+    (appliance/detect/restart.py). If that fails, the alerts go to the store queue instead
+    (logged; the state is saved with the next batch or the periodic save)."""
     while True:
         batch = [await alerts_in.get()]
         while not alerts_in.empty():
@@ -240,18 +246,22 @@ async def run_alert_stage(
                     severity=alert.severity,
                     message=alert.message,
                 )
-                await out.put(alert)
+            await _store(routed, out, store_routed)
             if sms is not None and routed:
                 await sms(routed)
-            if save_state is not None:
-                await _save_logged(save_state)
         finally:
             for _ in batch:
                 alerts_in.task_done()
 
 
-async def _save_logged(save_state: SaveState) -> None:
-    try:
-        await save_state()
-    except (ApplianceError, ValueError) as exc:
-        log.warning("alert_state_save_failed", reason=str(exc))
+async def _store(
+    routed: Sequence[Alert], out: asyncio.Queue[StoredRecord], store_routed: StoreRouted | None
+) -> None:
+    if store_routed is not None:
+        try:
+            await store_routed(routed)
+            return
+        except (ApplianceError, ValueError) as exc:
+            log.warning("alert_state_save_failed", reason=str(exc), alerts=len(routed))
+    for alert in routed:
+        await out.put(alert)

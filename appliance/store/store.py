@@ -853,6 +853,34 @@ class Store:
                 )
             )
 
+    async def add_alerts_with_states(
+        self, alerts: Sequence[Alert], states: Mapping[tuple[str, str], Mapping[str, object]]
+    ) -> list[int]:
+        """add_records(alerts) and save_states(states) in one transaction (the alert stage: the
+        alerts it passed on and its own state are durable together); the alerts' seqs.
+        ValueError (nothing written) if an alert or a state is malformed; StoreError if SQLite
+        fails, in which case nothing is stored."""
+        rows = [encode_record(alert) for alert in alerts]
+        now = time.time()
+        parameters = [
+            (asset, kind, encode_state(state), now) for (asset, kind), state in states.items()
+        ]
+
+        async def write() -> list[int]:
+            seqs = await self._insert_records(rows, {}) if rows else []
+            if parameters:
+                await self._execute_many(UPSERT_STATE, parameters)
+            return seqs
+
+        what = f"storing {len(rows)} alerts with their state"
+        seqs = await self._shielded(self._write(what, write))
+        if seqs:
+            self.stats.rows_written += len(seqs)
+            self.stats.write_transactions += 1
+            self.stats.last_write_utc = time.time()
+            await self._locked(self._refresh_bytes)
+        return seqs
+
     async def load_states(self) -> dict[tuple[str, str], dict[str, object]]:
         """Every saved state by (asset, kind); a row that does not parse is logged and skipped."""
         rows = await self._reading(

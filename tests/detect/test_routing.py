@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import pytest
@@ -157,24 +158,26 @@ def test_any_damage_to_a_saved_state_is_refused_or_restores_a_valid_router(
             assert math.isfinite(a.t)
 
 
-async def test_the_stage_saves_the_state_after_each_batch_and_a_failed_save_does_not_stop_it() -> (
+async def test_the_stage_stores_each_batch_with_its_state_or_else_queues_it_for_the_writer() -> (
     None
 ):
     r = router()
     alerts_in: asyncio.Queue[Alert] = asyncio.Queue()
     out: asyncio.Queue[StoredRecord] = asyncio.Queue()
-    saved: list[dict[str, object]] = []
+    stored: list[tuple[list[str], int]] = []
 
-    async def save() -> None:
-        saved.append(r.to_state())
-        if len(saved) == 1:
+    async def store_routed(alerts: Sequence[Alert]) -> None:
+        if not stored:
+            stored.append(([], -1))
             raise StoreError("store x.db: disk I/O error")
+        stored.append(([a.kind for a in alerts], len(cast(list[object], r.to_state()["open"]))))
 
-    task = asyncio.create_task(run_alert_stage(r, alerts_in, out, save_state=save))
+    task = asyncio.create_task(run_alert_stage(r, alerts_in, out, store_routed=store_routed))
     alerts_in.put_nowait(anomaly("anomaly_raised", t=10.0))
     await alerts_in.join()
     alerts_in.put_nowait(anomaly("anomaly_cleared", t=20.0))
     await alerts_in.join()
     task.cancel()
 
-    assert [len(cast(list[object], s["open"])) for s in saved] == [1, 0]
+    assert [out.get_nowait().kind for _ in range(out.qsize())] == ["anomaly_raised"]
+    assert stored[1:] == [(["anomaly_cleared"], 0)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from appliance.records import Alert
 from appliance.store import Store, StoreSettings
 
 STATES: dict[tuple[str, str], dict[str, object]] = {
@@ -78,3 +79,21 @@ async def test_a_corrupt_state_row_is_logged_and_skipped_and_the_rest_loaded(
     skipped = [entry for entry in logs if entry["event"] == "detector_state_unreadable"]
     assert sorted(entry["kind"] for entry in skipped) == ["listy", "torn"]
     assert all(entry["log_level"] == "warning" for entry in skipped)
+
+
+ALERT = Alert("pump-1", 1_000.0, "critical", "anomaly_raised", "pump-1: anomaly")
+ROUTER = {("", "alert_router"): {"version": 1, "kind": "alert_router", "open": ["..."]}}
+
+
+async def test_alerts_and_their_state_are_stored_together(store: Store) -> None:
+    seqs = await store.add_alerts_with_states([ALERT], ROUTER)
+
+    assert await store.outbox() == [(seqs[0], ALERT)]
+    assert await store.load_states() == ROUTER
+
+
+async def test_a_bad_state_stores_none_of_the_alerts(store: Store) -> None:
+    with pytest.raises(ValueError, match="not JSON-serialisable"):
+        await store.add_alerts_with_states([ALERT], {("", "alert_router"): {"x": object()}})
+
+    assert await store.outbox() == [] and await store.load_states() == {}
