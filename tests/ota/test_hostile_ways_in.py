@@ -135,6 +135,7 @@ async def test_hostile_bundles_and_commands_are_refused_through_every_way_in(
     inbox.mkdir()
     os.mkfifo(inbox / "fifo.tar")  # reading it would block the inbox for ever
     (inbox / "dir.tar").mkdir()
+    (inbox / "at-start.tar").write_bytes(poison_tar())  # left by a previous run that crashed
     board = StatusBoard(config.gateway.id)
     urls: list[str] = []
     stop = asyncio.Event()
@@ -151,6 +152,8 @@ async def test_hostile_bundles_and_commands_are_refused_through_every_way_in(
     models = board.models
 
     # The poison tar through each way in: a refusal naming the archive check, never a crash.
+    at_start = lambda: result(inbox, "refused", "at-start.tar") is not None  # noqa: E731
+    await wait_until(at_start, "the file left at start", alive=run)
     await drop(inbox, "poison.tar", poison_tar())
     await wait_until(lambda: result(inbox, "refused", "poison.tar") is not None, "inbox", alive=run)
     assert str((result(inbox, "refused", "poison.tar") or {})["message"]).startswith("archive: ")
@@ -169,13 +172,13 @@ async def test_hostile_bundles_and_commands_are_refused_through_every_way_in(
     await send(
         broker, b'{"v": 1, "id": "deep", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None
     )
-    await wait_until(lambda: models.refusals == 4, "the deep command refused", alive=run)
+    await wait_until(lambda: models.refusals == 5, "the deep command refused", alive=run)
     assert models.outcomes[-1].action == "command" and "nested" in models.outcomes[-1].message
     rollback = await command(broker, Command(secrets.token_hex(8), "rollback_model", asset=ASSET))
     assert "nothing to roll back" in rollback["message"]
     await drop(inbox, "deep.request", b'{"action": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
     await wait_until(lambda: result(inbox, "refused", "deep.request") is not None, "request")
-    assert models.refusals == 6 and board.uplink.connections == 1
+    assert models.refusals == 7 and board.uplink.connections == 1
 
     # A good bundle, then hostile signed ones: each refused, nothing changes anywhere.
     await drop(inbox, "good.tar", archive(tmp_path / "bundles", "2026.02", key))
@@ -204,7 +207,7 @@ async def test_hostile_bundles_and_commands_are_refused_through_every_way_in(
         )
         message = str((result(inbox, "refused", name) or {})["message"])
         assert message.startswith(expected[name]), (name, message)
-    assert models.refusals == 6 + len(expected) and models.active[ASSET] == active
+    assert models.refusals == 7 + len(expected) and models.active[ASSET] == active
     assert listing(data_dir / "ota-models") == library
     assert [p for p in listing(tmp_path) if p not in before and "hostile" not in p] == []
     assert not outside.exists() and not (data_dir / "escape").exists()
