@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from ota_helpers import DEMO_BUNDLE, ota_config, variant
 
@@ -254,3 +254,38 @@ def test_bundle_directories_are_hashes_and_old_ones_are_renamed(tmp_path: Path) 
 
     assert not old.exists()
     assert load_bundle(library.bundle_dir(ASSET, bundle_id)).bundle_id == bundle_id
+
+
+REQUEST_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**400), 10**400) | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+REQUESTS = st.binary(max_size=200) | st.dictionaries(
+    st.sampled_from(["action", "asset", "reason", "other"]), REQUEST_VALUES
+).map(lambda body: json.dumps(body).encode("utf-8", "surrogatepass"))
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(requests=st.lists(REQUESTS, min_size=1, max_size=10))
+def test_any_inbox_request_that_is_not_a_rollback_is_refused_and_changes_nothing(
+    tmp_path: Path, requests: list[bytes]
+) -> None:
+    """The inbox's `<name>.request` files: anything but {"action": "rollback", "asset": <an
+    asset of this gateway>} is refused with a reason; the library stays as it was."""
+    with a_manager(tmp_path / "gw") as (manager, runner):
+        before, slots = snapshot(tmp_path), manager.library.slots(ASSET)
+        for data in requests:
+            with contextlib.suppress(ValueError, RecursionError):
+                body = json.loads(data)
+                assume(not (isinstance(body, dict) and body.get("asset") == ASSET))
+            outcome = runner.run(manager._request(data, "test"))
+            assert outcome.accepted is False and outcome.action == "rollback"
+            assert outcome.message.startswith(
+                ('a request must be JSON {"action": "rollback"', "unknown action", "no asset")
+            ), outcome.message
+            assert len(outcome.message) < 400
+            assert snapshot(tmp_path) == before and manager.library.slots(ASSET) == slots
+        assert manager.status.refusals == len(requests)
