@@ -88,12 +88,9 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return await response.json()
 
 
-async def alarm_metric(http: aiohttp.ClientSession, url: str) -> str:
+async def metric_lines(http: aiohttp.ClientSession, url: str) -> list[str]:
     async with http.get(url + "metrics") as response:
-        text = await response.text()
-    return next(
-        line for line in text.splitlines() if line.startswith(f'appliance_alarm{{asset="{ASSET}"}}')
-    )
+        return (await response.text()).splitlines()
 
 
 def in_alarm(board: StatusBoard) -> bool:
@@ -148,13 +145,15 @@ async def test_an_alarm_open_at_shutdown_is_shown_at_once_after_a_restart(
     at_start = AtStart()
     async with running_rig(config, at_start) as (url, board), aiohttp.ClientSession() as http:
         status = await get_json(http, url + "api/status")
-        metric = await alarm_metric(http, url)
+        metrics = await metric_lines(http, url)
         await wait_until(lambda: board.asset(ASSET).scores >= 3, "three windows scored again")
         later = await get_json(http, url + "api/status")
 
     asset = next(a for a in status["assets"] if a["name"] == ASSET)
     assert (at_start.alarm, at_start.open_alerts) == (severity, [ALERT_ID]), "before any window"
-    assert asset["alarm"] == severity and metric.endswith(" 1.0")
+    assert asset["alarm"] == severity
+    assert f'appliance_alarm{{asset="{ASSET}"}} 1.0' in metrics
+    assert {"appliance_alerts_open 1.0", "appliance_alerts_acknowledged 1.0"} <= set(metrics)
     [reopened] = [a for a in status["alerts"]["open"] if a["id"] == ALERT_ID]
     assert (reopened["t"], reopened["kind"], reopened["message"]) == (
         raised["t"],

@@ -88,6 +88,9 @@ def render_metrics(state: WebState) -> str:
     router = board.alerts
     if router is not None:
         m.add("appliance_alerts_open", "gauge", "Alarms raised and not cleared.", len(router.open))
+        acked = sum(1 for a in state.snapshot_alerts() if a["ack"] is not None)
+        m.add("appliance_alerts_acknowledged", "gauge", "Open alarms acknowledged by someone.",
+              acked)  # fmt: skip
         for kind, count in router.counts.items():
             m.add("appliance_alerts_total", "counter", "Alerts passed on, by kind.", count,
                   kind=kind)  # fmt: skip

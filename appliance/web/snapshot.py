@@ -83,8 +83,7 @@ class WebState:
         self._record_scores()
         board = self.board
         now = time.time()
-        opened = open_alerts(board)
-        alerts = [self._alert(key, alert) for key, alert in opened.items()]
+        alerts = self.snapshot_alerts()
         router = board.alerts
         recent = list(router.recent)[-RECENT_ALERTS_SHOWN:] if router is not None else []
         snapshot: dict[str, Any] = clean(
@@ -128,6 +127,10 @@ class WebState:
             }
         )
         return snapshot
+
+    def snapshot_alerts(self) -> list[dict[str, Any]]:
+        """The open alerts, each with its id and acknowledgement (or None)."""
+        return [self._alert(key, alert) for key, alert in open_alerts(self.board).items()]
 
     def _asset(self, asset: AssetStatus, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         score = asset.latest_score
