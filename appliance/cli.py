@@ -274,6 +274,8 @@ def _check_usable(config: ApplianceConfig) -> None:
     from appliance.ota.manager import ota_settings
     from appliance.sms.settings import sms_settings
 
+    if Path(config.store.path).is_dir():
+        raise ConfigError(f"store.path: {config.store.path} is a directory: name the database file")
     if config.http is not None:
         config.http.read_token()
     build_uplink_settings(config)  # the files it names are readable

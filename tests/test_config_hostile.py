@@ -124,6 +124,19 @@ TLS_UPLINK = '[uplink]\nbroker = "mqtts://broker.example.com"\nusername = "gw-1"
         ("", '" /var/lib/appliance.db"', "store.path: has leading or trailing spaces"),
         ('[http]\ntoken_file = "/nonexistent/http-token"', None, "http.token_file: cannot read"),
         ('[http]\nhost = "no such host"', None, "http.host: must be an IP address"),
+        ('[http]\ntoken_file = "/dev/zero"', None, "http.token_file: /dev/zero is larger than"),
+        (SMS + 'pin_file = "/dev/zero"', None, "sms.pin_file: /dev/zero is larger than"),
+        (
+            TLS_UPLINK + 'password_file = "/dev/zero"',
+            None,
+            "uplink.password_file: /dev/zero is larger than",
+        ),
+        (
+            '[models]\npublic_key_files = ["/dev/zero"]',
+            None,
+            "models.public_key_files: /dev/zero is larger than",
+        ),
+        ("", '"/tmp"', "store.path: /tmp is a directory"),
     ],
 )
 def test_paths_and_zones_are_refused_naming_the_key(
@@ -158,7 +171,7 @@ def test_a_binary_public_key_file_is_refused(
     binary = tmp_path / "key.bin"
     binary.write_bytes(bytes(range(256)))
     text = minimal_config(tmp_path, f'[models]\npublic_key_files = ["{binary}"]')
-    assert "models.public_key_files: cannot read" in refusal(tmp_path, text, capsys)
+    assert f"models.public_key_files: {binary} is not UTF-8 text" in refusal(tmp_path, text, capsys)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance.config import ApplianceConfig, ModelsConfig
+from appliance.config import ApplianceConfig, ModelsConfig, read_text_file
 from appliance.detect.assets import (
     AssetScoring,
     Probation,
@@ -108,10 +108,7 @@ def ota_settings(models: ModelsConfig, store_path: Path) -> OtaSettings:
     for i, text in enumerate(models.public_keys):
         keys.append(_key(text, f"models.public_keys[{i}]"))
     for path in models.public_key_files:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (a binary file)
-            raise ConfigError(f"models.public_key_files: cannot read {path}: {exc}") from None
+        text = read_text_file("models.public_key_files", path)  # bounded: not /dev/zero
         keys.append(_key(text, f"models.public_key_files: {path}"))
     here = store_path.parent
     return OtaSettings(
