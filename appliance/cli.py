@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from appliance.config import ApplianceConfig, HttpConfig, load_config
 from appliance.errors import ApplianceError, ConfigError
 from appliance.logging import configure_logging
@@ -357,7 +359,12 @@ def _demo(args: argparse.Namespace) -> int:
     config = demo_config(args.data_dir, faults=args.fault, uplink=uplink, models=True)
     host, port = args.http
     token = secrets.token_urlsafe(24)
-    config = config.model_copy(update={"http": HttpConfig(host=host, port=port, token=token)})
+    try:
+        http = HttpConfig(host=host, port=port, token=token)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ApplianceError(f"--http: {reason} (got {host!r})") from None
+    config = config.model_copy(update={"http": http})
     print(f"demo: {_describe(config)}; database {config.store.path}", flush=True)
     print(
         f"model updates: sign bundles with {args.data_dir / DEMO_SIGNING_KEY} (appliance model "

@@ -243,3 +243,11 @@ def test_an_address_this_host_does_not_have_is_one_line_naming_http_host(
     assert main(["run", "--config", str(path), "--seconds", "30"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: http.host: cannot listen on 192.0.2.1:0: "), last
+
+
+def test_a_bad_demo_http_host_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--http", "bad host:8080", "--seconds", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --http: must be an IP address (0.0.0.0: every interface) or a host name "
+        "(got 'bad host')"
+    )
