@@ -574,15 +574,18 @@ class ModemSession:
         reference: int,
         first_part: int = 0,
         on_part: PartSent | None = None,
+        setup_checked: bool = False,
     ) -> list[int]:
         """Send the parts of `text` from `first_part` on; their TP-MRs. On failure the error's
         `parts_done` is the first part not known to be sent. `on_part(parts_done)` is awaited
-        after each accepted part."""
+        after each accepted part. Each part is preceded by `ensure_setup()`, except the first
+        when the caller has just run it (`setup_checked`)."""
         pdus = encode_sms(number, text, reference, validity_minutes=self._settings.validity_minutes)
         references: list[int] = []
         try:
-            for pdu in pdus[first_part:]:
-                await self.ensure_setup()
+            for index, pdu in enumerate(pdus[first_part:]):
+                if index > 0 or not setup_checked:
+                    await self.ensure_setup()
                 if not self._health.radio_ready:
                     await self.wait_ready(self._settings.ready_timeout_s)
                 references.append(await self.send_pdu(pdu))
@@ -657,22 +660,46 @@ class ModemLink:
         reference: int | None = None,
         first_part: int = 0,
         on_part: PartSent | None = None,
+        setup_checked: bool = False,
     ) -> list[int]:
         """Send `text`; the TP-MR of each part sent. Raises an SmsError (see errors.py).
-        `on_part(parts_done)` is awaited after each part the modem accepted."""
-        session = self._session
-        if session is None or not session.alive:
-            raise ModemNotReady(f"modem not connected: {self.health.last_error or 'starting'}")
+        `on_part(parts_done)` is awaited after each part the modem accepted. `setup_checked`:
+        `check_setup()` has just passed, so the first part goes without asking again."""
+        session = self._connected_session()
         chosen = reference if reference is not None else self.next_reference()
         try:
             return await session.send_sms(
-                number, text, reference=chosen, first_part=first_part, on_part=on_part
+                number,
+                text,
+                reference=chosen,
+                first_part=first_part,
+                on_part=on_part,
+                setup_checked=setup_checked,
             )
         except SmsError as error:
             self._note_error(error)
             raise
         finally:
             self._update_ready()
+
+    async def check_setup(self) -> None:
+        """The check that precedes each part (PDU mode; set up again after a silent restart),
+        on its own: a sender runs it while it commits the message's `sending` state, then
+        sends with `setup_checked=True`. Raises an SmsError as a send would."""
+        session = self._connected_session()
+        try:
+            await session.ensure_setup()
+        except SmsError as error:
+            self._note_error(error)
+            raise
+        finally:
+            self._update_ready()
+
+    def _connected_session(self) -> ModemSession:
+        session = self._session
+        if session is None or not session.alive:
+            raise ModemNotReady(f"modem not connected: {self.health.last_error or 'starting'}")
+        return session
 
     # --- supervision -------------------------------------------------------------------------
 

@@ -17,9 +17,10 @@ The queue loop (one message at a time, so a multipart message is never interleav
     ready (not ready: nothing is attempted and no backoff grows; the give-up time still runs).
     A message waiting out its backoff holds nothing up: later ones, to the same recipient
     too, go meanwhile (each SMS carries its alert's local time, so a late one is recognisable);
-  * before the modem sees a byte the row is marked `sending` (committed), after each part the
-    modem accepted `parts_done` is recorded; sent -> `sent`; rejected (the message can never
-    go, MessageRejected) -> given up at once; any other SmsError -> back to `queued`, due after
+  * before the modem sees a byte of the message the row is marked `sending` (committed; the
+    modem's setup check, `AT+CMGF?`, runs meanwhile), after each part the modem accepted
+    `parts_done` is recorded; sent -> `sent`; rejected (the message can never go,
+    MessageRejected) -> given up at once; any other SmsError -> back to `queued`, due after
     retry_initial_s * 2^(attempts-1) (at most retry_max_s, never past give_up_at), resuming
     from the first part not known to be sent, with the same reference. An error after the PDU
     went out (`maybe_sent`: no answer, port gone) counts one possible copy;
@@ -354,8 +355,14 @@ class SmsSender:
     # --- one attempt -------------------------------------------------------------------------
 
     async def _attempt(self, message: QueuedSms) -> None:
-        await self.store.mark_sms_sending(message.id)
-        send = asyncio.ensure_future(self._send(message))
+        # The modem's setup check overlaps the commit (it sends none of the message's bytes).
+        check = asyncio.ensure_future(self.link.check_setup())
+        try:
+            await self.store.mark_sms_sending(message.id)
+        except BaseException:
+            await _settled(check)  # never cut off mid-command: the conversation would go astray
+            raise
+        send = asyncio.ensure_future(self._send(message, check))
         try:
             await asyncio.shield(send)
         except asyncio.CancelledError:
@@ -366,18 +373,20 @@ class SmsSender:
                 log.warning("sms_send_interrupted", id=message.id, resumes="at the next start")
             raise
 
-    async def _send(self, message: QueuedSms) -> None:
+    async def _send(self, message: QueuedSms, check: asyncio.Future[None]) -> None:
         async def part_done(parts_done: int) -> None:
             await self.store.mark_sms_parts_done(message.id, parts_done)
 
         started = self._clock()
         try:
+            await check
             references = await self.link.send_sms(
                 message.recipient,
                 message.text,
                 reference=message.reference,
                 first_part=message.parts_done,
                 on_part=part_done,
+                setup_checked=True,
             )
         except MessageRejected as error:
             self._note_failure(error)
@@ -546,6 +555,13 @@ class SmsSender:
                 reason=str(error),
                 advice="the PIN would be tried again after a restart",
             )
+
+
+async def _settled(task: asyncio.Future[None]) -> None:
+    """Wait for `task` to end, its outcome retrieved and dropped."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
 
 
 def _copies_reason(copies: int, last_error: str) -> str:

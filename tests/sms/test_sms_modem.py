@@ -484,3 +484,19 @@ async def test_a_silent_restart_that_asks_for_the_pin_again_gets_it(by_id: Path)
         await link.send_sms(NUMBER, "after the PIN")
     assert [sms.text for sms in modem.delivered] == ["after the PIN"]
     assert modem.counts.pin_attempts == 2 and link.health.restarts_detected == 1
+
+
+async def test_every_part_is_preceded_by_the_pdu_mode_check(by_id: Path) -> None:
+    """`setup_checked=True` (the sender ran check_setup while committing) spares the first
+    part's check only."""
+    text = "Compressor C-7 discharge temperature high. " * 9
+    async with modem_and_link(by_id, settings=link_settings(check_interval_s=3600.0)) as (
+        modem,
+        link,
+    ):
+        start = len(modem.commands)
+        await link.send_sms(NUMBER, text)
+        await link.check_setup()
+        await link.send_sms(NUMBER, text, setup_checked=True)
+        sent = [c for c in modem.commands[start:] if c.startswith(("AT+CMGF?", "AT+CMGS="))]
+    assert [c[:8] for c in sent] == ["AT+CMGF?", "AT+CMGS="] * 6
