@@ -251,3 +251,24 @@ def test_a_bad_demo_http_host_is_one_line(capsys: pytest.CaptureFixture[str]) ->
         "error: --http: must be an IP address (0.0.0.0: every interface) or a host name "
         "(got 'bad host')"
     )
+
+
+@pytest.mark.parametrize("key", ["directory", "inbox"])
+def test_an_unusable_models_directory_is_one_line_naming_the_key(
+    key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance.ota.signing import public_key_text
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    public = public_key_text(Ed25519PrivateKey.generate().public_key())
+    models = f'[models]\npublic_keys = ["{public}"]\n{key} = "{blocker / "models"}"'
+    path = tmp_path / "site.toml"
+    path.write_text(minimal_config(tmp_path, models))
+    assert main(["run", "--config", str(path), "--seconds", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: models.{key}: {blocker / 'models'} cannot be used: "), err

@@ -72,6 +72,10 @@ SHOWN_CHARS = 200
 T = TypeVar("T")
 
 
+def _unusable(key: str, path: Path, exc: OSError) -> str:
+    return f"{key}: {path} cannot be used: {exc.strerror or exc}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one install or rollback; shown on the page, answered over MQTT/HTTP."""
@@ -182,9 +186,16 @@ class ModelManager:
     def open(self) -> None:
         """Take the library (one appliance at a time; `appliance model rollback` checks the same
         lock to know whether one runs) and its inbox."""
-        self.library.open()
-        self.settings.inbox.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.settings.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.library.open()
+            fd = os.open(self.settings.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(_unusable("models.directory", self.settings.directory, exc)) from None
+        try:
+            self.settings.inbox.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(_unusable("models.inbox", self.settings.inbox, exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
