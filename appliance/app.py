@@ -171,7 +171,8 @@ async def run_appliance(
                 board, sources, engines, health, scorings, router, store, blocks, vectors,
                 alerts, records, models=models,
             )  # fmt: skip
-            board.acks = await AlertAcks.load(store, pipeline.new_records.set)
+            acks = await AlertAcks.load(store, pipeline.new_records.set)
+            board.acks = acks
             if uplink_config is not None:
                 pipeline.uplink = build_uplink(uplink_config, store, pipeline.new_records, models)
                 board.uplink = pipeline.uplink.status
@@ -179,9 +180,7 @@ async def run_appliance(
                 pipeline.sms = await open_sms(
                     sms_config, store, board, Path(run_dir), pipeline.new_records.set
                 )
-                await renotify_open_alarms(
-                    router, board.acks, store, pipeline.sms.intake, time.time()
-                )
+                await renotify_open_alarms(router, acks, store, pipeline.sms.intake, time.time())
             async with contextlib.AsyncExitStack() as stack:
                 if pipeline.sms is not None and pipeline.sms.emulator is not None:
                     await stack.enter_async_context(pipeline.sms.emulator)

@@ -1,17 +1,21 @@
 """The status board: what each stage reports about itself; the summary and web page read it.
 
 It is a plain object built by the composition root and handed to the stages; each stage owns and
-writes only its own entries, readers never write.
+writes only its own entries, readers never write. What a stage puts on the board is typed by a
+read-only Protocol below (the stage's own stats object satisfies it), so the board needs no
+import of the stages. Readers render appliance/status_snapshot.py's snapshot of it, not the
+board itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from appliance.records import FeatureVector, Score, Severity
+from appliance.records import Alert, FeatureVector, Score, Severity
 
 
 @dataclass
@@ -85,31 +89,210 @@ class UplinkStatus:
         return max(0.0, now_utc - self.backlog_oldest_utc)
 
 
+class SerialLinkView(Protocol):
+    """A serial link's counters (appliance/capture/serial_link.py SerialStats)."""
+
+    connected: bool
+    frames: int
+    crc_errors: int
+    seq_gaps: int
+    dropped_samples: int
+    garbage_bytes: int
+    resets: int
+    reconnects: int
+
+
+class I2cSensorView(Protocol):
+    """One polled sensor's counters (appliance/capture/i2c.py SensorStats)."""
+
+    name: str
+    failed: bool
+    reads: int
+    read_errors: int
+    invalid_values: int
+
+
+class I2cBusView(Protocol):
+    """An I2C poller's counters (appliance/capture/i2c.py I2cStats)."""
+
+    @property
+    def sensors(self) -> Mapping[str, I2cSensorView]: ...
+
+
+class StoreView(Protocol):
+    """The store's counters (StoreStats)."""
+
+    bytes: int
+    rows_written: int
+    evicted_by_age: int
+    evicted_by_size: int
+    lost_before_delivery: int
+    write_errors: int
+    rejected_records: int
+
+
+class AlertsView(Protocol):
+    """The alert stage's open and recent alerts (appliance/detect/routing.py AlertRouter)."""
+
+    @property
+    def recent(self) -> Iterable[Alert]: ...
+
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+    def open_by_id(self) -> dict[str, Alert]:
+        """The open alarms by id ("asset|channel|family"), a copy."""
+        ...
+
+
+class AckView(Protocol):
+    @property
+    def by(self) -> str: ...
+
+    @property
+    def at(self) -> float: ...
+
+    @property
+    def alert_t(self) -> float: ...
+
+
+class AcksView(Protocol):
+    """The acknowledgements of open alerts (appliance/detect/acks.py AlertAcks)."""
+
+    def of(self, alert_id: str, alert: Alert) -> AckView | None: ...
+
+
+class ModemView(Protocol):
+    """The modem's health (appliance/sms/modem.py ModemHealth)."""
+
+    path: str
+    connected: bool
+    reopens: int
+    power_cycles: int
+    last_error: str | None
+    signal_rssi: int | None
+    operator: str | None
+    restarts_detected: int
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def signal_dbm(self) -> int | None: ...
+
+    def registration_text(self) -> str: ...
+
+
+class SmsPolicyView(Protocol):
+    """What the SMS policy did (appliance/sms/policy.py PolicyCounts)."""
+
+    alerts: int
+    queued: int
+    not_eligible: int
+    suppressed_hourly: int
+    suppressed_daily: int
+
+
+class DeliveredView(Protocol):
+    def describe(self) -> str: ...
+
+
+class SmsView(Protocol):
+    """The SMS sender's status (appliance/sms/sender.py SmsStatus)."""
+
+    emulated: bool
+    queued: int
+    oldest_queued_utc: float | None
+    sent: int
+    given_up: int
+    last_sent_utc: float | None
+    last_sent_to: str | None
+    last_given_up: str | None
+    last_send_error: str | None
+    failed_attempts: int
+    pin_rejected: bool
+
+    @property
+    def modem(self) -> ModemView: ...
+
+    @property
+    def policy(self) -> SmsPolicyView | None: ...
+
+    @property
+    def would_have_sent(self) -> Iterable[DeliveredView]: ...
+
+
+class OutcomeView(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class ModelsView(Protocol):
+    """The model manager's status (appliance/ota/manager.py ModelsStatus)."""
+
+    installs: int
+    refusals: int
+    rollbacks: int
+    automatic_rollbacks: int
+
+    @property
+    def active(self) -> Mapping[str, str]: ...
+
+    @property
+    def origin(self) -> Mapping[str, str]: ...
+
+    @property
+    def previous(self) -> Mapping[str, str | None]: ...
+
+    @property
+    def outcomes(self) -> Iterable[OutcomeView]: ...
+
+
+class QueueView(Protocol):
+    def qsize(self) -> int: ...
+
+
 @dataclass
 class StatusBoard:
     gateway_id: str
     started_utc: float = field(default_factory=time.time)
     assets: dict[str, AssetStatus] = field(default_factory=dict)
-    serial: dict[str, Any] = field(default_factory=dict)
-    """Serial link name -> that link's own SerialStats object."""
-    i2c: dict[str, Any] = field(default_factory=dict)
+    serial: dict[str, SerialLinkView] = field(default_factory=dict)
+    """Serial link name -> that link's own stats object."""
+    i2c: dict[str, I2cBusView] = field(default_factory=dict)
     """I2C bus name -> that poller's own stats object."""
-    store: Any = None
-    """The store's own StoreStats object."""
-    alerts: Any = None
-    """The alert stage's AlertRouter: open and recent alerts, counts by kind."""
-    acks: Any = None
-    """The acknowledgements of open alerts (appliance/detect/acks.py AlertAcks, durable); the
-    page records one through its acknowledge(), nothing else writes them."""
-    queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
+    store: StoreView | None = None
+    """The store's own stats object."""
+    alerts: AlertsView | None = None
+    """The alert stage's open and recent alerts, counts by kind."""
+    acks: AcksView | None = None
+    """The acknowledgements of open alerts (durable); the page records one through its
+    acknowledge(), nothing else writes them."""
+    queues: dict[str, QueueView] = field(default_factory=dict)
     uplink: UplinkStatus | None = None
     """The uplink task's own status object; None when no uplink is configured."""
     queue_full: dict[str, int] = field(default_factory=dict)
     """Times a producer found a stage queue full and had to wait (back-pressure, not loss)."""
-    sms: Any = None
-    """The SMS sender's SmsStatus (appliance/sms/sender.py); None without an [sms] table."""
-    models: Any = None
-    """The model manager's ModelsStatus (appliance/ota/manager.py); None without [models]."""
+    sms: SmsView | None = None
+    """The SMS sender's status; None without an [sms] table."""
+    models: ModelsView | None = None
+    """The model manager's status; None without a [models] table."""
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def asset(self, name: str) -> AssetStatus:
         return self.assets.setdefault(name, AssetStatus(name))
+
+    def changed(self) -> None:
+        """Called by a stage after an update worth waiting for (a scored window, a connection,
+        an SMS sent, a model changed); per-sample counters do not call it."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def wait_changed(self) -> None:
+        """Return after the next changed()."""
+        await self._changed.wait()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition()` holds, checking it after each change (callers bound the
+        wait, e.g. with asyncio.timeout)."""
+        while not condition():
+            await self.wait_changed()

@@ -1,4 +1,4 @@
-"""The demo's compact live summary, rendered from the status board (read-only)."""
+"""The demo's compact live summary, rendered from a snapshot of the status board."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import math
 import time
 from typing import TextIO
 
-from appliance.detect.routing import alert_id
 from appliance.records import Alert, FeatureVector
-from appliance.sms.sender import SmsStatus
-from appliance.status import AssetStatus, StatusBoard, UplinkStatus
+from appliance.status import SmsView, StatusBoard
+from appliance.status_snapshot import (
+    AlertsSnapshot,
+    AssetSnapshot,
+    SmsSnapshot,
+    StatusSnapshot,
+    UplinkSnapshot,
+    sms_snapshot,
+    snapshot,
+)
 
 RECENT_SHOWN = 5
 VIBRATION_SHOWN = ("rms", "peak", "crest_factor", "excess_kurtosis", "dominant_freq_hz")
@@ -39,11 +46,13 @@ class SummaryPrinter:
         self._previous_at = now
 
     def render(self, elapsed_s: float | None) -> str:
-        board = self._board
-        uptime = time.time() - board.started_utc
+        return self.render_snapshot(snapshot(self._board, time.time()), elapsed_s)
+
+    def render_snapshot(self, status: StatusSnapshot, elapsed_s: float | None) -> str:
+        """`status` as text; `elapsed_s` None shows sample totals instead of rates."""
         title = "final" if elapsed_s is None else "up"
-        lines = [f"── {board.gateway_id}  {title} {uptime:5.0f} s " + "─" * 40]
-        for asset in board.assets.values():
+        lines = [f"── {status.gateway_id}  {title} {status.uptime_s:5.0f} s " + "─" * 40]
+        for asset in status.assets:
             rates = []
             for channel, count in asset.samples.items():
                 before = self._previous.get((asset.name, channel), 0)
@@ -62,14 +71,15 @@ class SummaryPrinter:
                 lines.append(f"    SENSOR FAULT: {faults}")
             if asset.latest is not None:
                 lines.extend("    " + line for line in _feature_lines(asset.latest))
-        lines.extend(_alert_lines(board))
-        if board.sms is not None:
-            lines.extend(sms_lines(board.sms, final=elapsed_s is None))
-        lines.extend(_link_lines(board))
+        if status.alerts is not None:
+            lines.extend(_alert_lines(status.alerts))
+        if status.sms is not None:
+            lines.extend(sms_lines(status.sms, final=elapsed_s is None, now=status.now))
+        lines.extend(_link_lines(status))
         return "\n".join(lines)
 
 
-def _verdict_line(asset: AssetStatus) -> str:
+def _verdict_line(asset: AssetSnapshot) -> str:
     score = asset.latest_score
     state = f"ALARM ({asset.alarm})" if asset.alarm else "ok"
     if score is None:  # e.g. just after a restart: an alarm still open is shown at once
@@ -84,16 +94,12 @@ def _verdict_line(asset: AssetStatus) -> str:
     )
 
 
-def _alert_lines(board: StatusBoard) -> list[str]:
-    router = board.alerts
-    if router is None:
-        return []
-    lines = [f"alerts: {len(router.open)} open, {sum(router.counts.values())} since start"]
-    for alert in list(router.open.values()):
-        ack = board.acks.of(alert_id(alert), alert) if board.acks is not None else None
-        by = f"acknowledged by {ack.by}" if ack is not None else "not acknowledged"
-        lines.append(f"  open {_alert_line(alert)}  [{by}]")
-    for alert in list(router.recent)[-RECENT_SHOWN:]:
+def _alert_lines(alerts: AlertsSnapshot) -> list[str]:
+    lines = [f"alerts: {len(alerts.open)} open, {alerts.passed_on} since start"]
+    for shown in alerts.open:
+        by = f"acknowledged by {shown.ack.by}" if shown.ack is not None else "not acknowledged"
+        lines.append(f"  open {_alert_line(shown.alert)}  [{by}]")
+    for alert in alerts.recent[-RECENT_SHOWN:]:
         lines.append(f"    {_alert_line(alert)}")
     return lines
 
@@ -103,18 +109,23 @@ def _alert_line(alert: Alert) -> str:
     return f"{clock} {alert.severity:8s} {alert.kind:22s} {alert.message}"
 
 
-def sms_lines(sms: SmsStatus, *, final: bool = False) -> list[str]:
+def sms_lines(
+    sms: SmsSnapshot | SmsView, *, final: bool = False, now: float | None = None
+) -> list[str]:
     """Modem health, the queue, what was sent, given up and held back; with an emulated modem
     the SMS it received (the last few, or all kept on the final summary)."""
+    if not isinstance(sms, SmsSnapshot):
+        sms = sms_snapshot(sms)
+    now = time.time() if now is None else now
     modem = sms.modem
     if modem.ready:
         dbm = modem.signal_dbm
-        radio = f"{modem.registration_text()}, {modem.operator or 'operator ?'}, " + (
+        radio = f"{modem.registration}, {modem.operator or 'operator ?'}, " + (
             f"signal {dbm} dBm" if dbm is not None else "signal ?"
         )
         state = f"up ({radio})"
     elif modem.connected:
-        state = f"waiting for network ({modem.registration_text()}, CSQ {modem.signal_rssi})"
+        state = f"waiting for network ({modem.registration}, CSQ {modem.signal_rssi})"
     else:
         state = "stopped" if final else "DOWN"
     kind = "emulated modem" if sms.emulated else f"modem {modem.path}"
@@ -138,7 +149,7 @@ def sms_lines(sms: SmsStatus, *, final: bool = False) -> list[str]:
     if sms.pin_rejected:
         lines.append("    SIM PIN REFUSED: not tried again until the configured PIN changes")
     if sms.oldest_queued_utc is not None and sms.queued:
-        age = max(0.0, time.time() - sms.oldest_queued_utc)
+        age = max(0.0, now - sms.oldest_queued_utc)
         lines.append(f"    oldest queued {_duration(age)} ago")
     if sms.last_given_up is not None:
         lines.append(f"    GIVEN UP: {sms.last_given_up}")
@@ -146,10 +157,10 @@ def sms_lines(sms: SmsStatus, *, final: bool = False) -> list[str]:
     if problem:
         lines.append(f"    last error: {problem}")
     if sms.emulated:
-        shown = list(sms.would_have_sent) if final else list(sms.would_have_sent)[-RECENT_SHOWN:]
+        shown = sms.would_have_sent if final else sms.would_have_sent[-RECENT_SHOWN:]
         if shown:
             lines.append("    SMS that would have been sent (emulated modem):")
-            lines.extend(f"      {delivered.describe()}" for delivered in shown)
+            lines.extend(f"      {described}" for described in shown)
     return lines
 
 
@@ -163,40 +174,40 @@ def _feature_lines(vector: FeatureVector) -> list[str]:
     return [f"{channel:14s} " + "  ".join(parts) for channel, parts in channels.items()]
 
 
-def _link_lines(board: StatusBoard) -> list[str]:
+def _link_lines(status: StatusSnapshot) -> list[str]:
     lines = []
-    for name, s in board.serial.items():
+    for name, s in status.serial.items():
         state = "up" if s.connected else "DOWN"
         lines.append(
             f"serial {name}: {state}  frames {s.frames}  gaps {s.seq_gaps} "
             f"(dropped samples {s.dropped_samples})  crc {s.crc_errors}  "
             f"garbage bytes {s.garbage_bytes}  resets {s.resets}  reconnects {s.reconnects}"
         )
-    for name, bus in board.i2c.items():
-        sensors = "  ".join(
+    for name, sensors in status.i2c.items():
+        shown = "  ".join(
             f"{sensor.name} {'FAILED' if sensor.failed else 'ok'} "
-            f"(reads {sensor.reads}, errors {sensor.read_errors + sensor.invalid_values})"
-            for sensor in bus.sensors.values()
+            f"(reads {sensor.reads}, errors {sensor.errors})"
+            for sensor in sensors
         )
-        lines.append(f"i2c {name}: {sensors}")
-    if board.store is not None:
-        st = board.store
+        lines.append(f"i2c {name}: {shown}")
+    if status.store is not None:
+        st = status.store
         lines.append(
             f"store: rows {st.rows_written}  {st.bytes / 1e6:.1f} MB  evicted "
-            f"{st.evicted_by_age + st.evicted_by_size}  write errors {st.write_errors}  "
+            f"{st.evicted}  write errors {st.write_errors}  "
             f"refused {st.rejected_records}"
         )
-    if board.uplink is not None:
-        lines.extend(_uplink_lines(board.uplink))
-    waits = {k: v for k, v in board.queue_full.items() if v}
-    depths = "  ".join(f"{k} {q.qsize()}" for k, q in board.queues.items())
+    if status.uplink is not None:
+        lines.extend(_uplink_lines(status.uplink))
+    waits = {k: v for k, v in status.queue_full.items() if v}
+    depths = "  ".join(f"{k} {depth}" for k, depth in status.queues.items())
     lines.append(f"queues: {depths}" + (f"  (full waits: {waits})" if waits else ""))
     return lines
 
 
-def _uplink_lines(up: UplinkStatus) -> list[str]:
+def _uplink_lines(up: UplinkSnapshot) -> list[str]:
     state = "connected" if up.connected else f"DOWN ({up.state})"
-    age = up.backlog_age_s(time.time())
+    age = up.backlog_age_s
     oldest = f", oldest {_duration(age)} old" if age is not None and up.backlog_records else ""
     lines = [
         f"uplink {up.broker}: {state}  backlog {up.backlog_records} records{oldest}  "

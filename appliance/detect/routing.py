@@ -100,6 +100,10 @@ class AlertRouter:
         self._seen_open.pop(key, None)
         self.open.pop(key, None)
 
+    def open_by_id(self) -> dict[str, Alert]:
+        """The open alarms by id (alert_id), a copy: the status board's view."""
+        return {alert_id(a): a for a in list(self.open.values())}
+
     def held_open(self) -> dict[AlertKey, Alert]:
         """Every alarm open at the source, including those held back as systemic."""
         return dict(self._seen_open)

@@ -1,5 +1,6 @@
-"""One JSON-ready snapshot of the status board (read-only), plus what only the web layer keeps:
-a bounded history of each asset's scores, measured sample rates, CPU use and acknowledgements."""
+"""The page's JSON, rendered from the board's snapshot (appliance/status_snapshot.py), plus what
+only the web layer keeps: a bounded history of each asset's scores, measured sample rates, CPU
+use and, when the board has no durable ones, in-memory acknowledgements."""
 
 from __future__ import annotations
 
@@ -13,10 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from appliance.detect.acks import Ack, AlertAcks
-from appliance.detect.routing import alert_id
-from appliance.ota.manager import ModelsStatus
-from appliance.records import Alert
-from appliance.status import AssetStatus, StatusBoard
+from appliance.records import Alert, FeatureVector
+from appliance.status import StatusBoard
+from appliance.status_snapshot import (
+    AssetSnapshot,
+    ModelsSnapshot,
+    OpenAlert,
+    SerialSnapshot,
+    SmsSnapshot,
+    StatusSnapshot,
+    StoreSnapshot,
+    UplinkSnapshot,
+    snapshot,
+)
 from appliance.summary import VIBRATION_SHOWN
 
 HISTORY_POINTS = 300
@@ -27,7 +37,8 @@ RECENT_MODEL_OUTCOMES_SHOWN = 10
 
 @dataclass
 class WebState:
-    """Owned by the web layer; the board is never written."""
+    """Owned by the web layer; the board is never written, but for one thing: a board without
+    durable acknowledgements is given the page's in-memory ones (the page is their only writer)."""
 
     board: StatusBoard
     store_dir: Path
@@ -40,6 +51,10 @@ class WebState:
     _last_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     _last_at: float | None = None
     _last_cpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.board.acks is None:  # the page is the only writer of acknowledgements
+            self.board.acks = self.unsaved_acks
 
     def sample(self) -> None:
         """Called about once a second: record new scores, sample rates and CPU use."""
@@ -69,7 +84,8 @@ class WebState:
         """Acknowledge an open alert (kept in the store and sent over the uplink); None if no
         open alert has that id. ValueError if `by` is not a short printable name, StoreError
         if it could not be saved."""
-        alert = open_alerts(self.board).get(alert_id)
+        alerts = self.board.alerts
+        alert = alerts.open_by_id().get(alert_id) if alerts is not None else None
         if alert is None:
             return None
         return await self.acks.acknowledge(alert_id, alert, by, time.time())
@@ -79,46 +95,45 @@ class WebState:
         acks = self.board.acks
         return acks if isinstance(acks, AlertAcks) else self.unsaved_acks
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> StatusSnapshot:
+        """The board now (the scores seen so far recorded for the chart first)."""
         self._record_scores()
-        board = self.board
-        now = time.time()
-        alerts = self.snapshot_alerts()
-        router = board.alerts
-        recent = list(router.recent)[-RECENT_ALERTS_SHOWN:] if router is not None else []
-        snapshot: dict[str, Any] = clean(
+        return snapshot(self.board, time.time())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The page's JSON (/api/status and /events)."""
+        status = self.status()
+        alerts = status.alerts
+        open_alerts = [_open_alert(a) for a in alerts.open] if alerts is not None else []
+        recent = list(alerts.recent)[-RECENT_ALERTS_SHOWN:] if alerts is not None else []
+        out: dict[str, Any] = clean(
             {
-                "gateway": board.gateway_id,
-                "now": now,
-                "uptime_s": now - board.started_utc,
+                "gateway": status.gateway_id,
+                "now": status.now,
+                "uptime_s": status.uptime_s,
                 "actions_enabled": self.token_set,
                 "assets": [
-                    self._asset(a, [x for x in alerts if x["asset"] == a.name])
-                    for a in board.assets.values()
+                    self._asset(a, [x for x in open_alerts if x["asset"] == a.name])
+                    for a in status.assets
                 ],
                 "alerts": {
-                    "open": alerts,
+                    "open": open_alerts,
                     "recent": [_alert_dict(a) for a in reversed(recent)],
-                    "counts": dict(router.counts) if router is not None else {},
+                    "counts": dict(alerts.counts) if alerts is not None else {},
                 },
-                "serial": {name: _serial(s) for name, s in board.serial.items()},
+                "serial": {name: _serial(s) for name, s in status.serial.items()},
                 "i2c": {
                     name: [
-                        {
-                            "sensor": s.name,
-                            "failed": s.failed,
-                            "reads": s.reads,
-                            "errors": s.read_errors + s.invalid_values,
-                        }
-                        for s in bus.sensors.values()
+                        {"sensor": s.name, "failed": s.failed, "reads": s.reads, "errors": s.errors}
+                        for s in sensors
                     ]
-                    for name, bus in board.i2c.items()
+                    for name, sensors in status.i2c.items()
                 },
-                "store": _store(board.store),
-                "queues": {name: q.qsize() for name, q in board.queues.items()},
-                "uplink": _uplink(board, now),
-                "sms": _sms(board.sms),
-                "models": _models(board.models),
+                "store": _store(status.store),
+                "queues": dict(status.queues),
+                "uplink": _uplink(status.uplink),
+                "sms": _sms(status.sms),
+                "models": _models(status.models),
                 "process": {
                     "cpu_percent": self.cpu_percent,
                     "rss_bytes": rss_bytes(),
@@ -126,13 +141,9 @@ class WebState:
                 },
             }
         )
-        return snapshot
+        return out
 
-    def snapshot_alerts(self) -> list[dict[str, Any]]:
-        """The open alerts, each with its id and acknowledgement (or None)."""
-        return [self._alert(key, alert) for key, alert in open_alerts(self.board).items()]
-
-    def _asset(self, asset: AssetStatus, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    def _asset(self, asset: AssetSnapshot, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         score = asset.latest_score
         return {
             "name": asset.name,
@@ -154,36 +165,28 @@ class WebState:
             "anomalous_windows": asset.anomalous_windows,
             "scoring_errors": asset.scoring_errors,
             "inference_s": asset.inference_s,
-            "features": shown_features(asset),
+            "features": shown_features(asset.latest),
             "channels": {
                 channel: {"samples": count, "rate_hz": self.rates.get((asset.name, channel))}
                 for channel, count in asset.samples.items()
             },
-            "sensor_faults": asset.sensor_faults,
+            "sensor_faults": {ch: list(rules) for ch, rules in asset.sensor_faults.items()},
             "late_samples": asset.late_samples,
             "alerts": alerts,
         }
 
-    def _alert(self, key: str, alert: Alert) -> dict[str, Any]:
-        out = _alert_dict(alert)
-        out["id"] = key
-        ack = self.acks.of(key, alert)
-        out["ack"] = asdict(ack) if ack is not None else None
-        return out
+
+def _open_alert(open_alert: OpenAlert) -> dict[str, Any]:
+    out = _alert_dict(open_alert.alert)
+    out["id"] = open_alert.id
+    out["ack"] = asdict(open_alert.ack) if open_alert.ack is not None else None
+    return out
 
 
-def open_alerts(board: StatusBoard) -> dict[str, Alert]:
-    """Open alerts by id ("asset|channel|family"), the router's own key in one string."""
-    router = board.alerts
-    if router is None:
+def shown_features(latest: FeatureVector | None) -> dict[str, float]:
+    if latest is None:
         return {}
-    return {alert_id(a): a for a in list(router.open.values())}
-
-
-def shown_features(asset: AssetStatus) -> dict[str, float]:
-    if asset.latest is None:
-        return {}
-    values = asset.latest.as_dict()
+    values = latest.as_dict()
     return {
         name: value
         for name, value in values.items()
@@ -203,25 +206,32 @@ def _alert_dict(alert: Alert) -> dict[str, Any]:
     }
 
 
-def _serial(s: Any) -> dict[str, Any]:
-    names = ("connected", "frames", "crc_errors", "seq_gaps", "dropped_samples")
-    return {name: getattr(s, name) for name in (*names, "garbage_bytes", "resets", "reconnects")}
+def _serial(s: SerialSnapshot) -> dict[str, Any]:
+    return {
+        "connected": s.connected,
+        "frames": s.frames,
+        "crc_errors": s.crc_errors,
+        "seq_gaps": s.seq_gaps,
+        "dropped_samples": s.dropped_samples,
+        "garbage_bytes": s.garbage_bytes,
+        "resets": s.resets,
+        "reconnects": s.reconnects,
+    }
 
 
-def _store(st: Any) -> dict[str, Any] | None:
+def _store(st: StoreSnapshot | None) -> dict[str, Any] | None:
     if st is None:
         return None
     return {
         "bytes": st.bytes,
         "rows_written": st.rows_written,
-        "evicted": st.evicted_by_age + st.evicted_by_size,
+        "evicted": st.evicted,
         "lost_before_delivery": st.lost_before_delivery,
         "write_errors": st.write_errors,
     }
 
 
-def _uplink(board: StatusBoard, now: float) -> dict[str, Any] | None:
-    up = board.uplink
+def _uplink(up: UplinkSnapshot | None) -> dict[str, Any] | None:
     if up is None:
         return None
     return {
@@ -229,7 +239,7 @@ def _uplink(board: StatusBoard, now: float) -> dict[str, Any] | None:
         "connected": up.connected,
         "state": up.state,
         "backlog_records": up.backlog_records,
-        "backlog_age_s": up.backlog_age_s(now),
+        "backlog_age_s": up.backlog_age_s,
         "acked_seq": up.acked_seq,
         "last_seq": up.last_seq,
         "reconnects": up.reconnects,
@@ -237,7 +247,7 @@ def _uplink(board: StatusBoard, now: float) -> dict[str, Any] | None:
     }
 
 
-def _sms(sms: Any) -> dict[str, Any] | None:
+def _sms(sms: SmsSnapshot | None) -> dict[str, Any] | None:
     if sms is None:
         return None
     modem = sms.modem
@@ -247,14 +257,14 @@ def _sms(sms: Any) -> dict[str, Any] | None:
         "sent": sms.sent,
         "given_up": sms.given_up,
         "modem_ready": modem.ready,
-        "registration": modem.registration_text(),
+        "registration": modem.registration,
         "signal_dbm": modem.signal_dbm,
         "operator": modem.operator,
         "last_error": sms.last_send_error or modem.last_error,
     }
 
 
-def _models(status: ModelsStatus | None) -> dict[str, Any]:
+def _models(status: ModelsSnapshot | None) -> dict[str, Any]:
     """Which model each asset uses and where from, what a rollback restores, the counters and
     the newest outcomes first."""
     if status is None:

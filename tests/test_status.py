@@ -1,0 +1,151 @@
+"""The status board's snapshot on a hand-built board (the stages' own status objects, no event
+loop), the summary rendered from it, and the board's change event."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+
+from appliance.capture.i2c import I2cStats, SensorStats
+from appliance.capture.serial_link import SerialStats
+from appliance.detect.acks import AlertAcks
+from appliance.detect.routing import AlertRouter
+from appliance.ota.manager import ModelsStatus, Outcome
+from appliance.records import Alert, Score
+from appliance.sms.modem import ModemHealth
+from appliance.sms.policy import PolicyCounts
+from appliance.sms.sender import SmsStatus
+from appliance.status import StatusBoard, UplinkStatus
+from appliance.status_snapshot import AckSnapshot, snapshot
+from appliance.store import StoreStats
+from appliance.summary import SummaryPrinter
+
+T0 = 1_700_000_000.0
+RAISED = Alert("pump-1", T0 + 5, "critical", "anomaly_raised", "pump-1 anomalous")
+FLATLINE = Alert("pump-1", T0 + 6, "warning", "flatline_raised", "stuck", channel="temp")
+
+
+def built_board() -> StatusBoard:
+    """A board as the composition root would fill it, every stage's entry written by hand."""
+    board = StatusBoard("gw-1", started_utc=T0)
+    pump = board.asset("pump-1")
+    pump.samples.update(vib=1000, temp=10)
+    pump.vectors, pump.scores, pump.anomalous_windows = 7, 6, 2
+    pump.latest_score = Score("pump-1", T0 + 5, "m-1", 0.9, 0.5, True, ("vib.rms",))
+    pump.alarm = "critical"
+    pump.sensor_faults["temp"] = ["flatline"]
+    router = AlertRouter("gw-1", ["pump-1/vib", "pump-1/temp"], ["pump-1"])
+    router.route(T0 + 6, [RAISED, FLATLINE])
+    board.alerts = router
+    acks = AlertAcks()
+    asyncio.run(acks.acknowledge("pump-1||anomaly", RAISED, "anna", T0 + 7))
+    board.acks = acks
+    board.serial["mcu0"] = SerialStats(frames=40, crc_errors=1, connected=True)
+    board.i2c["bus1"] = I2cStats({"bme": SensorStats("bme", reads=9, read_errors=1)})
+    board.store = StoreStats(rows_written=12, bytes=4096, evicted_by_age=2, evicted_by_size=1)
+    board.queues["vectors"] = queue = asyncio.Queue[int]()
+    queue.put_nowait(1)
+    board.queue_full["store"] = 3
+    board.uplink = UplinkStatus("mqtt://broker:1883", "receiver", connections=3, last_seq=9)
+    board.uplink.backlog_records, board.uplink.backlog_oldest_utc = 4, T0 + 10
+    modem = ModemHealth(path="/dev/ttyUSB2", connected=True, registration=1, signal_rssi=20)
+    board.sms = SmsStatus(modem, recipients=1, queued=1, sent=2, policy=PolicyCounts(alerts=3))
+    models = ModelsStatus(installs=1)
+    models.active["pump-1"], models.origin["pump-1"] = "m-1", "config"
+    models.outcomes.append(Outcome(True, "install", "inbox", "pump-1", "m-1", "ok", at=T0))
+    board.models = models
+    return board
+
+
+def test_snapshot_copies_every_stage_entry() -> None:
+    status = snapshot(built_board(), T0 + 30)
+
+    assert (status.gateway_id, status.now, status.uptime_s) == ("gw-1", T0 + 30, 30.0)
+    (pump,) = status.assets
+    assert pump.samples == {"vib": 1000, "temp": 10} and pump.scores == 6
+    assert pump.sensor_faults == {"temp": ("flatline",)} and pump.alarm == "critical"
+    assert status.alerts is not None
+    opened = {a.id: a for a in status.alerts.open}
+    assert set(opened) == {"pump-1||anomaly", "pump-1|temp|flatline"}
+    assert opened["pump-1||anomaly"].ack == AckSnapshot("anna", T0 + 7, RAISED.t)
+    assert opened["pump-1|temp|flatline"].ack is None
+    assert status.alerts.counts == {"anomaly_raised": 1, "flatline_raised": 1}
+    assert status.serial["mcu0"].frames == 40 and status.serial["mcu0"].connected
+    assert [(s.name, s.reads, s.errors) for s in status.i2c["bus1"]] == [("bme", 9, 1)]
+    assert status.store is not None and status.store.evicted == 3
+    assert status.queues == {"vectors": 1} and status.queue_full == {"store": 3}
+    assert status.uplink is not None
+    assert (status.uplink.reconnects, status.uplink.backlog_age_s) == (2, 20.0)
+    assert status.sms is not None and status.sms.modem.ready
+    assert (status.sms.modem.signal_dbm, status.sms.modem.registration) == (-73, "home")
+    assert status.sms.policy is not None and status.sms.policy.alerts == 3
+    assert status.models is not None and status.models.active == {"pump-1": "m-1"}
+
+
+def test_snapshot_is_a_copy_the_board_does_not_change() -> None:
+    board = built_board()
+    status = snapshot(board, T0 + 30)
+    board.asset("pump-1").samples["vib"] += 500
+    board.asset("pump-1").sensor_faults["temp"].append("dropout")
+    assert board.store is not None and board.uplink is not None
+    board.store.rows_written = 99
+    board.uplink.connected = True
+    assert isinstance(board.alerts, AlertRouter)
+    board.alerts.route(T0 + 40, [Alert("pump-1", T0 + 40, "critical", "anomaly_cleared", "ok")])
+
+    assert status.assets[0].samples["vib"] == 1000
+    assert status.assets[0].sensor_faults["temp"] == ("flatline",)
+    assert status.store is not None and status.store.rows_written == 12
+    assert status.uplink is not None and not status.uplink.connected
+    assert status.alerts is not None and len(status.alerts.open) == 2
+    with pytest.raises(AttributeError):
+        status.uptime_s = 0.0  # type: ignore[misc]
+
+
+def test_snapshot_of_a_bare_board() -> None:
+    status = snapshot(StatusBoard("gw-2", started_utc=T0), T0 + 1)
+    assert status.assets == () and status.serial == {} and status.i2c == {}
+    assert status.alerts is None and status.store is None and status.uplink is None
+    assert status.sms is None and status.models is None
+
+
+def test_summary_renders_the_snapshot() -> None:
+    board = built_board()
+    text = SummaryPrinter(board, io.StringIO()).render_snapshot(snapshot(board, T0 + 30), 1.0)
+    assert text.startswith("── gw-1  up    30 s")
+    assert "alerts: 2 open, 2 since start" in text
+    assert "[acknowledged by anna]" in text and "[not acknowledged]" in text
+    assert "SENSOR FAULT: temp flatline" in text
+    assert "store: rows 12  0.0 MB  evicted 3" in text
+    assert "backlog 4 records, oldest 20 s old" in text
+    assert "queues: vectors 1  (full waits: {'store': 3})" in text
+    assert "sms: modem /dev/ttyUSB2 up (home" in text
+
+
+async def test_wait_changed_returns_after_the_next_change() -> None:
+    board = StatusBoard("gw-3")
+    waiter = asyncio.create_task(board.wait_changed())
+    await asyncio.sleep(0)  # the waiter is waiting now
+    assert not waiter.done()
+    board.changed()
+    await asyncio.wait_for(waiter, 1.0)
+
+    later = asyncio.create_task(board.wait_changed())  # a change before it began does not count
+    await asyncio.sleep(0)
+    assert not later.done()
+    board.changed()
+    await asyncio.wait_for(later, 1.0)
+
+
+async def test_wait_for_checks_the_condition_at_each_change() -> None:
+    board = StatusBoard("gw-4")
+    pump = board.asset("pump-1")
+    waiting = asyncio.create_task(board.wait_for(lambda: pump.scores >= 2))
+    for _ in range(2):
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        pump.scores += 1
+        board.changed()
+    await asyncio.wait_for(waiting, 1.0)
