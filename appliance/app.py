@@ -36,7 +36,8 @@ from appliance.detect.routing import ROUTER_STATE, AlertRouter, run_alert_stage
 from appliance.detect.rules import ChannelSpec as RuleChannel
 from appliance.detect.stage import run_detect_stage
 from appliance.errors import ApplianceError, ConfigError
-from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
+from appliance.features import AssetFeatures
+from appliance.features.from_config import build_feature_engines
 from appliance.features.stage import run_feature_stage
 from appliance.ota.manager import ModelManager, ota_settings
 from appliance.records import Alert, FeatureVector, SampleBlock
@@ -448,26 +449,6 @@ async def open_sms(
     intake = SmsIntake(policy, store, settings.sender.give_up_after_s, sender.wake, status)
     board.sms = status
     return SmsService(sender, intake, emulator)
-
-
-def build_feature_engines(config: ApplianceConfig) -> dict[str, AssetFeatures]:
-    f = config.features
-    settings = FeatureSettings(
-        window_s=f.window_s,
-        stride_s=f.stride_s,
-        nperseg=f.nperseg,
-        noverlap=f.noverlap,
-        bands_hz=tuple((lo, hi) for lo, hi in f.bands_hz) if f.bands_hz else None,
-        slow_window_s=f.slow_window_s,
-    )
-    return {
-        asset.name: AssetFeatures(
-            asset.name,
-            [ChannelSpec(c.name, c.rate_hz, c.is_vibration) for c in asset.channels],
-            settings,
-        )
-        for asset in config.assets
-    }
 
 
 def build_health(config: ApplianceConfig) -> dict[str, AssetHealth]:

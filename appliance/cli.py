@@ -271,8 +271,9 @@ def load_checked_config(path: Path) -> ApplianceConfig:
 
 
 def _check_usable(config: ApplianceConfig) -> None:
-    from appliance.app import build_feature_engines, build_uplink_settings
+    from appliance.app import build_uplink_settings
     from appliance.capture.mcu_emulator import parse_faults
+    from appliance.features.from_config import build_feature_engines
     from appliance.ota.manager import ota_settings
     from appliance.sms.settings import sms_settings
 

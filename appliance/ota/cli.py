@@ -33,6 +33,7 @@ from appliance.config import ApplianceConfig, UplinkConfig, load_config, parse_b
 from appliance.detect.bundle import SIGNATURE_FILE, ModelBundle, load_bundle
 from appliance.detect.runtime import DEFAULT_BACKEND, open_runtime
 from appliance.errors import ApplianceError, BundleError, ConfigError
+from appliance.features.from_config import build_feature_engines
 from appliance.ota.archive import pack, unpack
 from appliance.ota.library import BundleLibrary
 from appliance.ota.manager import (
@@ -204,8 +205,6 @@ class GatewayView:
 
 
 def gateway_view(path: Path) -> GatewayView:
-    from appliance.app import build_feature_engines
-
     config = load_config(path)
     engines = build_feature_engines(config)
     return GatewayView(

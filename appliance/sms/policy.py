@@ -32,7 +32,6 @@ from zoneinfo import ZoneInfo
 
 from appliance.records import Alert
 from appliance.sms.pdu import count_parts
-from appliance.store.sms import NewSms
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -58,6 +57,15 @@ GSM_REPLACEMENTS = str.maketrans(
 ELLIPSIS = "..."
 AlarmKey = tuple[str, str | None, str]
 """(asset, channel, family) of one alarm."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewSms:
+    """A message the alert policy accepted: `text` for `recipient` about `alert`."""
+
+    recipient: str
+    text: str
+    alert: Alert
 
 
 TEST_KIND = "sms_test"

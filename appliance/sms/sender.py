@@ -54,9 +54,9 @@ from appliance.sms.emulator import DeliveredSms
 from appliance.sms.errors import MessageRejected, PinRejected, SmsError
 from appliance.sms.modem import ModemHealth, ModemLink, ModemSettings, PowerCycle
 from appliance.sms.pdu import count_parts
-from appliance.sms.policy import PolicyCounts, SmsPolicy
+from appliance.sms.policy import NewSms, PolicyCounts, SmsPolicy
 from appliance.store import Store
-from appliance.store.sms import NewSms, QueuedSms
+from appliance.store.sms import QueuedSms
 
 log = structlog.get_logger(__name__)
 

@@ -22,19 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from appliance.records import Alert, Severity
+from appliance.records import Severity
+from appliance.sms.policy import NewSms as NewSms  # the policy's output, queued here
 
 SmsState = Literal["queued", "sending", "sent", "given_up"]
 PENDING_STATES: tuple[SmsState, ...] = ("queued", "sending")
-
-
-@dataclass(frozen=True, slots=True)
-class NewSms:
-    """A message the alert policy accepted: `text` for `recipient` about `alert`."""
-
-    recipient: str
-    text: str
-    alert: Alert
 
 
 @dataclass(frozen=True, slots=True)
