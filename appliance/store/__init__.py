@@ -1,4 +1,4 @@
-"""The local store: the only package that imports sqlite3/aiosqlite (design: store.py)."""
+"""The local store: the only package that imports sqlite3 (design: store.py, database.py)."""
 
 from appliance.store.codec import StoredRecord
 from appliance.store.migrations import MIGRATIONS, Migration

@@ -7,7 +7,7 @@ Sequence numbers: every row that must leave the device (features, scores, alerts
 number from the single `outbox_sequence` counter and keeps it as its INTEGER PRIMARY KEY, so the
 uplink can send one ordered stream across tables and the receiver can drop duplicates by
 (gateway, seq). The counter only grows: a number is never reused after deletions
-(Store._next_seqs). `detector_state` is not outbound: it is the detectors' own state (threshold,
+(outbox.next_seqs). `detector_state` is not outbound: it is the detectors' own state (threshold,
 alarm, CUSUM, commissioning) restored after a restart, one row per (asset, kind).
 
 Uplink bookkeeping (`uplink_state`, one row): `acked_seq` is the highest seq whose delivery was
@@ -28,21 +28,21 @@ same id needs a new acknowledgement). Each acknowledgement also adds an ordinary
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosqlite
-
 from appliance.errors import StoreError
 
-MigrationFunction = Callable[[aiosqlite.Connection], Awaitable[None]]
+MigrationFunction = Callable[[sqlite3.Connection], None]
 
 
 @dataclass(frozen=True)
 class Migration:
-    """`apply` is a SQL script or an async function; both run inside the migration's transaction."""
+    """`apply` is a SQL script or a function of the connection; both run inside the migration's
+    transaction."""
 
     name: str
     apply: str | MigrationFunction
@@ -193,13 +193,13 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def apply_migrations(
-    db: aiosqlite.Connection, migrations: Sequence[Migration], path: Path
+def apply_migrations(
+    db: sqlite3.Connection, migrations: Sequence[Migration], path: Path
 ) -> list[str]:
     """Bring the database up to `migrations`; return the names applied now (oldest first)."""
-    await refuse_foreign_database(db, path)
-    await db.execute_fetchall(CREATE_SCHEMA_MIGRATIONS)
-    applied = await applied_migration_names(db)
+    refuse_foreign_database(db, path)
+    db.execute(CREATE_SCHEMA_MIGRATIONS)
+    applied = applied_migration_names(db)
     known = [migration.name for migration in migrations]
     unknown = [name for name in applied if name not in known]
     if unknown:
@@ -209,20 +209,20 @@ async def apply_migrations(
         )
     pending = [migration for migration in migrations if migration.name not in applied]
     for migration in pending:
-        await apply_migration(db, migration, path)
+        apply_migration(db, migration, path)
     return [migration.name for migration in pending]
 
 
-async def applied_migration_names(db: aiosqlite.Connection) -> list[str]:
-    rows = await db.execute_fetchall("SELECT name FROM schema_migrations ORDER BY rowid")
+def applied_migration_names(db: sqlite3.Connection) -> list[str]:
+    rows = db.execute("SELECT name FROM schema_migrations ORDER BY rowid").fetchall()
     return [str(row[0]) for row in rows]
 
 
-async def refuse_foreign_database(db: aiosqlite.Connection, path: Path) -> None:
+def refuse_foreign_database(db: sqlite3.Connection, path: Path) -> None:
     """A database with tables but no schema_migrations belongs to something else: leave it alone."""
-    rows = await db.execute_fetchall(
+    rows = db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    )
+    ).fetchall()
     tables = {str(row[0]) for row in rows}
     if tables and "schema_migrations" not in tables:
         raise StoreError(
@@ -231,24 +231,23 @@ async def refuse_foreign_database(db: aiosqlite.Connection, path: Path) -> None:
         )
 
 
-async def apply_migration(db: aiosqlite.Connection, migration: Migration, path: Path) -> None:
+def apply_migration(db: sqlite3.Connection, migration: Migration, path: Path) -> None:
     """Apply one migration and record it in the same transaction, or roll both back."""
     try:
         if isinstance(migration.apply, str):
             # executescript() commits any open transaction first, so BEGIN must be in the script.
-            async with db.executescript(f"BEGIN IMMEDIATE;\n{migration.apply}"):
-                pass
+            db.executescript(f"BEGIN IMMEDIATE;\n{migration.apply}")
         else:
-            await db.execute_fetchall("BEGIN IMMEDIATE")
-            await migration.apply(db)
-        await db.execute_fetchall(
+            db.execute("BEGIN IMMEDIATE")
+            migration.apply(db)
+        db.execute(
             "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
             (migration.name, datetime.now(UTC).isoformat(timespec="seconds")),
         )
-        await db.execute_fetchall("COMMIT")
+        db.execute("COMMIT")
     except BaseException as exc:
         if db.in_transaction:
-            await db.execute_fetchall("ROLLBACK")
-        if isinstance(exc, aiosqlite.Error):
+            db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
             raise StoreError(f"store {path}: migration {migration.name} failed: {exc}") from exc
         raise

@@ -19,10 +19,12 @@ message up once it reaches the configured `max_copies`, rather than send yet ano
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from appliance.records import Severity
+from appliance.records import Alert, Severity
 from appliance.sms.policy import NewSms as NewSms  # the policy's output, queued here
 
 SmsState = Literal["queued", "sending", "sent", "given_up"]
@@ -115,12 +117,12 @@ PRUNE_FINISHED = (
     # keep the newest row: AUTOINCREMENT would survive anyway, the status page wants one
     " AND id < (SELECT max(id) FROM sms_outbox)"
 )
-SELECT_FLAG = "SELECT value FROM device_flags WHERE key = ?"
-UPSERT_FLAG = (
-    "INSERT INTO device_flags (key, value, updated_at) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-)
-DELETE_FLAG = "DELETE FROM device_flags WHERE key = ?"
+# Messages for one alert (?1 kind, ?2 asset, ?3 t) that were sent or may still be (?4 = now).
+COUNT_SMS_FOR_ALERT = """
+SELECT count(*) FROM sms_outbox
+WHERE alert_kind = ?1 AND alert_asset = ?2 AND alert_t = ?3
+  AND (state = 'sent' OR (state IN ('queued', 'sending') AND give_up_at > ?4))
+"""
 
 
 def sms_row(row: Any) -> QueuedSms:
@@ -147,3 +149,70 @@ def sms_row(row: Any) -> QueuedSms:
         give_up_at=float(give_up_at),
         maybe_sent=int(maybe_sent),
     )
+
+
+# --- SQL as plain functions of a connection (writes run inside Database.write's transaction) --
+
+
+def enqueue(
+    db: sqlite3.Connection, messages: Sequence[NewSms], now: float, give_up_after_s: float
+) -> list[QueuedSms]:
+    """Queue `messages`, due now, giving up at now + give_up_after_s; the rows as stored."""
+    rows = []
+    for message in messages:
+        alert = message.alert
+        added = db.execute(
+            INSERT_SMS,
+            (
+                now, alert.kind, alert.asset, alert.severity, alert.t, message.recipient,
+                message.text, now, now + give_up_after_s,
+            ),
+        ).fetchall()  # fmt: skip
+        sms_id = int(added[0][0])
+        db.execute(SET_REFERENCE, (sms_id,))
+        rows.append(sms_row(db.execute(SELECT_ONE, (sms_id,)).fetchone()))
+    return rows
+
+
+def find(db: sqlite3.Connection, sms_id: int) -> QueuedSms | None:
+    row = db.execute(SELECT_ONE, (sms_id,)).fetchone()
+    return None if row is None else sms_row(row)
+
+
+def pending(db: sqlite3.Connection, limit: int) -> list[QueuedSms]:
+    return [sms_row(row) for row in db.execute(SELECT_PENDING, (limit,)).fetchall()]
+
+
+def count_for_alert(db: sqlite3.Connection, alert: Alert, now: float) -> int:
+    row = db.execute(COUNT_SMS_FOR_ALERT, (alert.kind, alert.asset, alert.t, now)).fetchone()
+    return int(row[0] or 0)
+
+
+def update(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> int:
+    """One of the MARK_* updates; how many rows changed (0: the message was not pending)."""
+    return int(db.execute(sql, parameters).rowcount)
+
+
+def queue_stats(db: sqlite3.Connection) -> SmsQueueStats:
+    counts = {str(state): int(count) for state, count in db.execute(COUNT_BY_STATE).fetchall()}
+    oldest = db.execute(OLDEST_PENDING).fetchone()[0]
+    last_sent = db.execute(LAST_SENT).fetchone()[0]
+    given_up = db.execute(LAST_GIVEN_UP).fetchone()
+    return SmsQueueStats(
+        queued=counts.get("queued", 0) + counts.get("sending", 0),
+        sending=counts.get("sending", 0),
+        sent=counts.get("sent", 0),
+        given_up=counts.get("given_up", 0),
+        oldest_pending_created=None if oldest is None else float(oldest),
+        last_sent_at=None if last_sent is None else float(last_sent),
+        last_given_up=None if given_up is None else sms_row(given_up),
+    )
+
+
+def created_since(db: sqlite3.Connection, t: float) -> list[tuple[str, float]]:
+    rows = db.execute(CREATED_SINCE, (t,)).fetchall()
+    return [(str(recipient), float(created)) for recipient, created in rows]
+
+
+def prune(db: sqlite3.Connection, before: float) -> int:
+    return int(db.execute(PRUNE_FINISHED, (before,)).rowcount)

@@ -3,7 +3,6 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from appliance.errors import StoreError
@@ -91,9 +90,9 @@ async def test_database_of_a_newer_release_is_refused(store_path: Path) -> None:
 async def test_each_migration_is_one_transaction_and_a_failing_one_leaves_no_trace(
     store_path: Path,
 ) -> None:
-    async def add_marker_table(db: aiosqlite.Connection) -> None:
-        await db.execute_fetchall("CREATE TABLE marker (note TEXT)")
-        await db.execute_fetchall("INSERT INTO marker VALUES ('applied by a function')")
+    def add_marker_table(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE marker (note TEXT)")
+        db.execute("INSERT INTO marker VALUES ('applied by a function')")
 
     function_migration = Migration("0100_marker", add_marker_table)
     broken = Migration(

@@ -1,0 +1,93 @@
+"""Detector states, alert acknowledgements and device flags: their SQL as plain functions of a
+sqlite3 connection (writes run inside Database.write's transaction)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from appliance.store.codec import decode_state, encode_state
+
+log = structlog.get_logger(__name__)
+
+StateKey = tuple[str, str]  # (asset, kind)
+
+UPSERT_STATE = (
+    "INSERT INTO detector_state (asset, kind, state_json, updated_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (asset, kind) DO UPDATE"
+    " SET state_json = excluded.state_json, updated_at = excluded.updated_at"
+)
+SELECT_STATES = "SELECT asset, kind, state_json FROM detector_state ORDER BY asset, kind"
+DELETE_STATE = "DELETE FROM detector_state WHERE asset = ? AND kind = ?"
+UPSERT_ACK = (
+    "INSERT INTO alert_acks (alert_id, alert_t, acked_by, acked_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (alert_id) DO UPDATE SET alert_t = excluded.alert_t,"
+    " acked_by = excluded.acked_by, acked_at = excluded.acked_at"
+)
+SELECT_ACKS = "SELECT alert_id, alert_t, acked_by, acked_at FROM alert_acks ORDER BY alert_id"
+SELECT_FLAG = "SELECT value FROM device_flags WHERE key = ?"
+UPSERT_FLAG = (
+    "INSERT INTO device_flags (key, value, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
+DELETE_FLAG = "DELETE FROM device_flags WHERE key = ?"
+
+StateRow = tuple[str, str, str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAck:
+    """An acknowledgement of the open alert `alert_id` as raised at `alert_t`."""
+
+    alert_id: str
+    alert_t: float
+    by: str
+    at: float
+
+
+def state_rows(states: Mapping[StateKey, Mapping[str, object]], now: float) -> list[StateRow]:
+    """The rows to upsert; ValueError if a state cannot be JSON."""
+    return [(asset, kind, encode_state(state), now) for (asset, kind), state in states.items()]
+
+
+def save_states(db: sqlite3.Connection, rows: list[StateRow]) -> None:
+    db.executemany(UPSERT_STATE, rows)
+
+
+def load_states(db: sqlite3.Connection) -> dict[StateKey, dict[str, object]]:
+    """Every saved state by (asset, kind); a row that does not parse is logged and skipped."""
+    states: dict[StateKey, dict[str, object]] = {}
+    for asset, kind, state_json in db.execute(SELECT_STATES).fetchall():
+        try:
+            states[str(asset), str(kind)] = decode_state(str(state_json))
+        except ValueError as exc:
+            log.warning("detector_state_unreadable", asset=asset, kind=kind, reason=str(exc))
+    return states
+
+
+def delete_state(db: sqlite3.Connection, asset: str, kind: str) -> None:
+    db.execute(DELETE_STATE, (asset, kind))
+
+
+def save_acknowledgement(db: sqlite3.Connection, ack: StoredAck) -> None:
+    db.execute(UPSERT_ACK, (ack.alert_id, ack.alert_t, ack.by, ack.at))
+
+
+def acknowledgements(db: sqlite3.Connection) -> list[StoredAck]:
+    rows = db.execute(SELECT_ACKS).fetchall()
+    return [StoredAck(str(a), float(t), str(by), float(at)) for a, t, by, at in rows]
+
+
+def flag(db: sqlite3.Connection, key: str) -> str | None:
+    rows = db.execute(SELECT_FLAG, (key,)).fetchall()
+    return next((str(row[0]) for row in rows), None)
+
+
+def set_flag(db: sqlite3.Connection, key: str, value: str | None, now: float) -> None:
+    if value is None:
+        db.execute(DELETE_FLAG, (key,))
+    else:
+        db.execute(UPSERT_FLAG, (key, value, now))
