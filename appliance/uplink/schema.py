@@ -191,21 +191,19 @@ class RecordsError(SchemaError):
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Part:
-    """One (kind, asset) slice of the range (lo, hi] of one gateway's outbox.
+class Part(PartHeader):
+    """One (kind, asset) slice of the range (lo, hi] of one gateway's outbox: its header's fields,
+    then its records.
 
     `records` are (seq, record) in increasing seq order, all with lo < seq <= hi; a gap part has
-    none. `part` counts from 0 to parts - 1. Not comparable with == (feature values are arrays).
+    none. `part` counts from 0 to parts - 1. Not comparable with == (feature values are arrays):
+    a part equals only itself, not another part with the same header.
     """
 
-    gateway: str
-    lo: int
-    hi: int
-    part: int
-    parts: int
-    kind: Kind
-    asset: str
     records: list[SeqRecord] = field(default_factory=list)
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def topic(self, prefix: str) -> str:
         return data_topic(prefix, self.gateway, self.kind, self.asset)

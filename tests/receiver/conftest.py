@@ -3,6 +3,7 @@ its own name: `from conftest import ...` would find whichever conftest pytest im
 
 from receiver_helpers import (  # noqa: F401 (fixtures are found by name)
     any_db_url,
+    db,
     db_url,
     gateway,
     postgres_server,

@@ -297,3 +297,11 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'receiver.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+async def db(any_db_url: str) -> AsyncIterator[Database]:
+    """An open database on each backend, closed after the test."""
+    database = await open_database(any_db_url)
+    yield database
+    await database.close()

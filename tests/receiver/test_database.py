@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,6 @@ from receiver.db import Database, open_database
 from receiver.errors import DatabaseError, SettingsError
 
 NOW = 1_767_300_000.0
-
-
-@pytest.fixture
-async def db(any_db_url: str) -> AsyncIterator[Database]:
-    database = await open_database(any_db_url)
-    yield database
-    await database.close()
 
 
 def parts_of(lo: int, hi: int, gateway: str = "gw-a") -> list[Part]:
@@ -199,9 +191,20 @@ async def test_two_instances_sharing_the_database_give_the_right_ack(any_db_url:
 
 
 async def test_opening_twice_applies_no_migration_again(any_db_url: str) -> None:
-    for _ in range(2):
-        database = await open_database(any_db_url)
-        await database.close()
+    """The second start finds every migration applied (same names, same times) and the data kept."""
+    applied = "SELECT name, applied_at FROM schema_migrations ORDER BY name"
+    first = await open_database(any_db_url)
+    try:
+        await ingest_all(first, parts_of(0, 10))
+        migrations = await first._query(applied)
+    finally:
+        await first.close()
+    second = await open_database(any_db_url)
+    try:
+        assert migrations and await second._query(applied) == migrations
+        assert await second.acked_seq("gw-a") == 10
+    finally:
+        await second.close()
 
 
 async def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ and migration 0003 upgrading an existing receiver database. No broker."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -19,13 +18,6 @@ from receiver.db.rows import MAX_STORED_PAYLOAD_BYTES, DeadLetter
 from receiver.errors import DatabaseError
 
 NOW = 1_767_300_000.0
-
-
-@pytest.fixture
-async def db(any_db_url: str) -> AsyncIterator[Database]:
-    database = await open_database(any_db_url)
-    yield database
-    await database.close()
 
 
 def letter(
