@@ -381,11 +381,11 @@ def build_uplink(
     """The uplink; with a model manager it also takes model commands and publishes the active
     models in its retained status."""
     if models is None:
-        return Uplink(settings, store, new_data=new_data)
+        return Uplink(settings, store.delivery, new_data=new_data)
     status = models.status
     uplink = Uplink(
         settings,
-        store,
+        store.delivery,
         new_data=new_data,
         commands=models.handle_command,
         extra_status=lambda: {"models": dict(status.active)},

@@ -172,7 +172,7 @@ async def drain_backlog(
             prefix=PREFIX,
             replay_records_per_s=replay_rate,
         )
-        uplink = Uplink(settings, store)
+        uplink = Uplink(settings, store.delivery)
         try:
             started = time.perf_counter()
             task = asyncio.create_task(uplink.run())

@@ -2,6 +2,7 @@
 
 from appliance.store.codec import StoredRecord
 from appliance.store.migrations import MIGRATIONS, Migration
+from appliance.store.outbox import Delivery
 from appliance.store.store import (
     EvictionReport,
     OutboxRange,
@@ -16,6 +17,7 @@ from appliance.store.writer import run_store_writer
 
 __all__ = [
     "MIGRATIONS",
+    "Delivery",
     "EvictionReport",
     "Migration",
     "OutboxRange",

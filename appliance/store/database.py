@@ -60,15 +60,24 @@ class StoreSize:
 class Database:
     """One sqlite3 connection on its own thread. Build with `await Database.open(path)`."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, executor: ThreadPoolExecutor):
+    def __init__(
+        self,
+        path: Path,
+        connection: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        on_write_error: Callable[[], None] | None = None,
+    ) -> None:
         self.path = path
         self._connection = connection
         self._executor = executor
+        self._on_write_error = on_write_error
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
-        """Connect (autocommit: transactions are explicit); StoreError names the path."""
+    async def open(cls, path: Path, on_write_error: Callable[[], None] | None = None) -> Database:
+        """Connect (autocommit: transactions are explicit); StoreError names the path.
+
+        `on_write_error` is called on the writer thread after each write SQLite failed."""
         executor = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         connect = functools.partial(sqlite3.connect, path, isolation_level=None)
         try:
@@ -76,7 +85,7 @@ class Database:
         except sqlite3.Error as exc:
             executor.shutdown(wait=False)
             raise StoreError(f"store {path}: cannot open: {exc}") from exc
-        return cls(path, connection, executor)
+        return cls(path, connection, executor, on_write_error)
 
     async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run job(conn) on the writer thread, as it is (no transaction, errors unchanged)."""
@@ -96,19 +105,18 @@ class Database:
         body: Callable[[sqlite3.Connection], T],
         *,
         on_commit: Callable[[sqlite3.Connection, T], None] | None = None,
-        on_error: Callable[[], None] | None = None,
     ) -> T:
         """body(conn) in one transaction; StoreError names `what` if SQLite fails.
 
-        `on_commit` runs on the writer thread right after COMMIT and `on_error` there after a
-        rollback caused by SQLite, both also if the caller was cancelled meanwhile."""
+        `on_commit` runs on the writer thread right after COMMIT, also if the caller was
+        cancelled meanwhile."""
 
         def job(connection: sqlite3.Connection) -> T:
             try:
                 result = transaction(connection, body)
             except sqlite3.Error:
-                if on_error is not None:
-                    on_error()
+                if self._on_write_error is not None:
+                    self._on_write_error()
                 raise
             if on_commit is not None:
                 on_commit(connection, result)

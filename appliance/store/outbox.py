@@ -3,12 +3,13 @@
 Plain synchronous functions of a sqlite3 connection (run on the store's writer thread, or on any
 connection in tests). Every outbound row takes the next number of `outbox_sequence`; rows up to
 `uplink_state.acked_seq` are delivered (migrations.py). Writes expect to run inside a
-transaction (Database.write).
+transaction (Database.write). `Delivery` is the part the uplink uses, over the Database.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from appliance.store.codec import (
     decode_values,
     encode_names,
 )
-from appliance.store.database import fetch_int, fetch_value
+from appliance.store.database import Database, fetch_int, fetch_value
 
 SchemaKey = tuple[str, tuple[str, ...]]  # (asset, feature names)
 MAX_SEQ = 2**63 - 1
@@ -120,6 +121,77 @@ class FeatureSchemas:
 
     def remember(self, new_ids: dict[SchemaKey, int]) -> None:
         self.ids.update(new_ids)
+
+
+class Delivery:
+    """The outbox as the uplink sees it: ranges to send, acknowledgements, renumbering, stats."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._schemas = FeatureSchemas()  # names of the features read, on the writer thread
+
+    async def outbox_range(
+        self, after_seq: int, limit: int, up_to_seq: int | None = None
+    ) -> OutboxRange | None:
+        """The next range to send: rows with after_seq < seq <= hi, at most `limit` of them.
+
+        hi is the last row's seq when `limit` rows were found, else the last seq handed out (or
+        `up_to_seq` if lower), so the range also covers seqs evicted before delivery. None if no
+        seq beyond after_seq has been handed out (up to `up_to_seq`). Read in one go: no write
+        lands between finding hi and reading the rows.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        return await self._db.read(
+            "an outbox range",
+            lambda db: read_outbox_range(db, self._schemas, after_seq, limit, up_to_seq),
+        )
+
+    async def outbox_stats(self) -> OutboxStats:
+        """Size and age of the undelivered outbox, plus the acknowledged and last seqs.
+
+        Counts walk only the undelivered entries of the narrow (asset, seq) indexes, one range per
+        asset, so the cost follows the backlog, not the store.
+        """
+        return await self._db.read("outbox statistics", read_outbox_stats)
+
+    async def latest_seq(self) -> int:
+        """The last seq handed out (also if that row has since been evicted); 0 if none yet."""
+        return await self._db.read("the last seq", latest_seq)
+
+    async def acked_seq(self) -> int:
+        """The highest seq acknowledged so far (0 if none)."""
+        return await self._db.read("the acknowledged seq", acked_seq)
+
+    async def acknowledge(self, seq: int) -> int:
+        """Mark every row with a seq up to `seq` as delivered, in one transaction; return the
+        acknowledged seq now in effect.
+
+        Monotonic: a lower seq than the current one changes nothing. ValueError (nothing
+        changed) for a negative seq or one beyond the last seq handed out: acknowledging it would
+        mark rows as delivered that were never sent.
+        """
+        if seq < 0:
+            raise ValueError(f"cannot acknowledge a negative seq ({seq})")
+        now = time.time()
+        return await self._db.write(
+            f"acknowledging seq {seq}", lambda db: acknowledge(db, seq, now)
+        )
+
+    async def renumber_above(self, seq: int) -> int:
+        """Put this store's numbering behind `seq`, which a receiver acknowledged although this
+        store never handed it out (the store was replaced, or restored from a backup).
+
+        In one transaction: every undelivered row is renumbered (in order) to follow `seq`,
+        `seq` becomes the acknowledged seq and the counter moves on by as much, so no record
+        reuses a (gateway, seq) the receiver already holds (it would be dropped as a duplicate).
+        Returns how many rows were renumbered; nothing changes if `seq` is not beyond the last
+        seq handed out.
+        """
+        now = time.time()
+        return await self._db.write(
+            f"renumbering above seq {seq}", lambda db: renumber_above(db, seq, now)
+        )
 
 
 # --- writes ---------------------------------------------------------------------------------

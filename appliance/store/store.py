@@ -66,7 +66,14 @@ from appliance.store.migrations import (
     applied_migration_names,
     apply_migrations,
 )
-from appliance.store.outbox import MAX_SEQ, FeatureSchemas, OutboxRange, OutboxStats, SchemaKey
+from appliance.store.outbox import (
+    MAX_SEQ,
+    Delivery,
+    FeatureSchemas,
+    OutboxRange,
+    OutboxStats,
+    SchemaKey,
+)
 from appliance.store.sms import NewSms, QueuedSms, SmsQueueStats
 from appliance.store.states import StoredAck
 
@@ -134,6 +141,9 @@ class StoreStats:
     """Malformed records refused by the writer (logged with the reason), never written."""
     last_write_utc: float | None = None
 
+    def count_write_error(self) -> None:
+        self.write_errors += 1
+
 
 @dataclass(frozen=True)
 class EvictionReport:
@@ -175,12 +185,20 @@ class Store:
     updated on that thread only.
     """
 
-    def __init__(self, settings: StoreSettings, db: Database, default_max_page_count: int) -> None:
+    def __init__(
+        self,
+        settings: StoreSettings,
+        db: Database,
+        default_max_page_count: int,
+        stats: StoreStats | None = None,
+    ) -> None:
         self.settings = settings
-        self.stats = StoreStats()
+        self.stats = stats or StoreStats()
         self._db = db
         self._default_max_page_count = default_max_page_count
         self._schemas = FeatureSchemas()
+        self.delivery = Delivery(db)
+        """The outbox as the uplink sees it (its only way into the store)."""
 
     @classmethod
     async def open(
@@ -195,7 +213,8 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"store {path}: cannot create its directory: {exc}") from exc
-        db = await Database.open(path)
+        stats = StoreStats()
+        db = await Database.open(path, on_write_error=stats.count_write_error)
 
         def set_up(connection: sqlite3.Connection) -> int:
             configure(connection, path, settings.synchronous)
@@ -210,7 +229,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
-        store = cls(settings, db, default_max_page_count)
+        store = cls(settings, db, default_max_page_count, stats)
         await db.run(store._refresh_bytes)
         return store
 
@@ -302,67 +321,30 @@ class Store:
     async def outbox_range(
         self, after_seq: int, limit: int, up_to_seq: int | None = None
     ) -> OutboxRange | None:
-        """The next range to send: rows with after_seq < seq <= hi, at most `limit` of them.
-
-        hi is the last row's seq when `limit` rows were found, else the last seq handed out (or
-        `up_to_seq` if lower), so the range also covers seqs evicted before delivery. None if no
-        seq beyond after_seq has been handed out (up to `up_to_seq`). Read in one go: no write
-        lands between finding hi and reading the rows.
-        """
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
-        return await self._db.read(
-            "an outbox range",
-            lambda db: outbox_sql.read_outbox_range(db, self._schemas, after_seq, limit, up_to_seq),
-        )
+        """Delivery.outbox_range."""
+        return await self.delivery.outbox_range(after_seq, limit, up_to_seq)
 
     async def latest_seq(self) -> int:
-        """The last seq handed out (also if that row has since been evicted); 0 if none yet."""
-        return await self._db.run(outbox_sql.latest_seq)
+        """Delivery.latest_seq."""
+        return await self.delivery.latest_seq()
 
     # --- delivery -------------------------------------------------------------------------
 
     async def acknowledge(self, seq: int) -> int:
-        """Mark every row with a seq up to `seq` as delivered, in one transaction; return the
-        acknowledged seq now in effect.
-
-        Monotonic: a lower seq than the current one changes nothing. ValueError (nothing
-        changed) for a negative seq or one beyond the last seq handed out: acknowledging it would
-        mark rows as delivered that were never sent.
-        """
-        if seq < 0:
-            raise ValueError(f"cannot acknowledge a negative seq ({seq})")
-        now = time.time()
-        return await self._write(
-            f"acknowledging seq {seq}", lambda db: outbox_sql.acknowledge(db, seq, now)
-        )
+        """Delivery.acknowledge."""
+        return await self.delivery.acknowledge(seq)
 
     async def renumber_above(self, seq: int) -> int:
-        """Put this store's numbering behind `seq`, which a receiver acknowledged although this
-        store never handed it out (the store was replaced, or restored from a backup).
-
-        In one transaction: every undelivered row is renumbered (in order) to follow `seq`,
-        `seq` becomes the acknowledged seq and the counter moves on by as much, so no record
-        reuses a (gateway, seq) the receiver already holds (it would be dropped as a duplicate).
-        Returns how many rows were renumbered; nothing changes if `seq` is not beyond the last
-        seq handed out.
-        """
-        now = time.time()
-        return await self._write(
-            f"renumbering above seq {seq}", lambda db: outbox_sql.renumber_above(db, seq, now)
-        )
+        """Delivery.renumber_above."""
+        return await self.delivery.renumber_above(seq)
 
     async def acked_seq(self) -> int:
-        """The highest seq acknowledged so far (0 if none)."""
-        return await self._db.read("the acknowledged seq", outbox_sql.acked_seq)
+        """Delivery.acked_seq."""
+        return await self.delivery.acked_seq()
 
     async def outbox_stats(self) -> OutboxStats:
-        """Size and age of the undelivered outbox, plus the acknowledged and last seqs.
-
-        Counts walk only the undelivered entries of the narrow (asset, seq) indexes, one range per
-        asset, so the cost follows the backlog, not the store.
-        """
-        return await self._db.read("outbox statistics", outbox_sql.read_outbox_stats)
+        """Delivery.outbox_stats."""
+        return await self.delivery.outbox_stats()
 
     async def applied_migrations(self) -> list[str]:
         return await self._db.run(applied_migration_names)
@@ -600,10 +582,7 @@ class Store:
         on_commit: Callable[[sqlite3.Connection, T], None] | None = None,
     ) -> T:
         """`body` in one transaction; StoreError (counted in stats.write_errors) if SQLite fails."""
-        return await self._db.write(what, body, on_commit=on_commit, on_error=self._count_error)
-
-    def _count_error(self) -> None:
-        self.stats.write_errors += 1
+        return await self._db.write(what, body, on_commit=on_commit)
 
     def _count_written(self, db: sqlite3.Connection, seqs: list[int]) -> None:
         if not seqs:

@@ -10,14 +10,14 @@ records and about max_message_bytes per range, max_in_flight messages awaiting t
 Before its first range a connection waits briefly for the retained ack (first_ack_wait_s) and,
 when the acknowledged seq A is above 0, declares the gap (0, A]. A retained ack above the store's
 last seq means the store was replaced: its undelivered rows are renumbered above the ack first
-(Store.renumber_above), so they do not collide with records the receiver already holds.
+(Delivery.renumber_above), so they do not collide with records the receiver already holds.
 
 Live first: at connect the live cursor starts max_records_per_message seqs before the last one, so
 the newest records go at once; new records follow as the store writer signals them (or every
 poll_s). The backlog, (acknowledged seq, live start], is replayed oldest first at
 replay_records_per_s, interleaved with the live ranges.
 
-Acknowledgement: ack = "receiver" marks rows delivered (store.acknowledge) only when the receiver's
+Acknowledgement: ack = "receiver" marks rows delivered (acknowledge) only when the receiver's
 retained ack says it committed them; when that ack stops moving for ack_timeout_s while records
 are outstanding (a receiver or broker that lost them), everything unacknowledged is sent again (the
 receiver drops duplicates) and the timeout doubles until the ack moves. A receiver announces its
@@ -50,7 +50,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.errors import StoreError
 from appliance.status import UplinkStatus
-from appliance.store import OutboxRange, OutboxStats, Store
+from appliance.store import Delivery, OutboxRange, OutboxStats
 from appliance.uplink.commands import CommandHandler, answer, command_topic, reply_topic
 from appliance.uplink.errors import SchemaError, UplinkError
 from appliance.uplink.schema import (
@@ -164,7 +164,7 @@ class Uplink:
     def __init__(
         self,
         settings: UplinkSettings,
-        store: Store,
+        delivery: Delivery,
         *,
         new_data: asyncio.Event | None = None,
         rng: random.Random | None = None,
@@ -177,7 +177,7 @@ class Uplink:
         self._extra_status = extra_status
         self.status_change = asyncio.Event()
         self.status = UplinkStatus(broker=settings.broker.url, ack_mode=settings.ack)
-        self._store = store
+        self._delivery = delivery
         self._new_data = new_data or asyncio.Event()
         self._rng = rng or random.Random()
         self.pace = pace
@@ -270,7 +270,7 @@ class Uplink:
             await asyncio.sleep(self.settings.status_every_s)
 
     async def refresh_status(self) -> None:
-        stats = await self._store.outbox_stats()
+        stats = await self._delivery.outbox_stats()
         status = self.status
         status.backlog_records = stats.records
         status.backlog_oldest_utc = stats.oldest_t
@@ -306,8 +306,8 @@ class Uplink:
     # --- for Connection -------------------------------------------------------------------
 
     @property
-    def store(self) -> Store:
-        return self._store
+    def delivery(self) -> Delivery:
+        return self._delivery
 
     @property
     def new_data(self) -> asyncio.Event:
@@ -324,7 +324,7 @@ class Connection:
     def __init__(self, uplink: Uplink) -> None:
         self._uplink = uplink
         self._settings = uplink.settings
-        self._store = uplink.store
+        self._delivery = uplink.delivery
         self._status = uplink.status
         self._ack_topic = ack_topic(self._settings.prefix, self._settings.gateway)
         self._command_topic = command_topic(self._settings.prefix, self._settings.gateway)
@@ -387,7 +387,7 @@ class Connection:
 
     async def _publish_status(self, client: aiomqtt.Client) -> OutboxStats:
         self._uplink.status_change.clear()
-        stats = await self._store.outbox_stats()
+        stats = await self._delivery.outbox_stats()
         await client.publish(
             self._uplink.status_topic,
             self._uplink.online_status(stats.records, stats.acked_seq, stats.last_seq),
@@ -423,7 +423,7 @@ class Connection:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(s.first_ack_wait_s):  # not wait_for: see serial_link
                     await self._first_ack.wait()
-        stats = await self._store.outbox_stats()
+        stats = await self._delivery.outbox_stats()
         live_start = max(stats.acked_seq, stats.last_seq - s.max_records_per_message)
         self.cursors = Cursors(stats.acked_seq, live_start, stats.acked_seq, live_start)
         if stats.acked_seq > 0:
@@ -481,11 +481,11 @@ class Connection:
     async def _first_ack_of_connection(self, seq: int) -> None:
         """The retained ack, before anything is sent: take it, or renumber a replaced store."""
         try:
-            last_seq = await self._store.latest_seq()
+            last_seq = await self._delivery.latest_seq()
             if seq <= last_seq:
-                self._uplink.note_acked(await self._store.acknowledge(seq))
+                self._uplink.note_acked(await self._delivery.acknowledge(seq))
                 return
-            moved = await self._store.renumber_above(seq)
+            moved = await self._delivery.renumber_above(seq)
             self._uplink.note_acked(seq)
         except (StoreError, ValueError) as exc:
             log.warning("uplink_acknowledge_failed", seq=seq, reason=str(exc))
@@ -510,7 +510,7 @@ class Connection:
             return
         if seq <= self.cursors.acked:
             return
-        if seq > self.cursors.live and seq > await self._store.latest_seq():
+        if seq > self.cursors.live and seq > await self._delivery.latest_seq():
             self._refuse_ack_beyond(seq)
             return
         await self._acknowledge(seq)
@@ -535,7 +535,7 @@ class Connection:
         self._ack_timeout_s = self._settings.ack_timeout_s
         self._waiting_since = time.monotonic() if self.cursors.outstanding else None
         try:
-            acked = await self._store.acknowledge(seq)
+            acked = await self._delivery.acknowledge(seq)
         except (StoreError, ValueError) as exc:
             log.warning("uplink_acknowledge_failed", seq=seq, reason=str(exc))
             return
@@ -619,7 +619,7 @@ class Connection:
             self._rewound.clear()
 
     async def _prepare(self, after: int, limit: int, up_to: int | None = None) -> Prepared | None:
-        found = await self._store.outbox_range(after, limit, up_to)
+        found = await self._delivery.outbox_range(after, limit, up_to)
         if found is None:
             return None
         # JSON for hundreds of records takes a while: keep it off the event loop.

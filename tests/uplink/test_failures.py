@@ -106,7 +106,7 @@ async def test_a_full_gateway_disk_holds_new_records_back_and_loses_none(
 ) -> None:
     queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
     stored = asyncio.Event()
-    uplink = Uplink(settings_for(broker), store, new_data=stored)
+    uplink = Uplink(settings_for(broker), store.delivery, new_data=stored)
     writer = run_store_writer(store, queue, retry_delays_s=(0.05,), on_stored=stored.set)
 
     with capture_logs() as logs:
@@ -149,7 +149,7 @@ async def test_a_receiver_down_for_an_hour_is_named_and_its_backlog_arrives_in_f
     settings = settings_for(
         broker, ack_timeout_s=120.0 / COMPRESSION, ack_timeout_max_s=3600.0 / COMPRESSION
     )
-    uplink = Uplink(settings, store)
+    uplink = Uplink(settings, store.delivery)
     receiver_db = tmp_path / "receiver.db"
 
     with capture_logs() as logs:

@@ -52,7 +52,7 @@ async def test_the_outbox_leaves_in_seq_order_as_ranges_and_the_ack_marks_it_del
     records = mixed_records(30)
     seqs = await store.add_records(records)
     receiver = FakeReceiver(broker)
-    uplink = Uplink(settings_for(broker), store)
+    uplink = Uplink(settings_for(broker), store.delivery)
 
     async with running(receiver.run()), running(uplink.run()):
         await wait_for_value(store.acked_seq, 30, "the store to be acknowledged up to seq 30")
@@ -84,7 +84,7 @@ async def test_exactly_what_the_receiver_acknowledges_is_marked_delivered(
 ) -> None:
     await store.add_records(mixed_records(30))
     receiver = FakeReceiver(broker, hold_at=12)
-    uplink = Uplink(settings_for(broker), store)
+    uplink = Uplink(settings_for(broker), store.delivery)
 
     async with running(receiver.run()), running(uplink.run()):
         await wait_until(lambda: receiver.chain_end == 30, "the receiver to have every range")
@@ -111,7 +111,7 @@ async def test_broker_down_at_start_then_live_records_first_and_the_backlog_afte
         await gate.wait()
 
     settings = settings_for(broker, replay_records_per_s=1.0)
-    uplink = Uplink(settings, store, pace=held_pace)
+    uplink = Uplink(settings, store.delivery, pace=held_pace)
     receiver = FakeReceiver(broker)
     with capture_logs() as logs:
         async with running(uplink.run()):
@@ -146,7 +146,7 @@ async def test_refused_credentials_give_one_clear_line_and_lose_nothing(
     broker: Broker, store: Store
 ) -> None:
     await store.add_records(mixed_records(10))
-    wrong = Uplink(settings_for(broker, password="not-the-password"), store)
+    wrong = Uplink(settings_for(broker, password="not-the-password"), store.delivery)
 
     with capture_logs() as logs:
         async with running(wrong.run()):
@@ -166,7 +166,7 @@ async def test_a_broker_certificate_from_another_ca_is_refused_clearly_and_loses
     broker: Broker, store: Store, wrong_ca: Path
 ) -> None:
     await store.add_records(mixed_records(10))
-    untrusting = Uplink(settings_for(broker, ca_file=wrong_ca), store)
+    untrusting = Uplink(settings_for(broker, ca_file=wrong_ca), store.delivery)
 
     with capture_logs() as logs:
         async with running(untrusting.run()):
@@ -182,7 +182,7 @@ async def test_a_broker_certificate_from_another_ca_is_refused_clearly_and_loses
 
 async def deliver_everything(broker: Broker, store: Store, last_seq: int) -> None:
     receiver = FakeReceiver(broker)
-    async with running(receiver.run()), running(Uplink(settings_for(broker), store).run()):
+    async with running(receiver.run()), running(Uplink(settings_for(broker), store.delivery).run()):
         await wait_for_value(store.acked_seq, last_seq, "delivery with the right settings")
     assert sorted(receiver.records) == list(range(1, last_seq + 1))
 
@@ -191,7 +191,7 @@ async def test_ack_by_broker_marks_a_range_delivered_once_every_part_got_its_pub
     broker: Broker, store: Store
 ) -> None:
     await store.add_records(mixed_records(40))
-    uplink = Uplink(settings_for(broker, ack="broker"), store)
+    uplink = Uplink(settings_for(broker, ack="broker"), store.delivery)
 
     async with running(uplink.run()):
         await wait_for_value(store.acked_seq, 40, "PUBACKs to acknowledge everything")
@@ -207,7 +207,7 @@ async def test_records_the_receiver_never_got_are_sent_again_when_the_ack_stalls
     broker: Broker, store: Store
 ) -> None:
     await store.add_records(mixed_records(20))
-    uplink = Uplink(settings_for(broker, ack_timeout_s=0.3, ack_timeout_max_s=0.6), store)
+    uplink = Uplink(settings_for(broker, ack_timeout_s=0.3, ack_timeout_max_s=0.6), store.delivery)
     receiver = FakeReceiver(broker)
 
     with capture_logs() as logs:
@@ -227,7 +227,7 @@ async def test_a_broker_killed_mid_stream_loses_nothing(
 ) -> None:
     broker = make_broker()
     receiver = FakeReceiver(broker)
-    uplink = Uplink(settings_for(broker), store)
+    uplink = Uplink(settings_for(broker), store.delivery)
 
     async with running(receiver.run()), running(uplink.run()):
         await store.add_records(mixed_records(30))
@@ -251,7 +251,7 @@ async def test_a_reconnecting_gateway_declares_the_gap_of_what_was_already_ackno
     await store.acknowledge(7)
     receiver = FakeReceiver(broker)
 
-    async with running(receiver.run()), running(Uplink(settings_for(broker), store).run()):
+    async with running(receiver.run()), running(Uplink(settings_for(broker), store.delivery).run()):
         await wait_for_value(store.acked_seq, 12, "the rest to be acknowledged")
 
     first = receiver.received[0]
@@ -268,7 +268,10 @@ async def test_a_replaced_store_is_renumbered_above_the_receivers_ack(
     receiver = FakeReceiver(broker)
 
     with capture_logs() as logs:
-        async with running(receiver.run()), running(Uplink(settings_for(broker), store).run()):
+        async with (
+            running(receiver.run()),
+            running(Uplink(settings_for(broker), store.delivery).run()),
+        ):
             await wait_for_value(store.acked_seq, 1005, "the renumbered records acknowledged")
 
     assert sorted(receiver.records) == list(range(1001, 1006))
@@ -280,7 +283,7 @@ async def test_a_replaced_store_is_renumbered_above_the_receivers_ack(
 
 
 async def test_a_clean_stop_says_offline(broker: Broker, store: Store) -> None:
-    uplink = Uplink(settings_for(broker), store)
+    uplink = Uplink(settings_for(broker), store.delivery)
     async with running(uplink.run()):
         await wait_until(lambda: uplink.status.connected, "the connection")
 
@@ -294,7 +297,7 @@ async def test_an_acl_that_refuses_our_ack_topic_is_named_instead_of_resending_f
 ) -> None:
     await store.add_records(mixed_records(5))
     other_user = settings_for(broker, username="gw-b", password=broker.credentials["gw-b"].password)
-    uplink = Uplink(other_user, store)
+    uplink = Uplink(other_user, store.delivery)
 
     async with running(uplink.run()):
         await wait_until(lambda: uplink.status.last_error is not None, "the refusal")
