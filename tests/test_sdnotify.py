@@ -5,6 +5,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from waiting import wait_until
 
 from appliance.app import run_appliance
@@ -46,7 +47,13 @@ def test_abstract_socket_name_is_translated() -> None:
 
 
 def test_a_dead_socket_is_logged_not_raised(tmp_path: Path) -> None:
-    SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "gone")}).notify("READY=1")
+    with capture_logs() as logs:
+        SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "gone")}).notify("READY=1")
+    [entry] = logs
+    assert (entry["event"], entry["log_level"], entry["message"]) == (
+        "sd_notify_failed", "warning", "READY=1"
+    )  # fmt: skip
+    assert "No such file" in entry["reason"]
 
 
 async def test_appliance_says_ready_feeds_the_watchdog_and_says_stopping(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
@@ -622,12 +623,19 @@ def test_sysfs_gpio_names_what_is_missing(tmp_path: Path) -> None:
 
 
 async def test_the_power_cycle_hook_runs_the_pulse_off_the_event_loop() -> None:
-    pulses: list[float] = []
+    """The pulse blocks (seconds on a real line) until the event loop, still running, ends it."""
+    loop_thread = threading.get_ident()
+    pulses: list[tuple[float, bool]] = []
+    released = threading.Event()
 
-    class FakeLine:
+    class BlockingLine:
         def pulse(self, off_s: float) -> None:
-            pulses.append(off_s)
+            pulses.append((off_s, threading.get_ident() == loop_thread))
+            assert released.wait(10.0), "the event loop stood still during the pulse"
 
-    await gpio.power_cycle_hook(FakeLine(), 2.5)()
-    assert pulses == [2.5]
+    cycle = asyncio.create_task(gpio.power_cycle_hook(BlockingLine(), 2.5)())
+    await wait_until(lambda: bool(pulses), "the pulse to start")
+    released.set()
+    await cycle
+    assert pulses == [(2.5, False)]
     assert isinstance(gpio.gpio_line("gpiochip0", 4), gpio.SysfsGpio | gpio.GpiodLine)
