@@ -7,38 +7,11 @@ import socket
 from pathlib import Path
 
 import pytest
+from config_helpers import minimal_config
 
 from appliance.cli import main
 
 SECRET = "hunter2-secret"
-
-
-def minimal_config(tmp_path: Path, extra: str = "", *, store: str | None = None) -> str:
-    """A runnable gateway: one emulated MCU, one vibration channel, the store in tmp_path."""
-    store_path = store if store is not None else f'"{tmp_path / "store.db"}"'
-    return f"""
-[gateway]
-id = "gw-1"
-
-[store]
-path = {store_path}
-
-[[serial]]
-name = "mcu0"
-[serial.emulate]
-channels = 1
-
-[[assets]]
-name = "pump"
-[[assets.channels]]
-name = "accel"
-kind = "vibration"
-rate_hz = 1000
-unit = "g"
-valid_range = [-16, 16]
-source = {{ serial = "mcu0", channel = 0 }}
-{extra}
-"""
 
 
 def check_config(

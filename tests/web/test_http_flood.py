@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from config_helpers import minimal_config
 from waiting import wait_until
 
 FD_LIMIT = 128
@@ -27,34 +28,13 @@ DEADLINE_S = 60.0
 
 
 def config_text(tmp_path: Path) -> str:
-    return f"""
-[gateway]
-id = "gw-1"
-
-[store]
-path = "{tmp_path / "store.db"}"
-
+    page = f"""
 [http]
 port = 0
 token = "test-token-0123456789abcdef"
 max_connections = {CAP}
-
-[[serial]]
-name = "mcu0"
-[serial.emulate]
-channels = 1
-faults = ["unplug=2", "unplug_for=0.3"]
-
-[[assets]]
-name = "pump"
-[[assets.channels]]
-name = "accel"
-kind = "vibration"
-rate_hz = 1000
-unit = "g"
-valid_range = [-16, 16]
-source = {{ serial = "mcu0", channel = 0 }}
 """
+    return minimal_config(tmp_path, page, emulate='faults = ["unplug=2", "unplug_for=0.3"]\n')
 
 
 def low_fd_limit() -> None:
