@@ -282,8 +282,9 @@ class StatusBoard:
         return self.assets.setdefault(name, AssetStatus(name))
 
     def changed(self) -> None:
-        """Called by a stage after an update worth waiting for (a scored window, a connection,
-        an SMS sent, a model changed); per-sample counters do not call it."""
+        """Called after an update worth waiting for: by the detect stage after each window, by
+        the model manager after each install, refusal or rollback. Per-sample counters and the
+        stages that do not hold the board (uplink, SMS) do not call it."""
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.capture.i2c import I2cStats, SensorStats
 from appliance.capture.serial_link import SerialStats
@@ -21,6 +23,8 @@ from appliance.status import StatusBoard, UplinkStatus
 from appliance.status_snapshot import AckSnapshot, snapshot
 from appliance.store import StoreStats
 from appliance.summary import SummaryPrinter
+from appliance.web.metrics import render_metrics
+from appliance.web.snapshot import WebState
 
 T0 = 1_700_000_000.0
 RAISED = Alert("pump-1", T0 + 5, "critical", "anomaly_raised", "pump-1 anomalous")
@@ -149,3 +153,23 @@ async def test_wait_for_checks_the_condition_at_each_change() -> None:
         pump.scores += 1
         board.changed()
     await asyncio.wait_for(waiting, 1.0)
+
+
+def test_page_json_and_metrics_render_the_same_snapshot(tmp_path: Path) -> None:
+    state = WebState(built_board(), tmp_path, token_set=False)
+    page = state.snapshot()
+    families = {f.name: f for f in text_string_to_metric_families(render_metrics(state))}
+
+    ids = {a["id"]: a["ack"] for a in page["alerts"]["open"]}
+    assert ids == {
+        "pump-1||anomaly": {"by": "anna", "at": T0 + 7, "alert_t": RAISED.t},
+        "pump-1|temp|flatline": None,
+    }
+    assert [a["id"] for a in page["assets"][0]["alerts"]] == list(ids)
+    assert page["assets"][0]["sensor_faults"] == {"temp": ["flatline"]}
+    assert page["store"]["evicted"] == 3 and page["queues"] == {"vectors": 1}
+    assert page["sms"]["registration"] == "home" and page["models"]["installs"] == 1
+    assert families["appliance_alerts_open"].samples[0].value == 2
+    assert families["appliance_alerts_acknowledged"].samples[0].value == 1
+    assert families["appliance_store_rows_written"].samples[0].value == 12
+    assert families["appliance_modem_signal_dbm"].samples[0].value == -73

@@ -54,6 +54,7 @@ async def run_detect_stage(
             elif scoring is not None and scoring.detector is not None:
                 _score(scoring.detector, vector, board, failed, records, alerts)
                 _watch_probation(scoring, records, on_probation_failed)
+            board.changed()
             for record in records:
                 if store_out.full():
                     board.queue_full["store"] = board.queue_full.get("store", 0) + 1

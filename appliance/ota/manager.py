@@ -503,6 +503,7 @@ class ModelManager:
     def _record(self, outcome: Outcome) -> Outcome:
         status = self.status
         status.outcomes.append(outcome)
+        self._board.changed()  # waiters run after this synchronous update is complete
         if not outcome.accepted:
             status.refusals += 1
             log.error("model_refused", action=outcome.action, source=outcome.source,

@@ -3,18 +3,20 @@ uploads: test_models_api.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
-from web_helpers import TOKEN, metric_families, running_rig, wait_until
+from waiting import wait_until
+from web_helpers import DEADLINE_S, TOKEN, metric_families, running_rig
 
 
 async def test_status_json_metrics_and_token(tmp_path: Path) -> None:
     async with running_rig(tmp_path, []) as (url, board), aiohttp.ClientSession() as http:
-        await wait_until(
-            lambda: all(a.latest_score is not None for a in board.assets.values()),
-            "a score per asset",
+        scored = board.wait_for(
+            lambda: all(a.latest_score is not None for a in board.assets.values())
         )
+        await asyncio.wait_for(scored, DEADLINE_S)  # woken by each scored window, no polling
         async with http.get(url + "api/status") as response:
             assert response.status == 200
             status = await response.json()
