@@ -181,7 +181,9 @@ async def run_appliance(
                 pipeline.sms = await open_sms(
                     sms_config, store, board, Path(run_dir), pipeline.new_records.set
                 )
-                await renotify_open_alarms(router, acks, store, pipeline.sms.intake, time.time())
+                await renotify_open_alarms(
+                    router, acks, store.sms_queue, pipeline.sms.intake, time.time()
+                )
             async with contextlib.AsyncExitStack() as stack:
                 if pipeline.sms is not None and pipeline.sms.emulator is not None:
                     await stack.enter_async_context(pipeline.sms.emulator)
@@ -412,7 +414,7 @@ async def open_sms(
 
     A PIN the SIM refused before (flag in the store) is not used; the policy's rate limits
     continue from the messages queued in the last 24 h."""
-    pin, refused = await usable_pin(store, settings.modem.pin)
+    pin, refused = await usable_pin(store.sms_queue, settings.modem.pin)
     status = SmsStatus(
         ModemHealth(),
         len(settings.policy.recipients),
@@ -436,7 +438,7 @@ async def open_sms(
         line = gpio_line(gpio.chip, gpio.offset, active_low=gpio.active_low)
         power_cycle = power_cycle_hook(line, gpio.off_s)
     sender = SmsSender(
-        store,
+        store.sms_queue,
         port,
         dataclasses.replace(settings.modem, pin=pin),
         settings.sender,
@@ -444,9 +446,11 @@ async def open_sms(
         power_cycle=power_cycle,
         on_alert_stored=on_alert_stored,
     )
-    history = await store.sms_created_since(time.time() - DAY_S)
+    history = await store.sms_queue.sms_created_since(time.time() - DAY_S)
     policy = SmsPolicy(settings.policy, history)
-    intake = SmsIntake(policy, store, settings.sender.give_up_after_s, sender.wake, status)
+    intake = SmsIntake(
+        policy, store.sms_queue, settings.sender.give_up_after_s, sender.wake, status
+    )
     board.sms = status
     return SmsService(sender, intake, emulator)
 

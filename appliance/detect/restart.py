@@ -32,7 +32,7 @@ from appliance.detect.routing import ROUTER_STATE, AlertRouter, alert_family, al
 from appliance.records import Alert, Severity
 from appliance.sms.sender import SmsIntake
 from appliance.status import StatusBoard
-from appliance.store import Store
+from appliance.store import SmsQueue
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +128,7 @@ def _reopen_from_sources(
 
 
 async def renotify_open_alarms(
-    router: AlertRouter, acks: AlertAcks, store: Store, intake: SmsIntake, now: float
+    router: AlertRouter, acks: AlertAcks, sms_queue: SmsQueue, intake: SmsIntake, now: float
 ) -> list[Alert]:
     """Offer the SMS policy, once more, each open alert that is not acknowledged and whose SMS
     is neither sent nor still queued (queued ones that will give up by `now` do not count: the
@@ -139,7 +139,7 @@ async def renotify_open_alarms(
     for alert in list(router.open.values()):
         if acks.of(alert_id(alert), alert) is not None:
             continue
-        if await store.sms_for_alert(alert, now) > 0:
+        if await sms_queue.sms_for_alert(alert, now) > 0:
             continue
         offered.append(replace(alert, message=alert.message + STILL_OPEN_NOTE))
     if offered:

@@ -55,7 +55,7 @@ from appliance.sms.errors import MessageRejected, PinRejected, SmsError
 from appliance.sms.modem import ModemHealth, ModemLink, ModemSettings, PowerCycle
 from appliance.sms.pdu import count_parts
 from appliance.sms.policy import NewSms, PolicyCounts, SmsPolicy
-from appliance.store import Store
+from appliance.store import SmsQueue
 from appliance.store.sms import QueuedSms
 
 log = structlog.get_logger(__name__)
@@ -161,7 +161,7 @@ def pin_matches(stored: str, pin: str) -> bool:
     return scheme == "pbkdf2" and hmac.compare_digest(stored, expected)
 
 
-async def usable_pin(store: Store, pin: str | None) -> tuple[str | None, bool]:
+async def usable_pin(store: SmsQueue, pin: str | None) -> tuple[str | None, bool]:
     """(the PIN to use, whether the configured PIN is refused). A PIN the SIM refused before
     is not used again; a different PIN clears the flag."""
     flag = await store.flag(PIN_FLAG)
@@ -190,7 +190,7 @@ class SmsIntake:
     def __init__(
         self,
         policy: SmsPolicy,
-        store: Store,
+        store: SmsQueue,
         give_up_after_s: float,
         wake: Callable[[], None],
         status: SmsStatus,
@@ -262,7 +262,7 @@ class SmsSender:
 
     def __init__(
         self,
-        store: Store,
+        store: SmsQueue,
         port: str,
         modem_settings: ModemSettings,
         settings: SenderSettings,

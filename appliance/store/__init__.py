@@ -3,6 +3,7 @@
 from appliance.store.codec import StoredRecord
 from appliance.store.migrations import MIGRATIONS, Migration
 from appliance.store.outbox import Delivery
+from appliance.store.sms import SmsQueue
 from appliance.store.store import (
     EvictionReport,
     OutboxRange,
@@ -22,6 +23,7 @@ __all__ = [
     "Migration",
     "OutboxRange",
     "OutboxStats",
+    "SmsQueue",
     "Store",
     "StorePragmas",
     "StoreSettings",

@@ -15,17 +15,25 @@ the same `reference` (id % 256), which duplicates at most the one part that was 
 `maybe_sent` counts the attempts after which the message may have reached the recipient without
 the modem saying so (no answer after the PDU went out, or a stop mid-send): the sender gives the
 message up once it reaches the configured `max_copies`, rather than send yet another copy.
+
+`SmsQueue` is what the SMS intake and sender use of the store (over its Database); the rest of this
+module is the queue's SQL as plain functions of a sqlite3 connection.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from appliance.errors import StoreError
 from appliance.records import Alert, Severity
 from appliance.sms.policy import NewSms as NewSms  # the policy's output, queued here
+from appliance.store import outbox, states
+from appliance.store.codec import encode_record
+from appliance.store.database import Database
 
 SmsState = Literal["queued", "sending", "sent", "given_up"]
 PENDING_STATES: tuple[SmsState, ...] = ("queued", "sending")
@@ -216,3 +224,113 @@ def created_since(db: sqlite3.Connection, t: float) -> list[tuple[str, float]]:
 
 def prune(db: sqlite3.Connection, before: float) -> int:
     return int(db.execute(PRUNE_FINISHED, (before,)).rowcount)
+
+
+# --- the queue as the SMS intake and sender use it ------------------------------------------
+
+CountWritten = Callable[[sqlite3.Connection, list[int]], None]
+"""Told, on the writer thread after COMMIT, the seqs of the outbox rows a write added."""
+
+
+class SmsQueue:
+    """The durable SMS queue, the alert a give-up adds to the outbox, and the device flags the
+    sender keeps (e.g. "sms.pin_rejected"). Build it with the store's Database."""
+
+    def __init__(self, db: Database, count_written: CountWritten) -> None:
+        self._db = db
+        self._count_written = count_written
+
+    async def sms_for_alert(self, alert: Alert, now: float) -> int:
+        """How many messages for `alert` (same kind, asset and time) were sent or are still
+        queued and not yet due to give up at `now`."""
+        return await self._db.read("SMS for an alert", lambda db: count_for_alert(db, alert, now))
+
+    async def enqueue_sms(
+        self, messages: Sequence[NewSms], now: float, give_up_after_s: float
+    ) -> list[QueuedSms]:
+        """Queue `messages` in one transaction (all or none), due now, giving up at
+        now + give_up_after_s; the rows as stored (each with its reference, id % 256)."""
+        if not messages:
+            return []
+        return await self._db.write(
+            f"queueing {len(messages)} SMS", lambda db: enqueue(db, messages, now, give_up_after_s)
+        )
+
+    async def pending_sms(self, limit: int = 1000) -> list[QueuedSms]:
+        """Messages still to send (queued or sending), oldest first."""
+        return await self._db.read("the SMS queue", lambda db: pending(db, limit))
+
+    async def sms(self, sms_id: int) -> QueuedSms:
+        """One message by id; StoreError if there is none."""
+        found = await self._db.read(f"SMS {sms_id}", lambda db: find(db, sms_id))
+        if found is None:
+            raise StoreError(f"store {self._db.path}: no SMS with id {sms_id}")
+        return found
+
+    async def mark_sms_sending(self, sms_id: int) -> None:
+        """The sender is about to hand the message to the modem (one more attempt)."""
+        await self._update(f"marking SMS {sms_id} sending", MARK_SENDING, (sms_id,))
+
+    async def mark_sms_parts_done(self, sms_id: int, parts_done: int) -> None:
+        """The modem accepted the message's parts before `parts_done` (never goes down)."""
+        await self._update(f"recording SMS {sms_id} parts", MARK_PARTS_DONE, (parts_done, sms_id))
+
+    async def mark_sms_sent(self, sms_id: int, now: float) -> None:
+        await self._update(f"marking SMS {sms_id} sent", MARK_SENT, (now, sms_id))
+
+    async def retry_sms_later(
+        self,
+        sms_id: int,
+        next_attempt_at: float,
+        error: str,
+        parts_done: int,
+        *,
+        maybe_sent: bool = False,
+    ) -> None:
+        """Back to queued, due at `next_attempt_at`, resuming from `parts_done`; `maybe_sent`:
+        the attempt may have sent it unconfirmed (counted in the row's `maybe_sent`)."""
+        await self._update(
+            f"rescheduling SMS {sms_id}",
+            MARK_RETRY,
+            (next_attempt_at, error, parts_done, int(maybe_sent), sms_id),
+        )
+
+    async def give_up_sms(self, sms_id: int, reason: str, alert: Alert) -> int | None:
+        """Give up on a pending message and add `alert` (kind sms_given_up) to the outbox, in one
+        transaction; the alert's seq, or None (nothing written) if the message was not pending."""
+        row = encode_record(alert)
+
+        def give_up(db: sqlite3.Connection) -> int | None:
+            if not update(db, MARK_GIVEN_UP, (reason, sms_id)):
+                return None
+            return outbox.insert_records(db, [row], outbox.FeatureSchemas(), {})[0]
+
+        def committed(db: sqlite3.Connection, seq: int | None) -> None:
+            if seq is not None:
+                self._count_written(db, [seq])
+
+        return await self._db.write(f"giving up SMS {sms_id}", give_up, on_commit=committed)
+
+    async def sms_stats(self) -> SmsQueueStats:
+        return await self._db.read("SMS statistics", queue_stats)
+
+    async def sms_created_since(self, t: float) -> list[tuple[str, float]]:
+        """(recipient, created) of every message queued at or after `t`, oldest first (what
+        the alert policy's rate limits count after a restart)."""
+        return await self._db.read("SMS history", lambda db: created_since(db, t))
+
+    async def prune_sms(self, before: float) -> int:
+        """Delete sent and given-up messages created before `before`; how many went."""
+        return await self._db.write("pruning old SMS", lambda db: prune(db, before))
+
+    async def flag(self, key: str) -> str | None:
+        """A durable fact by key (e.g. "sms.pin_rejected"), None if not set."""
+        return await self._db.read(f"flag {key}", lambda db: states.flag(db, key))
+
+    async def set_flag(self, key: str, value: str | None) -> None:
+        """Set (or with None, clear) a durable fact."""
+        now = time.time()
+        await self._db.write(f"setting flag {key}", lambda db: states.set_flag(db, key, value, now))
+
+    async def _update(self, what: str, sql: str, parameters: tuple[object, ...]) -> None:
+        await self._db.write(what, lambda db: update(db, sql, parameters))

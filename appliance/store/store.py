@@ -46,7 +46,6 @@ from appliance.errors import StoreError
 from appliance.records import Alert, FeatureVector, Score
 from appliance.store import eviction
 from appliance.store import outbox as outbox_sql
-from appliance.store import sms as sms_sql
 from appliance.store import states as state_sql
 from appliance.store.codec import StoredRecord, encode_record
 from appliance.store.database import (
@@ -74,7 +73,7 @@ from appliance.store.outbox import (
     OutboxStats,
     SchemaKey,
 )
-from appliance.store.sms import NewSms, QueuedSms, SmsQueueStats
+from appliance.store.sms import NewSms, QueuedSms, SmsQueue, SmsQueueStats
 from appliance.store.states import StoredAck
 
 __all__ = [
@@ -199,6 +198,8 @@ class Store:
         self._schemas = FeatureSchemas()
         self.delivery = Delivery(db)
         """The outbox as the uplink sees it (its only way into the store)."""
+        self.sms_queue = SmsQueue(db, self._count_written)
+        """The SMS queue and device flags, for the SMS intake and sender."""
 
     @classmethod
     async def open(
@@ -418,50 +419,30 @@ class Store:
     async def acknowledgements(self) -> list[StoredAck]:
         return await self._db.read("acknowledgements", state_sql.acknowledgements)
 
-    # --- SMS queue (appliance/store/sms.py) ----------------------------------------------------
+    # --- SMS queue and device flags (SmsQueue, appliance/store/sms.py) ---------------------
 
     async def sms_for_alert(self, alert: Alert, now: float) -> int:
-        """How many messages for `alert` (same kind, asset and time) were sent or are still
-        queued and not yet due to give up at `now`."""
-        return await self._db.read(
-            "SMS for an alert", lambda db: sms_sql.count_for_alert(db, alert, now)
-        )
+        return await self.sms_queue.sms_for_alert(alert, now)
 
     async def enqueue_sms(
         self, messages: Sequence[NewSms], now: float, give_up_after_s: float
     ) -> list[QueuedSms]:
-        """Queue `messages` in one transaction (all or none), due now, giving up at
-        now + give_up_after_s; the rows as stored (each with its reference, id % 256)."""
-        if not messages:
-            return []
-        return await self._write(
-            f"queueing {len(messages)} SMS",
-            lambda db: sms_sql.enqueue(db, messages, now, give_up_after_s),
-        )
+        return await self.sms_queue.enqueue_sms(messages, now, give_up_after_s)
 
     async def pending_sms(self, limit: int = 1000) -> list[QueuedSms]:
-        """Messages still to send (queued or sending), oldest first."""
-        return await self._db.read("the SMS queue", lambda db: sms_sql.pending(db, limit))
+        return await self.sms_queue.pending_sms(limit)
 
     async def sms(self, sms_id: int) -> QueuedSms:
-        """One message by id; StoreError if there is none."""
-        found = await self._db.read(f"SMS {sms_id}", lambda db: sms_sql.find(db, sms_id))
-        if found is None:
-            raise StoreError(f"store {self.settings.path}: no SMS with id {sms_id}")
-        return found
+        return await self.sms_queue.sms(sms_id)
 
     async def mark_sms_sending(self, sms_id: int) -> None:
-        """The sender is about to hand the message to the modem (one more attempt)."""
-        await self._sms_update(f"marking SMS {sms_id} sending", sms_sql.MARK_SENDING, (sms_id,))
+        await self.sms_queue.mark_sms_sending(sms_id)
 
     async def mark_sms_parts_done(self, sms_id: int, parts_done: int) -> None:
-        """The modem accepted the message's parts before `parts_done` (never goes down)."""
-        await self._sms_update(
-            f"recording SMS {sms_id} parts", sms_sql.MARK_PARTS_DONE, (parts_done, sms_id)
-        )
+        await self.sms_queue.mark_sms_parts_done(sms_id, parts_done)
 
     async def mark_sms_sent(self, sms_id: int, now: float) -> None:
-        await self._sms_update(f"marking SMS {sms_id} sent", sms_sql.MARK_SENT, (now, sms_id))
+        await self.sms_queue.mark_sms_sent(sms_id, now)
 
     async def retry_sms_later(
         self,
@@ -472,55 +453,27 @@ class Store:
         *,
         maybe_sent: bool = False,
     ) -> None:
-        """Back to queued, due at `next_attempt_at`, resuming from `parts_done`; `maybe_sent`:
-        the attempt may have sent it unconfirmed (counted in the row's `maybe_sent`)."""
-        await self._sms_update(
-            f"rescheduling SMS {sms_id}",
-            sms_sql.MARK_RETRY,
-            (next_attempt_at, error, parts_done, int(maybe_sent), sms_id),
+        await self.sms_queue.retry_sms_later(
+            sms_id, next_attempt_at, error, parts_done, maybe_sent=maybe_sent
         )
 
     async def give_up_sms(self, sms_id: int, reason: str, alert: Alert) -> int | None:
-        """Give up on a pending message and add `alert` (kind sms_given_up) to the outbox, in one
-        transaction; the alert's seq, or None (nothing written) if the message was not pending."""
-        row = encode_record(alert)
-
-        def give_up(db: sqlite3.Connection) -> int | None:
-            if not sms_sql.update(db, sms_sql.MARK_GIVEN_UP, (reason, sms_id)):
-                return None
-            return outbox_sql.insert_records(db, [row], self._schemas, {})[0]
-
-        def committed(db: sqlite3.Connection, seq: int | None) -> None:
-            if seq is not None:
-                self._count_written(db, [seq])
-
-        return await self._write(f"giving up SMS {sms_id}", give_up, on_commit=committed)
+        return await self.sms_queue.give_up_sms(sms_id, reason, alert)
 
     async def sms_stats(self) -> SmsQueueStats:
-        return await self._db.read("SMS statistics", sms_sql.queue_stats)
+        return await self.sms_queue.sms_stats()
 
     async def sms_created_since(self, t: float) -> list[tuple[str, float]]:
-        """(recipient, created) of every message queued at or after `t`, oldest first (what
-        the alert policy's rate limits count after a restart)."""
-        return await self._db.read("SMS history", lambda db: sms_sql.created_since(db, t))
+        return await self.sms_queue.sms_created_since(t)
 
     async def prune_sms(self, before: float) -> int:
-        """Delete sent and given-up messages created before `before`; how many went."""
-        return await self._write("pruning old SMS", lambda db: sms_sql.prune(db, before))
-
-    async def _sms_update(self, what: str, sql: str, parameters: tuple[object, ...]) -> None:
-        await self._write(what, lambda db: sms_sql.update(db, sql, parameters))
-
-    # --- device flags ---------------------------------------------------------------------
+        return await self.sms_queue.prune_sms(before)
 
     async def flag(self, key: str) -> str | None:
-        """A durable fact by key (e.g. "sms.pin_rejected"), None if not set."""
-        return await self._db.read(f"flag {key}", lambda db: state_sql.flag(db, key))
+        return await self.sms_queue.flag(key)
 
     async def set_flag(self, key: str, value: str | None) -> None:
-        """Set (or with None, clear) a durable fact."""
-        now = time.time()
-        await self._write(f"setting flag {key}", lambda db: state_sql.set_flag(db, key, value, now))
+        await self.sms_queue.set_flag(key, value)
 
     # --- limits ---------------------------------------------------------------------------
 

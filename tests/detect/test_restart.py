@@ -166,7 +166,7 @@ def sms_intake(config: ApplianceConfig, store: Store) -> SmsIntake:
     settings = sms_settings(config.gateway.id, config.sms)
     status = SmsStatus(ModemHealth(), len(settings.policy.recipients), emulated=True)
     policy = SmsPolicy(settings.policy, [])
-    return SmsIntake(policy, store, settings.sender.give_up_after_s, lambda: None, status)
+    return SmsIntake(policy, store.sms_queue, settings.sender.give_up_after_s, lambda: None, status)
 
 
 def open_router(config: ApplianceConfig, *alerts: Alert) -> AlertRouter:
@@ -182,8 +182,12 @@ async def test_an_open_alarm_whose_sms_never_left_is_offered_once_more(
     router = open_router(config, RAISED)
     acks = AlertAcks(store)
 
-    offered = await renotify_open_alarms(router, acks, store, sms_intake(config, store), 2_000.0)
-    again = await renotify_open_alarms(router, acks, store, sms_intake(config, store), 2_100.0)
+    offered = await renotify_open_alarms(
+        router, acks, store.sms_queue, sms_intake(config, store), 2_000.0
+    )
+    again = await renotify_open_alarms(
+        router, acks, store.sms_queue, sms_intake(config, store), 2_100.0
+    )
 
     assert [a.message for a in offered] == [RAISED.message + STILL_OPEN_NOTE]
     assert again == [], "the message queued at the first restart counts at the next one"
@@ -200,9 +204,11 @@ async def test_an_open_alarm_with_its_sms_sent_or_still_due_is_not_sent_again(
     [queued] = await store.pending_sms()
     router = open_router(config, RAISED)
 
-    still_due = await renotify_open_alarms(router, AlertAcks(store), store, intake, 2_000.0)
+    still_due = await renotify_open_alarms(
+        router, AlertAcks(store), store.sms_queue, intake, 2_000.0
+    )
     await store.mark_sms_sent(queued.id, 2_001.0)
-    sent = await renotify_open_alarms(router, AlertAcks(store), store, intake, 9e9)
+    sent = await renotify_open_alarms(router, AlertAcks(store), store.sms_queue, intake, 9e9)
 
     assert still_due == [] and sent == []
 
@@ -217,7 +223,11 @@ async def test_a_queued_sms_that_gives_up_during_the_downtime_is_replaced(
     router = open_router(config, RAISED)
 
     offered = await renotify_open_alarms(
-        router, AlertAcks(store), store, sms_intake(config, store), queued.give_up_at + 1.0
+        router,
+        AlertAcks(store),
+        store.sms_queue,
+        sms_intake(config, store),
+        queued.give_up_at + 1.0,
     )
 
     assert len(offered) == 1 and len(await store.pending_sms()) == 2
@@ -230,6 +240,8 @@ async def test_an_acknowledged_open_alarm_is_not_sent_again(
     acks = AlertAcks(store)
     await acks.acknowledge("compressor-2||anomaly", RAISED, "anna", 1_500.0)
 
-    offered = await renotify_open_alarms(router, acks, store, sms_intake(config, store), 2_000.0)
+    offered = await renotify_open_alarms(
+        router, acks, store.sms_queue, sms_intake(config, store), 2_000.0
+    )
 
     assert offered == [] and await store.pending_sms() == []

@@ -25,7 +25,7 @@ async def main(db: str, port: str) -> None:
     store = await Store.open(StoreSettings(Path(db)))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    sender = SmsSender(store, port, FAST_LINK, SETTINGS)
+    sender = SmsSender(store.sms_queue, port, FAST_LINK, SETTINGS)
     task = asyncio.create_task(sender.run())
     print("running", flush=True)
     await stop.wait()

@@ -87,7 +87,7 @@ async def sending(
             alerts_stored.append(1)
 
     sender = SmsSender(
-        store, str(port), modem, settings, SmsStatus(ModemHealth(), 1), clock=clock,
+        store.sms_queue, str(port), modem, settings, SmsStatus(ModemHealth(), 1), clock=clock,
         on_alert_stored=stored,
     )  # fmt: skip
     task = asyncio.create_task(sender.run())
@@ -497,7 +497,7 @@ async def test_a_refused_pin_is_never_tried_again_not_even_after_a_restart(
         opened(tmp_path / "a.db") as store,
         EmulatedModem(link_path=by_id, settings=emulator_settings(), pin="4711") as modem,
     ):
-        pin, refused = await usable_pin(store, "0000")
+        pin, refused = await usable_pin(store.sms_queue, "0000")
         assert (pin, refused) == ("0000", False)
         async with sending(store, by_id, clock, modem=_with_pin(pin)) as sender:
             await wait_until(lambda: sender.status.pin_rejected, "PIN refused")
@@ -506,14 +506,14 @@ async def test_a_refused_pin_is_never_tried_again_not_even_after_a_restart(
         assert "0000" not in (await store.flag(PIN_FLAG) or "")  # only a salted hash
 
         # the next start: the same PIN is refused before the modem sees it
-        pin, refused = await usable_pin(store, "0000")
+        pin, refused = await usable_pin(store.sms_queue, "0000")
         assert (pin, refused) == (None, True)
         async with sending(store, by_id, clock, modem=_with_pin(pin)) as sender:
             await wait_until(lambda: sender.link.health.open_failures >= 2, "tried to open")
         assert modem.counts.pin_attempts == 1  # two tries left: the SIM is not locked
 
         # the PIN was corrected in the config: the flag goes, the new PIN is used
-        pin, refused = await usable_pin(store, "4711")
+        pin, refused = await usable_pin(store.sms_queue, "4711")
         assert (pin, refused) == ("4711", False) and await store.flag(PIN_FLAG) is None
         (sms_id,) = await enqueue(store, (ALICE, "unlocked"))
         async with sending(store, by_id, clock, modem=_with_pin(pin)):
@@ -537,7 +537,9 @@ async def test_the_alert_stage_lets_go_of_an_alert_only_once_its_sms_is_committe
         woken: list[int] = []
         status = SmsStatus(ModemHealth(), 1)
         policy = SmsPolicy(PolicySettings("gw", (ALICE,)))
-        intake = SmsIntake(policy, store, 600.0, lambda: woken.append(1), status, clock=FakeClock())
+        intake = SmsIntake(
+            policy, store.sms_queue, 600.0, lambda: woken.append(1), status, clock=FakeClock()
+        )
         router = AlertRouter("gw", ["pump-1/accel_x"], ["pump-1", "fan-2", "fan-3"])
         alerts_in: asyncio.Queue[Alert] = asyncio.Queue()
         records: asyncio.Queue[Any] = asyncio.Queue()
@@ -565,7 +567,7 @@ async def test_a_failing_store_is_retried_and_the_alert_is_not_dropped(tmp_path:
         recipients = tuple(f"+4917000000{i:02d}" for i in range(20))  # rows for a new page
         status = SmsStatus(ModemHealth(), len(recipients))
         policy = SmsPolicy(PolicySettings("gw", recipients))
-        intake = SmsIntake(policy, store, 600.0, lambda: None, status, pause=pause)
+        intake = SmsIntake(policy, store.sms_queue, 600.0, lambda: None, status, pause=pause)
         await intake.accept([Alert("pump-1", T0, "critical", "anomaly_raised", "x " * 2000)])
         pending = await store.pending_sms()
     assert len(pending) == 20 and pauses == [0.5] and status.enqueue_failures == 1
