@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from appliance.records import Alert, FeatureVector, Score, Severity
 
@@ -223,7 +223,28 @@ class SmsView(Protocol):
 
 
 class OutcomeView(Protocol):
-    def to_dict(self) -> dict[str, Any]: ...
+    """What became of one install or rollback (appliance/ota/manager.py Outcome)."""
+
+    @property
+    def accepted(self) -> bool: ...
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def asset(self) -> str | None: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def at(self) -> float: ...
 
 
 class ModelsView(Protocol):

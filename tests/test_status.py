@@ -156,7 +156,8 @@ async def test_wait_for_checks_the_condition_at_each_change() -> None:
 
 
 def test_page_json_and_metrics_render_the_same_snapshot(tmp_path: Path) -> None:
-    state = WebState(built_board(), tmp_path, token_set=False)
+    board = built_board()
+    state = WebState(board, tmp_path, token_set=False)
     page = state.snapshot()
     families = {f.name: f for f in text_string_to_metric_families(render_metrics(state))}
 
@@ -169,6 +170,8 @@ def test_page_json_and_metrics_render_the_same_snapshot(tmp_path: Path) -> None:
     assert page["assets"][0]["sensor_faults"] == {"temp": ["flatline"]}
     assert page["store"]["evicted"] == 3 and page["queues"] == {"vectors": 1}
     assert page["sms"]["registration"] == "home" and page["models"]["installs"] == 1
+    assert isinstance(board.models, ModelsStatus)  # the page shows what MQTT answers
+    assert page["models"]["outcomes"] == [o.to_dict() for o in board.models.outcomes]
     assert families["appliance_alerts_open"].samples[0].value == 2
     assert families["appliance_alerts_acknowledged"].samples[0].value == 1
     assert families["appliance_store_rows_written"].samples[0].value == 12

@@ -15,7 +15,7 @@ from typing import Any
 
 from appliance.detect.acks import Ack, AlertAcks
 from appliance.records import Alert, FeatureVector
-from appliance.status import StatusBoard
+from appliance.status import OutcomeView, StatusBoard
 from appliance.status_snapshot import (
     AssetSnapshot,
     ModelsSnapshot,
@@ -284,7 +284,19 @@ def _models(status: ModelsSnapshot | None) -> dict[str, Any]:
         "refusals": status.refusals,
         "rollbacks": status.rollbacks,
         "automatic_rollbacks": status.automatic_rollbacks,
-        "outcomes": [o.to_dict() for o in reversed(outcomes)],
+        "outcomes": [_outcome(o) for o in reversed(outcomes)],
+    }
+
+
+def _outcome(o: OutcomeView) -> dict[str, Any]:
+    return {
+        "accepted": o.accepted,
+        "action": o.action,
+        "source": o.source,
+        "asset": o.asset,
+        "model": o.model,
+        "message": o.message,
+        "at": o.at,
     }
 
 
