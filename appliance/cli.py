@@ -271,8 +271,8 @@ def load_checked_config(path: Path) -> ApplianceConfig:
 
 
 def _check_usable(config: ApplianceConfig) -> None:
+    from appliance import rig
     from appliance.app import build_uplink_settings
-    from appliance.capture.mcu_emulator import parse_faults
     from appliance.features.from_config import build_feature_engines
     from appliance.ota.manager import ota_settings
     from appliance.sms.settings import sms_settings
@@ -287,12 +287,7 @@ def _check_usable(config: ApplianceConfig) -> None:
     if config.models is not None:
         ota_settings(config.models, Path(config.store.path))  # the keys parse, files readable
     build_feature_engines(config)
-    for device in config.serial:
-        if device.emulate is not None:
-            try:
-                parse_faults(device.emulate.faults)
-            except ValueError as exc:
-                raise ConfigError(f"serial[{device.name}].emulate.faults: {exc}") from None
+    rig.check(config)  # the emulated faults parse
 
 
 def _describe(config: ApplianceConfig) -> str:
@@ -340,7 +335,7 @@ def _describe_uplink(config: ApplianceConfig) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from appliance.app import run_appliance
+    from appliance.rig import run_appliance
 
     config = load_checked_config(args.config)
     asyncio.run(run_appliance(config, seconds=args.seconds))
@@ -348,8 +343,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from appliance.app import run_appliance
-    from appliance.demo import DEMO_SIGNING_KEY, demo_config, demo_uplink
+    from appliance.rig import run_appliance
+    from appliance.rig.demo import DEMO_SIGNING_KEY, demo_config, demo_uplink
 
     if args.ca is not None and args.broker is None:
         raise ApplianceError("--ca needs --broker")

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from bench_features import baseline_features
 
-from appliance.capture.mcu_emulator import MachineSignal
 from appliance.features import AssetFeatures, ChannelSpec, FeatureSettings
 from appliance.records import FeatureVector, FloatArray, SampleBlock
+from appliance.rig.mcu import MachineSignal
 from appliance.store import Store, StoreSettings
 from firmware_bridge.codec import FrameDecoder, SampleFormat, SamplesFrame, encode_samples
 

@@ -2,7 +2,7 @@
 
 This is the modem's share of issue 5's bar (detector decision -> first byte of AT+CMGS on the
 wire, p99 < 100 ms); the queue and alert policy add theirs later. The emulated modem runs in
-its own process (`python -m appliance.sms.emulator --commands`, which stamps each command
+its own process (`python -m appliance.rig.modem --commands`, which stamps each command
 line with time.monotonic(), a system-wide clock on Linux), so a busy event loop on the
 sending side does not also slow the modem. Runs are sequential single-part alerts; the same
 run is repeated with the sender's event loop blocked for --busy-ms every --every-ms (a crude
@@ -58,7 +58,7 @@ def _pct(values: list[float], percent: int) -> float:
 async def emulated_modem(link: Path) -> AsyncIterator[asyncio.Queue[float]]:
     """The emulator CLI on `link`; yields a queue of the times AT+CMGS lines arrived."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "appliance.sms.emulator", "--link", str(link), "--fast",
+        sys.executable, "-m", "appliance.rig.modem", "--link", str(link), "--fast",
         "--commands", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert process.stdout is not None

@@ -3,7 +3,7 @@ first byte of AT+CMGS on the wire, with the feature pipeline running at 64 chann
 
 One process runs the appliance's stages as app.py wires them (feature stage, health stage,
 detect stage, alert stage with the SMS intake, store writer, SMS sender with its ModemLink, one
-SQLite store); the emulated SIM800 runs in its own process (`python -m appliance.sms.emulator
+SQLite store); the emulated SIM800 runs in its own process (`python -m appliance.rig.modem
 --fast --commands`, which stamps every command line with time.monotonic(), a system-wide clock on
 Linux) so the modem is not slowed by the loop it is measuring.
 
@@ -224,7 +224,7 @@ async def measure(
         settings = dataclasses.replace(settings, policy=unlimited)  # the bench sends hundreds
         health = app.build_health(config)
         async with app.open_store(config) as store:
-            sms = await app.open_sms(settings, store, board, directory, lambda: None)
+            sms = await app.open_sms(settings, store, board, None, lambda: None)
             tasks = [
                 run_store_writer(store, records),
                 sms.sender.run(),

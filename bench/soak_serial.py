@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.capture.mcu_emulator import EmulatedMcu, FaultPlan
 from appliance.capture.serial_link import SerialLink
 from appliance.records import SampleBlock
+from appliance.rig.mcu import EmulatedMcu, FaultPlan
 
 FAULTS = FaultPlan(
     drop_probability=0.002,

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from appliance.app import build_feature_engines
-from appliance.capture.i2c_emulator import PlantModel
-from appliance.capture.mcu_emulator import MachineSignal, default_scale
 from appliance.config import AssetConfig, I2cSource
-from appliance.demo import DEFAULT_BUNDLES, demo_config
 from appliance.features import AssetFeatures
 from appliance.records import FeatureVector, SampleBlock
+from appliance.rig.demo import DEFAULT_BUNDLES, demo_config
+from appliance.rig.i2c import PlantModel
+from appliance.rig.mcu import MachineSignal, default_scale
 from appliance.training.autoencoder import TrainSettings, train_bundle
 from firmware_bridge.codec import SampleFormat
 

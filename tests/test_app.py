@@ -15,11 +15,11 @@ from broker import Broker
 from uplink_helpers import FakeReceiver, read_retained, running
 from waiting import wait_until
 
-from appliance.app import run_appliance
 from appliance.cli import main
 from appliance.config import parse_config
-from appliance.demo import demo_config, demo_uplink
 from appliance.detect.assets import open_scorings
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_config, demo_uplink
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
 from appliance.uplink.schema import decode_status

@@ -8,10 +8,10 @@ from typing import Any
 from waiting import run_appliance_until
 
 from appliance.config import ApplianceConfig, parse_config
-from appliance.demo import demo_config
 from appliance.detect.assets import open_scorings
 from appliance.detect.bundle import load_bundle
 from appliance.detect.commissioning import LinearModel
+from appliance.rig.demo import demo_config
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
 

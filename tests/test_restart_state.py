@@ -21,11 +21,11 @@ from broker import Broker
 from uplink_helpers import FakeReceiver, running
 from waiting import wait_until
 
-from appliance.app import run_appliance
 from appliance.config import ApplianceConfig, HttpConfig
-from appliance.demo import demo_config, demo_uplink
 from appliance.detect.routing import alert_id
 from appliance.records import Alert
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_config, demo_uplink
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
 from appliance.summary import SummaryPrinter

@@ -8,8 +8,8 @@ import pytest
 from structlog.testing import capture_logs
 from waiting import wait_until
 
-from appliance.app import run_appliance
-from appliance.demo import demo_config
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_config
 from appliance.sdnotify import SystemdNotifier
 from appliance.status import StatusBoard
 

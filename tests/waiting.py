@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from appliance.app import run_appliance
 from appliance.config import ApplianceConfig
+from appliance.rig import run_appliance
 from appliance.status import StatusBoard
 
 

@@ -1,1 +1,2 @@
-"""Capture stage: the serial MCU link, the I2C poller, their emulators and the MCU clock mapping."""
+"""Capture stage: the serial MCU link, the I2C poller and the MCU clock mapping (the emulated
+devices are the rig's, appliance/rig/)."""

@@ -1,16 +1,16 @@
-"""SMS through a GSM modem: PDU codec, AT parser, modem session/link, and a modem emulator.
+"""SMS through a GSM modem: PDU codec, AT parser, modem session/link, sender and policy.
 
     pdu.py       pure   encode_sms(number, text, reference) -> [Pdu]; decode_submit(hex, len)
     at.py        pure   AtParser (bytes -> Echo/Info/Prompt/Final/Urc/Stray), error code tables
     errors.py           SmsError and what each subclass means for the message (retry / give up)
     modem.py     I/O    ModemSession (one open port), ModemLink (keeps one open), ModemHealth
-    emulator.py  I/O    EmulatedModem: a SIM800/SIM7600 on a pty, for tests and the demo
     policy.py    pure   SmsPolicy: which alerts go, to whom, how often, and the SMS text
     sender.py    I/O    SmsIntake (alert stage -> durable queue) and SmsSender (queue -> modem)
     settings.py         SmsSettings from the [sms] config table
     gpio.py      I/O    the optional power-cycle hook (libgpiod or sysfs)
 
-The queue itself is the store's `sms_outbox` table (appliance/store/sms.py).
+The queue itself is the store's `sms_outbox` table (appliance/store/sms.py). The emulated
+modem (a SIM800/SIM7600 on a pty, for tests and the demo) is the rig's: appliance/rig/modem/.
 
 A sender (the durable queue) uses only ModemLink:
 

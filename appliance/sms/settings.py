@@ -1,8 +1,7 @@
 """What the SMS side needs, built from the [sms] config (the PIN file read and checked here).
 
-The emulated modem (`emulate = true`, the demo) gets "fast-ish" delays: the same sequence of
-events as a real SIM800 (boot, SIM busy, registration, CSQ 99 first) in about a second, and a
-network round trip of 0.3 s per part.
+With `emulate = true` (the demo) the link gets shorter deadlines; the emulated modem itself
+is the rig's (appliance/rig/), attached by the command line.
 """
 
 from __future__ import annotations
@@ -13,22 +12,9 @@ from dataclasses import dataclass
 
 from appliance.config import SmsConfig, read_text_file
 from appliance.errors import ConfigError
-from appliance.sms.emulator import EmulatorSettings
 from appliance.sms.modem import ModemSettings
 from appliance.sms.policy import PolicySettings
 from appliance.sms.sender import SenderSettings
-
-EMULATED_MODEM = EmulatorSettings(
-    boot_s=0.2,
-    sim_busy_s=0.3,
-    pin_unlock_s=0.1,
-    registration_s=1.0,
-    signal_unknown_s=0.5,
-    response_delay_s=0.005,
-    prompt_delay_s=0.01,
-    submit_delay_s=0.3,
-)
-"""The demo's modem: real behaviour, shrunk delays."""
 
 EMULATED_LINK = ModemSettings(
     probe_timeout_s=0.5,
@@ -62,7 +48,8 @@ class SmsSettings:
     modem: ModemSettings
     policy: PolicySettings
     sender: SenderSettings
-    emulator: EmulatorSettings | None
+    emulated: bool
+    """The modem is the rig's emulated one (its pty path comes with the emulated devices)."""
     power_cycle: GpioPowerCycle | None
 
 
@@ -102,7 +89,7 @@ def sms_settings(gateway_id: str, config: SmsConfig) -> SmsSettings:
         modem=modem,
         policy=policy,
         sender=sender,
-        emulator=EMULATED_MODEM if config.emulate else None,
+        emulated=config.emulate,
         power_cycle=power_cycle,
     )
 

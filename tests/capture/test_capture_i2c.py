@@ -16,14 +16,14 @@ from appliance.capture.i2c import (
     Tmp117,
     build_sensor,
 )
-from appliance.capture.i2c_emulator import (
+from appliance.errors import DeviceError
+from appliance.records import SampleBlock
+from appliance.rig.i2c import (
     EmulatedI2cBus,
     EmulatedIna219,
     EmulatedTmp117,
     PlantModel,
 )
-from appliance.errors import DeviceError
-from appliance.records import SampleBlock
 
 Waiter = Callable[..., Awaitable[None]]
 

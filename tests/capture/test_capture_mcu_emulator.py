@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import serial_asyncio
 
-from appliance.capture.mcu_emulator import (
+from appliance.rig.mcu import (
     EmulatedMcu,
     FaultPlan,
     MachineSignal,
@@ -148,7 +148,7 @@ async def test_standalone_cli_prints_the_pty_and_streams(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "appliance.capture.mcu_emulator",
+        "appliance.rig.mcu",
         "--link",
         str(link),
         "--rate",

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from appliance.capture.clock import McuClock
-from appliance.capture.mcu_emulator import EmulatedMcu, FaultPlan
 from appliance.capture.serial_link import SerialLink
 from appliance.records import SampleBlock
+from appliance.rig.mcu import EmulatedMcu, FaultPlan
 from firmware_bridge.codec import SampleFormat, encode_samples
 
 Waiter = Callable[..., Awaitable[None]]
@@ -105,7 +105,7 @@ async def test_clean_run_has_no_gaps_and_counts_match(by_id: Path, wait_until: W
 
 
 def mcu_firmware() -> str:
-    from appliance.capture.mcu_emulator import DEFAULT_FIRMWARE
+    from appliance.rig.mcu import DEFAULT_FIRMWARE
 
     return DEFAULT_FIRMWARE
 

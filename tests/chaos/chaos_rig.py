@@ -30,7 +30,7 @@ from typing import Any
 
 from broker import Broker
 
-from appliance.demo import demo_config, demo_uplink
+from appliance.rig.demo import demo_config, demo_uplink
 from appliance.store import Store, StoreSettings
 
 GATEWAY = "chaos-gw"

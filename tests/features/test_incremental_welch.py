@@ -7,11 +7,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from appliance.capture.mcu_emulator import MachineSignal
 from appliance.features import FeatureSettings
 from appliance.features.incremental import GroupWindows, RateRings
 from appliance.features.settings import default_bands
 from appliance.records import FloatArray
+from appliance.rig.mcu import MachineSignal
 
 from .signals import (
     block_sizes,

@@ -22,12 +22,12 @@ from ota_helpers import archive, drop, ota_config, result, variant
 from test_signing_archive import members_of, pax_tar_of, sparse_member
 from waiting import wait_until
 
-from appliance.app import run_appliance
 from appliance.config import HttpConfig
-from appliance.demo import demo_uplink
 from appliance.detect.bundle import MANIFEST_FILE
 from appliance.ota.archive import pack
 from appliance.ota.signing import sign_bundle
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_uplink
 from appliance.status import StatusBoard
 from appliance.uplink.commands import (
     Command,

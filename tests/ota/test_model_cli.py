@@ -28,7 +28,6 @@ from ota_helpers import (
 )
 from waiting import cancel_and_wait, run_appliance_until, wait_until
 
-from appliance.app import run_appliance
 from appliance.cli import main
 from appliance.config import ApplianceConfig
 from appliance.detect.bundle import MANIFEST_FILE, SIGNATURE_FILE, load_bundle
@@ -36,6 +35,7 @@ from appliance.ota.archive import unpack
 from appliance.ota.library import BundleLibrary, Slots
 from appliance.ota.manager import OtaSettings, ota_settings
 from appliance.ota.signing import load_private_key, public_key_text
+from appliance.rig import run_appliance
 from appliance.status import StatusBoard
 from appliance.uplink.commands import Command, answer, command_topic, decode_command, reply_topic
 

@@ -16,8 +16,8 @@ from ota_helpers import archive, ota_config
 from uplink_helpers import read_retained
 from waiting import wait_until
 
-from appliance.app import run_appliance
-from appliance.demo import demo_uplink
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_uplink
 from appliance.status import StatusBoard
 from appliance.uplink.commands import (
     Command,

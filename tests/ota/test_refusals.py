@@ -21,7 +21,7 @@ from ota_helpers import (
 )
 from waiting import wait_until
 
-from appliance.app import run_appliance
+from appliance.rig import run_appliance
 from appliance.status import StatusBoard
 
 ASSET = "pump-1"

@@ -12,7 +12,6 @@ from ota_helpers import DEMO_BUNDLE, config_file, ota_config, variant
 
 from appliance.cli import main
 from appliance.config import parse_config
-from appliance.demo import demo_config
 from appliance.errors import BundleError, ConfigError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES, BundleArchive, pack, unpack
 from appliance.ota.manager import ota_settings
@@ -24,6 +23,7 @@ from appliance.ota.signing import (
     verify_signature,
 )
 from appliance.ota.vetting import stage_signed
+from appliance.rig.demo import demo_config
 
 
 def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:

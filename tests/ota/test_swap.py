@@ -20,9 +20,9 @@ from ota_helpers import (
 )
 from waiting import wait_until
 
-from appliance.app import run_appliance
 from appliance.config import ApplianceConfig, parse_config
-from appliance.demo import demo_config, wide_demo_document
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_config, wide_demo_document
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import waiting
 
-from appliance.sms.emulator import EmulatedModem, EmulatorSettings
+from appliance.rig.modem import EmulatedModem, EmulatorSettings
 from appliance.sms.modem import ModemLink, ModemSettings, UrcHandler
 
 Waiter = Callable[..., Awaitable[None]]

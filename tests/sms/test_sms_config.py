@@ -12,8 +12,8 @@ import pytest
 
 from appliance.cli import main
 from appliance.config import parse_config
-from appliance.demo import demo_config
 from appliance.errors import ConfigError
+from appliance.rig.demo import demo_config
 from appliance.sms.settings import sms_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from pathlib import Path
 import serial_asyncio
 from sms_helpers import emulator_settings, symlink_target, wait_until, within_deadline
 
-from appliance.sms.emulator import EmulatedModem, EmulatorSettings
+from appliance.rig.modem import EmulatedModem, EmulatorSettings
 from appliance.sms.pdu import encode_sms
 
 NUMBER = "+491701234567"
@@ -217,7 +217,7 @@ async def test_command_lines_show_what_would_have_been_sent(tmp_path: Path) -> N
     """The emulator CLI prints each SMS; the modem CLI sends one through it."""
     link = tmp_path / "modem"
     emulator = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "appliance.sms.emulator", "--link", str(link), "--fast",
+        sys.executable, "-m", "appliance.rig.modem", "--link", str(link), "--fast",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

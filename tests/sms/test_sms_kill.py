@@ -17,7 +17,7 @@ from pathlib import Path
 from sms_helpers import DEADLINE_S, emulator_settings, wait_until
 
 from appliance.records import Alert
-from appliance.sms.emulator import DeliveredSms, EmulatedModem
+from appliance.rig.modem import DeliveredSms, EmulatedModem
 from appliance.store import Store, StoreSettings
 from appliance.store.sms import NewSms, QueuedSms
 

@@ -26,8 +26,8 @@ from sms_helpers import (
     within_deadline,
 )
 
+from appliance.rig.modem import EmulatedModem
 from appliance.sms.at import Urc
-from appliance.sms.emulator import EmulatedModem
 from appliance.sms.errors import (
     CommandRejected,
     MessageRejected,

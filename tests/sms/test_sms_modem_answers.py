@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sms_helpers import FAST_LINK
 
-from appliance.pty_device import close_pty, open_pty
+from appliance.rig.pty import close_pty, open_pty
 from appliance.sms.errors import ModemGone, SmsError
 from appliance.sms.modem import ModemHealth, ModemSession
 

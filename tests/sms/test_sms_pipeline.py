@@ -10,8 +10,8 @@ from pathlib import Path
 
 from waiting import run_appliance_until
 
-from appliance.demo import DEMO_SMS, demo_config
 from appliance.records import Alert
+from appliance.rig.demo import DEMO_SMS, demo_config
 from appliance.sms.pdu import Encoding
 from appliance.sms.policy import PolicySettings, compose_text
 from appliance.status import StatusBoard

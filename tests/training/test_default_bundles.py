@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from appliance.app import build_feature_engines
-from appliance.demo import DEFAULT_BUNDLES, demo_config
 from appliance.detect.bundle import load_bundle
 from appliance.detect.runtime import open_runtime, reconstruction_error
+from appliance.rig.demo import DEFAULT_BUNDLES, demo_config
 
 
 @pytest.mark.parametrize("asset", ["pump-1", "compressor-2"])

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from ota_helpers import with_models
 from waiting import wait_until
 
-from appliance.app import run_appliance
 from appliance.config import HttpConfig
-from appliance.demo import demo_config
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_config
 from appliance.status import StatusBoard
 
 TOKEN = "test-token-0123456789abcdef"

@@ -15,9 +15,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_until
 
-from appliance.app import run_appliance
 from appliance.config import HttpConfig
-from appliance.demo import demo_config
+from appliance.rig import run_appliance
+from appliance.rig.demo import demo_config
 from appliance.status import StatusBoard
 
 TOKEN = "test-token-0123456789abcdef"

@@ -65,7 +65,7 @@ def _bearing_temperature(address: int) -> dict[str, Any]:
     )
 
 
-DEFAULT_BUNDLES = Path(__file__).resolve().parents[1] / "models" / "default"
+DEFAULT_BUNDLES = Path(__file__).resolve().parents[2] / "models" / "default"
 """Bundles trained on the emulated rig's healthy data (models/make_demo_bundles.py)."""
 
 

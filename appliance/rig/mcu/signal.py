@@ -1,0 +1,133 @@
+"""What the emulated MCU measures: a rotating machine's vibration (MachineSignal), and the
+faults injected on the way (FaultPlan), both set from name=value strings (parse_faults)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass
+class MachineSignal:
+    """Acceleration (g) of a rotating machine at the sensor; channel c is axis c % 3.
+
+    Channels 3.. are a second sensor further from the bearing (half the vibration). Axis z
+    carries gravity. Fault terms: `imbalance_growth_per_s` ramps the 1x amplitude up over
+    machine time; `bearing_amplitude_g` adds outer-race defect tones at BPFO and harmonics,
+    amplitude-modulated at shaft speed.
+    """
+
+    shaft_hz: float = 29.6
+    imbalance_g: float = 0.05
+    harmonic_g: tuple[float, ...] = (0.02, 0.008)
+    noise_g: float = 0.004
+    gravity_axis: int = 2
+    imbalance_growth_per_s: float = 0.0
+    imbalance_max_factor: float = 20.0
+    bearing_amplitude_g: float = 0.0
+    bpfo_hz: float = 107.0
+    bearing_harmonics: int = 3
+
+    def render(
+        self, t: npt.NDArray[np.float64], n_channels: int, rng: np.random.Generator
+    ) -> npt.NDArray[np.float64]:
+        """Samples at machine times `t` (s), shape (len(t), n_channels)."""
+        shaft = 2 * np.pi * self.shaft_hz * t
+        growth = 1.0 + self.imbalance_growth_per_s * t
+        imbalance = self.imbalance_g * np.minimum(growth, self.imbalance_max_factor)
+        out = np.empty((len(t), n_channels))
+        for channel in range(n_channels):
+            axis = channel % 3
+            phase = axis * np.pi / 2
+            gain = (1.0 if axis < 2 else 0.4) / (1 + channel // 3)
+            value = imbalance * np.sin(shaft + phase)
+            for order, amplitude in enumerate(self.harmonic_g, start=2):
+                value += amplitude * np.sin(order * shaft + 0.7 * order + phase)
+            value += self._bearing(t, shaft)
+            value = gain * value + rng.normal(0.0, self.noise_g, len(t))
+            if axis == self.gravity_axis:
+                value += 1.0
+            out[:, channel] = value
+        return out
+
+    def _bearing(
+        self, t: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        if self.bearing_amplitude_g == 0.0:
+            return np.zeros_like(t)
+        envelope = self.bearing_amplitude_g * (1.0 + 0.5 * np.sin(shaft))
+        tones = sum(
+            np.sin(2 * np.pi * k * self.bpfo_hz * t) / k
+            for k in range(1, self.bearing_harmonics + 1)
+        )
+        return np.asarray(envelope * tones, dtype=np.float64)
+
+
+@dataclass
+class FaultPlan:
+    """Random and periodic faults; probabilities are per SAMPLES frame, periods in host seconds."""
+
+    drop_probability: float = 0.0
+    garbage_probability: float = 0.0
+    garbage_max_bytes: int = 48
+    spike_rate_hz: float = 0.0
+    spike_amplitude_g: float = 1.5
+    unplug_every_s: float = 0.0
+    unplug_for_s: float = 1.0
+    reset_on_replug: bool = False
+    reset_every_s: float = 0.0
+    flatline_channel: int | None = None
+    flatline_at_s: float = 0.0
+    flatline_for_s: float = 15.0
+    """Long enough that at least two whole 5 s health windows are flat (a partial one is not
+    judged)."""
+
+
+# name=value strings (CLI --fault, config [serial.emulate] faults) -> (object, field)
+FAULT_NAMES: dict[str, tuple[str, str]] = {
+    "drop": ("plan", "drop_probability"),
+    "garbage": ("plan", "garbage_probability"),
+    "garbage_bytes": ("plan", "garbage_max_bytes"),
+    "spikes": ("plan", "spike_rate_hz"),
+    "spike_g": ("plan", "spike_amplitude_g"),
+    "unplug": ("plan", "unplug_every_s"),
+    "unplug_for": ("plan", "unplug_for_s"),
+    "reset_on_replug": ("plan", "reset_on_replug"),
+    "reset": ("plan", "reset_every_s"),
+    "flatline": ("plan", "flatline_channel"),
+    "flatline_at": ("plan", "flatline_at_s"),
+    "flatline_for": ("plan", "flatline_for_s"),
+    "imbalance": ("signal", "imbalance_growth_per_s"),
+    "bearing": ("signal", "bearing_amplitude_g"),
+    "bpfo": ("signal", "bpfo_hz"),
+}
+
+
+def parse_faults(specs: Sequence[str]) -> tuple[FaultPlan, MachineSignal]:
+    """Parse ["drop=0.01", "bearing=0.05", ...]; ValueError names the bad entry."""
+    plan, signal = FaultPlan(), MachineSignal()
+    targets: dict[str, FaultPlan | MachineSignal] = {"plan": plan, "signal": signal}
+    for spec in specs:
+        name, _, text = spec.partition("=")
+        if name not in FAULT_NAMES or not text:
+            known = ", ".join(sorted(FAULT_NAMES))
+            raise ValueError(f"bad fault {spec!r}: expected name=value, names: {known}")
+        target_name, attribute = FAULT_NAMES[name]
+        target = targets[target_name]
+        current = getattr(target, attribute)
+        setattr(target, attribute, _convert(text, current, spec))
+    return plan, signal
+
+
+def _convert(text: str, current: object, spec: str) -> object:
+    try:
+        if isinstance(current, bool):
+            return text.lower() in ("1", "true", "yes")
+        if isinstance(current, int) or current is None:
+            return int(text)
+        return float(text)
+    except ValueError as error:
+        raise ValueError(f"bad fault value in {spec!r}: {error}") from error
