@@ -45,12 +45,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
 from appliance.errors import StoreError
 from appliance.records import Alert
-from appliance.sms.emulator import DeliveredSms
 from appliance.sms.errors import MessageRejected, PinRejected, SmsError
 from appliance.sms.modem import ModemHealth, ModemLink, ModemSettings, PowerCycle
 from appliance.sms.pdu import count_parts
@@ -109,6 +109,15 @@ def backoff_s(attempts: int, settings: SenderSettings) -> float:
     return float(min(settings.retry_initial_s * 2**exponent, settings.retry_max_s))
 
 
+class ShownSms(Protocol):
+    """An SMS the emulated modem took, as the recipient's phone would show it."""
+
+    @property
+    def text(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass
 class SmsStatus:
     """The status board entry. The sender task writes everything except `policy` and
@@ -135,11 +144,9 @@ class SmsStatus:
     """The SIM refused the configured PIN: it is not used until the config's PIN changes."""
     policy: PolicyCounts | None = None
     enqueue_failures: int = 0
-    would_have_sent: deque[DeliveredSms] = field(
-        default_factory=lambda: deque(maxlen=SHOWN_DELIVERED)
-    )
+    would_have_sent: deque[ShownSms] = field(default_factory=lambda: deque(maxlen=SHOWN_DELIVERED))
     """Emulated modem only (the demo): the last SMS it received, as the recipient would see
-    them (written by the emulator's callback)."""
+    them (written by the emulated modem's callback)."""
 
 
 # --- PIN guard ------------------------------------------------------------------------------

@@ -12,13 +12,13 @@ from structlog.testing import capture_logs
 
 from appliance.app import build_health, build_router
 from appliance.config import ApplianceConfig
-from appliance.demo import demo_config
 from appliance.detect.acks import AlertAcks
 from appliance.detect.assets import AssetScoring, States, open_scorings
 from appliance.detect.health import AssetHealth
 from appliance.detect.restart import STILL_OPEN_NOTE, renotify_open_alarms, restore_alerts
 from appliance.detect.routing import ROUTER_STATE, AlertRouter
 from appliance.records import Alert
+from appliance.rig.demo import demo_config
 from appliance.sms.modem import ModemHealth
 from appliance.sms.policy import SmsPolicy
 from appliance.sms.sender import SmsIntake, SmsStatus

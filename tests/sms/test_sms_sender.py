@@ -24,8 +24,8 @@ from appliance.config import SmsConfig
 from appliance.detect.routing import AlertRouter, run_alert_stage
 from appliance.errors import DeviceError
 from appliance.records import Alert
+from appliance.rig.modem import EmulatedModem
 from appliance.sms import gpio
-from appliance.sms.emulator import EmulatedModem
 from appliance.sms.modem import ModemHealth, ModemSettings
 from appliance.sms.pdu import count_parts
 from appliance.sms.policy import PolicySettings, SmsPolicy
@@ -592,7 +592,7 @@ def test_sms_settings_from_config_read_the_pin_file(tmp_path: Path) -> None:
     assert settings.modem.pin == "4711" and settings.port == config.port
     assert settings.policy.recipients == (ALICE, BOB)
     assert settings.power_cycle is not None and settings.power_cycle.offset == 17
-    assert settings.emulator is None
+    assert not settings.emulated
     pin_file.write_text("47 11")
     with pytest.raises(Exception, match="4-8 digits"):
         sms_settings("gw", config)
