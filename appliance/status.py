@@ -303,9 +303,9 @@ class StatusBoard:
         return self.assets.setdefault(name, AssetStatus(name))
 
     def changed(self) -> None:
-        """Called after an update worth waiting for: by the detect stage after each window, by
-        the model manager after each install, refusal or rollback. Per-sample counters and the
-        stages that do not hold the board (uplink, SMS) do not call it."""
+        """Called after an update worth waiting for: by the detect stage after each window, the
+        alert stage after each routed batch, the model manager after each install, refusal or
+        rollback. Per-sample counters, the uplink and the SMS sender do not call it."""
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from appliance.capture.i2c import I2cStats, SensorStats
 from appliance.capture.serial_link import SerialStats
 from appliance.detect.acks import AlertAcks
-from appliance.detect.routing import AlertRouter
+from appliance.detect.routing import AlertRouter, run_alert_stage
 from appliance.ota.manager import ModelsStatus, Outcome
 from appliance.records import Alert, Score
 from appliance.sms.modem import ModemHealth
@@ -21,7 +21,7 @@ from appliance.sms.policy import PolicyCounts
 from appliance.sms.sender import SmsStatus
 from appliance.status import StatusBoard, UplinkStatus
 from appliance.status_snapshot import AckSnapshot, snapshot
-from appliance.store import StoreStats
+from appliance.store import StoredRecord, StoreStats
 from appliance.summary import SummaryPrinter
 from appliance.web.metrics import render_metrics
 from appliance.web.snapshot import WebState
@@ -176,3 +176,24 @@ def test_page_json_and_metrics_render_the_same_snapshot(tmp_path: Path) -> None:
     assert families["appliance_alerts_acknowledged"].samples[0].value == 1
     assert families["appliance_store_rows_written"].samples[0].value == 12
     assert families["appliance_modem_signal_dbm"].samples[0].value == -73
+
+
+async def test_the_alert_stage_signals_each_routed_batch() -> None:
+    board = StatusBoard("gw-5")
+    router = AlertRouter("gw-5", ["pump-1/vib"], ["pump-1"])
+    board.alerts = router
+    alerts_in: asyncio.Queue[Alert] = asyncio.Queue()
+    out: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    stage = asyncio.create_task(run_alert_stage(router, alerts_in, out, on_routed=board.changed))
+    try:
+        shown = asyncio.create_task(board.wait_for(lambda: bool(router.open)))
+        await asyncio.sleep(0)  # it checked once and waits for a change
+        assert not shown.done()
+        alerts_in.put_nowait(RAISED)
+        await asyncio.wait_for(shown, 5.0)
+        status = snapshot(board, T0 + 10)
+        assert status.alerts is not None
+        assert [a.id for a in status.alerts.open] == ["pump-1||anomaly"]
+    finally:
+        stage.cancel()
+        await asyncio.gather(stage, return_exceptions=True)

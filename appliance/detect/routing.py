@@ -223,8 +223,11 @@ async def run_alert_stage(
     out: asyncio.Queue[StoredRecord],
     sms: AlertSink | None = None,
     store_routed: StoreRouted | None = None,
+    on_routed: Callable[[], None] | None = None,
 ) -> None:
-    """Route alerts as they come (each with whatever else is already queued) until cancelled.
+    """Route alerts as they come (each with whatever else is already queued) until cancelled;
+    `on_routed` is called once the open and recent alerts show a batch (the status board's
+    change event).
 
     The routed alerts go to the store queue and, if given, to `sms` (the SMS intake: policy and
     durable queue); the batch is marked done only after `sms` returned, so `alerts_in.join()`
@@ -242,6 +245,8 @@ async def run_alert_stage(
             batch.append(alerts_in.get_nowait())
         try:
             routed = router.route(max(a.t for a in batch), batch)
+            if on_routed is not None:
+                on_routed()
             for alert in routed:
                 log.warning(
                     alert.kind,
