@@ -21,7 +21,7 @@ from appliance.rig.i2c import (
     EmulatedTmp117,
     PlantModel,
 )
-from appliance.rig.mcu import EmulatedMcu, parse_faults
+from appliance.rig.mcu import EmulatedMcu, FaultPlan, MachineSignal, parse_faults
 from appliance.rig.modem import EmulatedModem, EmulatorSettings
 from appliance.sms.sender import ShownSms
 from appliance.sms.settings import sms_settings
@@ -107,7 +107,7 @@ def check(config: ApplianceConfig) -> None:
     """What attach would refuse (a bad [serial.emulate] fault), as a ConfigError."""
     for device in config.serial:
         if device.emulate is not None:
-            emulated_mcu(device, "unused")
+            _faults(device)
 
 
 async def run_appliance(config: ApplianceConfig, **options: Any) -> None:
@@ -118,10 +118,7 @@ async def run_appliance(config: ApplianceConfig, **options: Any) -> None:
 
 def emulated_mcu(device: SerialConfig, port: str) -> EmulatedMcu:
     assert device.emulate is not None
-    try:
-        faults, machine = parse_faults(device.emulate.faults)
-    except ValueError as exc:
-        raise ConfigError(f"serial[{device.name}].emulate.faults: {exc}") from None
+    faults, machine = _faults(device)
     return EmulatedMcu(
         link_path=port,
         rate_hz=device.emulate.rate_hz,
@@ -130,6 +127,14 @@ def emulated_mcu(device: SerialConfig, port: str) -> EmulatedMcu:
         signal=machine,
         seed=hash(device.name) & 0xFFFF,
     )
+
+
+def _faults(device: SerialConfig) -> tuple[FaultPlan, MachineSignal]:
+    assert device.emulate is not None
+    try:
+        return parse_faults(device.emulate.faults)
+    except ValueError as exc:
+        raise ConfigError(f"serial[{device.name}].emulate.faults: {exc}") from None
 
 
 def emulated_bus(config: ApplianceConfig, bus_name: str) -> EmulatedI2cBus:
