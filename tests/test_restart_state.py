@@ -19,12 +19,11 @@ from typing import Any
 import aiohttp
 from broker import Broker
 from uplink_helpers import FakeReceiver, running
-from waiting import wait_until
+from waiting import running_page, wait_until
 
 from appliance.config import ApplianceConfig, HttpConfig
 from appliance.detect.routing import alert_id
 from appliance.records import Alert
-from appliance.rig import run_appliance
 from appliance.rig.demo import demo_config, demo_uplink
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
@@ -58,28 +57,15 @@ async def running_rig(
 ) -> AsyncIterator[tuple[str, StatusBoard]]:
     """The appliance with its page on a free port; yields (URL, board) once the page listens.
     `at_start` gets what the board showed at that moment."""
-    board = StatusBoard(config.gateway.id)
-    stop = asyncio.Event()
-    urls: list[str] = []
 
-    def started(url: str) -> None:
+    def started(board: StatusBoard) -> None:
         if at_start is not None:
             at_start.alarm = board.asset(ASSET).alarm
             at_start.open_alerts = [alert_id(a) for a in board.alerts.open.values()]
             at_start.summary = SummaryPrinter(board, io.StringIO()).render(1.0)
-        urls.append(url)
 
-    run = asyncio.create_task(
-        run_appliance(config, stop=stop, board=board, on_http_started=started)
-    )
-    try:
-        await wait_until(lambda: bool(urls) or run.done(), "the status page to listen")
-        if run.done():
-            run.result()
-        yield urls[0], board
-    finally:
-        stop.set()
-        await run
+    async with running_page(config, started) as (url, board):
+        yield url, board
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from appliance.config import ApplianceConfig
 from appliance.rig import run_appliance
@@ -42,6 +42,34 @@ async def run_appliance_until(
     stop.set()
     await run
     return board
+
+
+@contextlib.asynccontextmanager
+async def running_page(
+    config: ApplianceConfig, on_started: Callable[[StatusBoard], object] = lambda board: None
+) -> AsyncIterator[tuple[str, StatusBoard]]:
+    """The appliance running `config` (whose [http] table has port 0); yields (page URL, board)
+    once the page listens, and stops it cleanly at the end. `on_started` sees the board at that
+    moment, before any stage has run."""
+    board = StatusBoard(config.gateway.id)
+    stop = asyncio.Event()
+    urls: list[str] = []
+
+    def started(url: str) -> None:
+        on_started(board)
+        urls.append(url)
+
+    run = asyncio.create_task(
+        run_appliance(config, stop=stop, board=board, on_http_started=started)
+    )
+    try:
+        await wait_until(lambda: bool(urls) or run.done(), "the status page to listen")
+        if run.done():
+            run.result()
+        yield urls[0], board
+    finally:
+        stop.set()
+        await run
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:

@@ -3,12 +3,15 @@ the demo rig's), signed with keys made here, and the demo config with a [models]
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+from broker import Broker
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.config import ApplianceConfig, parse_config
@@ -18,9 +21,19 @@ from appliance.ota.manager import RESULT_SUFFIX
 from appliance.ota.signing import public_key_text, sign_bundle
 from appliance.rig.demo import demo_config
 from appliance.store import Store, StoreSettings
+from appliance.uplink.commands import (
+    Command,
+    Reply,
+    command_topic,
+    decode_reply,
+    encode_command,
+    reply_topic,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_BUNDLE = REPO / "models" / "default" / "pump-1"
+GATEWAY = "demo-gw"
+MODELLER = "modeller"  # the data team's broker user
 
 Manifest = dict[str, Any]
 
@@ -141,3 +154,26 @@ def config_file(path: Path, config: ApplianceConfig) -> Path:
 
     path.write_text("\n".join(toml_pairs(config.model_dump(exclude_none=True))) + "\n")
     return path
+
+
+async def send(broker: Broker, payload: bytes, command_id: str | None) -> Reply | None:
+    """As the data team's user: publish `payload` on the gateway's command topic; the reply with
+    `command_id` (None: wait for nothing)."""
+    async with aiomqtt.Client(**broker.client_args(MODELLER)) as client:
+        await client.subscribe(reply_topic("appliance", GATEWAY), qos=1)
+        await client.publish(command_topic("appliance", GATEWAY), payload, qos=1)
+        if command_id is None:
+            return None
+        async with asyncio.timeout(60):
+            async for message in client.messages:
+                reply = decode_reply(bytes(message.payload))
+                if reply.id == command_id:
+                    return reply
+    raise AssertionError("unreachable")
+
+
+async def send_command(broker: Broker, command: Command) -> Reply:
+    """`command` sent as the data team's user; the gateway's reply to it."""
+    reply = await send(broker, encode_command(command), command.id)
+    assert reply is not None
+    return reply

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aiomqtt
 from broker import Broker
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ota_helpers import archive, drop, ota_config, result, variant
+from ota_helpers import (
+    GATEWAY,
+    MODELLER,
+    archive,
+    drop,
+    ota_config,
+    result,
+    send,
+    send_command,
+    variant,
+)
 from test_signing_archive import members_of, pax_tar_of, sparse_member
 from waiting import wait_until
 
@@ -29,17 +38,8 @@ from appliance.ota.signing import sign_bundle
 from appliance.rig import run_appliance
 from appliance.rig.demo import demo_uplink
 from appliance.status import StatusBoard
-from appliance.uplink.commands import (
-    Command,
-    Reply,
-    command_topic,
-    decode_reply,
-    encode_command,
-    reply_topic,
-)
+from appliance.uplink.commands import Command
 
-GATEWAY = "demo-gw"
-MODELLER = "modeller"
 ASSET = "pump-1"
 TOKEN = "test-token-0123456789abcdef"
 
@@ -96,26 +96,8 @@ def signed_text(tmp: Path, key: Ed25519PrivateKey, edit: Callable[[str], str]) -
     return pack(bundle)
 
 
-async def send(broker: Broker, payload: bytes, command_id: str | None) -> Reply | None:
-    """As the data team's user: publish `payload` on the command topic; the reply with
-    `command_id` (None: wait for nothing)."""
-    async with aiomqtt.Client(**broker.client_args(MODELLER)) as client:
-        await client.subscribe(reply_topic("appliance", GATEWAY), qos=1)
-        await client.publish(command_topic("appliance", GATEWAY), payload, qos=1)
-        if command_id is None:
-            return None
-        async with asyncio.timeout(60):
-            async for message in client.messages:
-                reply = decode_reply(bytes(message.payload))
-                if reply.id == command_id:
-                    return reply
-    raise AssertionError("unreachable")
-
-
 async def command(broker: Broker, made: Command) -> dict[str, Any]:
-    reply = await send(broker, encode_command(made), made.id)
-    assert reply is not None
-    return reply.outcome
+    return (await send_command(broker, made)).outcome
 
 
 def listing(root: Path) -> list[str]:

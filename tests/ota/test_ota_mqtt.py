@@ -9,42 +9,19 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-import aiomqtt
 from broker import Broker
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ota_helpers import archive, ota_config
+from ota_helpers import GATEWAY, MODELLER, archive, ota_config, send_command
 from uplink_helpers import read_retained
 from waiting import wait_until
 
 from appliance.rig import run_appliance
 from appliance.rig.demo import demo_uplink
 from appliance.status import StatusBoard
-from appliance.uplink.commands import (
-    Command,
-    Reply,
-    command_topic,
-    decode_reply,
-    encode_command,
-    reply_topic,
-)
+from appliance.uplink.commands import Command
 from appliance.uplink.schema import decode_status
 
-GATEWAY = "demo-gw"
-MODELLER = "modeller"
 ASSET = "pump-1"
-
-
-async def send(broker: Broker, command: Command) -> Reply:
-    """As the data team's user: subscribe to the replies, send, and wait for ours."""
-    async with aiomqtt.Client(**broker.client_args(MODELLER)) as client:
-        await client.subscribe(reply_topic("appliance", GATEWAY), qos=1)
-        await client.publish(command_topic("appliance", GATEWAY), encode_command(command), qos=1)
-        async with asyncio.timeout(60):
-            async for message in client.messages:
-                reply = decode_reply(bytes(message.payload))
-                if reply.id == command.id:
-                    return reply
-    raise AssertionError("unreachable")
 
 
 async def test_bundle_over_mqtt_is_installed_and_published(
@@ -66,12 +43,12 @@ async def test_bundle_over_mqtt_is_installed_and_published(
     old_model = board.models.active[ASSET]
 
     unsigned = Command(secrets.token_hex(8), "install_model", archive(tmp_path, "u-1", None))
-    refused = await send(broker, unsigned)
+    refused = await send_command(broker, unsigned)
     assert refused.outcome["accepted"] is False
     assert str(refused.outcome["message"]).startswith("signature: unsigned")
 
     good = Command(secrets.token_hex(8), "install_model", archive(tmp_path, "mqtt-2", key))
-    accepted = await send(broker, good)
+    accepted = await send_command(broker, good)
     assert accepted.outcome["accepted"] is True, accepted.outcome
     new_model = str(accepted.outcome["model"])
     assert new_model.startswith("mqtt-2-") and new_model != old_model
@@ -79,7 +56,9 @@ async def test_bundle_over_mqtt_is_installed_and_published(
     status_topic = f"appliance/{GATEWAY}/status"
     await wait_until_retained_models(broker, status_topic, {ASSET: new_model})
 
-    rollback = await send(broker, Command(secrets.token_hex(8), "rollback_model", asset=ASSET))
+    rollback = await send_command(
+        broker, Command(secrets.token_hex(8), "rollback_model", asset=ASSET)
+    )
     assert rollback.outcome["accepted"] is True, rollback.outcome
     await wait_until(lambda: board.models.active[ASSET] == old_model, "rolled back", alive=run)
     stop.set()

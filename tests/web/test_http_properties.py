@@ -19,12 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ota_helpers import with_models
-from waiting import wait_until
+from waiting import running_page
 
 from appliance.config import HttpConfig
-from appliance.rig import run_appliance
 from appliance.rig.demo import demo_config
-from appliance.status import StatusBoard
 
 TOKEN = "test-token-0123456789abcdef"
 PATHS = ["/api/alerts/ack", "/api/models", "/api/models/rollback", "/api/sms/test"]
@@ -139,17 +137,5 @@ async def test_any_header_or_body_on_any_action_is_answered_without_a_500(
 ) -> None:
     config = with_models(demo_config(tmp_path, []), Ed25519PrivateKey.generate())
     config = config.model_copy(update={"http": HttpConfig(port=0, token=TOKEN)})
-    board = StatusBoard(config.gateway.id)
-    stop = asyncio.Event()
-    urls: list[str] = []
-    run = asyncio.create_task(
-        run_appliance(config, stop=stop, board=board, on_http_started=urls.append)
-    )
-    try:
-        await wait_until(lambda: bool(urls) or run.done(), "the status page to listen")
-        if run.done():
-            run.result()
-        await asyncio.to_thread(check_any_request, urls[0], Path(config.store.path))
-    finally:
-        stop.set()
-        await run
+    async with running_page(config) as (url, _):
+        await asyncio.to_thread(check_any_request, url, Path(config.store.path))

@@ -10,7 +10,8 @@ from typing import Any
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ota_helpers import archive
-from web_helpers import TOKEN, metric_families, running_rig, wait_until
+from waiting import wait_until
+from web_helpers import TOKEN, metric_families, running_rig
 
 from appliance.ota.archive import MAX_ARCHIVE_BYTES
 

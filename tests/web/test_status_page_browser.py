@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ota_helpers import archive
-from web_helpers import TOKEN, running_rig, wait_until
+from waiting import wait_until
+from web_helpers import TOKEN, running_rig
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,10 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ota_helpers import ota_config
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
-from waiting import wait_until
+from waiting import running_page
 
 from appliance.config import HttpConfig
-from appliance.rig import run_appliance
 from appliance.rig.demo import demo_config
 from appliance.status import StatusBoard
 
@@ -38,20 +36,8 @@ async def running_rig(
     else:
         config = ota_config(tmp_path, models_key)
     config = config.model_copy(update={"http": HttpConfig(port=0, token=token)})
-    board = StatusBoard(config.gateway.id)
-    stop = asyncio.Event()
-    urls: list[str] = []
-    run = asyncio.create_task(
-        run_appliance(config, stop=stop, board=board, on_http_started=urls.append)
-    )
-    try:
-        await wait_until(lambda: bool(urls) or run.done(), "the status page to listen")
-        if run.done():
-            run.result()
-        yield urls[0], board
-    finally:
-        stop.set()
-        await run
+    async with running_page(config) as (url, board):
+        yield url, board
 
 
 async def metric_families(http: aiohttp.ClientSession, url: str) -> dict[str, Metric]:
