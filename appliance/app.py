@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -18,14 +17,6 @@ from typing import Any, TextIO
 import structlog
 
 from appliance.capture.i2c import I2cPoller, PolledSensor, SmbusLike, build_sensor, open_smbus
-from appliance.capture.i2c_emulator import (
-    EmulatedChip,
-    EmulatedI2cBus,
-    EmulatedIna219,
-    EmulatedTmp117,
-    PlantModel,
-)
-from appliance.capture.mcu_emulator import EmulatedMcu, parse_faults
 from appliance.capture.serial_link import SerialLink
 from appliance.config import ApplianceConfig, I2cConfig, I2cSource, SerialConfig, SerialSource
 from appliance.detect.acks import AlertAcks
@@ -35,6 +26,7 @@ from appliance.detect.restart import renotify_open_alarms, restore_alerts
 from appliance.detect.routing import ROUTER_STATE, AlertRouter, run_alert_stage
 from appliance.detect.rules import ChannelSpec as RuleChannel
 from appliance.detect.stage import run_detect_stage
+from appliance.devices import EmulatedDevices
 from appliance.errors import ApplianceError, ConfigError
 from appliance.features import AssetFeatures
 from appliance.features.from_config import build_feature_engines
@@ -42,11 +34,10 @@ from appliance.features.stage import run_feature_stage
 from appliance.ota.manager import ModelManager, ota_settings
 from appliance.records import Alert, FeatureVector, SampleBlock
 from appliance.sdnotify import SystemdNotifier
-from appliance.sms.emulator import EmulatedModem
 from appliance.sms.gpio import gpio_line, power_cycle_hook
 from appliance.sms.modem import ModemHealth
 from appliance.sms.policy import DAY_S, SmsPolicy
-from appliance.sms.sender import SmsIntake, SmsSender, SmsStatus, usable_pin
+from appliance.sms.sender import ShownSms, SmsIntake, SmsSender, SmsStatus, usable_pin
 from appliance.sms.settings import SmsSettings, sms_settings
 from appliance.status import StatusBoard
 from appliance.store import Store, StoredRecord, StoreSettings, run_store_writer
@@ -68,15 +59,13 @@ SHUTDOWN_GRACE_S = 15.0
 
 @dataclass
 class Sources:
-    """Everything that produces SampleBlocks (and the emulators behind them, if any)."""
+    """Everything that produces SampleBlocks."""
 
-    emulators: list[EmulatedMcu] = field(default_factory=list)
     links: dict[str, SerialLink] = field(default_factory=dict)
     pollers: dict[str, I2cPoller] = field(default_factory=dict)
 
     def tasks(self) -> list[Coroutine[Any, Any, None]]:
         return [
-            *(e.run() for e in self.emulators),
             *(link.run() for link in self.links.values()),
             *(poller.run() for poller in self.pollers.values()),
         ]
@@ -84,12 +73,12 @@ class Sources:
 
 @dataclass
 class SmsService:
-    """The SMS sender task (owns the modem link), the alert stage's intake, and the emulated
-    modem when the config asks for one."""
+    """The SMS sender task (owns the modem link), the alert stage's intake, and the status
+    board entry."""
 
     sender: SmsSender
     intake: SmsIntake
-    emulator: EmulatedModem | None = None
+    status: SmsStatus
 
 
 @dataclass
@@ -129,10 +118,12 @@ async def run_appliance(
     stop: asyncio.Event | None = None,
     board: StatusBoard | None = None,
     on_http_started: Callable[[str], None] | None = None,
+    devices: EmulatedDevices | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM, `stop` is set or `seconds` pass; then stop capture, drain
     features and flush the store. `board` lets a caller watch the run (tests do);
-    `on_http_started` gets the status page's URL once it listens (with an [http] table)."""
+    `on_http_started` gets the status page's URL once it listens (with an [http] table);
+    `devices` are the emulated ones the config asks for (appliance/rig/ attaches them)."""
     board = board or StatusBoard(config.gateway.id)
     http_token = config.http.read_token() if config.http is not None else None
     blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
@@ -149,67 +140,65 @@ async def run_appliance(
     router = build_router(config)
     board.alerts = router
     printer = SummaryPrinter(board, summary_out) if summary_every and summary_out else None
-    with tempfile.TemporaryDirectory(prefix="appliance-") as run_dir:
-        sources = build_sources(config, blocks, Path(run_dir))
-        board.serial.update({name: link.stats for name, link in sources.links.items()})
-        board.i2c.update({name: poller.stats for name, poller in sources.pollers.items()})
-        async with (
-            open_store(config) as store,
-            open_models(config, store, board, engines) as models,
-        ):
-            board.store = store.stats
-            states = await store.load_states()
-            installed = models.installed_models() if models is not None else {}
-            scorings = await open_scorings(config, store, board, states, installed)
-            if models is not None:
-                models.attach(scorings)
-                board.models = models.status
-            restore_health(health, states)
-            restore_alerts(router, states, scorings, health, board, time.time())
-            await save_states(store, scorings, health, router)
-            await _check_i2c(sources)
-            pipeline = Pipeline(
-                board, sources, engines, health, scorings, router, store, blocks, vectors,
-                alerts, records, models=models,
-            )  # fmt: skip
-            acks = await AlertAcks.load(store, pipeline.new_records.set)
-            board.acks = acks
-            if uplink_config is not None:
-                pipeline.uplink = build_uplink(uplink_config, store, pipeline.new_records, models)
-                board.uplink = pipeline.uplink.status
-            if sms_config is not None:
-                pipeline.sms = await open_sms(
-                    sms_config, store, board, Path(run_dir), pipeline.new_records.set
-                )
-                await renotify_open_alarms(
-                    router, acks, store.sms_queue, pipeline.sms.intake, time.time()
-                )
-            async with contextlib.AsyncExitStack() as stack:
-                if pipeline.sms is not None and pipeline.sms.emulator is not None:
-                    await stack.enter_async_context(pipeline.sms.emulator)
-                if config.http is not None:
-                    await stack.enter_async_context(
-                        serve_status(
-                            board,
-                            config.http.host,
-                            config.http.port,
-                            http_token,
-                            Path(config.store.path).parent,
-                            models,
-                            pipeline.sms.intake if pipeline.sms is not None else None,
-                            on_http_started,
-                            limits=ConnectionLimits.from_config(config.http),
-                        )
+    sources = build_sources(config, blocks, devices)
+    board.serial.update({name: link.stats for name, link in sources.links.items()})
+    board.i2c.update({name: poller.stats for name, poller in sources.pollers.items()})
+    async with (
+        open_store(config) as store,
+        open_models(config, store, board, engines) as models,
+    ):
+        board.store = store.stats
+        states = await store.load_states()
+        installed = models.installed_models() if models is not None else {}
+        scorings = await open_scorings(config, store, board, states, installed)
+        if models is not None:
+            models.attach(scorings)
+            board.models = models.status
+        restore_health(health, states)
+        restore_alerts(router, states, scorings, health, board, time.time())
+        await save_states(store, scorings, health, router)
+        await _check_i2c(sources)
+        pipeline = Pipeline(
+            board, sources, engines, health, scorings, router, store, blocks, vectors,
+            alerts, records, models=models,
+        )  # fmt: skip
+        acks = await AlertAcks.load(store, pipeline.new_records.set)
+        board.acks = acks
+        if uplink_config is not None:
+            pipeline.uplink = build_uplink(uplink_config, store, pipeline.new_records, models)
+            board.uplink = pipeline.uplink.status
+        if sms_config is not None:
+            pipeline.sms = await open_sms(
+                sms_config, store, board, devices, pipeline.new_records.set
+            )
+            await renotify_open_alarms(
+                router, acks, store.sms_queue, pipeline.sms.intake, time.time()
+            )
+        async with contextlib.AsyncExitStack() as stack:
+            if config.http is not None:
+                await stack.enter_async_context(
+                    serve_status(
+                        board,
+                        config.http.host,
+                        config.http.port,
+                        http_token,
+                        Path(config.store.path).parent,
+                        models,
+                        pipeline.sms.intake if pipeline.sms is not None else None,
+                        on_http_started,
+                        limits=ConnectionLimits.from_config(config.http),
                     )
-                for emulator in sources.emulators:
-                    emulator.open()
-                try:
-                    await _run_tasks(
-                        pipeline, stop or asyncio.Event(), seconds, printer, summary_every
-                    )
-                finally:
-                    for emulator in sources.emulators:
-                        emulator.close()
+                )
+            if devices is not None:  # the emulated MCUs stream from now on, as capture starts
+                await stack.enter_async_context(devices.running(_on_sms_delivered(pipeline.sms)))
+            await _run_tasks(pipeline, stop or asyncio.Event(), seconds, printer, summary_every)
+
+
+def _on_sms_delivered(sms: SmsService | None) -> Callable[[ShownSms], None]:
+    """Where an emulated modem's SMS go: the status board's "would have been sent"."""
+    if sms is None:
+        return lambda _: None
+    return sms.status.would_have_sent.append
 
 
 async def _run_tasks(
@@ -412,10 +401,10 @@ async def open_sms(
     settings: SmsSettings,
     store: Store,
     board: StatusBoard,
-    run_dir: Path,
+    devices: EmulatedDevices | None,
     on_alert_stored: Callable[[], None],
 ) -> SmsService:
-    """The SMS sender, its intake and (emulate = true) the emulated modem, not yet running.
+    """The SMS sender and its intake, not yet running (emulate = true: on the emulated modem).
 
     A PIN the SIM refused before (flag in the store) is not used; the policy's rate limits
     continue from the messages queued in the last 24 h."""
@@ -423,19 +412,12 @@ async def open_sms(
     status = SmsStatus(
         ModemHealth(),
         len(settings.policy.recipients),
-        emulated=settings.emulator is not None,
+        emulated=settings.emulated,
         pin_rejected=refused,
     )
-    emulator = None
     port = settings.port
-    if settings.emulator is not None:
-        port = str(run_dir / "modem")
-        emulator = EmulatedModem(
-            link_path=port,
-            settings=settings.emulator,
-            pin=settings.modem.pin,
-            on_delivered=status.would_have_sent.append,
-        )
+    if settings.emulated:
+        port = _emulated(devices, "sms").modem_port
     assert port is not None
     power_cycle = None
     if settings.power_cycle is not None:
@@ -457,7 +439,7 @@ async def open_sms(
         policy, store.sms_queue, settings.sender.give_up_after_s, sender.wake, status
     )
     board.sms = status
-    return SmsService(sender, intake, emulator)
+    return SmsService(sender, intake, status)
 
 
 def build_health(config: ApplianceConfig) -> dict[str, AssetHealth]:
@@ -486,33 +468,26 @@ def build_router(config: ApplianceConfig) -> AlertRouter:
 
 
 def build_sources(
-    config: ApplianceConfig, blocks: asyncio.Queue[SampleBlock], run_dir: Path
+    config: ApplianceConfig,
+    blocks: asyncio.Queue[SampleBlock],
+    devices: EmulatedDevices | None = None,
 ) -> Sources:
     sources = Sources()
     for device in config.serial:
-        port = device.port or str(run_dir / device.name)
+        port = device.port
         if device.emulate is not None:
-            sources.emulators.append(_emulated_mcu(device, port))
+            port = _emulated(devices, f"serial[{device.name}]").serial_ports[device.name]
+        assert port is not None
         sources.links[device.name] = _serial_link(config, device, port, blocks)
     for bus in config.i2c:
-        sources.pollers[bus.name] = _i2c_poller(config, bus, blocks)
+        sources.pollers[bus.name] = _i2c_poller(config, bus, blocks, devices)
     return sources
 
 
-def _emulated_mcu(device: SerialConfig, port: str) -> EmulatedMcu:
-    assert device.emulate is not None
-    try:
-        faults, machine = parse_faults(device.emulate.faults)
-    except ValueError as exc:
-        raise ConfigError(f"serial[{device.name}].emulate.faults: {exc}") from None
-    return EmulatedMcu(
-        link_path=port,
-        rate_hz=device.emulate.rate_hz,
-        channels=device.emulate.channels,
-        faults=faults,
-        signal=machine,
-        seed=hash(device.name) & 0xFFFF,
-    )
+def _emulated(devices: EmulatedDevices | None, what: str) -> EmulatedDevices:
+    if devices is None:
+        raise ConfigError(f"{what} is emulated: run it with the rig attached (appliance.rig)")
+    return devices
 
 
 def _serial_link(
@@ -533,7 +508,10 @@ def _serial_link(
 
 
 def _i2c_poller(
-    config: ApplianceConfig, bus_config: I2cConfig, blocks: asyncio.Queue[SampleBlock]
+    config: ApplianceConfig,
+    bus_config: I2cConfig,
+    blocks: asyncio.Queue[SampleBlock],
+    devices: EmulatedDevices | None,
 ) -> I2cPoller:
     by_address: dict[int, tuple[I2cSource, dict[str, tuple[str, str]]]] = {}
     for asset in config.assets:
@@ -542,7 +520,7 @@ def _i2c_poller(
             if isinstance(source, I2cSource) and source.i2c == bus_config.name:
                 _, quantities = by_address.setdefault(source.address, (source, {}))
                 quantities[source.quantity] = (asset.name, channel.name)
-    bus = _open_bus(bus_config, [source for source, _ in by_address.values()])
+    bus = _open_bus(bus_config, devices)
     sensors = [
         PolledSensor(
             build_sensor(
@@ -560,17 +538,10 @@ def _i2c_poller(
     return I2cPoller(sensors, blocks, period_s=bus_config.poll_s)
 
 
-def _open_bus(bus_config: I2cConfig, sources: list[I2cSource]) -> SmbusLike:
+def _open_bus(bus_config: I2cConfig, devices: EmulatedDevices | None) -> SmbusLike:
     if bus_config.bus != "emulated":
         return open_smbus(int(bus_config.bus))
-    plant = PlantModel()
-    chips: list[EmulatedChip] = [
-        EmulatedTmp117(plant, s.address)
-        if s.sensor == "tmp117"
-        else EmulatedIna219(plant, s.address)
-        for s in sources
-    ]
-    return EmulatedI2cBus(chips)
+    return _emulated(devices, f"i2c[{bus_config.name}]").i2c_buses[bus_config.name]
 
 
 async def _check_i2c(sources: Sources) -> None:
