@@ -148,21 +148,21 @@ async def run_appliance(
         open_models(config, store, board, engines) as models,
     ):
         board.store = store.stats
-        states = await store.load_states()
+        states = await store.detector_states.load_states()
         installed = models.installed_models() if models is not None else {}
-        scorings = await open_scorings(config, store, board, states, installed)
+        scorings = await open_scorings(config, store.history, board, states, installed)
         if models is not None:
             models.attach(scorings)
             board.models = models.status
         restore_health(health, states)
         restore_alerts(router, states, scorings, health, board, time.time())
-        await save_states(store, scorings, health, router)
+        await save_states(store.detector_states, scorings, health, router)
         await _check_i2c(sources)
         pipeline = Pipeline(
             board, sources, engines, health, scorings, router, store, blocks, vectors,
             alerts, records, models=models,
         )  # fmt: skip
-        acks = await AlertAcks.load(store, pipeline.new_records.set)
+        acks = await AlertAcks.load(store.detector_states, pipeline.new_records.set)
         board.acks = acks
         if uplink_config is not None:
             pipeline.uplink = build_uplink(uplink_config, store, pipeline.new_records, models)
@@ -293,7 +293,9 @@ async def _save_states_every(p: Pipeline, every_s: float) -> None:
 
 async def _store_routed(p: Pipeline, alerts: Sequence[Alert]) -> None:
     """The alert stage's alerts and its state, in one transaction (appliance/detect/restart.py)."""
-    await p.store.add_alerts_with_states(alerts, {ROUTER_STATE: p.router.to_state()})
+    await p.store.detector_states.add_alerts_with_states(
+        alerts, {ROUTER_STATE: p.router.to_state()}
+    )
     if alerts:
         p.new_records.set()
 
@@ -301,7 +303,7 @@ async def _store_routed(p: Pipeline, alerts: Sequence[Alert]) -> None:
 async def _save_states_logged(p: Pipeline) -> None:
     """A failed save is logged, never fatal: the next one (or a replay) catches up."""
     try:
-        await save_states(p.store, p.scorings, p.health, p.router)
+        await save_states(p.store.detector_states, p.scorings, p.health, p.router)
     except (ApplianceError, ValueError) as exc:
         log.warning("detector_state_save_failed", reason=str(exc))
 

@@ -18,8 +18,7 @@ import structlog
 
 from appliance.detect.routing import alert_family
 from appliance.records import Alert
-from appliance.store import Store
-from appliance.store.store import StoredAck
+from appliance.store import DetectorStates, StoredAck
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +38,7 @@ class AlertAcks:
 
     def __init__(
         self,
-        store: Store | None = None,
+        store: DetectorStates | None = None,
         on_stored: Callable[[], None] | None = None,
         stored: Iterable[StoredAck] = (),
     ) -> None:
@@ -50,7 +49,9 @@ class AlertAcks:
         self._acks = {row.alert_id: Ack(row.by, row.at, row.alert_t) for row in stored}
 
     @classmethod
-    async def load(cls, store: Store, on_stored: Callable[[], None] | None = None) -> AlertAcks:
+    async def load(
+        cls, store: DetectorStates, on_stored: Callable[[], None] | None = None
+    ) -> AlertAcks:
         return cls(store, on_stored, await store.acknowledgements())
 
     def of(self, alert_id: str, alert: Alert) -> Ack | None:

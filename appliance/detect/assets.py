@@ -38,7 +38,7 @@ from appliance.detect.scorer import AssetDetector, BundleModel, DetectorSettings
 from appliance.detect.thresholds import STATE_VERSION, check_state_header
 from appliance.errors import ApplianceError
 from appliance.status import StatusBoard
-from appliance.store import Store
+from appliance.store import DetectorStates, History
 
 log = structlog.get_logger(__name__)
 
@@ -176,18 +176,18 @@ def open_detector(asset: str, model: ModelConfig) -> AssetDetector:
 
 async def open_scorings(
     config: ApplianceConfig,
-    store: Store,
+    history: History,
     board: StatusBoard,
     states: States,
     installed: Mapping[str, BundleModel] | None = None,
 ) -> dict[str, AssetScoring]:
-    """Each asset's scoring, continuing from `states` (Store.load_states()) where they fit.
+    """Each asset's scoring, continuing from `states` (DetectorStates.load_states()) where they fit.
     A bundle in `installed` (arrived over the air, appliance/ota) takes the configured one's
     place."""
     scorings = {}
     for asset in config.assets:
         over_the_air = (installed or {}).get(asset.name)
-        scoring = await open_scoring(asset, store, board, states, over_the_air)
+        scoring = await open_scoring(asset, history, board, states, over_the_air)
         if scoring.detector is not None:
             _restore(scoring.detector, states.get((asset.name, "detector")))
             scoring.probation = _probation(scoring.detector, states.get((asset.name, "probation")))
@@ -198,7 +198,7 @@ async def open_scorings(
 
 async def open_scoring(
     asset: AssetConfig,
-    store: Store,
+    history: History,
     board: StatusBoard,
     states: States,
     installed: BundleModel | None = None,
@@ -210,7 +210,7 @@ async def open_scoring(
     elif asset.model.bundle is not None:
         scoring.detector = _bundle_detector(asset, board)
     else:
-        await _commissioning(scoring, asset, store, states)
+        await _commissioning(scoring, asset, history, states)
     return scoring
 
 
@@ -234,7 +234,7 @@ def _bundle_detector(asset: AssetConfig, board: StatusBoard) -> AssetDetector | 
 
 
 async def _commissioning(
-    scoring: AssetScoring, asset: AssetConfig, store: Store, states: States
+    scoring: AssetScoring, asset: AssetConfig, history: History, states: States
 ) -> None:
     learnt = states.get((asset.name, "commissioned_model"))
     if learnt is not None:
@@ -252,7 +252,7 @@ async def _commissioning(
     started_at = _started_at(states.get((asset.name, "commissioning")))
     scoring.commissioner = Commissioner(asset.name, settings, started_at or time.time())
     if started_at is not None:
-        await _replay(scoring, store)
+        await _replay(scoring, history)
     log.info(
         "commissioning",
         asset=asset.name,
@@ -265,11 +265,11 @@ def _started_at(state: Mapping[str, object] | None) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-async def _replay(scoring: AssetScoring, store: Store) -> None:
+async def _replay(scoring: AssetScoring, history: History) -> None:
     """Offer the asset's stored vectors again, as if the gateway had never stopped."""
     after_seq = 0
     while scoring.commissioner is not None:
-        page = await store.features(scoring.asset, after_seq=after_seq, limit=REPLAY_PAGE)
+        page = await history.features(scoring.asset, after_seq=after_seq, limit=REPLAY_PAGE)
         for seq, vector in page:
             after_seq = seq
             result = scoring.commissioner.offer(vector)
@@ -319,7 +319,7 @@ def restore_health(monitors: Mapping[str, AssetHealth], states: States) -> None:
 
 
 async def save_states(
-    store: Store,
+    store: DetectorStates,
     scorings: Mapping[str, AssetScoring],
     monitors: Mapping[str, AssetHealth],
     router: AlertRouter | None = None,

@@ -398,7 +398,7 @@ class ModelManager:
 
     async def _back_to_configured(self, asset: str) -> None:
         states = await self._store.load_states()
-        fresh = await open_scoring(self._assets[asset], self._store, self._board, states)
+        fresh = await open_scoring(self._assets[asset], self._store.history, self._board, states)
         if fresh.detector is None and fresh.commissioner is None:
             raise BundleError(f"the configured model of {asset} does not load either")
         self.scorings[asset].pending = Swap(fresh.detector, fresh.commissioner)

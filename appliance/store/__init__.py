@@ -2,8 +2,9 @@
 
 from appliance.store.codec import StoredRecord
 from appliance.store.migrations import MIGRATIONS, Migration
-from appliance.store.outbox import Delivery
+from appliance.store.outbox import Delivery, History
 from appliance.store.sms import SmsQueue
+from appliance.store.states import DetectorStates, StoredAck
 from appliance.store.store import (
     EvictionReport,
     OutboxRange,
@@ -19,7 +20,9 @@ from appliance.store.writer import run_store_writer
 __all__ = [
     "MIGRATIONS",
     "Delivery",
+    "DetectorStates",
     "EvictionReport",
+    "History",
     "Migration",
     "OutboxRange",
     "OutboxStats",
@@ -28,6 +31,7 @@ __all__ = [
     "StorePragmas",
     "StoreSettings",
     "StoreStats",
+    "StoredAck",
     "StoredRecord",
     "is_disk_full",
     "run_store_writer",

@@ -194,6 +194,53 @@ class Delivery:
         )
 
 
+class History:
+    """Stored records read back, oldest first (commissioning replay, a new model's canary run,
+    `appliance train`)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._schemas = FeatureSchemas()  # names of the features read, on the writer thread
+
+    async def features(
+        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, FeatureVector]]:
+        """Stored features with seq > after_seq, oldest first, at most `limit`."""
+        return await self._db.read(
+            "features",
+            lambda db: read_features(db, self._schemas, asset, after_seq, MAX_SEQ, limit),
+        )
+
+    async def recent_normal_features(self, asset: str, limit: int) -> list[FeatureVector]:
+        """The asset's newest `limit` stored windows that no model scored anomalous, oldest
+        first (a new model's canary run, appliance/ota)."""
+        return await self._db.read(
+            "recent features", lambda db: recent_normal_features(db, self._schemas, asset, limit)
+        )
+
+    async def scores(
+        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Score]]:
+        """Stored scores with seq > after_seq, oldest first, at most `limit`."""
+        return await self._db.read(
+            "scores", lambda db: read_scores(db, asset, after_seq, MAX_SEQ, limit)
+        )
+
+    async def alerts(
+        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Alert]]:
+        """Stored alerts with seq > after_seq, oldest first, at most `limit`."""
+        return await self._db.read(
+            "alerts", lambda db: read_alerts(db, asset, after_seq, MAX_SEQ, limit)
+        )
+
+    async def outbox(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, StoredRecord]]:
+        """Features, scores and alerts with seq > after_seq merged in seq order, at most `limit`."""
+        return await self._db.read(
+            "the outbox", lambda db: read_outbox(db, self._schemas, after_seq, limit, MAX_SEQ)
+        )
+
+
 # --- writes ---------------------------------------------------------------------------------
 
 

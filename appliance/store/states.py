@@ -1,15 +1,20 @@
 """Detector states, alert acknowledgements and device flags: their SQL as plain functions of a
-sqlite3 connection (writes run inside Database.write's transaction)."""
+sqlite3 connection (writes run inside Database.write's transaction), and `DetectorStates`, what
+the detection side (asset scorings, the alert stage, acknowledgements) uses of the store."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-from appliance.store.codec import decode_state, encode_state
+from appliance.records import Alert
+from appliance.store import outbox
+from appliance.store.codec import decode_state, encode_record, encode_state
+from appliance.store.database import Database
 
 log = structlog.get_logger(__name__)
 
@@ -91,3 +96,75 @@ def set_flag(db: sqlite3.Connection, key: str, value: str | None, now: float) ->
         db.execute(DELETE_FLAG, (key,))
     else:
         db.execute(UPSERT_FLAG, (key, value, now))
+
+
+CountWritten = Callable[[sqlite3.Connection, list[int]], None]
+"""Told, on the writer thread after COMMIT, the seqs of the outbox rows a write added."""
+States = Mapping[StateKey, Mapping[str, object]]
+
+
+class DetectorStates:
+    """Detector states (never evicted), alert acknowledgements, and the alert records written
+    together with them. Build it with the store's Database."""
+
+    def __init__(self, db: Database, count_written: CountWritten) -> None:
+        self._db = db
+        self._count_written = count_written
+
+    async def save_states(self, states: States) -> None:
+        """Upsert each (asset, kind) -> state as JSON, all in one transaction.
+
+        ValueError (before anything is written) if a state cannot be JSON; StoreError if SQLite
+        fails, in which case no state of the call is saved.
+        """
+        rows = state_rows(states, time.time())
+        if rows:
+            await self._db.write(
+                f"saving {len(rows)} detector states", lambda db: save_states(db, rows)
+            )
+
+    async def add_alerts_with_states(self, alerts: Sequence[Alert], states: States) -> list[int]:
+        """Add `alerts` to the outbox and save `states`, in one transaction (the alert stage: the
+        alerts it passed on and its own state are durable together); the alerts' seqs.
+        ValueError (nothing written) if an alert or a state is malformed; StoreError if SQLite
+        fails, in which case nothing is stored."""
+        rows = [encode_record(alert) for alert in alerts]
+        new_states = state_rows(states, time.time())
+
+        def write(db: sqlite3.Connection) -> list[int]:
+            seqs = outbox.insert_records(db, rows, outbox.FeatureSchemas(), {}) if rows else []
+            if new_states:
+                save_states(db, new_states)
+            return seqs
+
+        what = f"storing {len(rows)} alerts with their state"
+        return await self._db.write(what, write, on_commit=self._count_written)
+
+    async def load_states(self) -> dict[StateKey, dict[str, object]]:
+        """Every saved state by (asset, kind); a row that does not parse is logged and skipped."""
+        return await self._db.read("detector state", load_states)
+
+    async def delete_state(self, asset: str, kind: str) -> None:
+        """Forget one saved state (e.g. after recommissioning); no error if there is none."""
+        await self._db.write(
+            f"deleting detector state {asset}/{kind}", lambda db: delete_state(db, asset, kind)
+        )
+
+    async def add_acknowledgement(self, ack: StoredAck, record: Alert) -> int:
+        """Keep `ack` (replacing an older one of the same alert) and add `record` (the alert
+        record that tells the receiver) to the outbox, in one transaction; the record's seq.
+        ValueError (nothing written) if the record is malformed; StoreError if SQLite fails."""
+        row = encode_record(record)
+
+        def insert(db: sqlite3.Connection) -> int:
+            save_acknowledgement(db, ack)
+            return outbox.insert_records(db, [row], outbox.FeatureSchemas(), {})[0]
+
+        return await self._db.write(
+            f"acknowledging {ack.alert_id}",
+            insert,
+            on_commit=lambda db, seq: self._count_written(db, [seq]),
+        )
+
+    async def acknowledgements(self) -> list[StoredAck]:
+        return await self._db.read("acknowledgements", acknowledgements)

@@ -31,7 +31,6 @@ on the writer thread, and its counting in StoreStats happens there right after t
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +45,6 @@ from appliance.errors import StoreError
 from appliance.records import Alert, FeatureVector, Score
 from appliance.store import eviction
 from appliance.store import outbox as outbox_sql
-from appliance.store import states as state_sql
 from appliance.store.codec import StoredRecord, encode_record
 from appliance.store.database import (
     SYNCHRONOUS_MODES,
@@ -66,15 +64,15 @@ from appliance.store.migrations import (
     apply_migrations,
 )
 from appliance.store.outbox import (
-    MAX_SEQ,
     Delivery,
     FeatureSchemas,
+    History,
     OutboxRange,
     OutboxStats,
     SchemaKey,
 )
 from appliance.store.sms import NewSms, QueuedSms, SmsQueue, SmsQueueStats
-from appliance.store.states import StoredAck
+from appliance.store.states import DetectorStates, StoredAck
 
 __all__ = [
     "EvictionReport",
@@ -200,6 +198,10 @@ class Store:
         """The outbox as the uplink sees it (its only way into the store)."""
         self.sms_queue = SmsQueue(db, self._count_written)
         """The SMS queue and device flags, for the SMS intake and sender."""
+        self.detector_states = DetectorStates(db, self._count_written)
+        """Detector states, acknowledgements and the alert stage's writes, for detection."""
+        self.history = History(db)
+        """Stored records read back (commissioning replay, canary runs, training)."""
 
     @classmethod
     async def open(
@@ -276,48 +278,28 @@ class Store:
         """add_records for feature vectors only."""
         return await self.add_records(vectors)
 
-    # --- reads ----------------------------------------------------------------------------
+    # --- reads (History) -------------------------------------------------------------------
 
     async def features(
         self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, FeatureVector]]:
-        """Stored features with seq > after_seq, oldest first, at most `limit`."""
-        read = functools.partial(
-            outbox_sql.read_features, schemas=self._schemas, asset=asset, after_seq=after_seq,
-            up_to_seq=MAX_SEQ, limit=limit,
-        )  # fmt: skip
-        return await self._db.read("features", read)
+        return await self.history.features(asset, after_seq, limit)
 
     async def recent_normal_features(self, asset: str, limit: int) -> list[FeatureVector]:
-        """The asset's newest `limit` stored windows that no model scored anomalous, oldest
-        first (a new model's canary run, appliance/ota)."""
-        return await self._db.read(
-            "recent features",
-            lambda db: outbox_sql.recent_normal_features(db, self._schemas, asset, limit),
-        )
+        return await self.history.recent_normal_features(asset, limit)
 
     async def scores(
         self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, Score]]:
-        """Stored scores with seq > after_seq, oldest first, at most `limit`."""
-        return await self._db.read(
-            "scores", lambda db: outbox_sql.read_scores(db, asset, after_seq, MAX_SEQ, limit)
-        )
+        return await self.history.scores(asset, after_seq, limit)
 
     async def alerts(
         self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, Alert]]:
-        """Stored alerts with seq > after_seq, oldest first, at most `limit`."""
-        return await self._db.read(
-            "alerts", lambda db: outbox_sql.read_alerts(db, asset, after_seq, MAX_SEQ, limit)
-        )
+        return await self.history.alerts(asset, after_seq, limit)
 
     async def outbox(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, StoredRecord]]:
-        """Features, scores and alerts with seq > after_seq merged in seq order, at most `limit`."""
-        return await self._db.read(
-            "the outbox",
-            lambda db: outbox_sql.read_outbox(db, self._schemas, after_seq, limit, MAX_SEQ),
-        )
+        return await self.history.outbox(after_seq, limit)
 
     async def outbox_range(
         self, after_seq: int, limit: int, up_to_seq: int | None = None
@@ -353,71 +335,27 @@ class Store:
     async def pragmas(self) -> StorePragmas:
         return await self._db.run(read_pragmas)
 
-    # --- detector state -------------------------------------------------------------------
+    # --- detector state and acknowledgements (DetectorStates) --------------------------------
 
     async def save_states(self, states: Mapping[tuple[str, str], Mapping[str, object]]) -> None:
-        """Upsert each (asset, kind) -> state as JSON, all in one transaction.
-
-        ValueError (before anything is written) if a state cannot be JSON; StoreError if SQLite
-        fails, in which case no state of the call is saved.
-        """
-        rows = _state_rows(states)
-        if rows:
-            await self._write(
-                f"saving {len(rows)} detector states",
-                lambda db: state_sql.save_states(db, rows),
-            )
+        await self.detector_states.save_states(states)
 
     async def add_alerts_with_states(
         self, alerts: Sequence[Alert], states: Mapping[tuple[str, str], Mapping[str, object]]
     ) -> list[int]:
-        """add_records(alerts) and save_states(states) in one transaction (the alert stage: the
-        alerts it passed on and its own state are durable together); the alerts' seqs.
-        ValueError (nothing written) if an alert or a state is malformed; StoreError if SQLite
-        fails, in which case nothing is stored."""
-        rows = [encode_record(alert) for alert in alerts]
-        state_rows = _state_rows(states)
-
-        def write(db: sqlite3.Connection) -> list[int]:
-            seqs = outbox_sql.insert_records(db, rows, self._schemas, {}) if rows else []
-            if state_rows:
-                state_sql.save_states(db, state_rows)
-            return seqs
-
-        what = f"storing {len(rows)} alerts with their state"
-        return await self._write(what, write, on_commit=self._count_written)
+        return await self.detector_states.add_alerts_with_states(alerts, states)
 
     async def load_states(self) -> dict[tuple[str, str], dict[str, object]]:
-        """Every saved state by (asset, kind); a row that does not parse is logged and skipped."""
-        return await self._db.read("detector state", state_sql.load_states)
+        return await self.detector_states.load_states()
 
     async def delete_state(self, asset: str, kind: str) -> None:
-        """Forget one saved state (e.g. after recommissioning); no error if there is none."""
-        await self._write(
-            f"deleting detector state {asset}/{kind}",
-            lambda db: state_sql.delete_state(db, asset, kind),
-        )
-
-    # --- acknowledgements -----------------------------------------------------------------
+        await self.detector_states.delete_state(asset, kind)
 
     async def add_acknowledgement(self, ack: StoredAck, record: Alert) -> int:
-        """Keep `ack` (replacing an older one of the same alert) and add `record` (the alert
-        record that tells the receiver) to the outbox, in one transaction; the record's seq.
-        ValueError (nothing written) if the record is malformed; StoreError if SQLite fails."""
-        row = encode_record(record)
-
-        def insert(db: sqlite3.Connection) -> int:
-            state_sql.save_acknowledgement(db, ack)
-            return outbox_sql.insert_records(db, [row], self._schemas, {})[0]
-
-        return await self._write(
-            f"acknowledging {ack.alert_id}",
-            insert,
-            on_commit=lambda db, seq: self._count_written(db, [seq]),
-        )
+        return await self.detector_states.add_acknowledgement(ack, record)
 
     async def acknowledgements(self) -> list[StoredAck]:
-        return await self._db.read("acknowledgements", state_sql.acknowledgements)
+        return await self.detector_states.acknowledgements()
 
     # --- SMS queue and device flags (SmsQueue, appliance/store/sms.py) ---------------------
 
@@ -554,9 +492,3 @@ class Store:
             self.stats.bytes = self._measure_size(db).total_bytes
         except (sqlite3.Error, OSError) as exc:
             log.warning("store_size_unknown", path=str(self.settings.path), reason=str(exc))
-
-
-def _state_rows(
-    states: Mapping[tuple[str, str], Mapping[str, object]],
-) -> list[state_sql.StateRow]:
-    return state_sql.state_rows(states, time.time())
