@@ -124,6 +124,7 @@ class Database:
 
         loop = asyncio.get_running_loop()
         running = loop.run_in_executor(self._executor, job, self._connection)
+        running.add_done_callback(_retrieve)  # a cancelled caller's failure is not "unretrieved"
         try:
             return await asyncio.shield(running)
         except sqlite3.Error as exc:
@@ -137,7 +138,12 @@ class Database:
         try:
             await self.run(lambda connection: connection.close())
         finally:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=False)  # nothing left to wait for: close ran last
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def transaction(connection: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:

@@ -30,7 +30,7 @@ import numpy as np
 from appliance.detect.bundle import ModelBundle
 from appliance.errors import BundleError, StoreError
 from appliance.records import FloatArray
-from appliance.store import Store, StoreSettings
+from appliance.store import History, Store, StoreSettings
 from appliance.training.autoencoder import TrainSettings, train_bundle
 
 MIN_TRAINING_ROWS = 200
@@ -151,11 +151,12 @@ async def _load_store_rows(
     path: Path, asset: str, since: float | None, until: float | None, keep_anomalous: bool
 ) -> TrainingRows:
     async with await Store.open(StoreSettings(path)) as store:
-        by_schema, outside, total = await _windows_by_schema(store, asset, since, until)
+        history = store.history
+        by_schema, outside, total = await _windows_by_schema(history, asset, since, until)
         if total == 0:
-            assets = ", ".join(await _stored_assets(store)) or "none"
+            assets = ", ".join(await _stored_assets(history)) or "none"
             raise StoreError(f"{path}: no feature vectors of asset {asset!r} (assets: {assets})")
-        anomalous = set() if keep_anomalous else await _anomalous_times(store, asset)
+        anomalous = set() if keep_anomalous else await _anomalous_times(history, asset)
     newest = next(reversed(by_schema), ())
     skipped = {
         "outside --since/--until": outside,
@@ -186,14 +187,14 @@ Windows = list[tuple[float, FloatArray]]
 
 
 async def _windows_by_schema(
-    store: Store, asset: str, since: float | None, until: float | None
+    history: History, asset: str, since: float | None, until: float | None
 ) -> tuple[dict[tuple[str, ...], Windows], int, int]:
     """In-span windows grouped by feature names (the newest schema last), the number outside the
     span, and the number of the asset's windows in all."""
     by_schema: dict[tuple[str, ...], Windows] = {}
     outside = total = 0
     after = 0
-    while page := await store.features(asset, after, PAGE_ROWS):
+    while page := await history.features(asset, after, PAGE_ROWS):
         for _, vector in page:
             total += 1
             t = vector.window_end
@@ -207,19 +208,19 @@ async def _windows_by_schema(
     return by_schema, outside, total
 
 
-async def _anomalous_times(store: Store, asset: str) -> set[float]:
+async def _anomalous_times(history: History, asset: str) -> set[float]:
     times: set[float] = set()
     after = 0
-    while page := await store.scores(asset, after, PAGE_ROWS):
+    while page := await history.scores(asset, after, PAGE_ROWS):
         times.update(score.t for _, score in page if score.anomalous)
         after = page[-1][0]
     return times
 
 
-async def _stored_assets(store: Store) -> list[str]:
+async def _stored_assets(history: History) -> list[str]:
     assets: set[str] = set()
     after = 0
-    while page := await store.features(None, after, PAGE_ROWS):
+    while page := await history.features(None, after, PAGE_ROWS):
         assets.update(vector.asset for _, vector in page)
         after = page[-1][0]
     return sorted(assets)
