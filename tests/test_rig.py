@@ -36,3 +36,11 @@ async def test_attached_devices_appear_while_running_and_vanish_after(tmp_path: 
 def test_check_names_a_bad_emulated_fault(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"serial\[mcu1\]\.emulate\.faults: bad fault 'nope=1'"):
         rig.check(demo_config(tmp_path, ["nope=1"]))
+
+
+async def test_an_error_while_running_passes_through_unwrapped(tmp_path: Path) -> None:
+    """cli.py turns a ConfigError into one line; wrapped in an ExceptionGroup it would not."""
+    async with rig.attach(demo_config(tmp_path, [])) as devices:
+        with pytest.raises(ConfigError, match="a busy port"):
+            async with devices.running(lambda _: None):
+                raise ConfigError("a busy port")

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from appliance import app
 from appliance.capture.i2c import SmbusLike
 from appliance.config import ApplianceConfig, I2cSource, SerialConfig
@@ -25,6 +27,8 @@ from appliance.rig.mcu import EmulatedMcu, FaultPlan, MachineSignal, parse_fault
 from appliance.rig.modem import EmulatedModem, EmulatorSettings
 from appliance.sms.sender import ShownSms
 from appliance.sms.settings import sms_settings
+
+log = structlog.get_logger(__name__)
 
 EMULATED_MODEM = EmulatorSettings(
     boot_s=0.2,
@@ -84,15 +88,21 @@ class Rig:
                 await stack.enter_async_context(modem)
             for mcu in self._mcus.values():
                 stack.enter_context(mcu)
-            async with asyncio.TaskGroup() as group:
-                streams = [
-                    group.create_task(mcu.run(), name=name) for name, mcu in self._mcus.items()
-                ]
-                try:
-                    yield
-                finally:
-                    for stream in streams:
-                        stream.cancel()
+            # Plain tasks, not a TaskGroup: an error of the caller's must pass through unwrapped.
+            streams = [asyncio.create_task(mcu.run(), name=n) for n, mcu in self._mcus.items()]
+            for stream in streams:
+                stream.add_done_callback(_log_failure)
+            try:
+                yield
+            finally:
+                for stream in streams:
+                    stream.cancel()
+                await asyncio.gather(*streams, return_exceptions=True)
+
+
+def _log_failure(stream: asyncio.Task[None]) -> None:
+    if not stream.cancelled() and stream.exception() is not None:
+        log.error("emulated_mcu_failed", serial=stream.get_name(), error=repr(stream.exception()))
 
 
 @contextlib.asynccontextmanager
