@@ -4,6 +4,7 @@ installed, shown in /api/status and /metrics, and rolled back."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ async def test_upload_and_rollback_over_http(tmp_path: Path) -> None:
         assert models.installs == 0 and not models.outcomes
         assert models.active[ASSET] == configured
 
-        status, answer = await post(http, upload, AUTH, data=b"x" * (MAX_ARCHIVE_BYTES + 1))
+        status, answer = await post(
+            http, upload, AUTH, data=io.BytesIO(b"x" * (MAX_ARCHIVE_BYTES + 1))
+        )
         assert status == 413 and "too big" in answer["error"]
         status, answer = await post(http, upload, AUTH, json={"bundle": "no"})
         assert status == 415 and "application/x-tar" in answer["error"]
