@@ -160,7 +160,7 @@ async def drain_backlog(
         for start in range(0, len(records), 500):  # the store writer's batch size
             await store.add_records(records[start : start + 500])
         store_write_s = time.perf_counter() - started
-        last_seq = await store.latest_seq()
+        last_seq = await store.delivery.latest_seq()
 
         receiver = start_receiver(broker, f"sqlite:///{rx_db}", work / "receiver.log")
         settings = UplinkSettings(
@@ -177,7 +177,7 @@ async def drain_backlog(
             started = time.perf_counter()
             task = asyncio.create_task(uplink.run())
             connect_s = None
-            while await store.acked_seq() < last_seq:
+            while await store.delivery.acked_seq() < last_seq:
                 if connect_s is None and uplink.status.connected:
                     connect_s = time.perf_counter() - started
                 if task.done():

@@ -131,8 +131,8 @@ async def measure(swaps: int, work: Path) -> dict[str, Any]:
 async def count_by_seq(db: Path) -> dict[str, Any]:
     store = await Store.open(StoreSettings(path=db))
     try:
-        features = await store.features(ASSET, limit=10_000_000)
-        scores = await store.scores(ASSET, limit=10_000_000)
+        features = await store.history.features(ASSET, limit=10_000_000)
+        scores = await store.history.scores(ASSET, limit=10_000_000)
     finally:
         await store.close()
     per_window = Counter(score.t for _, score in scores)

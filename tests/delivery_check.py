@@ -70,13 +70,13 @@ class GatewayStore:
 async def read_gateway_store(path: Path) -> GatewayStore:
     side = Side()
     async with await Store.open(StoreSettings(path)) as store:
-        for seq, vector in await read_all(store.features):
+        for seq, vector in await read_all(store.history.features):
             side.add(seq, feature_key(vector))
-        for seq, score in await read_all(store.scores):
+        for seq, score in await read_all(store.history.scores):
             side.add(seq, score_key(score))
-        for seq, alert in await read_all(store.alerts):
+        for seq, alert in await read_all(store.history.alerts):
             side.add(seq, alert_key(alert))
-        stats = await store.outbox_stats()
+        stats = await store.delivery.outbox_stats()
     return GatewayStore(side, stats.last_seq, stats.acked_seq, stats.lost_before_delivery)
 
 

@@ -48,7 +48,7 @@ async def stored_vectors(
 ) -> dict[str, list[tuple[int, dict[str, float]]]]:
     store = await Store.open(StoreSettings(path=tmp_path / name))
     try:
-        rows = await store.features(limit=100_000)
+        rows = await store.history.features(limit=100_000)
     finally:
         await store.close()
     by_asset: dict[str, list[tuple[int, dict[str, float]]]] = {}
@@ -150,7 +150,7 @@ async def test_a_missing_or_broken_bundle_is_refused_and_named_on_the_status(
     board = StatusBoard(config.gateway.id)
 
     async with await Store.open(StoreSettings(path=tmp_path / "refused.db")) as store:
-        scorings = await open_scorings(config, store, board, {})
+        scorings = await open_scorings(config, store.history, board, {})
 
     assert all(s.detector is None and s.commissioner is None for s in scorings.values())
     assert board.assets["pump-1"].model.startswith("model refused:")
@@ -184,8 +184,8 @@ async def test_the_appliance_uplinks_its_records_and_the_summary_shows_it(
 
     store = await Store.open(StoreSettings(path=tmp_path / "appliance.db"))
     try:
-        acked = await store.acked_seq()
-        stored = {seq: record for seq, record in await store.outbox(limit=100_000)}
+        acked = await store.delivery.acked_seq()
+        stored = {seq: record for seq, record in await store.history.outbox(limit=100_000)}
     finally:
         await store.close()
     assert acked >= 10

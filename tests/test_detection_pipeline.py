@@ -36,8 +36,8 @@ def open_alert_kinds(board: StatusBoard) -> set[tuple[str, str | None, str]]:
 async def stored(path: Path) -> dict[str, Any]:
     async with await Store.open(StoreSettings(path=path)) as store:
         return {
-            "outbox": await store.outbox(limit=100_000),
-            "states": await store.load_states(),
+            "outbox": await store.history.outbox(limit=100_000),
+            "states": await store.detector_states.load_states(),
         }
 
 
@@ -78,7 +78,7 @@ async def test_threshold_and_alarm_state_continue_after_a_restart(tmp_path: Path
     assert saved["model_id"] == bundle_id_of(config, "pump-1")
 
     async with await Store.open(StoreSettings(path=tmp_path / "appliance.db")) as store:
-        scorings = await open_scorings(config, store, StatusBoard("gw"), states)
+        scorings = await open_scorings(config, store.history, StatusBoard("gw"), states)
     restored = scorings["pump-1"].detector
     assert restored is not None
     assert restored.to_state() == saved
@@ -94,7 +94,7 @@ def bundle_id_of(config: ApplianceConfig, asset: str) -> str:
 
 async def fresh_detector_state(tmp_path: Path, config: ApplianceConfig) -> dict[str, object]:
     async with await Store.open(StoreSettings(path=tmp_path / "empty.db")) as store:
-        scorings = await open_scorings(config, store, StatusBoard("gw"), {})
+        scorings = await open_scorings(config, store.history, StatusBoard("gw"), {})
     detector = scorings["pump-1"].detector
     assert detector is not None
     return detector.to_state()
@@ -120,7 +120,7 @@ async def test_an_asset_without_a_bundle_commissions_resumes_after_a_restart_the
 
     states = (await stored(tmp_path / "appliance.db"))["states"]
     async with await Store.open(StoreSettings(path=tmp_path / "appliance.db")) as store:
-        scorings = await open_scorings(config, store, StatusBoard("gw"), states)
+        scorings = await open_scorings(config, store.history, StatusBoard("gw"), states)
     resumed = scorings["compressor-2"].commissioner
     assert resumed is not None
     assert resumed.started_at == states["compressor-2", "commissioning"]["started_at"]

@@ -101,7 +101,7 @@ async def stored_alerts(path: Path) -> list[tuple[int, Alert]]:
     async with await Store.open(StoreSettings(path=path)) as store:
         return [
             (seq, record)
-            for seq, record in await store.outbox(limit=1_000_000)
+            for seq, record in await store.history.outbox(limit=1_000_000)
             if isinstance(record, Alert)
         ]
 
@@ -109,7 +109,7 @@ async def stored_alerts(path: Path) -> list[tuple[int, Alert]]:
 async def sms_counts(path: Path) -> tuple[int, int, int]:
     """(sent, queued, given up) over the whole SMS queue."""
     async with await Store.open(StoreSettings(path=path)) as store:
-        stats = await store.sms_stats()
+        stats = await store.sms_queue.sms_stats()
     return stats.sent, stats.queued, stats.given_up
 
 
@@ -171,7 +171,7 @@ async def test_a_restart_from_a_store_without_saved_alerts_rebuilds_them_from_th
         await wait_until(lambda: in_alarm(board), f"{ASSET} in alarm", deadline_s=90.0)
         raised_t = board.alerts.open[(ASSET, None, "anomaly")].t
     async with await Store.open(StoreSettings(path=db)) as store:
-        await store.delete_state("", "alert_router")
+        await store.detector_states.delete_state("", "alert_router")
 
     async with running_rig(config) as (url, board), aiohttp.ClientSession() as http:
         status = await get_json(http, url + "api/status")

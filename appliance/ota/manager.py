@@ -325,7 +325,9 @@ class ModelManager:
     async def _canary_and_swap(
         self, model: BundleModel, asset: str, staged: Path, source: str
     ) -> Outcome:
-        windows = await self._store.recent_normal_features(asset, self.settings.canary.windows)
+        windows = await self._store.history.recent_normal_features(
+            asset, self.settings.canary.windows
+        )
         canary = await self._off_loop(
             lambda: run_canary(model, windows, self.settings.canary), "canary", staged
         )
@@ -397,7 +399,7 @@ class ModelManager:
         return Outcome(True, "rollback", source, asset, slots.active, f"{reason}; now {model}")
 
     async def _back_to_configured(self, asset: str) -> None:
-        states = await self._store.load_states()
+        states = await self._store.detector_states.load_states()
         fresh = await open_scoring(self._assets[asset], self._store.history, self._board, states)
         if fresh.detector is None and fresh.commissioner is None:
             raise BundleError(f"the configured model of {asset} does not load either")

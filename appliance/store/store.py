@@ -1,5 +1,10 @@
 """The local store: one SQLite file behind one Database (database.py), whose thread is the one
-writer, and the operations every consumer uses, each one transaction of plain SQL functions.
+writer. `Store` opens it (pragmas, migrations), writes the outbox for the store writer
+(add_records), enforces the limits and keeps StoreStats; each other consumer is handed only its
+repository, built on the same Database: `delivery` (the uplink, outbox.py), `sms_queue` (the SMS
+intake and sender, sms.py), `detector_states` (detection, states.py) and `history` (stored
+records read back, outbox.py). Every operation is one job of plain SQL functions on the writer
+thread, a write one transaction.
 
 Tables and their SQL: features, scores and alerts are outbound (outbox.py: seqs from one counter,
 read back merged by `outbox` and in ranges by `outbox_range`); detector_state holds each
@@ -33,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +47,7 @@ from typing import Self, TypeVar
 import structlog
 
 from appliance.errors import StoreError
-from appliance.records import Alert, FeatureVector, Score
+from appliance.records import FeatureVector
 from appliance.store import eviction
 from appliance.store import outbox as outbox_sql
 from appliance.store.codec import StoredRecord, encode_record
@@ -71,7 +76,7 @@ from appliance.store.outbox import (
     OutboxStats,
     SchemaKey,
 )
-from appliance.store.sms import NewSms, QueuedSms, SmsQueue, SmsQueueStats
+from appliance.store.sms import SmsQueue
 from appliance.store.states import DetectorStates, StoredAck
 
 __all__ = [
@@ -175,9 +180,9 @@ def is_disk_full(error: StoreError) -> bool:
 
 
 class Store:
-    """All SQLite access of the appliance. Build with `await Store.open(settings)`.
+    """The store file and its repositories. Build with `await Store.open(settings)`.
 
-    Every method is one job on the Database's writer thread (a write: one transaction), so no
+    Every operation is one job on the Database's writer thread (a write: one transaction), so no
     two operations ever interleave on the connection. `stats` and the feature-schema cache are
     updated on that thread only.
     """
@@ -278,140 +283,11 @@ class Store:
         """add_records for feature vectors only."""
         return await self.add_records(vectors)
 
-    # --- reads (History) -------------------------------------------------------------------
-
-    async def features(
-        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
-    ) -> list[tuple[int, FeatureVector]]:
-        return await self.history.features(asset, after_seq, limit)
-
-    async def recent_normal_features(self, asset: str, limit: int) -> list[FeatureVector]:
-        return await self.history.recent_normal_features(asset, limit)
-
-    async def scores(
-        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
-    ) -> list[tuple[int, Score]]:
-        return await self.history.scores(asset, after_seq, limit)
-
-    async def alerts(
-        self, asset: str | None = None, after_seq: int = 0, limit: int = 1000
-    ) -> list[tuple[int, Alert]]:
-        return await self.history.alerts(asset, after_seq, limit)
-
-    async def outbox(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, StoredRecord]]:
-        return await self.history.outbox(after_seq, limit)
-
-    async def outbox_range(
-        self, after_seq: int, limit: int, up_to_seq: int | None = None
-    ) -> OutboxRange | None:
-        """Delivery.outbox_range."""
-        return await self.delivery.outbox_range(after_seq, limit, up_to_seq)
-
-    async def latest_seq(self) -> int:
-        """Delivery.latest_seq."""
-        return await self.delivery.latest_seq()
-
-    # --- delivery -------------------------------------------------------------------------
-
-    async def acknowledge(self, seq: int) -> int:
-        """Delivery.acknowledge."""
-        return await self.delivery.acknowledge(seq)
-
-    async def renumber_above(self, seq: int) -> int:
-        """Delivery.renumber_above."""
-        return await self.delivery.renumber_above(seq)
-
-    async def acked_seq(self) -> int:
-        """Delivery.acked_seq."""
-        return await self.delivery.acked_seq()
-
-    async def outbox_stats(self) -> OutboxStats:
-        """Delivery.outbox_stats."""
-        return await self.delivery.outbox_stats()
-
     async def applied_migrations(self) -> list[str]:
         return await self._db.run(applied_migration_names)
 
     async def pragmas(self) -> StorePragmas:
         return await self._db.run(read_pragmas)
-
-    # --- detector state and acknowledgements (DetectorStates) --------------------------------
-
-    async def save_states(self, states: Mapping[tuple[str, str], Mapping[str, object]]) -> None:
-        await self.detector_states.save_states(states)
-
-    async def add_alerts_with_states(
-        self, alerts: Sequence[Alert], states: Mapping[tuple[str, str], Mapping[str, object]]
-    ) -> list[int]:
-        return await self.detector_states.add_alerts_with_states(alerts, states)
-
-    async def load_states(self) -> dict[tuple[str, str], dict[str, object]]:
-        return await self.detector_states.load_states()
-
-    async def delete_state(self, asset: str, kind: str) -> None:
-        await self.detector_states.delete_state(asset, kind)
-
-    async def add_acknowledgement(self, ack: StoredAck, record: Alert) -> int:
-        return await self.detector_states.add_acknowledgement(ack, record)
-
-    async def acknowledgements(self) -> list[StoredAck]:
-        return await self.detector_states.acknowledgements()
-
-    # --- SMS queue and device flags (SmsQueue, appliance/store/sms.py) ---------------------
-
-    async def sms_for_alert(self, alert: Alert, now: float) -> int:
-        return await self.sms_queue.sms_for_alert(alert, now)
-
-    async def enqueue_sms(
-        self, messages: Sequence[NewSms], now: float, give_up_after_s: float
-    ) -> list[QueuedSms]:
-        return await self.sms_queue.enqueue_sms(messages, now, give_up_after_s)
-
-    async def pending_sms(self, limit: int = 1000) -> list[QueuedSms]:
-        return await self.sms_queue.pending_sms(limit)
-
-    async def sms(self, sms_id: int) -> QueuedSms:
-        return await self.sms_queue.sms(sms_id)
-
-    async def mark_sms_sending(self, sms_id: int) -> None:
-        await self.sms_queue.mark_sms_sending(sms_id)
-
-    async def mark_sms_parts_done(self, sms_id: int, parts_done: int) -> None:
-        await self.sms_queue.mark_sms_parts_done(sms_id, parts_done)
-
-    async def mark_sms_sent(self, sms_id: int, now: float) -> None:
-        await self.sms_queue.mark_sms_sent(sms_id, now)
-
-    async def retry_sms_later(
-        self,
-        sms_id: int,
-        next_attempt_at: float,
-        error: str,
-        parts_done: int,
-        *,
-        maybe_sent: bool = False,
-    ) -> None:
-        await self.sms_queue.retry_sms_later(
-            sms_id, next_attempt_at, error, parts_done, maybe_sent=maybe_sent
-        )
-
-    async def give_up_sms(self, sms_id: int, reason: str, alert: Alert) -> int | None:
-        return await self.sms_queue.give_up_sms(sms_id, reason, alert)
-
-    async def sms_stats(self) -> SmsQueueStats:
-        return await self.sms_queue.sms_stats()
-
-    async def sms_created_since(self, t: float) -> list[tuple[str, float]]:
-        return await self.sms_queue.sms_created_since(t)
-
-    async def prune_sms(self, before: float) -> int:
-        return await self.sms_queue.prune_sms(before)
-
-    async def flag(self, key: str) -> str | None:
-        return await self.sms_queue.flag(key)
-
-    async def set_flag(self, key: str, value: str | None) -> None:
-        await self.sms_queue.set_flag(key, value)
 
     # --- limits ---------------------------------------------------------------------------
 

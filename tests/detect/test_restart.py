@@ -53,7 +53,7 @@ class Start:
         self.scorings: dict[str, AssetScoring] = {}
 
     async def open(self, config: ApplianceConfig, store: Store, states: States) -> None:
-        self.scorings = await open_scorings(config, store, self.board, states)
+        self.scorings = await open_scorings(config, store.history, self.board, states)
 
     def restore(self, states: States) -> None:
         restore_alerts(self.router, states, self.scorings, self.health, self.board, 2_000.0)
@@ -180,7 +180,7 @@ async def test_an_open_alarm_whose_sms_never_left_is_offered_once_more(
     config: ApplianceConfig, store: Store
 ) -> None:
     router = open_router(config, RAISED)
-    acks = AlertAcks(store)
+    acks = AlertAcks(store.detector_states)
 
     offered = await renotify_open_alarms(
         router, acks, store.sms_queue, sms_intake(config, store), 2_000.0
@@ -191,7 +191,7 @@ async def test_an_open_alarm_whose_sms_never_left_is_offered_once_more(
 
     assert [a.message for a in offered] == [RAISED.message + STILL_OPEN_NOTE]
     assert again == [], "the message queued at the first restart counts at the next one"
-    [queued] = await store.pending_sms()
+    [queued] = await store.sms_queue.pending_sms()
     assert (queued.alert_kind, queued.alert_t) == ("anomaly_raised", RAISED.t)
     assert "still open after a restart" in queued.text
 
@@ -201,14 +201,16 @@ async def test_an_open_alarm_with_its_sms_sent_or_still_due_is_not_sent_again(
 ) -> None:
     intake = sms_intake(config, store)
     await intake.accept([RAISED])
-    [queued] = await store.pending_sms()
+    [queued] = await store.sms_queue.pending_sms()
     router = open_router(config, RAISED)
 
     still_due = await renotify_open_alarms(
-        router, AlertAcks(store), store.sms_queue, intake, 2_000.0
+        router, AlertAcks(store.detector_states), store.sms_queue, intake, 2_000.0
     )
-    await store.mark_sms_sent(queued.id, 2_001.0)
-    sent = await renotify_open_alarms(router, AlertAcks(store), store.sms_queue, intake, 9e9)
+    await store.sms_queue.mark_sms_sent(queued.id, 2_001.0)
+    sent = await renotify_open_alarms(
+        router, AlertAcks(store.detector_states), store.sms_queue, intake, 9e9
+    )
 
     assert still_due == [] and sent == []
 
@@ -219,29 +221,29 @@ async def test_a_queued_sms_that_gives_up_during_the_downtime_is_replaced(
     """Down longer than the SMS give-up time: the old message will give up; a new one goes."""
     intake = sms_intake(config, store)
     await intake.accept([RAISED])
-    [queued] = await store.pending_sms()
+    [queued] = await store.sms_queue.pending_sms()
     router = open_router(config, RAISED)
 
     offered = await renotify_open_alarms(
         router,
-        AlertAcks(store),
+        AlertAcks(store.detector_states),
         store.sms_queue,
         sms_intake(config, store),
         queued.give_up_at + 1.0,
     )
 
-    assert len(offered) == 1 and len(await store.pending_sms()) == 2
+    assert len(offered) == 1 and len(await store.sms_queue.pending_sms()) == 2
 
 
 async def test_an_acknowledged_open_alarm_is_not_sent_again(
     config: ApplianceConfig, store: Store
 ) -> None:
     router = open_router(config, RAISED)
-    acks = AlertAcks(store)
+    acks = AlertAcks(store.detector_states)
     await acks.acknowledge("compressor-2||anomaly", RAISED, "anna", 1_500.0)
 
     offered = await renotify_open_alarms(
         router, acks, store.sms_queue, sms_intake(config, store), 2_000.0
     )
 
-    assert offered == [] and await store.pending_sms() == []
+    assert offered == [] and await store.sms_queue.pending_sms() == []

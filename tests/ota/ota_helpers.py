@@ -132,8 +132,8 @@ async def check_every_window_scored_once(
     the model ids change only in the given order (never back and forth)."""
     store = await Store.open(StoreSettings(path=db))
     try:
-        features = await store.features(asset, limit=1_000_000)
-        scores = await store.scores(asset, limit=1_000_000)
+        features = await store.history.features(asset, limit=1_000_000)
+        scores = await store.history.scores(asset, limit=1_000_000)
     finally:
         await store.close()
     score_by_seq = {seq: score for seq, score in scores}

@@ -153,7 +153,7 @@ async def test_model_alarming_live_is_rolled_back_automatically(tmp_path: Path) 
 async def stored_states(db: Path) -> dict[tuple[str, str], dict[str, object]]:
     store = await Store.open(StoreSettings(path=db))
     try:
-        return await store.load_states()
+        return await store.detector_states.load_states()
     finally:
         await store.close()
 
@@ -161,6 +161,6 @@ async def stored_states(db: Path) -> dict[tuple[str, str], dict[str, object]]:
 async def recent_errors(db: Path) -> list[float]:
     store = await Store.open(StoreSettings(path=db))
     try:
-        return [score.error for _, score in await store.scores(ASSET, limit=1000)]
+        return [score.error for _, score in await store.history.scores(ASSET, limit=1000)]
     finally:
         await store.close()

@@ -64,13 +64,15 @@ async def queue(db: Path, texts: Sequence[str]) -> list[int]:
     now = time.time()  # the child's clock: the messages are due at once
     alert = Alert("pump-1", now, "critical", "anomaly_raised", "pump-1: anomaly")
     async with await Store.open(StoreSettings(db)) as store:
-        rows = await store.enqueue_sms([NewSms(NUMBER, t, alert) for t in texts], now, 3600.0)
+        rows = await store.sms_queue.enqueue_sms(
+            [NewSms(NUMBER, t, alert) for t in texts], now, 3600.0
+        )
     return [row.id for row in rows]
 
 
 async def rows(db: Path, count: int) -> list[QueuedSms]:
     async with await Store.open(StoreSettings(db)) as store:
-        return [await store.sms(sms_id) for sms_id in range(1, count + 1)]
+        return [await store.sms_queue.sms(sms_id) for sms_id in range(1, count + 1)]
 
 
 async def run_killed_then_restarted(

@@ -52,8 +52,8 @@ async def test_a_critical_alarm_sends_exactly_one_sms_with_the_expected_text(
     (sms,) = board.sms.would_have_sent  # one, although every later window was anomalous too
 
     async with await Store.open(StoreSettings(tmp_path / "appliance.db")) as store:
-        alerts = [r for _, r in await store.outbox(limit=100_000) if isinstance(r, Alert)]
-        stats = await store.sms_stats()
+        alerts = [r for _, r in await store.history.outbox(limit=100_000) if isinstance(r, Alert)]
+        stats = await store.sms_queue.sms_stats()
     critical = [a for a in alerts if a.severity == "critical"]
     assert [(a.asset, a.kind) for a in critical] == [("compressor-2", "anomaly_raised")]
     assert (stats.sent, stats.queued, stats.given_up) == (1, 0, 0)
@@ -74,4 +74,4 @@ async def test_a_critical_alarm_sends_exactly_one_sms_with_the_expected_text(
     again = await run_until(tmp_path, lambda b: anomalous(b) >= 3, "3 more alarming windows")
     assert delivered(again) == 0
     async with await Store.open(StoreSettings(tmp_path / "appliance.db")) as store:
-        assert (await store.sms_stats()).sent == 1
+        assert (await store.sms_queue.sms_stats()).sent == 1

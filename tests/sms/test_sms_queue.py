@@ -29,7 +29,7 @@ def new(text: str, recipient: str = ALICE, asset: str = "pump-1") -> NewSms:
 
 async def test_enqueue_stores_every_field_and_a_stable_reference(tmp_path: Path) -> None:
     async with await Store.open(StoreSettings(tmp_path / "a.db")) as store:
-        rows = await store.enqueue_sms([new("one"), new("two", BOB)], T0, GIVE_UP_S)
+        rows = await store.sms_queue.enqueue_sms([new("one"), new("two", BOB)], T0, GIVE_UP_S)
         assert [(r.id, r.reference, r.state, r.attempts, r.parts_done) for r in rows] == [
             (1, 1, "queued", 0, 0),
             (2, 2, "queued", 0, 0),
@@ -39,32 +39,32 @@ async def test_enqueue_stores_every_field_and_a_stable_reference(tmp_path: Path)
         assert (first.alert_kind, first.alert_asset, first.alert_severity, first.alert_t) == (
             "anomaly_raised", "pump-1", "critical", T0,
         )  # fmt: skip
-        assert await store.pending_sms() == rows
+        assert await store.sms_queue.pending_sms() == rows
 
 
 async def test_references_wrap_at_256_and_never_repeat_an_id(tmp_path: Path) -> None:
     async with await Store.open(StoreSettings(tmp_path / "a.db")) as store:
-        rows = await store.enqueue_sms([new(str(i)) for i in range(258)], T0, GIVE_UP_S)
+        rows = await store.sms_queue.enqueue_sms([new(str(i)) for i in range(258)], T0, GIVE_UP_S)
         assert [r.reference for r in rows[254:]] == [255, 0, 1, 2]
         for row in rows:
-            await store.mark_sms_sending(row.id)
-            await store.mark_sms_sent(row.id, T0)
-        assert await store.prune_sms(T0 + 1) == 257  # the newest row stays
-        again = await store.enqueue_sms([new("after pruning")], T0 + 2, GIVE_UP_S)
+            await store.sms_queue.mark_sms_sending(row.id)
+            await store.sms_queue.mark_sms_sent(row.id, T0)
+        assert await store.sms_queue.prune_sms(T0 + 1) == 257  # the newest row stays
+        again = await store.sms_queue.enqueue_sms([new("after pruning")], T0 + 2, GIVE_UP_S)
         assert (again[0].id, again[0].reference) == (259, 259 % 256)
 
 
 async def test_the_queue_and_every_state_change_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     async with await Store.open(StoreSettings(path)) as store:
-        a, b, c = await store.enqueue_sms([new("a"), new("b"), new("c")], T0, GIVE_UP_S)
-        await store.mark_sms_sending(a.id)
-        await store.mark_sms_sent(a.id, T0 + 1)
-        await store.mark_sms_sending(b.id)
-        await store.mark_sms_parts_done(b.id, 2)  # killed here, mid-send
+        a, b, c = await store.sms_queue.enqueue_sms([new("a"), new("b"), new("c")], T0, GIVE_UP_S)
+        await store.sms_queue.mark_sms_sending(a.id)
+        await store.sms_queue.mark_sms_sent(a.id, T0 + 1)
+        await store.sms_queue.mark_sms_sending(b.id)
+        await store.sms_queue.mark_sms_parts_done(b.id, 2)  # killed here, mid-send
     async with await Store.open(StoreSettings(path)) as reopened:
-        pending = await reopened.pending_sms()
-        stats = await reopened.sms_stats()
+        pending = await reopened.sms_queue.pending_sms()
+        stats = await reopened.sms_queue.sms_stats()
     assert [(m.text, m.state, m.attempts, m.parts_done) for m in pending] == [
         ("b", "sending", 1, 2),
         ("c", "queued", 0, 0),
@@ -76,11 +76,11 @@ async def test_the_queue_and_every_state_change_survive_a_restart(tmp_path: Path
 
 async def test_retry_later_reschedules_and_keeps_the_parts_already_sent(tmp_path: Path) -> None:
     async with await Store.open(StoreSettings(tmp_path / "a.db")) as store:
-        (row,) = await store.enqueue_sms([new("long")], T0, GIVE_UP_S)
-        await store.mark_sms_sending(row.id)
-        await store.mark_sms_parts_done(row.id, 2)
-        await store.retry_sms_later(row.id, T0 + 30, "ModemError: +CMS 38", parts_done=1)
-        again = await store.sms(row.id)
+        (row,) = await store.sms_queue.enqueue_sms([new("long")], T0, GIVE_UP_S)
+        await store.sms_queue.mark_sms_sending(row.id)
+        await store.sms_queue.mark_sms_parts_done(row.id, 2)
+        await store.sms_queue.retry_sms_later(row.id, T0 + 30, "ModemError: +CMS 38", parts_done=1)
+        again = await store.sms_queue.sms(row.id)
     assert (again.state, again.attempts, again.next_attempt_at, again.parts_done) == (
         "queued", 1, T0 + 30, 2,
     )  # fmt: skip
@@ -91,12 +91,12 @@ async def test_giving_up_adds_an_sms_given_up_alert_in_the_same_transaction(
     tmp_path: Path,
 ) -> None:
     async with await Store.open(StoreSettings(tmp_path / "a.db")) as store:
-        (row,) = await store.enqueue_sms([new("x")], T0, GIVE_UP_S)
+        (row,) = await store.sms_queue.enqueue_sms([new("x")], T0, GIVE_UP_S)
         note = Alert("pump-1", T0 + 5, "critical", "sms_given_up", "pump-1: SMS given up: why")
-        seq = await store.give_up_sms(row.id, "why", note)
-        twice = await store.give_up_sms(row.id, "again", note)
-        outbox = await store.outbox()
-        stats = await store.sms_stats()
+        seq = await store.sms_queue.give_up_sms(row.id, "why", note)
+        twice = await store.sms_queue.give_up_sms(row.id, "again", note)
+        outbox = await store.history.outbox()
+        stats = await store.sms_queue.sms_stats()
     assert seq is not None and twice is None  # a finished message never changes again
     assert outbox == [(seq, note)]
     assert stats.given_up == 1 and stats.queued == 0
@@ -107,26 +107,29 @@ async def test_a_failed_enqueue_stores_nothing(tmp_path: Path) -> None:
     async with await Store.open(StoreSettings(tmp_path / "a.db")) as store:
         bad = NewSms(ALICE, "x", Alert("pump-1", T0, "fatal", "anomaly_raised", "m"))  # type: ignore[arg-type]
         with pytest.raises(StoreError):
-            await store.enqueue_sms([new("good"), bad], T0, GIVE_UP_S)
-        assert await store.pending_sms() == []
+            await store.sms_queue.enqueue_sms([new("good"), bad], T0, GIVE_UP_S)
+        assert await store.sms_queue.pending_sms() == []
 
 
 async def test_history_for_the_rate_limits(tmp_path: Path) -> None:
     async with await Store.open(StoreSettings(tmp_path / "a.db")) as store:
-        await store.enqueue_sms([new("old")], T0 - 90_000, GIVE_UP_S)
-        await store.enqueue_sms([new("recent"), new("b", BOB)], T0 - 60, GIVE_UP_S)
-        assert await store.sms_created_since(T0 - 86_400) == [(ALICE, T0 - 60), (BOB, T0 - 60)]
+        await store.sms_queue.enqueue_sms([new("old")], T0 - 90_000, GIVE_UP_S)
+        await store.sms_queue.enqueue_sms([new("recent"), new("b", BOB)], T0 - 60, GIVE_UP_S)
+        assert await store.sms_queue.sms_created_since(T0 - 86_400) == [
+            (ALICE, T0 - 60),
+            (BOB, T0 - 60),
+        ]
 
 
 async def test_flags_persist_and_clear(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     async with await Store.open(StoreSettings(path)) as store:
-        assert await store.flag("sms.pin_rejected") is None
-        await store.set_flag("sms.pin_rejected", "pbkdf2$00$11")
+        assert await store.sms_queue.flag("sms.pin_rejected") is None
+        await store.sms_queue.set_flag("sms.pin_rejected", "pbkdf2$00$11")
     async with await Store.open(StoreSettings(path)) as store:
-        assert await store.flag("sms.pin_rejected") == "pbkdf2$00$11"
-        await store.set_flag("sms.pin_rejected", None)
-        assert await store.flag("sms.pin_rejected") is None
+        assert await store.sms_queue.flag("sms.pin_rejected") == "pbkdf2$00$11"
+        await store.sms_queue.set_flag("sms.pin_rejected", None)
+        assert await store.sms_queue.flag("sms.pin_rejected") is None
 
 
 def migrations_up_to(name: str) -> tuple[Migration, ...]:
@@ -140,7 +143,7 @@ async def test_a_store_of_the_previous_release_gains_the_sms_queue(tmp_path: Pat
         pass
     async with await Store.open(StoreSettings(path)) as store:
         assert "0005_sms_outbox" in await store.applied_migrations()
-        assert (await store.sms_stats()).queued == 0
+        assert (await store.sms_queue.sms_stats()).queued == 0
 
 
 async def test_a_queue_of_the_previous_release_gains_the_possible_copies_count(
@@ -162,10 +165,10 @@ async def test_a_queue_of_the_previous_release_gains_the_possible_copies_count(
         )
     async with await Store.open(StoreSettings(path)) as store:
         assert "0007_sms_outbox_maybe_sent" in await store.applied_migrations()
-        (row,) = await store.pending_sms()
+        (row,) = await store.sms_queue.pending_sms()
         assert (row.text, row.state, row.attempts, row.parts_done, row.maybe_sent) == (
             "old", "sending", 1, 1, 0,
         )  # fmt: skip
-        await store.retry_sms_later(row.id, T0 + 30, "SendTimeout", 1, maybe_sent=True)
-        await store.retry_sms_later(row.id, T0 + 60, "ModemError", 1)
-        assert (await store.sms(row.id)).maybe_sent == 1
+        await store.sms_queue.retry_sms_later(row.id, T0 + 30, "SendTimeout", 1, maybe_sent=True)
+        await store.sms_queue.retry_sms_later(row.id, T0 + 60, "ModemError", 1)
+        assert (await store.sms_queue.sms(row.id)).maybe_sent == 1

@@ -103,7 +103,7 @@ async def sending(
 async def enqueue(
     store: Store, *messages: tuple[str, str], at: float = T0, severity: Severity = "critical"
 ) -> list[int]:
-    rows = await store.enqueue_sms(
+    rows = await store.sms_queue.enqueue_sms(
         [NewSms(to, text, raised(severity=severity)) for to, text in messages],
         at,
         SENDER.give_up_after_s,
@@ -127,7 +127,7 @@ async def wait_for_row(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20.0
     while True:
-        row = await store.sms(sms_id)
+        row = await store.sms_queue.sms(sms_id)
         if predicate(row):
             return row
         if loop.time() > deadline:
@@ -150,8 +150,8 @@ async def test_the_queue_is_sent_in_order_per_recipient_with_stable_references(
         async with sending(store, by_id, clock) as sender:
             await wait_until(lambda: len(modem.delivered) == 4, "4 messages delivered")
             await wait_for_state(store, ids[-1], "sent")
-        stats = await store.sms_stats()
-        long_row = await store.sms(ids[2])
+        stats = await store.sms_queue.sms_stats()
+        long_row = await store.sms_queue.sms(ids[2])
     to_alice = [sms.text for sms in modem.delivered if sms.number == ALICE]
     assert to_alice == ["first", LONG, "3rd"]
     long_sms = next(sms for sms in modem.delivered if sms.text == LONG)
@@ -201,7 +201,7 @@ async def test_a_rejected_message_is_given_up_at_once_and_visibly(
             async with sending(store, by_id, clock, alerts_stored=stored) as sender:
                 await wait_for_state(store, sms_id, "given_up", attempts=1)
                 await wait_until(lambda: bool(stored), "the uplink woken")
-        outbox = await store.outbox()
+        outbox = await store.history.outbox()
     (alert,) = [record for _, record in outbox]
     assert isinstance(alert, Alert) and alert.kind == "sms_given_up"
     assert alert.severity == "critical" and ALICE in alert.message and "CMS 21" in alert.message
@@ -226,13 +226,15 @@ async def test_giving_up_after_the_configured_time_shows_on_status_log_and_uplin
                 await wait_until(lambda: sender.link.health.open_failures >= 1, "open failed")
                 sender.wake()
                 await wait_until(lambda: sender.status.queued == 2, "status refreshed")
-                assert (await store.sms(first)).attempts == 0  # never attempted, no backoff
+                assert (
+                    await store.sms_queue.sms(first)
+                ).attempts == 0  # never attempted, no backoff
                 clock.now = T0 + SENDER.give_up_after_s
                 sender.wake()
                 await wait_for_state(store, first, "given_up")
                 await wait_for_state(store, second, "given_up")
                 await wait_until(lambda: sender.status.given_up == 2, "status shows it")
-        alerts = [record for _, record in await store.outbox() if isinstance(record, Alert)]
+        alerts = [record for _, record in await store.history.outbox() if isinstance(record, Alert)]
     assert [a.kind for a in alerts] == ["sms_given_up", "sms_given_up"]
     assert all("never attempted" in a.message and "cannot open" in a.message for a in alerts)
     assert len([e for e in logs if e["event"] == "sms_given_up"]) == 2
@@ -256,7 +258,9 @@ async def test_a_message_that_keeps_failing_gives_up_with_its_last_error(
             clock.now = T0 + SENDER.give_up_after_s + 1
             sender.wake()
             await wait_for_state(store, sms_id, "given_up", attempts=1)
-        (alert,) = [record for _, record in await store.outbox() if isinstance(record, Alert)]
+        (alert,) = [
+            record for _, record in await store.history.outbox() if isinstance(record, Alert)
+        ]
     assert "(1 attempts)" in alert.message and "congestion" in alert.message.lower()
 
 
@@ -272,8 +276,8 @@ async def test_an_interrupted_send_resumes_at_the_first_unsent_part_with_its_ref
         EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
     ):
         (sms_id,) = await enqueue(store, (ALICE, LONG))
-        await store.mark_sms_sending(sms_id)
-        await store.mark_sms_parts_done(sms_id, 2)
+        await store.sms_queue.mark_sms_sending(sms_id)
+        await store.sms_queue.mark_sms_parts_done(sms_id, 2)
         with structlog.testing.capture_logs() as logs:
             async with sending(store, by_id, clock):
                 await wait_for_state(store, sms_id, "sent", attempts=2, maybe_sent=1)
@@ -299,7 +303,7 @@ async def test_a_modem_without_network_costs_no_attempts_and_sends_once_register
             await wait_until(lambda: sender.link.health.connected, "modem initialised")
             sender.wake()
             await wait_until(lambda: sender.status.queued == 1, "queue read")
-            assert (await store.sms(sms_id)).attempts == 0
+            assert (await store.sms_queue.sms(sms_id)).attempts == 0
             modem.set_registration(1)
             await wait_for_state(store, sms_id, "sent", attempts=1)
     assert sender.status.failed_attempts == 0
@@ -321,7 +325,7 @@ async def test_shutdown_lets_a_send_in_progress_finish(tmp_path: Path, by_id: Pa
         (sms_id,) = await enqueue(store, (ALICE, "in flight at shutdown"))
         async with sending(store, by_id, clock):
             await within_deadline(at_prompt.wait(), "AT+CMGS sent")
-        row = await store.sms(sms_id)  # the sender has stopped
+        row = await store.sms_queue.sms(sms_id)  # the sender has stopped
     assert row.state == "sent"
     assert [sms.text for sms in modem.delivered] == ["in flight at shutdown"]
 
@@ -386,7 +390,9 @@ async def test_a_send_that_may_have_left_is_not_repeated_beyond_max_copies(
                     sender.wake()
                 await wait_until(lambda: len(modem.delivered) >= 2, "both copies delivered")
                 await wait_until(lambda: sender.status.given_up == 1, "status shows it")
-        (alert,) = [record for _, record in await store.outbox() if isinstance(record, Alert)]
+        (alert,) = [
+            record for _, record in await store.history.outbox() if isinstance(record, Alert)
+        ]
     assert (row.state, row.attempts, row.maybe_sent) == ("given_up", 2, 2)
     assert [sms.text for sms in modem.delivered] == ["went, unconfirmed"] * 2
     assert modem.counts.pdus_received == 2
@@ -434,8 +440,10 @@ async def test_a_message_interrupted_again_after_a_possible_copy_is_not_sent_a_t
         EmulatedModem(link_path=by_id, settings=emulator_settings()) as modem,
     ):
         (sms_id,) = await enqueue(store, (ALICE, "twice already?"))
-        await store.retry_sms_later(sms_id, T0, "SendTimeout: no answer", 0, maybe_sent=True)
-        await store.mark_sms_sending(sms_id)  # and then killed
+        await store.sms_queue.retry_sms_later(
+            sms_id, T0, "SendTimeout: no answer", 0, maybe_sent=True
+        )
+        await store.sms_queue.mark_sms_sending(sms_id)  # and then killed
         async with sending(store, by_id, clock) as sender:
             await wait_for_state(store, sms_id, "given_up", maybe_sent=2)
             await wait_until(lambda: sender.link.ready, "modem ready")
@@ -502,8 +510,8 @@ async def test_a_refused_pin_is_never_tried_again_not_even_after_a_restart(
         async with sending(store, by_id, clock, modem=_with_pin(pin)) as sender:
             await wait_until(lambda: sender.status.pin_rejected, "PIN refused")
             await wait_until(lambda: sender.link.health.open_failures >= 2, "reopened")
-        assert await store.flag(PIN_FLAG) is not None
-        assert "0000" not in (await store.flag(PIN_FLAG) or "")  # only a salted hash
+        assert await store.sms_queue.flag(PIN_FLAG) is not None
+        assert "0000" not in (await store.sms_queue.flag(PIN_FLAG) or "")  # only a salted hash
 
         # the next start: the same PIN is refused before the modem sees it
         pin, refused = await usable_pin(store.sms_queue, "0000")
@@ -514,7 +522,7 @@ async def test_a_refused_pin_is_never_tried_again_not_even_after_a_restart(
 
         # the PIN was corrected in the config: the flag goes, the new PIN is used
         pin, refused = await usable_pin(store.sms_queue, "4711")
-        assert (pin, refused) == ("4711", False) and await store.flag(PIN_FLAG) is None
+        assert (pin, refused) == ("4711", False) and await store.sms_queue.flag(PIN_FLAG) is None
         (sms_id,) = await enqueue(store, (ALICE, "unlocked"))
         async with sending(store, by_id, clock, modem=_with_pin(pin)):
             await wait_for_state(store, sms_id, "sent")
@@ -547,7 +555,7 @@ async def test_the_alert_stage_lets_go_of_an_alert_only_once_its_sms_is_committe
         alerts_in.put_nowait(raised())
         alerts_in.put_nowait(Alert("pump-1", T0, "warning", "spike_raised", "m", "accel_x"))
         await within_deadline(alerts_in.join(), "alerts handled")
-        pending = await store.pending_sms()  # committed before join() returned
+        pending = await store.sms_queue.pending_sms()  # committed before join() returned
         stage.cancel()
         await asyncio.wait([stage])
     assert [(m.recipient, m.alert_kind) for m in pending] == [(ALICE, "anomaly_raised")]
@@ -569,7 +577,7 @@ async def test_a_failing_store_is_retried_and_the_alert_is_not_dropped(tmp_path:
         policy = SmsPolicy(PolicySettings("gw", recipients))
         intake = SmsIntake(policy, store.sms_queue, 600.0, lambda: None, status, pause=pause)
         await intake.accept([Alert("pump-1", T0, "critical", "anomaly_raised", "x " * 2000)])
-        pending = await store.pending_sms()
+        pending = await store.sms_queue.pending_sms()
     assert len(pending) == 20 and pauses == [0.5] and status.enqueue_failures == 1
 
 

@@ -25,12 +25,12 @@ async def test_an_acknowledgement_survives_a_restart_and_goes_out_as_an_alert_re
     settings_ = StoreSettings(store_path)
     woken: list[bool] = []
     async with await Store.open(settings_) as store:
-        acks = await AlertAcks.load(store, lambda: woken.append(True))
+        acks = await AlertAcks.load(store.detector_states, lambda: woken.append(True))
         ack = await acks.acknowledge(ALERT_ID, ALERT, "anna", 1_100.0)
 
     async with await Store.open(settings_) as reopened:
-        restored = await AlertAcks.load(reopened)
-        outbox = await reopened.outbox()
+        restored = await AlertAcks.load(reopened.detector_states)
+        outbox = await reopened.history.outbox()
 
     assert woken == [True]
     assert restored.of(ALERT_ID, ALERT) == ack
@@ -44,14 +44,14 @@ async def test_an_acknowledgement_survives_a_restart_and_goes_out_as_an_alert_re
 
 
 async def test_acknowledging_again_replaces_the_earlier_acknowledgement(store: Store) -> None:
-    acks = AlertAcks(store)
+    acks = AlertAcks(store.detector_states)
     await acks.acknowledge(ALERT_ID, ALERT, "anna", 1_100.0)
     await acks.acknowledge(ALERT_ID, ALERT, "bob", 1_200.0)
 
-    [stored] = await store.acknowledgements()
+    [stored] = await store.detector_states.acknowledgements()
 
     assert (stored.by, stored.at) == ("bob", 1_200.0)
-    assert len(await store.outbox()) == 2, "both acknowledgements were sent"
+    assert len(await store.history.outbox()) == 2, "both acknowledgements were sent"
 
 
 def refused_char(c: str) -> bool:
@@ -81,9 +81,11 @@ def test_a_name_is_accepted_only_if_it_is_short_and_printable(by: str) -> None:
 
 
 async def test_a_refused_name_writes_nothing(store: Store) -> None:
-    acks = AlertAcks(store)
+    acks = AlertAcks(store.detector_states)
 
     with pytest.raises(ValueError, match="by: character '\\\\ud800'"):
         await acks.acknowledge(ALERT_ID, ALERT, "anna\ud800", 1_100.0)
 
-    assert await store.acknowledgements() == [] and await store.outbox() == []
+    assert (
+        await store.detector_states.acknowledgements() == [] and await store.history.outbox() == []
+    )

@@ -43,15 +43,15 @@ async def test_acknowledge_is_monotonic_and_survives_reopening(
     store_path: Path, make_score: ScoreFactory
 ) -> None:
     async with await Store.open(StoreSettings(store_path)) as store:
-        assert await store.acked_seq() == 0
+        assert await store.delivery.acked_seq() == 0
         await store.add_records([make_score(float(t)) for t in range(10)])
-        assert await store.acknowledge(6) == 6
-        assert await store.acknowledge(4) == 6, "a lower ack changes nothing"
-        assert await store.acknowledge(6) == 6
+        assert await store.delivery.acknowledge(6) == 6
+        assert await store.delivery.acknowledge(4) == 6, "a lower ack changes nothing"
+        assert await store.delivery.acknowledge(6) == 6
 
     async with await Store.open(StoreSettings(store_path)) as store:
-        assert await store.acked_seq() == 6
-        assert (await store.outbox_stats()).acked_at is not None
+        assert await store.delivery.acked_seq() == 6
+        assert (await store.delivery.outbox_stats()).acked_at is not None
 
 
 async def test_an_ack_beyond_the_last_seq_or_negative_is_refused_and_changes_nothing(
@@ -60,18 +60,18 @@ async def test_an_ack_beyond_the_last_seq_or_negative_is_refused_and_changes_not
     await store.add_records([make_score(float(t)) for t in range(3)])
 
     with pytest.raises(ValueError, match="last seq handed out is 3"):
-        await store.acknowledge(4)
+        await store.delivery.acknowledge(4)
     with pytest.raises(ValueError, match="negative"):
-        await store.acknowledge(-1)
+        await store.delivery.acknowledge(-1)
 
-    assert await store.acked_seq() == 0
-    assert await store.acknowledge(3) == 3
+    assert await store.delivery.acked_seq() == 0
+    assert await store.delivery.acknowledge(3) == 3
 
 
 async def test_outbox_stats_count_the_undelivered_rows_and_date_the_oldest(
     store: Store, make_vector: VectorFactory, make_score: ScoreFactory, make_alert: AlertFactory
 ) -> None:
-    empty = await store.outbox_stats()
+    empty = await store.delivery.outbox_stats()
     records: list[StoredRecord] = [
         make_vector(100.0, asset="pump-1"),
         make_score(101.0, asset="fan-2"),
@@ -81,16 +81,16 @@ async def test_outbox_stats_count_the_undelivered_rows_and_date_the_oldest(
         make_alert(105.0, asset="gw sensors"),
     ]
     await store.add_records(records)
-    everything = await store.outbox_stats()
-    await store.acknowledge(3)
-    after_ack = await store.outbox_stats()
-    await store.acknowledge(6)
+    everything = await store.delivery.outbox_stats()
+    await store.delivery.acknowledge(3)
+    after_ack = await store.delivery.outbox_stats()
+    await store.delivery.acknowledge(6)
 
     assert (empty.records, empty.oldest_t, empty.last_seq, empty.acked_seq) == (0, None, 0, 0)
     assert (everything.records, everything.oldest_t, everything.last_seq) == (6, 100.0, 6)
     assert (after_ack.records, after_ack.oldest_t, after_ack.acked_seq) == (3, 99.0, 3)
-    assert (await store.outbox_stats()).records == 0
-    assert (await store.outbox_stats()).oldest_t is None
+    assert (await store.delivery.outbox_stats()).records == 0
+    assert (await store.delivery.outbox_stats()).oldest_t is None
 
 
 async def test_outbox_range_covers_every_seq_up_to_its_end_including_evicted_ones(
@@ -103,11 +103,11 @@ async def test_outbox_range_covers_every_seq_up_to_its_end_including_evicted_one
         await store.add_records([make_score(100.0) for _ in range(6)])
         await store.enforce_limits(now=100.0)
 
-        full = await store.outbox_range(0, limit=3)
-        tail = await store.outbox_range(8, limit=3)
-        bounded = await store.outbox_range(0, limit=100, up_to_seq=6)
-        evicted_only = await store.outbox_range(0, limit=100, up_to_seq=4)
-        nothing = await store.outbox_range(10, limit=3)
+        full = await store.delivery.outbox_range(0, limit=3)
+        tail = await store.delivery.outbox_range(8, limit=3)
+        bounded = await store.delivery.outbox_range(0, limit=100, up_to_seq=6)
+        evicted_only = await store.delivery.outbox_range(0, limit=100, up_to_seq=4)
+        nothing = await store.delivery.outbox_range(10, limit=3)
 
     assert full is not None and (full.lo, full.hi) == (0, 7)
     assert [seq for seq, _ in full.records] == [5, 6, 7], "limit reached: ends at its last row"
@@ -124,7 +124,7 @@ async def test_outbox_range_ends_at_the_last_seq_handed_out_even_if_it_was_evict
     with closing(sqlite3.connect(store.settings.path)) as db, db:
         db.execute("DELETE FROM scores WHERE seq = 5")  # as an eviction would
 
-    found = await store.outbox_range(0, limit=10)
+    found = await store.delivery.outbox_range(0, limit=10)
 
     assert found is not None and found.hi == 5
     assert [seq for seq, _ in found.records] == [1, 2, 3, 4]
@@ -143,7 +143,7 @@ async def test_size_cap_evicts_every_delivered_row_before_any_undelivered_one(
     async with await Store.open(StoreSettings(store_path)) as store:
         seqs = await store.add_records(records)
         acked = seqs[len(seqs) // 2]
-        await store.acknowledge(acked)
+        await store.delivery.acknowledge(acked)
     kinds = dict(zip(seqs, records, strict=True))
     size = file_size(store_path)
 
@@ -153,8 +153,8 @@ async def test_size_cap_evicts_every_delivered_row_before_any_undelivered_one(
         cap -= 4 * PAGE
         async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
             report = await store.enforce_limits(now=1000.0)
-            kept = [seq for seq, _ in await store.outbox(limit=len(records))]
-            stats = await store.outbox_stats()
+            kept = [seq for seq, _ in await store.history.outbox(limit=len(records))]
+            stats = await store.delivery.outbox_stats()
         delivered_kept = [seq for seq in kept if seq <= acked]
         if report.lost_before_delivery:
             break
@@ -178,7 +178,7 @@ async def test_delivered_rows_leave_in_the_written_order_features_first_alerts_l
     records = kinds_stream(make_vector, make_score, make_alert, 40)
     async with await Store.open(StoreSettings(store_path)) as store:
         seqs = await store.add_records(records)
-        await store.acknowledge(seqs[-1])
+        await store.delivery.acknowledge(seqs[-1])
     classes = ("features", "routine scores", "anomalous scores", "alerts")
 
     def class_of(record: StoredRecord) -> str:
@@ -194,7 +194,7 @@ async def test_delivered_rows_leave_in_the_written_order_features_first_alerts_l
         for cap in range(file_size(store_path) - PAGE, 0, -2 * PAGE):
             async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
                 report = await store.enforce_limits(now=1000.0)
-                kept = {seq for seq, _ in await store.outbox(limit=len(records))}
+                kept = {seq for seq, _ in await store.history.outbox(limit=len(records))}
             for position, name in enumerate(classes):
                 if set(written[name]) - kept:
                     for earlier in classes[:position]:
@@ -218,7 +218,7 @@ async def test_eviction_of_undelivered_rows_is_counted_across_restarts(
         report = await store.enforce_limits(now=100.0)
         session = store.stats
     async with await Store.open(StoreSettings(store_path)) as store:
-        stats = await store.outbox_stats()
+        stats = await store.delivery.outbox_stats()
 
     assert report.lost_before_delivery == report.evicted_by_size > 0
     assert session.lost_before_delivery == report.lost_before_delivery
@@ -242,11 +242,11 @@ async def test_retention_evicts_delivered_rows_of_every_kind_and_with_an_uplink_
     settings = StoreSettings(store_path, retention_s=10.0, retain_undelivered=True)
     async with await Store.open(settings) as store:
         await store.add_records(old)  # seqs 1-4, delivered
-        await store.acknowledge(4)
+        await store.delivery.acknowledge(4)
         await store.add_records(old)  # seqs 5-8, not delivered
         await store.add_records([make_score(95.0)])  # seq 9, recent
         report = await store.enforce_limits(now=100.0)
-        kept = [seq for seq, _ in await store.outbox()]
+        kept = [seq for seq, _ in await store.history.outbox()]
 
     assert kept == [5, 6, 7, 8, 9]
     assert (report.evicted_by_age, report.lost_before_delivery) == (4, 0)
@@ -265,7 +265,7 @@ async def test_retention_without_an_uplink_still_evicts_old_features_and_routine
     async with await Store.open(StoreSettings(store_path, retention_s=10.0)) as store:
         await store.add_records(old)
         report = await store.enforce_limits(now=100.0)
-        kept = [seq for seq, _ in await store.outbox()]
+        kept = [seq for seq, _ in await store.history.outbox()]
 
     assert kept == [3, 4]
     assert report.lost_before_delivery == 2
@@ -280,19 +280,19 @@ async def test_renumber_above_moves_undelivered_rows_past_the_receivers_ack(
     records: list[StoredRecord] = [make_vector(1.0), make_score(2.0), make_alert(3.0)]
     await store.add_records(records)
     await store.add_records([make_score(4.0)])
-    await store.acknowledge(1)
+    await store.delivery.acknowledge(1)
 
-    assert await store.renumber_above(3) == 0, "not beyond the last seq: nothing to do"
-    moved = await store.renumber_above(100)
-    stored = await store.outbox()
+    assert await store.delivery.renumber_above(3) == 0, "not beyond the last seq: nothing to do"
+    moved = await store.delivery.renumber_above(100)
+    stored = await store.history.outbox()
 
     assert moved == 3
     assert [seq for seq, _ in stored] == [1, 101, 102, 103]
     assert stored[1][1] == records[1] and stored[2][1] == records[2]
-    assert await store.acked_seq() == 100
-    assert await store.latest_seq() == 103
+    assert await store.delivery.acked_seq() == 100
+    assert await store.delivery.latest_seq() == 103
     assert await store.add_records([make_score(5.0)]) == [104]
-    assert (await store.outbox_stats()).records == 4
+    assert (await store.delivery.outbox_stats()).records == 4
 
 
 async def test_a_store_of_the_previous_release_gains_uplink_state_with_nothing_acknowledged(
@@ -303,7 +303,7 @@ async def test_a_store_of_the_previous_release_gains_uplink_state_with_nothing_a
 
     async with await Store.open(StoreSettings(store_path)) as current:
         applied = await current.applied_migrations()
-        stats = await current.outbox_stats()
+        stats = await current.delivery.outbox_stats()
 
     assert applied[3] == "0004_uplink_state"
     assert (stats.records, stats.acked_seq, stats.lost_before_delivery) == (3, 0, 0)

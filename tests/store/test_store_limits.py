@@ -24,7 +24,7 @@ async def test_retention_evicts_features_older_than_the_window(
         await store.add_features([make_vector(float(t)) for t in range(10)])
 
         report = await store.enforce_limits(now=10.0)
-        remaining = await store.features()
+        remaining = await store.history.features()
 
     assert (report.evicted_by_age, report.evicted_by_size) == (5, 0)
     assert [vector.window_end for _, vector in remaining] == [5.0, 6.0, 7.0, 8.0, 9.0]
@@ -42,7 +42,7 @@ async def test_size_cap_evicts_oldest_features_first_and_counts_them(
 
     async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
         report = await store.enforce_limits(now=float(written))
-        remaining = [seq for seq, _ in await store.features()]
+        remaining = [seq for seq, _ in await store.history.features()]
         again = await store.enforce_limits(now=float(written))
         stats = store.stats
 
@@ -63,7 +63,7 @@ async def test_without_limits_nothing_is_evicted(store: Store, make_vector: Vect
     report = await store.enforce_limits(now=1e12)
 
     assert (report.evicted_by_age, report.evicted_by_size) == (0, 0)
-    assert len(await store.features()) == 3
+    assert len(await store.history.features()) == 3
 
 
 # --- scores and alerts -------------------------------------------------------------------------
@@ -134,7 +134,7 @@ async def test_size_cap_evicts_features_then_routine_then_anomalous_scores_and_a
         for cap in range(file_size(store_path) - PAGE, 0, -PAGE):
             async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
                 report = await store.enforce_limits(now=600.0)
-                kept = seqs_by_class(await store.outbox(limit=len(records)))
+                kept = seqs_by_class(await store.history.outbox(limit=len(records)))
             assert_evicted_in_order(written, kept)
             phases.add(partly_evicted(written, kept))
             assert report.evicted_by_age == 0
@@ -171,7 +171,7 @@ async def test_retention_evicts_routine_scores_but_keeps_anomalous_ones_and_aler
         written = seqs_by_class(list(zip(await store.add_records(records), records, strict=True)))
         with capture_logs() as logs:
             report = await store.enforce_limits(now=20.0)
-        kept = await store.outbox()
+        kept = await store.history.outbox()
 
     routine_kept = [
         record.t for _, record in kept if isinstance(record, Score) and not record.anomalous

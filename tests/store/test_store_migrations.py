@@ -31,7 +31,7 @@ async def test_database_of_first_release_is_upgraded_with_its_data_intact(
 
     async with await Store.open(settings) as current:
         applied = await current.applied_migrations()
-        stored = await current.features()
+        stored = await current.history.features()
         next_seqs = await current.add_features([make_vector(6.0)])
 
     assert applied == ALL_NAMES
@@ -56,10 +56,10 @@ async def test_database_of_the_features_only_release_gains_scores_alerts_and_sta
     alert = Alert("pump-1", 3.0, "warning", "anomaly_raised", "pump-1 drifts", "ch01")
     async with await Store.open(settings) as current:
         applied = await current.applied_migrations()
-        stored = await current.features()
+        stored = await current.history.features()
         next_seqs = await current.add_records([score, make_vector(3.0), alert])
-        await current.save_states({("pump-1", "threshold"): {"mean": 0.5}})
-        outbox = await current.outbox()
+        await current.detector_states.save_states({("pump-1", "threshold"): {"mean": 0.5}})
+        outbox = await current.history.outbox()
 
     assert applied == ALL_NAMES
     assert "0003_scores_alerts_detector_state" in applied

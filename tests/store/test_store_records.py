@@ -55,9 +55,9 @@ async def test_mixed_batch_gets_consecutive_seqs_in_order_and_reads_back_equal(
     records: list[StoredRecord] = [vector, routine, anomalous, machine_alert, channel_alert]
 
     seqs = await store.add_records(records)
-    scores = await store.scores()
-    alerts = await store.alerts()
-    features = await store.features()
+    scores = await store.history.scores()
+    alerts = await store.history.alerts()
+    features = await store.history.features()
 
     assert seqs == [1, 2, 3, 4, 5]
     assert [seq for seq, _ in features] == [1]
@@ -90,9 +90,9 @@ async def test_outbox_merges_the_three_tables_in_seq_order(
     await store.add_records(records[:5])
     await store.add_records(records[5:])
 
-    everything = await store.outbox()
-    middle = await store.outbox(after_seq=3, limit=3)
-    past_the_end = await store.outbox(after_seq=len(records))
+    everything = await store.history.outbox()
+    middle = await store.history.outbox(after_seq=3, limit=3)
+    past_the_end = await store.history.outbox(after_seq=len(records))
 
     assert [seq for seq, _ in everything] == list(range(1, len(records) + 1))
     for (_, stored), original in zip(everything, records, strict=True):
@@ -111,9 +111,9 @@ async def test_scores_and_alerts_filter_by_asset_after_seq_and_limit(
         records += [make_score(float(t), asset=asset), make_alert(float(t), asset=asset)]
     await store.add_records(records)
 
-    pump_scores = await store.scores(asset="pump-1")
-    later_alerts = await store.alerts(after_seq=8)
-    first_score = await store.scores(limit=1)
+    pump_scores = await store.history.scores(asset="pump-1")
+    later_alerts = await store.history.alerts(after_seq=8)
+    first_score = await store.history.scores(limit=1)
 
     assert [seq for seq, _ in pump_scores] == [3, 7, 11]
     assert all(score.asset == "pump-1" for _, score in pump_scores)
@@ -137,8 +137,8 @@ async def test_a_malformed_record_is_refused_before_anything_of_its_batch_is_wri
     with pytest.raises(ValueError, match=reason):
         await store.add_records([make_score(0.0), malformed])
 
-    assert await store.outbox() == []
-    assert await store.latest_seq() == 0
+    assert await store.history.outbox() == []
+    assert await store.delivery.latest_seq() == 0
     assert store.stats.write_errors == 0
 
 
@@ -151,8 +151,8 @@ async def test_failed_write_of_a_mixed_batch_stores_none_of_it(
         await store.add_records([make_score(0.0), make_alert(0.0), make_vector(0.0)])
 
     await store.set_max_page_count_for_tests(None)
-    assert await store.outbox() == []
-    assert await store.latest_seq() == 0
+    assert await store.history.outbox() == []
+    assert await store.delivery.latest_seq() == 0
     assert store.stats.write_errors == 1
     assert await store.add_records([make_alert(1.0)]) == [1]
 
@@ -164,7 +164,7 @@ async def test_seqs_are_never_reused_after_scores_and_features_are_evicted(
     async with await Store.open(settings) as store:
         await store.add_records([make_vector(1.0), make_score(1.0), make_score(2.0)])
         report = await store.enforce_limits(now=1_000.0)
-        remaining = await store.outbox()
+        remaining = await store.history.outbox()
         next_seqs = await store.add_records([make_score(1_000.0), make_vector(1_000.0)])
 
     assert (report.evicted_features, report.evicted_scores) == (1, 2)

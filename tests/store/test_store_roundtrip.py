@@ -30,7 +30,7 @@ async def test_vectors_round_trip_bit_for_bit_including_nan_and_infinities(store
 
     seqs = await store.add_features([special, other])
 
-    stored = await store.features()
+    stored = await store.history.features()
     assert seqs == [1, 2]
     assert [seq for seq, _ in stored] == [1, 2]
     assert_same_vector(stored[0][1], special)
@@ -44,9 +44,9 @@ async def test_features_filter_by_asset_after_seq_and_limit(
     vectors = [make_vector(float(t), asset="pump-1" if t % 2 else "fan-2") for t in range(10)]
     await store.add_features(vectors)
 
-    pump = await store.features(asset="pump-1")
-    later = await store.features(after_seq=7)
-    first_three = await store.features(limit=3)
+    pump = await store.history.features(asset="pump-1")
+    later = await store.history.features(after_seq=7)
+    first_three = await store.history.features(limit=3)
 
     assert [seq for seq, _ in pump] == [2, 4, 6, 8, 10]
     assert all(vector.asset == "pump-1" for _, vector in pump)
@@ -64,15 +64,15 @@ async def test_seqs_keep_growing_across_reopen_and_after_every_row_is_deleted(
         assert await store.add_features([make_vector(3.0)]) == [3]
 
     async with await Store.open(settings) as store:
-        assert await store.latest_seq() == 3
+        assert await store.delivery.latest_seq() == 3
         report = await store.enforce_limits(now=1_000.0)
         assert report.evicted_by_age == 3
-        assert await store.features() == []
-        assert await store.latest_seq() == 3
+        assert await store.history.features() == []
+        assert await store.delivery.latest_seq() == 3
 
     async with await Store.open(settings) as store:
         assert await store.add_features([make_vector(1_000.0)]) == [4]
-        assert await store.latest_seq() == 4
+        assert await store.delivery.latest_seq() == 4
 
 
 async def test_malformed_vector_is_refused_before_anything_is_written(
@@ -86,8 +86,8 @@ async def test_malformed_vector_is_refused_before_anything_is_written(
     with pytest.raises(ValueError, match="window_end"):
         await store.add_features([no_time])
 
-    assert await store.features() == []
-    assert await store.latest_seq() == 0
+    assert await store.history.features() == []
+    assert await store.delivery.latest_seq() == 0
     assert store.stats.write_errors == 0
 
 

@@ -20,31 +20,31 @@ STATES: dict[tuple[str, str], dict[str, object]] = {
 async def test_states_survive_close_and_reopen(store_path: Path) -> None:
     settings = StoreSettings(store_path)
     async with await Store.open(settings) as store:
-        await store.save_states(STATES)
+        await store.detector_states.save_states(STATES)
 
     async with await Store.open(settings) as reopened:
-        loaded = await reopened.load_states()
+        loaded = await reopened.detector_states.load_states()
 
     assert loaded == STATES
 
 
 async def test_saving_again_updates_only_the_states_given(store: Store) -> None:
-    await store.save_states(STATES)
+    await store.detector_states.save_states(STATES)
     newer = {"raised": False, "since": None, "streak": 0}
 
-    await store.save_states({("pump-1", "alarm"): newer})
-    loaded = await store.load_states()
+    await store.detector_states.save_states({("pump-1", "alarm"): newer})
+    loaded = await store.detector_states.load_states()
 
     assert loaded == {**STATES, ("pump-1", "alarm"): newer}
 
 
 async def test_delete_state_removes_only_that_one(store: Store) -> None:
-    await store.save_states(STATES)
+    await store.detector_states.save_states(STATES)
 
-    await store.delete_state("pump-1", "threshold")
-    await store.delete_state("pump-1", "no-such-kind")
+    await store.detector_states.delete_state("pump-1", "threshold")
+    await store.detector_states.delete_state("pump-1", "no-such-kind")
 
-    assert await store.load_states() == {
+    assert await store.detector_states.load_states() == {
         key: state for key, state in STATES.items() if key != ("pump-1", "threshold")
     }
 
@@ -53,9 +53,9 @@ async def test_a_state_that_is_not_json_is_refused_and_none_of_the_call_saved(
     store: Store,
 ) -> None:
     with pytest.raises(ValueError, match="not JSON-serialisable"):
-        await store.save_states({**STATES, ("pump-1", "odd"): {"when": object()}})
+        await store.detector_states.save_states({**STATES, ("pump-1", "odd"): {"when": object()}})
 
-    assert await store.load_states() == {}
+    assert await store.detector_states.load_states() == {}
 
 
 async def test_a_corrupt_state_row_is_logged_and_skipped_and_the_rest_loaded(
@@ -63,7 +63,7 @@ async def test_a_corrupt_state_row_is_logged_and_skipped_and_the_rest_loaded(
 ) -> None:
     settings = StoreSettings(store_path)
     async with await Store.open(settings) as store:
-        await store.save_states(STATES)
+        await store.detector_states.save_states(STATES)
     with closing(sqlite3.connect(store_path)) as db:
         db.executemany(
             "INSERT INTO detector_state (asset, kind, state_json, updated_at) VALUES (?, ?, ?, 0)",
@@ -73,7 +73,7 @@ async def test_a_corrupt_state_row_is_logged_and_skipped_and_the_rest_loaded(
 
     with capture_logs() as logs:
         async with await Store.open(settings) as reopened:
-            loaded = await reopened.load_states()
+            loaded = await reopened.detector_states.load_states()
 
     assert loaded == STATES
     skipped = [entry for entry in logs if entry["event"] == "detector_state_unreadable"]
@@ -86,14 +86,16 @@ ROUTER = {("", "alert_router"): {"version": 1, "kind": "alert_router", "open": [
 
 
 async def test_alerts_and_their_state_are_stored_together(store: Store) -> None:
-    seqs = await store.add_alerts_with_states([ALERT], ROUTER)
+    seqs = await store.detector_states.add_alerts_with_states([ALERT], ROUTER)
 
-    assert await store.outbox() == [(seqs[0], ALERT)]
-    assert await store.load_states() == ROUTER
+    assert await store.history.outbox() == [(seqs[0], ALERT)]
+    assert await store.detector_states.load_states() == ROUTER
 
 
 async def test_a_bad_state_stores_none_of_the_alerts(store: Store) -> None:
     with pytest.raises(ValueError, match="not JSON-serialisable"):
-        await store.add_alerts_with_states([ALERT], {("", "alert_router"): {"x": object()}})
+        await store.detector_states.add_alerts_with_states(
+            [ALERT], {("", "alert_router"): {"x": object()}}
+        )
 
-    assert await store.outbox() == [] and await store.load_states() == {}
+    assert await store.history.outbox() == [] and await store.detector_states.load_states() == {}

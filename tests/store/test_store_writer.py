@@ -28,7 +28,7 @@ async def stop(writer: asyncio.Task[None]) -> None:
 
 
 async def window_ends(store: Store) -> list[float]:
-    return [vector.window_end for _, vector in await store.features()]
+    return [vector.window_end for _, vector in await store.history.features()]
 
 
 async def test_writer_takes_what_is_queued_in_batches_of_at_most_max_batch(
@@ -42,7 +42,7 @@ async def test_writer_takes_what_is_queued_in_batches_of_at_most_max_batch(
 
     assert store.stats.write_transactions == 3
     assert store.stats.rows_written == 7
-    assert [seq for seq, _ in await store.features()] == [1, 2, 3, 4, 5, 6, 7]
+    assert [seq for seq, _ in await store.history.features()] == [1, 2, 3, 4, 5, 6, 7]
     assert await window_ends(store) == [float(t) for t in range(7)]
 
 
@@ -74,7 +74,7 @@ async def test_cancel_during_a_write_neither_loses_nor_repeats_the_batch(
     await writer
 
     assert store.stats.rows_written == 5
-    assert [seq for seq, _ in await store.features()] == [1, 2, 3, 4, 5]
+    assert [seq for seq, _ in await store.history.features()] == [1, 2, 3, 4, 5]
     await queue.join()
 
 
@@ -95,7 +95,7 @@ async def test_disk_full_keeps_the_batch_and_writes_it_once_space_returns(
         writer = asyncio.create_task(run_store_writer(store, queue, pause=pause))
         await first_failure.wait()
         errors_while_full = store.stats.write_errors
-        stored_while_full = await store.features()
+        stored_while_full = await store.history.features()
         queued_while_full = queue.qsize()
 
         await store.set_max_page_count_for_tests(None)
@@ -207,7 +207,7 @@ async def test_writer_stores_a_mixed_stream_in_order(
     await queue.join()
     await stop(writer)
 
-    stored = await store.outbox()
+    stored = await store.history.outbox()
     assert [seq for seq, _ in stored] == list(range(1, len(records) + 1))
     assert [type(record) for _, record in stored] == [type(record) for record in records]
     assert [record for _, record in stored if not isinstance(record, FeatureVector)] == [
@@ -228,7 +228,7 @@ async def test_a_malformed_score_is_refused_and_the_rest_of_its_batch_written(
         await queue.join()
         await stop(writer)
 
-    stored = [record for _, record in await store.outbox()]
+    stored = [record for _, record in await store.history.outbox()]
     assert len(stored) == 4
     assert stored[1:] == [records[1], records[3], records[4]]
     assert store.stats.rejected_records == 1
@@ -247,10 +247,10 @@ async def test_writer_signals_each_committed_batch(
     writer = asyncio.create_task(run_store_writer(store, queue, on_stored=stored.set))
 
     await stored.wait()
-    assert await store.latest_seq() >= 1, "signalled after the commit, not before"
+    assert await store.delivery.latest_seq() >= 1, "signalled after the commit, not before"
     stored.clear()
     queue.put_nowait(make_vector(2.0))
     await stored.wait()
     await stop(writer)
 
-    assert await store.latest_seq() == 3
+    assert await store.delivery.latest_seq() == 3

@@ -116,7 +116,7 @@ async def test_a_full_gateway_disk_holds_new_records_back_and_loses_none(
             running(uplink.run()),
         ):
             put_all(queue, wide_vectors(20))
-            await wait_for_value(store.acked_seq, 20, "the first records delivered")
+            await wait_for_value(store.delivery.acked_seq, 20, "the first records delivered")
             await store.set_max_page_count_for_tests(1)  # the disk is full from here on
             put_all(queue, wide_vectors(40, start=20))
             await wait_until(lambda: store.stats.write_errors >= 3, "writes failing")
@@ -124,7 +124,7 @@ async def test_a_full_gateway_disk_holds_new_records_back_and_loses_none(
             while_full = (uplink.status.connected, uplink.status.acked_seq, queue.qsize())
             await store.set_max_page_count_for_tests(None)  # space again
             await queue.join()
-            await wait_for_value(store.acked_seq, 60, "the held records delivered")
+            await wait_for_value(store.delivery.acked_seq, 60, "the held records delivered")
 
     assert while_full == (True, 20, 0), "connected, all stored delivered, the rest held"
     failed = events(logs, "store_write_failed")
@@ -156,14 +156,16 @@ async def test_a_receiver_down_for_an_hour_is_named_and_its_backlog_arrives_in_f
         async with running(uplink.run()):
             async with real_receiver(broker, receiver_db):
                 await store.add_records(live_records(20))
-                await wait_for_value(store.acked_seq, 20, "delivery before the outage")
+                await wait_for_value(store.delivery.acked_seq, 20, "delivery before the outage")
             produced = await produce_for(store, OUTAGE_S)
             await wait_until(lambda: uplink.status.backlog_records == produced, "the status")
             status = replace(uplink.status)
             backlog_age = status.backlog_age_s(time.time())
             async with real_receiver(broker, receiver_db):
                 back = time.monotonic()
-                await wait_for_value(store.acked_seq, 20 + produced, "the backlog delivered")
+                await wait_for_value(
+                    store.delivery.acked_seq, 20 + produced, "the backlog delivered"
+                )
                 recovered_in = time.monotonic() - back
 
     assert status.connected and status.acked_seq == 20 and status.resends >= 4

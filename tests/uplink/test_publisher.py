@@ -55,7 +55,9 @@ async def test_the_outbox_leaves_in_seq_order_as_ranges_and_the_ack_marks_it_del
     uplink = Uplink(settings_for(broker), store.delivery)
 
     async with running(receiver.run()), running(uplink.run()):
-        await wait_for_value(store.acked_seq, 30, "the store to be acknowledged up to seq 30")
+        await wait_for_value(
+            store.delivery.acked_seq, 30, "the store to be acknowledged up to seq 30"
+        )
         await wait_until(lambda: uplink.status.acked_seq == 30, "the status to show the ack")
         status = decode_status(await read_retained(broker, f"{PREFIX}/{GATEWAY}/status"))
         connected = uplink.status.connected
@@ -71,9 +73,9 @@ async def test_the_outbox_leaves_in_seq_order_as_ranges_and_the_ack_marks_it_del
     assert all(hi - lo <= 8 for lo, hi in ranges), "max_records_per_message caps a range"
     assert [lo for lo, _ in ranges] == [0, *(hi for _, hi in ranges[:-1])], "no hole, no overlap"
     assert ranges[-1][1] == 30
-    stats = await store.outbox_stats()
+    stats = await store.delivery.outbox_stats()
     assert (stats.records, stats.acked_seq, stats.last_seq) == (0, 30, 30)
-    assert len(await store.outbox(limit=100)) == 30, "delivered rows stay for local use"
+    assert len(await store.history.outbox(limit=100)) == 30, "delivered rows stay for local use"
     assert connected and uplink.status.published_records >= 30
     assert (status.gateway, status.state) == (GATEWAY, "online")
     assert status.fields["version"] and status.fields["last_seq"] == 30
@@ -88,16 +90,16 @@ async def test_exactly_what_the_receiver_acknowledges_is_marked_delivered(
 
     async with running(receiver.run()), running(uplink.run()):
         await wait_until(lambda: receiver.chain_end == 30, "the receiver to have every range")
-        await wait_for_value(store.acked_seq, 12, "the store to take the ack of seq 12")
-        held = await store.outbox_stats()
+        await wait_for_value(store.delivery.acked_seq, 12, "the store to take the ack of seq 12")
+        held = await store.delivery.outbox_stats()
         await receiver.release()
-        await wait_for_value(store.acked_seq, 30, "the rest to be acknowledged")
+        await wait_for_value(store.delivery.acked_seq, 30, "the rest to be acknowledged")
 
     assert (held.records, held.acked_seq) == (18, 12)
-    ((_, first_held),) = await store.outbox(after_seq=12, limit=1)
+    ((_, first_held),) = await store.history.outbox(after_seq=12, limit=1)
     assert held.oldest_t == T0 + 12, "dated by seq 13, the first not acknowledged"
     assert first_held.asset == "pump-1"
-    assert (await store.outbox_stats()).records == 0
+    assert (await store.delivery.outbox_stats()).records == 0
 
 
 async def test_broker_down_at_start_then_live_records_first_and_the_backlog_after(
@@ -128,7 +130,7 @@ async def test_broker_down_at_start_then_live_records_first_and_the_backlog_afte
                 await store.add_records(mixed_records(1, start=24))  # found by polling (poll_s)
                 await wait_until(lambda: 25 in receiver.records, "the live record")
                 gate.set()
-                await wait_for_value(store.acked_seq, 25, "everything to be acknowledged")
+                await wait_for_value(store.delivery.acked_seq, 25, "everything to be acknowledged")
 
     assert down == f"connection refused by 127.0.0.1:{broker.port} (is the broker running?)"
     failures = [e for e in events(logs, "uplink_connect_failed") if e["reason"] == down]
@@ -158,7 +160,7 @@ async def test_refused_credentials_give_one_clear_line_and_lose_nothing(
     assert state.startswith("reconnecting in ") and state.endswith(reason)
     assert wrong.status.connections == 0
     assert [e["reason"] for e in events(logs, "uplink_connect_failed")] == [reason]
-    assert (await store.outbox_stats()).records == 10
+    assert (await store.delivery.outbox_stats()).records == 10
     await deliver_everything(broker, store, 10)
 
 
@@ -176,14 +178,14 @@ async def test_a_broker_certificate_from_another_ca_is_refused_clearly_and_loses
     assert reason is not None
     assert reason.startswith("TLS: certificate verify failed for host 127.0.0.1: ")
     assert [e["reason"] for e in events(logs, "uplink_connect_failed")] == [reason]
-    assert (await store.outbox_stats()).records == 10
+    assert (await store.delivery.outbox_stats()).records == 10
     await deliver_everything(broker, store, 10)
 
 
 async def deliver_everything(broker: Broker, store: Store, last_seq: int) -> None:
     receiver = FakeReceiver(broker)
     async with running(receiver.run()), running(Uplink(settings_for(broker), store.delivery).run()):
-        await wait_for_value(store.acked_seq, last_seq, "delivery with the right settings")
+        await wait_for_value(store.delivery.acked_seq, last_seq, "delivery with the right settings")
     assert sorted(receiver.records) == list(range(1, last_seq + 1))
 
 
@@ -194,13 +196,13 @@ async def test_ack_by_broker_marks_a_range_delivered_once_every_part_got_its_pub
     uplink = Uplink(settings_for(broker, ack="broker"), store.delivery)
 
     async with running(uplink.run()):
-        await wait_for_value(store.acked_seq, 40, "PUBACKs to acknowledge everything")
+        await wait_for_value(store.delivery.acked_seq, 40, "PUBACKs to acknowledge everything")
         await store.add_records(mixed_records(5, start=40))
-        await wait_for_value(store.acked_seq, 45, "new records too")
+        await wait_for_value(store.delivery.acked_seq, 45, "new records too")
 
     assert uplink.status.published_records == 45
     assert uplink.status.ack_mode == "broker"
-    assert (await store.outbox_stats()).records == 0
+    assert (await store.delivery.outbox_stats()).records == 0
 
 
 async def test_records_the_receiver_never_got_are_sent_again_when_the_ack_stalls(
@@ -216,7 +218,9 @@ async def test_records_the_receiver_never_got_are_sent_again_when_the_ack_stalls
             await wait_until(lambda: uplink.status.published_records >= 20, "all sent once")
             await wait_until(lambda: uplink.status.resends >= 1, "a resend after the timeout")
             async with running(receiver.run()):
-                await wait_for_value(store.acked_seq, 20, "the resent records acknowledged")
+                await wait_for_value(
+                    store.delivery.acked_seq, 20, "the resent records acknowledged"
+                )
 
     assert sorted(receiver.records) == list(range(1, 21))
     assert events(logs, "uplink_resending")[0]["log_level"] == "warning"
@@ -231,13 +235,13 @@ async def test_a_broker_killed_mid_stream_loses_nothing(
 
     async with running(receiver.run()), running(uplink.run()):
         await store.add_records(mixed_records(30))
-        await wait_for_value(store.acked_seq, 30, "the first batch")
+        await wait_for_value(store.delivery.acked_seq, 30, "the first batch")
         broker.kill()
         await store.add_records(mixed_records(30, start=30))
         await wait_until(lambda: not uplink.status.connected, "the uplink to notice")
         broker.start()
         await store.add_records(mixed_records(30, start=60))
-        await wait_for_value(store.acked_seq, 90, "everything after the restart")
+        await wait_for_value(store.delivery.acked_seq, 90, "everything after the restart")
 
     assert sorted(receiver.records) == list(range(1, 91))
     assert uplink.status.reconnects >= 1
@@ -248,11 +252,11 @@ async def test_a_reconnecting_gateway_declares_the_gap_of_what_was_already_ackno
     broker: Broker, store: Store
 ) -> None:
     await store.add_records(mixed_records(12))
-    await store.acknowledge(7)
+    await store.delivery.acknowledge(7)
     receiver = FakeReceiver(broker)
 
     async with running(receiver.run()), running(Uplink(settings_for(broker), store.delivery).run()):
-        await wait_for_value(store.acked_seq, 12, "the rest to be acknowledged")
+        await wait_for_value(store.delivery.acked_seq, 12, "the rest to be acknowledged")
 
     first = receiver.received[0]
     assert (first.lo, first.hi, first.kind, first.seqs) == (0, 7, "gap", [])
@@ -272,13 +276,15 @@ async def test_a_replaced_store_is_renumbered_above_the_receivers_ack(
             running(receiver.run()),
             running(Uplink(settings_for(broker), store.delivery).run()),
         ):
-            await wait_for_value(store.acked_seq, 1005, "the renumbered records acknowledged")
+            await wait_for_value(
+                store.delivery.acked_seq, 1005, "the renumbered records acknowledged"
+            )
 
     assert sorted(receiver.records) == list(range(1001, 1006))
     for seq, record in zip(range(1001, 1006), records, strict=True):
         assert same_record(receiver.records[seq], record)
     assert events(logs, "uplink_store_behind_receiver")[0]["renumbered"] == 5
-    assert [seq for seq, _ in await store.outbox()] == list(range(1001, 1006))
+    assert [seq for seq, _ in await store.history.outbox()] == list(range(1001, 1006))
     assert await store.add_records(mixed_records(1, start=5)) == [1006]
 
 
@@ -307,4 +313,4 @@ async def test_an_acl_that_refuses_our_ack_topic_is_named_instead_of_resending_f
         f"broker refused our subscription to {PREFIX}/{GATEWAY}/ack (does its ACL let user gw-b "
         "read it? with the shipped ACL the username must be the gateway id)"
     )
-    assert await store.acked_seq() == 0
+    assert await store.delivery.acked_seq() == 0
