@@ -5,8 +5,6 @@ _total, gauges do not."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from appliance.status_snapshot import (
     AlertsSnapshot,
     AssetSnapshot,
@@ -25,7 +23,9 @@ class _Text:
     def __init__(self) -> None:
         self._families: dict[str, tuple[str, str, list[str]]] = {}
 
-    def add(self, name: str, kind: str, help_text: str, value: Any, /, **labels: str) -> None:
+    def add(
+        self, name: str, kind: str, help_text: str, value: float | None, /, **labels: str
+    ) -> None:
         if value is None:
             return
         _, _, lines = self._families.setdefault(name, (kind, help_text, []))
