@@ -75,9 +75,17 @@ class StoreConfig(_Strict):
     retention_days: PositiveFloat | None = 90.0
 
 
+MAX_WINDOW_SAMPLES = 1 << 22
+"""Samples in one vibration window (e.g. 40 s at 100 kHz): the rings and per-segment spectra of
+every channel are sized from it, so it bounds the feature engine's memory."""
+MAX_SEGMENTS_PER_WINDOW = 4096
+MAX_SPECTRUM_VALUES = 1 << 23
+"""Welch segments per window times frequency bins per segment: the per-segment spectra kept."""
+
+
 class FeaturesConfig(_Strict):
-    window_s: PositiveFloat = 5.0
-    stride_s: PositiveFloat = 1.0
+    window_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    stride_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
     nperseg: Annotated[int, Field(ge=8, le=65536)] = 256
     noverlap: Annotated[int, Field(ge=0)] = 128
     bands_hz: (
@@ -85,7 +93,7 @@ class FeaturesConfig(_Strict):
         | None
     ) = None
     """Band-energy edges [[lo, hi], ...] in Hz; default: bands scaled to each channel's Nyquist."""
-    slow_window_s: PositiveFloat = 60.0
+    slow_window_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
 
     @model_validator(mode="after")
     def _check_segments(self) -> FeaturesConfig:
@@ -205,7 +213,7 @@ ChannelKind = Literal["vibration", "temperature", "current", "voltage", "power",
 class ChannelConfig(_Strict):
     name: Name
     kind: ChannelKind
-    rate_hz: PositiveFloat
+    rate_hz: Annotated[float, Field(gt=0, le=1_000_000)]
     unit: Annotated[str, Field(min_length=1, max_length=16)]
     valid_range: Annotated[list[float], Field(min_length=2, max_length=2)]
     """[min, max] physically possible values; readings outside mean a broken sensor."""
@@ -648,6 +656,13 @@ class ApplianceConfig(_Strict):
             raise ValueError(f"{where}.source.serial: no [[serial]] device named {source.serial!r}")
         if isinstance(source, I2cSource) and source.i2c not in {b.name for b in self.i2c}:
             raise ValueError(f"{where}.source.i2c: no [[i2c]] bus named {source.i2c!r}")
+        if not channel.is_vibration and self.features.slow_window_s * channel.rate_hz > (
+            MAX_WINDOW_SAMPLES
+        ):
+            raise ValueError(
+                f"features.slow_window_s: {self.features.slow_window_s} s at {where}.rate_hz "
+                f"{channel.rate_hz:g} Hz is more than {MAX_WINDOW_SAMPLES} samples"
+            )
         if channel.is_vibration:
             window_samples = self.features.window_s * channel.rate_hz
             if window_samples < self.features.nperseg:
@@ -656,6 +671,28 @@ class ApplianceConfig(_Strict):
                     f"{channel.rate_hz} Hz gives {window_samples:g} samples, shorter than one "
                     f"Welch segment (features.nperseg = {self.features.nperseg})"
                 )
+            self._check_window_size(where, channel, window_samples)
+
+    def _check_window_size(self, where: str, channel: ChannelConfig, samples: float) -> None:
+        hop = self.features.nperseg - self.features.noverlap
+        if samples > MAX_WINDOW_SAMPLES:
+            raise ValueError(
+                f"features.window_s: {self.features.window_s} s at {where}.rate_hz "
+                f"{channel.rate_hz:g} Hz is {samples:g} samples, more than {MAX_WINDOW_SAMPLES}"
+            )
+        segments = samples / hop
+        if segments * (self.features.nperseg // 2 + 1) > MAX_SPECTRUM_VALUES:
+            raise ValueError(
+                f"features.nperseg: {self.features.nperseg} with {segments:g} segments per "
+                f"window at {where}.rate_hz {channel.rate_hz:g} Hz keeps more than "
+                f"{MAX_SPECTRUM_VALUES} spectrum values per channel"
+            )
+        if segments > MAX_SEGMENTS_PER_WINDOW:
+            raise ValueError(
+                f"features.window_s: {self.features.window_s} s at {where}.rate_hz "
+                f"{channel.rate_hz:g} Hz holds {samples / hop:g} Welch segments (nperseg - "
+                f"noverlap = {hop}), more than {MAX_SEGMENTS_PER_WINDOW}"
+            )
 
     def asset(self, name: str) -> AssetConfig:
         return next(a for a in self.assets if a.name == name)

@@ -125,6 +125,30 @@ def test_a_nan_valid_range_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "features.window_s: " in refusal(tmp_path, text, capsys)
 
 
+@pytest.mark.parametrize(
+    ("features", "reason"),
+    [
+        ("window_s = 1580031\nstride_s = 1", "features.window_s: "),  # found by hypothesis
+        ("window_s = 3601", "features.window_s: Input should be less than or equal to 3600"),
+        ("window_s = 3600", "Welch segments"),  # 3.6 M samples, 28,125 segments at 1 kHz
+        ("window_s = 600\nnperseg = 8\nnoverlap = 7", "Welch segments"),
+    ],
+)
+def test_a_window_too_big_to_hold_is_refused_before_anything_is_allocated(
+    features: str, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = minimal_config(tmp_path, f"[features]\n{features}")
+    assert reason in refusal(tmp_path, text, capsys)
+
+
+def test_a_window_of_more_samples_than_the_cap_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = minimal_config(tmp_path, "[features]\nwindow_s = 60\nnperseg = 4096")
+    text = text.replace("rate_hz = 1000", "rate_hz = 100000")  # 6 M samples
+    assert "more than 4194304" in refusal(tmp_path, text, capsys)
+
+
 def test_a_relative_serial_port_with_a_trailing_space_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
