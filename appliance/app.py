@@ -365,7 +365,7 @@ async def open_models(
         return
     settings = ota_settings(config.models, Path(config.store.path))
     names = {asset: engine.feature_names for asset, engine in engines.items()}
-    manager = ModelManager(settings, config, store, board, names)
+    manager = ModelManager(settings, config, store.history, store.detector_states, board, names)
     manager.open()
     try:
         yield manager

@@ -54,7 +54,7 @@ from appliance.ota.vetting import (
     stage_signed,
 )
 from appliance.status import StatusBoard
-from appliance.store import Store
+from appliance.store import DetectorStates, History
 from appliance.uplink.commands import Command, RefusedCommand
 
 log = structlog.get_logger(__name__)
@@ -159,13 +159,15 @@ class ModelManager:
         self,
         settings: OtaSettings,
         config: ApplianceConfig,
-        store: Store,
+        history: History,
+        states: DetectorStates,
         board: StatusBoard,
         feature_names: Mapping[str, tuple[str, ...]],
     ) -> None:
         self.settings = settings
         self._assets = {asset.name: asset for asset in config.assets}
-        self._store = store
+        self._history = history
+        self._states = states
         self._board = board
         self._feature_names = dict(feature_names)
         self._backends = {asset.name: asset.model.backend for asset in config.assets}
@@ -325,9 +327,7 @@ class ModelManager:
     async def _canary_and_swap(
         self, model: BundleModel, asset: str, staged: Path, source: str
     ) -> Outcome:
-        windows = await self._store.history.recent_normal_features(
-            asset, self.settings.canary.windows
-        )
+        windows = await self._history.recent_normal_features(asset, self.settings.canary.windows)
         canary = await self._off_loop(
             lambda: run_canary(model, windows, self.settings.canary), "canary", staged
         )
@@ -399,8 +399,8 @@ class ModelManager:
         return Outcome(True, "rollback", source, asset, slots.active, f"{reason}; now {model}")
 
     async def _back_to_configured(self, asset: str) -> None:
-        states = await self._store.detector_states.load_states()
-        fresh = await open_scoring(self._assets[asset], self._store.history, self._board, states)
+        states = await self._states.load_states()
+        fresh = await open_scoring(self._assets[asset], self._history, self._board, states)
         if fresh.detector is None and fresh.commissioner is None:
             raise BundleError(f"the configured model of {asset} does not load either")
         self.scorings[asset].pending = Swap(fresh.detector, fresh.commissioner)

@@ -145,7 +145,14 @@ def a_manager(tmp: Path) -> Iterator[tuple[ModelManager, asyncio.Runner]]:
     features = {ASSET: tuple(MANIFEST["feature_names"][:-1])}
     with asyncio.Runner() as runner:
         store = runner.run(Store.open(StoreSettings(path=Path(config.store.path))))
-        manager = ModelManager(ota, config, store, StatusBoard(config.gateway.id), features)
+        manager = ModelManager(
+            ota,
+            config,
+            store.history,
+            store.detector_states,
+            StatusBoard(config.gateway.id),
+            features,
+        )
         manager.open()
         try:
             yield manager, runner
