@@ -20,7 +20,6 @@ from appliance.status_snapshot import (
     AssetSnapshot,
     ModelsSnapshot,
     OpenAlert,
-    SerialSnapshot,
     SmsSnapshot,
     StatusSnapshot,
     StoreSnapshot,
@@ -121,7 +120,7 @@ class WebState:
                     "recent": [_alert_dict(a) for a in reversed(recent)],
                     "counts": dict(alerts.counts) if alerts is not None else {},
                 },
-                "serial": {name: _serial(s) for name, s in status.serial.items()},
+                "serial": {name: asdict(s) for name, s in status.serial.items()},
                 "i2c": {
                     name: [
                         {"sensor": s.name, "failed": s.failed, "reads": s.reads, "errors": s.errors}
@@ -203,19 +202,6 @@ def _alert_dict(alert: Alert) -> dict[str, Any]:
         "kind": alert.kind,
         "message": alert.message,
         "t": alert.t,
-    }
-
-
-def _serial(s: SerialSnapshot) -> dict[str, Any]:
-    return {
-        "connected": s.connected,
-        "frames": s.frames,
-        "crc_errors": s.crc_errors,
-        "seq_gaps": s.seq_gaps,
-        "dropped_samples": s.dropped_samples,
-        "garbage_bytes": s.garbage_bytes,
-        "resets": s.resets,
-        "reconnects": s.reconnects,
     }
 
 
