@@ -7,17 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.sms.at import (
-    CME_ERRORS,
-    CMS_ERRORS,
     MAX_LINE_BYTES,
     AtParser,
-    Disposition,
     Echo,
     Event,
     Final,
     Info,
     Prompt,
-    ResultKind,
     Stray,
     Urc,
     error_for,
@@ -36,6 +32,7 @@ from appliance.sms.errors import (
     ModemRefused,
     ModemUnusable,
 )
+from appliance.sms.result_codes import CME_ERRORS, CMS_ERRORS, Disposition, ResultKind
 
 OK = Final(ResultKind.OK, None, "OK")
 

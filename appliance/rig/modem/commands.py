@@ -16,7 +16,8 @@ from appliance.rig.modem.records import (
     ModemState,
     as_line,
 )
-from appliance.sms.at import CME_ERRORS, CMS_ERRORS, ErrorCode, response_prefix, split_fields
+from appliance.sms.at import response_prefix, split_fields
+from appliance.sms.result_codes import CME_ERRORS, CMS_ERRORS, ErrorCode
 
 
 class AtCommands:
