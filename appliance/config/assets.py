@@ -1,0 +1,34 @@
+"""An [[assets]] table: its channels and how its windows are scored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from appliance.config.capture import ChannelConfig
+from appliance.config.fields import Name, PathText, PositiveFloat, Strict
+
+
+class ModelConfig(Strict):
+    """How the asset's windows are scored (docs/DETECTION.md)."""
+
+    bundle: PathText | None = None
+    """Directory of the asset's model bundle (manifest.json + model.tflite). Without one the
+    asset commissions: it learns normal on the gateway for `commission_hours`, then scores."""
+    commission_hours: PositiveFloat = 24.0
+    commission_min_windows: Annotated[int, Field(ge=20)] = 600
+    """Commissioning goes on past its period until it has seen this many windows."""
+    rule: Literal["adaptive", "fixed"] = "adaptive"
+    k: PositiveFloat = 6.5
+    """Adaptive rule: threshold = centre + k * spread of recent non-alarmed errors."""
+    statistic: Literal["mean_std", "median_mad"] = "mean_std"
+    backend: Literal["ai-edge-litert", "tflite-runtime"] = "ai-edge-litert"
+
+
+class AssetConfig(Strict):
+    name: Name
+    description: str = ""
+    channels: Annotated[list[ChannelConfig], Field(min_length=1)]
+    model: ModelConfig = ModelConfig()
+    """Without a bundle the asset commissions itself (see ModelConfig.bundle)."""
