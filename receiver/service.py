@@ -15,17 +15,18 @@ connection is retried with exponential backoff and jitter; this task owns that p
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import aiomqtt
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
+from appliance.net.backoff import Backoff
+from appliance.net.cancellation import raise_if_cancelling
+from appliance.net.mqtt import describe_failure, innermost
 from appliance.uplink.schema import (
     PartHeader,
     RecordsError,
@@ -48,23 +49,6 @@ log = structlog.get_logger(__name__)
 SUBSCRIBE_FAILED = 0x80
 DB_RETRY_MIN_S = 0.1
 T = TypeVar("T")
-
-
-@dataclass
-class Backoff:
-    """Exponential delays between `minimum` and `maximum`, each scaled by a random 0.5..1."""
-
-    minimum: float
-    maximum: float
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.maximum, self.minimum * float(2**self.attempt))
-        self.attempt += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class AckOutbox:
@@ -111,17 +95,25 @@ class Receiver:
             log.info("receiver_clean_session", client_id=self.client_id,
                      hint="pass --client-id for a persistent session")  # fmt: skip
         while True:
+            connects = self.stats.connects
             try:
                 await self._session(backoff)
                 reason = "the broker ended the session"
             except* aiomqtt.MqttError as failures:
-                reason = describe_failure(first_leaf(failures))
+                reason = self._describe(innermost(failures), self.stats.connects > connects)
             raise_if_cancelling()
             self.stats.disconnects += 1
             delay = backoff.next_delay()
             log.warning("receiver_disconnected", broker=self.settings.broker.redacted(),
                         reason=reason, retry_in_s=round(delay, 2))  # fmt: skip
             await asyncio.sleep(delay)
+
+    def _describe(self, exc: BaseException, connected: bool) -> str:
+        """Why the connection failed or was lost, for the log; a certificate the broker was not
+        trusted by says which option to look at."""
+        broker = self.settings.broker
+        reason = describe_failure(exc, broker.host, broker.port, connected=connected)
+        return f"{reason} (check --ca)" if reason.startswith("TLS:") else reason
 
     async def _session(self, backoff: Backoff) -> None:
         client = self._make_client()
@@ -301,24 +293,6 @@ def payload_bytes(payload: object) -> bytes:
     return b"" if payload is None else str(payload).encode("utf-8", "backslashreplace")
 
 
-def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    found: BaseException = group
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    return found
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A log-friendly reason; says plainly when the broker refused the credentials."""
-    text = str(exc)
-    lowered = text.lower()
-    if "not authori" in lowered or "bad user" in lowered:
-        return f"the broker refused our credentials ({text})"
-    if "certificate" in lowered:
-        return f"TLS: the broker's certificate was not accepted (check --ca) ({text})"
-    return text
-
-
 async def log_stats_forever(stats: ReceiverStats, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
@@ -334,12 +308,3 @@ async def serve(settings: ReceiverSettings, database: Database) -> None:
     finally:
         stats_task.cancel()
         log.info("receiver_stopped", **receiver.stats.as_dict())
-
-
-def raise_if_cancelling() -> None:
-    """aiomqtt waits with asyncio.wait_for, which on Python 3.11 can swallow a cancellation that
-    arrives as the awaited result does; the task still counts the request, so honour it here
-    rather than reconnecting forever after a shutdown asked us to stop."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
