@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from appliance.config import ApplianceConfig, parse_broker_url, parse_config
+from appliance.config import ApplianceConfig, parse_config
+from appliance.net.broker import parse_broker_url
 from appliance.ota.signing import generate_key
 
 # Shorthands for `appliance demo --fault NAME`; NAME=VALUE passes through to the emulator.
@@ -77,12 +77,11 @@ def _model(asset: str) -> dict[str, Any]:
 def demo_uplink(broker_url: str, ca_file: Path | None = None) -> dict[str, Any]:
     """The [uplink] table for `appliance demo --broker mqtt[s]://user:pass@host:port`: the
     credentials come out of the URL into username/password (never logged)."""
-    address = parse_broker_url(broker_url, allow_credentials=True)
-    parts = urlsplit(broker_url)
+    address = parse_broker_url(broker_url)
     table: dict[str, Any] = {"broker": address.url}
-    if parts.username is not None:
-        table["username"] = unquote(parts.username)
-        table["password"] = unquote(parts.password or "")
+    if address.username is not None:
+        table["username"] = address.username
+        table["password"] = address.password or ""
     if ca_file is not None:
         table["ca_file"] = str(ca_file)
     return table
