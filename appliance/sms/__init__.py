@@ -1,9 +1,14 @@
 """SMS through a GSM modem: PDU codec, AT parser, modem session/link, sender and policy.
 
     pdu.py       pure   encode_sms(number, text, reference) -> [Pdu]; decode_submit(hex, len)
-    at.py        pure   AtParser (bytes -> Echo/Info/Prompt/Final/Urc/Stray), error code tables
+    at.py        pure   AtParser (bytes -> Echo/Info/Prompt/Final/Urc/Stray)
+    result_codes.py pure the +CME/+CMS ERROR tables: what each code means for the message
     errors.py           SmsError and what each subclass means for the message (retry / give up)
-    modem.py     I/O    ModemSession (one open port), ModemLink (keeps one open), ModemHealth
+    channel.py   I/O    AtChannel: the AT conversation on one open port (commands, answers, URCs)
+    session.py   I/O    ModemSession: one open port, the modem set up on it, radio state, sends
+    link.py      I/O    ModemLink: keeps a session open (watchdog, reopen with backoff)
+    health.py    pure   ModemHealth, the status board's view of the modem
+    modem.py     I/O    the names above for the rest of the appliance; a one-SMS command line
     policy.py    pure   SmsPolicy: which alerts go, to whom, how often, and the SMS text
     sender.py    I/O    SmsIntake (alert stage -> durable queue) and SmsSender (queue -> modem)
     settings.py         SmsSettings from the [sms] config table

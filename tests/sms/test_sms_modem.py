@@ -168,7 +168,7 @@ async def test_init_recovers_a_modem_left_at_the_pdu_prompt(by_id: Path) -> None
         async with session_to(modem) as (session, _):
             await session.initialise()
             await session.wait_ready(timeout_s=10.0)
-            await session._write(b"AT+CMGS=20\r")
+            await session._channel.write(b"AT+CMGS=20\r")
             await wait_until(lambda: modem._state.pdu is not None, "modem at the prompt")
         async with session_to(modem) as (session, _):
             await session.initialise()
