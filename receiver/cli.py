@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import ssl
@@ -21,11 +20,12 @@ import sys
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import aiomqtt
-import structlog
 
+from appliance.logging import configure_logging
+from appliance.net.broker import BrokerAddress
 from appliance.uplink.schema import MAX_PART_BYTES
 from receiver.db import open_database
 from receiver.errors import ReceiverError
@@ -35,7 +35,6 @@ from receiver.settings import (
     DEFAULT_GROUP,
     DEFAULT_PREFIX,
     PASSWORD_ENV,
-    BrokerAddress,
     ReceiverSettings,
     parse_broker_url,
     with_password,
@@ -267,25 +266,3 @@ async def run_until_signalled(work: Coroutine[Any, Any, int]) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(RuntimeError):
                 loop.remove_signal_handler(sig)
-
-
-def configure_logging(level: str, stream: TextIO | None = None) -> None:
-    """Readable on a terminal, one JSON object per line otherwise (journald, containers)."""
-    out = stream or sys.stderr
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty())
-        if out.isatty()
-        else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=True,
-    )

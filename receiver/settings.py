@@ -7,53 +7,25 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
+from appliance.net.broker import BrokerAddress
+from appliance.net.broker import parse_broker_url as parse_address
 from appliance.uplink.schema import MAX_PART_BYTES, SchemaError, check_name, check_prefix
 from receiver.errors import SettingsError
 
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 DEFAULT_PREFIX = "appliance"
 DEFAULT_GROUP = "receivers"
 PASSWORD_ENV = "APPLIANCE_RECEIVER_PASSWORD"
 MAX_PASSWORD_FILE_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    tls: bool
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    def redacted(self) -> str:
-        """The URL without the password, for logs."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        user = f"{self.username}:***@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}"
-
-
 def parse_broker_url(url: str) -> BrokerAddress:
-    """`mqtt[s]://[user[:password]@]host[:port]`; user and password may be %-escaped."""
+    """`mqtt[s]://[user[:password]@]host[:port]`; user and password may be %-escaped. The
+    error names --broker and never shows the password."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        return parse_address(url)
     except ValueError as exc:
-        raise SettingsError(f"broker URL: {exc}") from exc
-    if parts.scheme not in DEFAULT_PORTS:
-        raise SettingsError(f"broker URL must start with mqtt:// or mqtts://, not {url!r}")
-    if not parts.hostname:
-        raise SettingsError("broker URL has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise SettingsError("broker URL must not have a path, query or fragment")
-    return BrokerAddress(
-        tls=parts.scheme == "mqtts",
-        host=parts.hostname,
-        port=port or DEFAULT_PORTS[parts.scheme],
-        username=None if parts.username is None else unquote(parts.username),
-        password=None if parts.password is None else unquote(parts.password),
-    )
+        raise SettingsError(f"--broker {exc}") from None
 
 
 def with_password(

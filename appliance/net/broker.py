@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -17,7 +17,7 @@ class BrokerAddress:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -50,7 +50,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
     except ValueError as exc:
         raise ValueError(f"{shown} is not a broker URL: {exc}") from None
     if parts.scheme not in DEFAULT_PORTS:
-        raise ValueError(f"{shown}: the scheme must be mqtt:// or mqtts://")
+        raise ValueError(f"{shown}: a broker URL must start with mqtt:// or mqtts://")
     if not parts.hostname:
         raise ValueError(f"{shown}: no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
