@@ -1,4 +1,5 @@
-"""structlog setup: human-readable on a terminal, one JSON object per line otherwise (journald)."""
+"""structlog setup for the gateway and the receiver: human-readable on a terminal, one JSON object
+per line otherwise (journald, containers)."""
 
 from __future__ import annotations
 
