@@ -10,34 +10,32 @@ over all files before the ratios are taken:
 
 A ratio whose denominator is zero is NaN (undefined), not 0.
 
-Changepoint problem, NAB scoring (Lavin & Ahmad, "Evaluating Real-time Anomaly Detection
-Algorithms - the Numenta Anomaly Benchmark", 2015, and NAB's sweeper.py). SKAB's own code (the
-`tsad` package, the SKAB repository's evaluating.py) could not be consulted here, so these are the
-choices made, each from NAB's definition or the SKAB README:
+Changepoint problem, NAB scoring as SKAB's leaderboard does it (the SKAB repository's
+core/metrics.py `chp_score` with the notebooks' arguments: 60 s windows to the right, "improved"
+sigmoid). Checked against ../shared/tools/skab-check, a re-implementation that reproduces the
+published leaderboard: the same predictions give the same figures (tests/evaluation). The rules:
 
 - Predicted changepoints are the rising and the falling edges of the 0/1 prediction series: a
   row whose prediction differs from the previous row's. The first test row counts as an edge if
-  it is predicted 1 (as SKAB's notebooks do: `cp = abs(pred.diff()); cp[0] = pred[0]`).
+  it is predicted 1 (`cp = abs(pred.diff()); cp[0] = pred[0]`).
 - True changepoints are the rows of the test part whose `changepoint` label is 1.
 - Each true changepoint at time c opens a window [c, c + W] in time (W = 60 s; both ends
-  included, like a pandas label slice). A window that would reach the next true changepoint is
-  cut just before it, so windows never overlap and every detection belongs to at most one.
+  included). Where a window reaches the next changepoint, the NEXT window's start moves to this
+  window's end (the first window keeps its full width; the next one is shortened from the left).
   Windows are in time, not rows, because SKAB rows are not evenly spaced (gaps up to 76 s).
-- Only the first detection inside a window counts, as a true positive weighted by NAB's scaled
-  sigmoid of its relative position y = (t - c) / W - 1 (y = -1 at the window's start, 0 at its
-  nominal end, also in a cut window):
+- The first detection inside a window is a true positive worth a weight that falls from A_tp at
+  the window's start to A_fp at its end, along a tanh curve sampled at 1000 points:
 
-      sigma(y) = 2 / (1 + exp(5 y)) - 1,    score = A_tp * sigma(y) / sigma(-1)
+      x_i = -pi/2 + i * pi / 999,  w_i = (A_tp - A_fp) / 2 * (1 - tanh(x_i) / tanh(pi/2)) + A_fp
+      i = min(floor(1000 * (t - start) / (end - start)), 999)
 
-  Dividing by sigma(-1) (NAB's maxTP) makes a detection at the changepoint itself worth exactly
-  A_tp, so the perfect detector scores 100. Later detections in the same window count for
-  nothing, neither reward nor penalty.
-- A detection outside every window is a false positive and adds A_fp (negative). NAB also
-  discounts a false positive right after a window by the sigmoid; the SKAB README prescribes a
-  plain A_fp per detection outside the windows, which is what is done here.
-- A window without a detection adds A_fn (negative).
+  so it depends on the profile's A_fp too, and a detection at the very end costs A_fp. Later
+  detections in the same window count for nothing. A detection on the boundary shared by two
+  windows belongs to both.
+- Every detection outside all windows is a false positive and adds A_fp (no discount after a
+  window). A window without a detection adds A_fn.
 - Profiles (A_tp, A_fp, A_fn): Standard (1, -0.11, -1), LowFP (1, -0.22, -1), LowFN (1, -0.11, -2).
-- Normalisation, as SKAB sums over files: with S the sum of the files' raw scores, S_null the sum
+- Normalisation, summed over files: with S the sum of the files' raw scores, S_null the sum
   of what the null detector (no detections: every window missed, n_windows * A_fn) scores and
   S_perfect the perfect one's (n_windows * A_tp), NAB = 100 * (S - S_null) / (S_perfect - S_null).
   A file without true changepoints adds its false positives to S and nothing to S_null or
@@ -60,8 +58,8 @@ BoolArray = npt.NDArray[np.bool_]
 NAB_WINDOW_S = 60.0
 """Width of the window to the right of each true changepoint, seconds."""
 
-SIGMOID_STEEPNESS = 5.0
-"""NAB's scaled sigmoid: sigma(y) = 2 / (1 + exp(5 y)) - 1."""
+WEIGHT_STEPS = 1000
+"""SKAB samples its true-positive weight curve at this many positions across a window."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +150,13 @@ class NabTally:
 
 @dataclass(frozen=True)
 class ChangepointWindow:
-    """Detections at `start <= t <= end` (t < end when `cut`) belong to the changepoint at start."""
+    """Detections at `start <= t <= end` belong to the changepoint whose window this is."""
 
     start: float
     end: float
-    cut: bool
+
+    def holds(self, t: float) -> bool:
+        return self.start <= t <= self.end
 
 
 def predicted_changepoints(predictions: BoolArray) -> BoolArray:
@@ -172,26 +172,27 @@ def predicted_changepoints(predictions: BoolArray) -> BoolArray:
 def changepoint_windows(
     changepoint_times: FloatArray, window_s: float = NAB_WINDOW_S
 ) -> list[ChangepointWindow]:
-    """[c, c + window_s] per true changepoint, cut before the next changepoint if it overlaps."""
+    """[c, c + window_s] per true changepoint; an overlapping one starts at the previous end."""
     starts = np.sort(np.asarray(changepoint_times, dtype=np.float64))
-    windows = []
-    for index, start in enumerate(starts):
+    windows: list[ChangepointWindow] = []
+    for start in starts:
         end = float(start) + window_s
-        next_start = float(starts[index + 1]) if index + 1 < len(starts) else math.inf
-        cut = next_start <= end
-        windows.append(ChangepointWindow(float(start), min(end, next_start), cut))
+        if windows and windows[-1].end >= start:
+            windows.append(ChangepointWindow(windows[-1].end, end))
+        else:
+            windows.append(ChangepointWindow(float(start), end))
     return windows
 
 
-def scaled_sigmoid(y: float) -> float:
-    """NAB's 2 / (1 + e^(5y)) - 1: about 0.987 at y = -1, 0 at y = 0, negative after."""
-    return 2.0 / (1.0 + math.exp(SIGMOID_STEEPNESS * y)) - 1.0
-
-
-def true_positive_weight(delay_s: float, window_s: float, profile: NabProfile) -> float:
-    """A_tp scaled by the sigmoid of the position in the window; A_tp at the window's start."""
-    y = delay_s / window_s - 1.0
-    return profile.a_tp * scaled_sigmoid(y) / scaled_sigmoid(-1.0)
+def true_positive_weight(
+    detected_at: float, window: ChangepointWindow, profile: NabProfile
+) -> float:
+    """A_tp at the window's start falling along a tanh curve to A_fp at its end (SKAB's)."""
+    position = (detected_at - window.start) / (window.end - window.start)
+    step = min(int(position * WEIGHT_STEPS), WEIGHT_STEPS - 1)
+    x = -math.pi / 2 + step * math.pi / (WEIGHT_STEPS - 1)
+    half_span = (profile.a_tp - profile.a_fp) / 2
+    return half_span * (1.0 - math.tanh(x) / math.tanh(math.pi / 2)) + profile.a_fp
 
 
 def nab_tally(
@@ -207,29 +208,20 @@ def nab_tally(
     if len(times) != len(predictions):
         raise ValueError(f"{len(times)} times for {len(predictions)} predictions")
     windows = changepoint_windows(times[true_changepoints], window_s)
-    detection_times = times[predicted_changepoints(predictions)]
+    detections = [float(t) for t in np.sort(times[predicted_changepoints(predictions)])]
     score = 0.0
-    hit = [False] * len(windows)
-    for detected_at in detection_times:
-        index = _window_holding(windows, float(detected_at))
-        if index is None:
-            score += profile.a_fp
-        elif not hit[index]:
-            hit[index] = True
-            delay = float(detected_at) - windows[index].start
-            score += true_positive_weight(delay, window_s, profile)
-    score += profile.a_fn * hit.count(False)
+    missed = 0
+    for window in windows:
+        first = next((t for t in detections if window.holds(t)), None)
+        if first is None:
+            missed += 1
+        else:
+            score += true_positive_weight(first, window, profile)
+    false_positives = sum(not any(w.holds(t) for w in windows) for t in detections)
+    score += profile.a_fp * false_positives + profile.a_fn * missed
     return NabTally(
         score=score, null=profile.a_fn * len(windows), perfect=profile.a_tp * len(windows)
     )
-
-
-def _window_holding(windows: list[ChangepointWindow], t: float) -> int | None:
-    for index, window in enumerate(windows):
-        inside_end = t < window.end if window.cut else t <= window.end
-        if window.start <= t and inside_end:
-            return index
-    return None
 
 
 def _same_length(first: BoolArray, second: BoolArray) -> tuple[BoolArray, BoolArray]:

@@ -13,6 +13,7 @@ from appliance.evaluation.metrics import (
     NAB_PROFILES,
     NAB_STANDARD,
     BoolArray,
+    ChangepointWindow,
     NabProfile,
     NabTally,
     OutlierCounts,
@@ -21,7 +22,6 @@ from appliance.evaluation.metrics import (
     outlier_counts,
     outlier_scores,
     predicted_changepoints,
-    scaled_sigmoid,
     sum_counts,
     true_positive_weight,
 )
@@ -112,23 +112,28 @@ def test_predicted_changepoints_are_rising_and_falling_edges(
     assert predicted_changepoints(bools(predictions)).tolist() == [bool(e) for e in edges]
 
 
-def test_windows_are_cut_before_the_next_changepoint() -> None:
+def test_an_overlapping_window_starts_where_the_previous_one_ends() -> None:
     windows = changepoint_windows(np.array([100.0, 130.0, 300.0]), window_s=60.0)
 
-    assert [(w.start, w.end, w.cut) for w in windows] == [
-        (100.0, 130.0, True),
-        (130.0, 190.0, False),
-        (300.0, 360.0, False),
-    ]
+    # SKAB keeps the first window whole and shortens the next one from the left.
+    assert [(w.start, w.end) for w in windows] == [(100.0, 160.0), (160.0, 190.0), (300.0, 360.0)]
 
 
-def test_scaled_sigmoid_values() -> None:
-    assert scaled_sigmoid(-1.0) == pytest.approx(0.9866142981514305)
-    assert scaled_sigmoid(-0.5) == pytest.approx(0.8482836399575131)
-    assert scaled_sigmoid(0.0) == 0.0
-    assert true_positive_weight(0.0, 60.0, NAB_STANDARD) == pytest.approx(1.0)
-    assert true_positive_weight(30.0, 60.0, NAB_STANDARD) == pytest.approx(0.8597925669097837)
-    assert true_positive_weight(60.0, 60.0, NAB_STANDARD) == 0.0
+# SKAB's weight at step i of 1000: (A_tp - A_fp) / 2 * (1 - tanh(x_i) / tanh(pi/2)) + A_fp with
+# x_i = -pi/2 + i * pi / 999. Half way (i = 500): x = 0.0015724, tanh(x) / tanh(pi/2) = 0.0017144,
+# so 0.555 * 0.9982856 - 0.11 = 0.4440485 (Standard) and 0.61 * 0.9982856 - 0.22 = 0.3889542.
+HALF_WAY_STANDARD = 0.44404850713138366
+HALF_WAY_LOW_FP = 0.3889542150453045
+
+
+def test_true_positive_weight_falls_from_a_tp_to_a_fp_across_the_window() -> None:
+    window = ChangepointWindow(100.0, 160.0)
+
+    assert true_positive_weight(100.0, window, NAB_STANDARD) == pytest.approx(1.0)
+    assert true_positive_weight(130.0, window, NAB_STANDARD) == pytest.approx(HALF_WAY_STANDARD)
+    assert true_positive_weight(130.0, window, NAB_LOW_FP) == pytest.approx(HALF_WAY_LOW_FP)
+    assert true_positive_weight(160.0, window, NAB_STANDARD) == pytest.approx(-0.11)
+    assert true_positive_weight(160.0, window, NAB_LOW_FP) == pytest.approx(-0.22)
 
 
 # NAB scores
@@ -151,8 +156,8 @@ def test_detection_at_window_start_scores_higher_than_later_in_the_window() -> N
         for start in (100.0, 130.0, 160.0)
     ]
 
-    # Raw scores 1, 0.8598 and 0 against null -1 and perfect 1.
-    assert scores == pytest.approx([100.0, 100 * 1.8597925669097837 / 2, 50.0])
+    # Raw scores 1, 0.4440 and A_fp = -0.11 (the window's end) against null -1 and perfect 1.
+    assert scores == pytest.approx([100.0, 100 * (1 + HALF_WAY_STANDARD) / 2, 100 * 0.89 / 2])
 
 
 def test_only_the_first_detection_in_a_window_counts() -> None:
@@ -162,12 +167,21 @@ def test_only_the_first_detection_in_a_window_counts() -> None:
     assert normalised(flickering, changepoints) == pytest.approx(100.0)
 
 
-def test_detection_belongs_to_the_window_of_the_changepoint_it_follows() -> None:
+def test_a_detection_at_the_second_changepoint_is_still_in_the_first_window() -> None:
     changepoints = changepoints_at(SECONDS, 100.0, 130.0)
-    # Window of 100 is cut to [100, 130): the falling edge at 130 opens the second window.
-    perfect = alarm_between(SECONDS, (100.0, 130.0))
+    # Windows [100, 160] and [160, 190]: the falling edge at 130 is a later detection in the
+    # first window (worth nothing), and the second window is missed: raw 1 - 1 of null -2.
+    edges_at_both_changepoints = alarm_between(SECONDS, (100.0, 130.0))
 
-    assert normalised(perfect, changepoints) == pytest.approx(100.0)
+    assert normalised(edges_at_both_changepoints, changepoints) == pytest.approx(50.0)
+
+
+def test_a_detection_on_a_shared_window_boundary_counts_for_both_windows() -> None:
+    changepoints = changepoints_at(SECONDS, 100.0, 130.0)
+    # 160 ends [100, 160] (worth A_fp) and starts [160, 190] (worth A_tp): raw 0.89 of null -2.
+    detected_at_boundary = alarm_between(SECONDS, (160.0, 1000.0))
+
+    assert normalised(detected_at_boundary, changepoints) == pytest.approx(100 * 2.89 / 4)
 
 
 @pytest.mark.parametrize(
