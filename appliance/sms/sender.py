@@ -4,8 +4,8 @@
                                                              |  wake
     SmsSender.run():  ModemLink.run()  +  queue loop  <------+
 
-`SmsIntake.accept` returns only once the messages are committed, and the alert stage marks its
-alerts done only after that, so an alert accepted for SMS survives a crash or restart.
+`SmsIntake` (sms/intake.py) returns only once the messages are committed, so an alert accepted
+for SMS survives a crash or restart. `SmsStatus` (sms/status.py) is the status board entry.
 
 The queue loop (one message at a time, so a multipart message is never interleaved):
   * gives up on every pending message whose give_up_at has passed, or that may already have
@@ -29,44 +29,44 @@ The queue loop (one message at a time, so a multipart message is never interleav
     twice, nothing is lost.
 
 A SIM that refused the configured PIN: ModemLink stops using the PIN at once, and the sender
-persists a salted hash of it (flag `sms.pin_rejected`); `usable_pin()` refuses that PIN at the
-next start, until the configured PIN changes.
+persists a salted hash of it (flag `sms.pin_rejected`); `usable_pin()` (sms/pin_guard.py)
+refuses that PIN at the next start, until the configured PIN changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import hmac
-import itertools
-import os
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
 from appliance.errors import StoreError
+from appliance.net.backoff import doubling_s
 from appliance.records import Alert
 from appliance.sms.errors import MessageRejected, PinRejected, SmsError
-from appliance.sms.modem import ModemHealth, ModemLink, ModemSettings, PowerCycle
-from appliance.sms.pdu import count_parts
-from appliance.sms.policy import NewSms, PolicyCounts, SmsPolicy
+from appliance.sms.intake import Clock, SmsIntake
+from appliance.sms.modem import ModemLink, ModemSettings, PowerCycle
+from appliance.sms.pin_guard import PIN_FLAG, pin_digest, usable_pin
+from appliance.sms.status import ShownSms, SmsStatus
 from appliance.store import SmsQueue
 from appliance.store.sms import QueuedSms
 
+__all__ = [  # the intake, the PIN guard and the status entry are imported from here too
+    "PIN_FLAG",
+    "SenderSettings",
+    "ShownSms",
+    "SmsIntake",
+    "SmsSender",
+    "SmsStatus",
+    "backoff_s",
+    "send_order",
+    "usable_pin",
+]
+
 log = structlog.get_logger(__name__)
-
-PIN_FLAG = "sms.pin_rejected"
-PIN_HASH_ITERATIONS = 100_000
-ENQUEUE_RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-SHOWN_DELIVERED = 50
-
-Clock = Callable[[], float]
-Pause = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -105,160 +105,7 @@ def send_order(message: QueuedSms) -> tuple[int, int]:
 
 def backoff_s(attempts: int, settings: SenderSettings) -> float:
     """The wait after the `attempts`-th failed attempt (1, 2, ...): doubling, capped."""
-    exponent = min(max(attempts - 1, 0), 30)
-    return float(min(settings.retry_initial_s * 2**exponent, settings.retry_max_s))
-
-
-class ShownSms(Protocol):
-    """An SMS the emulated modem took, as the recipient's phone would show it."""
-
-    @property
-    def text(self) -> str: ...
-
-    def describe(self) -> str: ...
-
-
-@dataclass
-class SmsStatus:
-    """The status board entry. The sender task writes everything except `policy` and
-    `enqueue_failures` (the alert stage's) and `would_have_sent` (the emulated modem's)."""
-
-    modem: ModemHealth
-    recipients: int
-    emulated: bool = False
-    queued: int = 0
-    """Messages still to send (sending included)."""
-    oldest_queued_utc: float | None = None
-    sent: int = 0
-    """Messages sent, since the database was created (finished rows are pruned after 30 days)."""
-    given_up: int = 0
-    last_sent_utc: float | None = None
-    last_sent_to: str | None = None
-    last_given_up: str | None = None
-    """The last message given up, in words (recipient, alert, reason)."""
-    last_send_error: str | None = None
-    sent_since_start: int = 0
-    failed_attempts: int = 0
-    """Attempts that failed since start (each is retried or given up)."""
-    pin_rejected: bool = False
-    """The SIM refused the configured PIN: it is not used until the config's PIN changes."""
-    policy: PolicyCounts | None = None
-    enqueue_failures: int = 0
-    would_have_sent: deque[ShownSms] = field(default_factory=lambda: deque(maxlen=SHOWN_DELIVERED))
-    """Emulated modem only (the demo): the last SMS it received, as the recipient would see
-    them (written by the emulated modem's callback)."""
-
-
-# --- PIN guard ------------------------------------------------------------------------------
-
-
-def pin_digest(pin: str, salt: bytes | None = None) -> str:
-    """A salted PBKDF2 hash of the PIN, as stored in the flag ("pbkdf2$<salt>$<hash>")."""
-    salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, PIN_HASH_ITERATIONS)
-    return f"pbkdf2${salt.hex()}${digest.hex()}"
-
-
-def pin_matches(stored: str, pin: str) -> bool:
-    try:
-        scheme, salt, _ = stored.split("$")
-        expected = pin_digest(pin, bytes.fromhex(salt))
-    except ValueError:
-        return False
-    return scheme == "pbkdf2" and hmac.compare_digest(stored, expected)
-
-
-async def usable_pin(store: SmsQueue, pin: str | None) -> tuple[str | None, bool]:
-    """(the PIN to use, whether the configured PIN is refused). A PIN the SIM refused before
-    is not used again; a different PIN clears the flag."""
-    flag = await store.flag(PIN_FLAG)
-    if pin is None or flag is None:
-        return pin, False
-    if pin_matches(flag, pin):
-        log.error(
-            "sms_pin_refused_before",
-            advice="the SIM refused this PIN before; it is not tried again (the SIM would "
-            "lock). Put the right PIN in the config (or unlock the SIM) and restart.",
-        )
-        return None, True
-    await store.set_flag(PIN_FLAG, None)
-    log.info("sms_pin_changed", advice="the PIN refused earlier was replaced; trying the new one")
-    return pin, False
-
-
-# --- intake ---------------------------------------------------------------------------------
-
-
-class SmsIntake:
-    """The alert stage's side: the policy decides, the messages are committed, the sender is
-    woken. `accept()` returns only when the messages are durable (a failing store is retried
-    with backoff: the alert stage waits, nothing is dropped)."""
-
-    def __init__(
-        self,
-        policy: SmsPolicy,
-        store: SmsQueue,
-        give_up_after_s: float,
-        wake: Callable[[], None],
-        status: SmsStatus,
-        *,
-        clock: Clock = time.time,
-        retry_delays_s: Sequence[float] = ENQUEUE_RETRY_DELAYS_S,
-        pause: Pause = asyncio.sleep,
-    ) -> None:
-        self.policy = policy
-        self._store = store
-        self._give_up_after_s = give_up_after_s
-        self._wake = wake
-        self._status = status
-        self._clock = clock
-        self._retry_delays_s = tuple(retry_delays_s) or (1.0,)
-        self._pause = pause
-        status.policy = policy.counts
-
-    async def accept(self, alerts: Sequence[Alert]) -> None:
-        now = self._clock()
-        messages = [message for alert in alerts for message in self.policy.decide(alert, now)]
-        await self._enqueue(messages, now)
-
-    async def send_test(self, requested_by: str) -> int:
-        """Queue a test SMS to every recipient the rate limits allow; how many were queued."""
-        now = self._clock()
-        messages = self.policy.test_messages(requested_by, now)
-        await self._enqueue(messages, now)
-        return len(messages)
-
-    async def _enqueue(self, messages: Sequence[NewSms], now: float) -> None:
-        if not messages:
-            return
-        for attempt, delay_s in enumerate(_forever(self._retry_delays_s), start=1):
-            try:
-                rows = await self._store.enqueue_sms(messages, now, self._give_up_after_s)
-                break
-            except StoreError as error:
-                self._status.enqueue_failures += 1
-                log.error(
-                    "sms_enqueue_failed",
-                    reason=str(error),
-                    messages=len(messages),
-                    attempt=attempt,
-                    retry_in_s=delay_s,
-                )
-                await self._pause(delay_s)
-        for row in rows:
-            log.info(
-                "sms_queued",
-                id=row.id,
-                to=row.recipient,
-                alert=row.alert_kind,
-                asset=row.alert_asset,
-                parts=count_parts(row.text),
-            )
-        self._wake()
-
-
-def _forever(delays: Sequence[float]) -> Iterator[float]:
-    return itertools.chain(delays, itertools.repeat(delays[-1]))
+    return doubling_s(attempts - 1, settings.retry_initial_s, settings.retry_max_s)
 
 
 # --- sender ---------------------------------------------------------------------------------
