@@ -25,6 +25,7 @@ import serial_asyncio
 import structlog
 
 from appliance.capture.clock import McuClock
+from appliance.net.backoff import Backoff
 from appliance.records import SampleBlock
 from firmware_bridge.codec import (
     DELIMITER,
@@ -89,7 +90,7 @@ class SerialLink:
     `channel_map` maps a frame channel id to (asset, channel); unmapped ids are dropped and
     counted. `expected_rate_hz` maps channel ids to their configured rate (unchecked if absent).
     When the port vanishes it is reopened after `reconnect_initial_s`, doubling up to
-    `reconnect_max_s`, each delay scaled by a random factor in [0.5, 1). No byte for
+    `reconnect_max_s`, each delay scaled by a random factor in [0.5, 1) (net.backoff). No byte for
     `idle_timeout_s` also counts as vanished (a hung USB device keeps its port open).
     While the queue is full the link waits; at most `read_buffer_bytes` pile up in user space
     before the kernel's and then the MCU's buffers fill and the MCU drops frames (seq gaps).
@@ -116,12 +117,11 @@ class SerialLink:
         self._queue = queue
         self._expected_rate_hz = dict(expected_rate_hz or {})
         self._baudrate = baudrate
-        self._reconnect_initial_s = reconnect_initial_s
-        self._reconnect_max_s = reconnect_max_s
         self._idle_timeout_s = idle_timeout_s
         self._read_buffer_bytes = read_buffer_bytes
         self._clock = clock if clock is not None else McuClock()
-        self._rng = rng if rng is not None else random.Random()
+        rng = rng if rng is not None else random.Random()
+        self._backoff = Backoff(reconnect_initial_s, reconnect_max_s, rng)
         self._sequence = SequenceTracker()
         self._decoder = FrameDecoder()
         self._seen_first_delimiter = False
@@ -133,7 +133,6 @@ class SerialLink:
 
     async def run(self) -> None:
         """Connect, stream, reconnect; until cancelled."""
-        delay_s = self._reconnect_initial_s
         has_connected = False
         while True:
             try:
@@ -152,9 +151,8 @@ class SerialLink:
                 finally:
                     self._close(writer)
                 if self.stats.frames > frames_before:
-                    delay_s = self._reconnect_initial_s
-            await asyncio.sleep(delay_s * self._rng.uniform(0.5, 1.0))
-            delay_s = min(delay_s * 2, self._reconnect_max_s)
+                    self._backoff.reset()
+            await asyncio.sleep(self._backoff.next_delay())
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await serial_asyncio.open_serial_connection(
@@ -198,7 +196,7 @@ class SerialLink:
 
     async def _read(self, reader: asyncio.StreamReader) -> bytes:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
-        # arrives as the read completes, and the link would then never stop.
+        # arrives as the read completes (see appliance/net/cancellation.py).
         try:
             async with asyncio.timeout(self._idle_timeout_s):
                 chunk = await reader.read(65536)
