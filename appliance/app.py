@@ -9,16 +9,15 @@ import contextlib
 import dataclasses
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
-from appliance.capture.i2c import I2cPoller, PolledSensor, SmbusLike, build_sensor, open_smbus
-from appliance.capture.serial_link import SerialLink
-from appliance.config import ApplianceConfig, I2cConfig, I2cSource, SerialConfig, SerialSource
+from appliance.capture.sources import Sources, build_sources
+from appliance.config import ApplianceConfig
 from appliance.detect.acks import AlertAcks
 from appliance.detect.assets import AssetScoring, open_scorings, restore_health, save_states
 from appliance.detect.health import AssetHealth, run_health_stage
@@ -26,11 +25,12 @@ from appliance.detect.restart import renotify_open_alarms, restore_alerts
 from appliance.detect.routing import ROUTER_STATE, AlertRouter, run_alert_stage
 from appliance.detect.rules import ChannelSpec as RuleChannel
 from appliance.detect.stage import run_detect_stage
-from appliance.devices import EmulatedDevices
-from appliance.errors import ApplianceError, ConfigError
+from appliance.devices import EmulatedDevices, emulated
+from appliance.errors import ApplianceError
 from appliance.features import AssetFeatures
 from appliance.features.from_config import build_feature_engines
 from appliance.features.stage import run_feature_stage
+from appliance.net.cancellation import cancel_and_wait
 from appliance.ota.manager import ModelManager, ota_settings
 from appliance.records import Alert, FeatureVector, SampleBlock
 from appliance.sdnotify import SystemdNotifier
@@ -40,7 +40,7 @@ from appliance.sms.policy import DAY_S, SmsPolicy
 from appliance.sms.sender import ShownSms, SmsIntake, SmsSender, SmsStatus, usable_pin
 from appliance.sms.settings import SmsSettings, sms_settings
 from appliance.status import StatusBoard
-from appliance.store import Store, StoredRecord, StoreSettings, run_store_writer
+from appliance.store import Store, StoredRecord, run_store_writer, store_settings
 from appliance.summary import SummaryPrinter
 from appliance.uplink.publisher import Uplink
 from appliance.uplink.settings import UplinkSettings, uplink_settings
@@ -55,20 +55,6 @@ QUEUE_ALERTS = 256
 STATE_SAVE_EVERY_S = 60.0
 SHUTDOWN_DRAIN_S = 10.0
 SHUTDOWN_GRACE_S = 15.0
-
-
-@dataclass
-class Sources:
-    """Everything that produces SampleBlocks."""
-
-    links: dict[str, SerialLink] = field(default_factory=dict)
-    pollers: dict[str, I2cPoller] = field(default_factory=dict)
-
-    def tasks(self) -> list[Coroutine[Any, Any, None]]:
-        return [
-            *(link.run() for link in self.links.values()),
-            *(poller.run() for poller in self.pollers.values()),
-        ]
 
 
 @dataclass
@@ -134,6 +120,7 @@ async def run_appliance(
     for asset in config.assets:
         board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
     uplink_config = build_uplink_settings(config)
+    store_config = store_settings(config.store, with_uplink=uplink_config is not None)
     sms_config = sms_settings(config.gateway.id, config.sms) if config.sms is not None else None
     engines = build_feature_engines(config)
     health = build_health(config)
@@ -144,7 +131,7 @@ async def run_appliance(
     board.serial.update({name: link.stats for name, link in sources.links.items()})
     board.i2c.update({name: poller.stats for name, poller in sources.pollers.items()})
     async with (
-        open_store(config) as store,
+        await Store.open(store_config) as store,
         open_models(config, store, board, engines) as models,
     ):
         board.store = store.stats
@@ -157,7 +144,7 @@ async def run_appliance(
         restore_health(health, states)
         restore_alerts(router, states, scorings, health, board, time.time())
         await save_states(store.detector_states, scorings, health, router)
-        await _check_i2c(sources)
+        await sources.check_i2c()
         pipeline = Pipeline(
             board, sources, engines, health, scorings, router, store, blocks, vectors,
             alerts, records, models=models,
@@ -309,21 +296,12 @@ async def _save_states_logged(p: Pipeline) -> None:
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
-    """Cancel and wait; a task still running after SHUTDOWN_GRACE_S is cancelled again every
-    second. On Python 3.11 `asyncio.wait_for` (used inside aiomqtt) can swallow a cancellation
-    that arrives as its result does; a second request then stops the task instead of hanging
-    the shutdown. The grace leaves the writer's flush and a send in progress time to finish."""
-    pending = {task for task in tasks if not task.done()}
-    for task in pending:
-        task.cancel()
-    if pending:
-        _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
-    while pending:
-        log.warning("task_cancelled_again", tasks=sorted(task.get_name() for task in pending))
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=1.0)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    """Cancel and wait; the grace leaves the writer's flush and a send in progress time to end."""
+    await cancel_and_wait(*tasks, grace_s=SHUTDOWN_GRACE_S, on_cancel_again=_cancelled_again)
+
+
+def _cancelled_again(names: list[str]) -> None:
+    log.warning("task_cancelled_again", tasks=names)
 
 
 @contextlib.asynccontextmanager
@@ -336,23 +314,6 @@ async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-@contextlib.asynccontextmanager
-async def open_store(config: ApplianceConfig) -> AsyncIterator[Store]:
-    settings = StoreSettings(
-        path=Path(config.store.path),
-        synchronous=config.store.synchronous,
-        max_bytes=int(config.store.max_mb * 1e6) if config.store.max_mb else None,
-        retention_s=config.store.retention_days * 86400 if config.store.retention_days else None,
-        # With an uplink, undelivered rows leave by size only (see appliance/store/store.py).
-        retain_undelivered=config.uplink is not None,
-    )
-    store = await Store.open(settings)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @contextlib.asynccontextmanager
@@ -419,7 +380,7 @@ async def open_sms(
     )
     port = settings.port
     if settings.emulated:
-        port = _emulated(devices, "sms").modem_port
+        port = emulated(devices, "sms").modem_port
     assert port is not None
     power_cycle = None
     if settings.power_cycle is not None:
@@ -467,89 +428,3 @@ def build_health(config: ApplianceConfig) -> dict[str, AssetHealth]:
 def build_router(config: ApplianceConfig) -> AlertRouter:
     channels = [f"{a.name}/{c.name}" for a in config.assets for c in a.channels]
     return AlertRouter(config.gateway.id, channels, [a.name for a in config.assets])
-
-
-def build_sources(
-    config: ApplianceConfig,
-    blocks: asyncio.Queue[SampleBlock],
-    devices: EmulatedDevices | None = None,
-) -> Sources:
-    sources = Sources()
-    for device in config.serial:
-        port = device.port
-        if device.emulate is not None:
-            port = _emulated(devices, f"serial[{device.name}]").serial_ports[device.name]
-        assert port is not None
-        sources.links[device.name] = _serial_link(config, device, port, blocks)
-    for bus in config.i2c:
-        sources.pollers[bus.name] = _i2c_poller(config, bus, blocks, devices)
-    return sources
-
-
-def _emulated(devices: EmulatedDevices | None, what: str) -> EmulatedDevices:
-    if devices is None:
-        raise ConfigError(f"{what} is emulated: run it with the rig attached (appliance.rig)")
-    return devices
-
-
-def _serial_link(
-    config: ApplianceConfig,
-    device: SerialConfig,
-    port: str,
-    blocks: asyncio.Queue[SampleBlock],
-) -> SerialLink:
-    channel_map: dict[int, tuple[str, str]] = {}
-    rates: dict[int, float] = {}
-    for asset in config.assets:
-        for channel in asset.channels:
-            source = channel.source
-            if isinstance(source, SerialSource) and source.serial == device.name:
-                channel_map[source.channel] = (asset.name, channel.name)
-                rates[source.channel] = channel.rate_hz
-    return SerialLink(port, channel_map, blocks, expected_rate_hz=rates, baudrate=device.baudrate)
-
-
-def _i2c_poller(
-    config: ApplianceConfig,
-    bus_config: I2cConfig,
-    blocks: asyncio.Queue[SampleBlock],
-    devices: EmulatedDevices | None,
-) -> I2cPoller:
-    by_address: dict[int, tuple[I2cSource, dict[str, tuple[str, str]]]] = {}
-    for asset in config.assets:
-        for channel in asset.channels:
-            source = channel.source
-            if isinstance(source, I2cSource) and source.i2c == bus_config.name:
-                _, quantities = by_address.setdefault(source.address, (source, {}))
-                quantities[source.quantity] = (asset.name, channel.name)
-    bus = _open_bus(bus_config, devices)
-    sensors = [
-        PolledSensor(
-            build_sensor(
-                source.sensor,
-                bus,
-                address,
-                bus_config.name,
-                shunt_ohms=source.shunt_ohms,
-                max_current_a=source.max_current_a,
-            ),
-            quantities,
-        )
-        for address, (source, quantities) in by_address.items()
-    ]
-    return I2cPoller(sensors, blocks, period_s=bus_config.poll_s)
-
-
-def _open_bus(bus_config: I2cConfig, devices: EmulatedDevices | None) -> SmbusLike:
-    if bus_config.bus != "emulated":
-        return open_smbus(int(bus_config.bus))
-    return _emulated(devices, f"i2c[{bus_config.name}]").i2c_buses[bus_config.name]
-
-
-async def _check_i2c(sources: Sources) -> None:
-    """Identify every sensor once at start; a missing one is logged loudly and retried later."""
-    for name, poller in sources.pollers.items():
-        try:
-            await poller.check()
-        except Exception as exc:
-            log.error("i2c_sensor_check_failed", bus=name, problems=str(exc))

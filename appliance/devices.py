@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 
+from appliance.errors import ConfigError
+
 if TYPE_CHECKING:
     from appliance.capture.i2c import SmbusLike
     from appliance.sms.sender import ShownSms
@@ -35,3 +37,10 @@ class EmulatedDevices(Protocol):
     ) -> AbstractAsyncContextManager[None]:
         """While entered, the emulated devices run (MCUs stream, the modem boots and answers);
         `on_sms_delivered` gets each SMS the emulated modem took."""
+
+
+def emulated(devices: EmulatedDevices | None, what: str) -> EmulatedDevices:
+    """The devices `what` is emulated on; ConfigError if no rig attached them."""
+    if devices is None:
+        raise ConfigError(f"{what} is emulated: run it with the rig attached (appliance.rig)")
+    return devices

@@ -62,7 +62,7 @@ from appliance.logging import configure_logging
 from appliance.records import Alert, FeatureVector, FloatArray, SampleBlock
 from appliance.sms.settings import sms_settings
 from appliance.status import StatusBoard
-from appliance.store import StoredRecord, run_store_writer
+from appliance.store import Store, StoredRecord, run_store_writer, store_settings
 from firmware_bridge.codec import FrameDecoder, SamplesFrame
 
 MCUS, PER_MCU = 16, 4
@@ -223,7 +223,8 @@ async def measure(
         unlimited = dataclasses.replace(settings.policy, max_per_hour=10**6, max_per_day=10**6)
         settings = dataclasses.replace(settings, policy=unlimited)  # the bench sends hundreds
         health = app.build_health(config)
-        async with app.open_store(config) as store:
+        store_config = store_settings(config.store, with_uplink=config.uplink is not None)
+        async with await Store.open(store_config) as store:
             sms = await app.open_sms(settings, store, board, None, lambda: None)
             tasks = [
                 run_store_writer(store, records),

@@ -3,6 +3,7 @@
 from appliance.store.codec import StoredRecord
 from appliance.store.migrations import MIGRATIONS, Migration
 from appliance.store.outbox import Delivery, History
+from appliance.store.settings import StoreSettings, store_settings
 from appliance.store.sms import SmsQueue
 from appliance.store.states import DetectorStates, StoredAck
 from appliance.store.store import (
@@ -11,7 +12,6 @@ from appliance.store.store import (
     OutboxStats,
     Store,
     StorePragmas,
-    StoreSettings,
     StoreStats,
     is_disk_full,
 )
@@ -35,4 +35,5 @@ __all__ = [
     "StoredRecord",
     "is_disk_full",
     "run_store_writer",
+    "store_settings",
 ]

@@ -40,7 +40,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -52,7 +51,6 @@ from appliance.store import eviction
 from appliance.store import outbox as outbox_sql
 from appliance.store.codec import StoredRecord, encode_record
 from appliance.store.database import (
-    SYNCHRONOUS_MODES,
     Database,
     StorePragmas,
     StoreSize,
@@ -76,6 +74,7 @@ from appliance.store.outbox import (
     OutboxStats,
     SchemaKey,
 )
+from appliance.store.settings import StoreSettings
 from appliance.store.sms import SmsQueue
 from appliance.store.states import DetectorStates, StoredAck
 
@@ -94,29 +93,6 @@ __all__ = [
 T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    path: Path
-    synchronous: str = "NORMAL"
-    max_bytes: int | None = None
-    retention_s: float | None = None
-    retain_undelivered: bool = False
-    """True when an uplink delivers the outbox: retention then evicts delivered rows only."""
-
-    def __post_init__(self) -> None:
-        if self.synchronous not in SYNCHRONOUS_MODES:
-            raise StoreError(
-                f"store {self.path}: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, "
-                f"not {self.synchronous!r}"
-            )
-        if self.max_bytes is not None and self.max_bytes <= 0:
-            raise StoreError(f"store {self.path}: max_bytes must be positive, not {self.max_bytes}")
-        if self.retention_s is not None and not self.retention_s > 0:
-            raise StoreError(
-                f"store {self.path}: retention_s must be positive, not {self.retention_s}"
-            )
 
 
 @dataclass
