@@ -274,7 +274,7 @@ def _check_usable(config: ApplianceConfig) -> None:
     from appliance import rig
     from appliance.app import build_uplink_settings
     from appliance.features.from_config import build_feature_engines
-    from appliance.ota.manager import ota_settings
+    from appliance.ota.settings import ota_settings
     from appliance.sms.settings import sms_settings
 
     if Path(config.store.path).is_dir():

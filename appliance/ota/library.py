@@ -3,6 +3,7 @@
     <directory>/<asset>/<hash>/     manifest.json, model.tflite, signature.ed25519
     <directory>/<asset>/slots.json  {"history": [ids, oldest first], "rolled_back": [ids]}
     <directory>/.staging/           archives being checked (emptied at start)
+    <directory>/.lock               held by the appliance that uses the library (`take_lock`)
 
 A bundle's directory is named by a hash of its id (`bundle_dir`), never by text a manifest
 carries, so no version can point outside the library. (Libraries from before named them by
@@ -15,6 +16,7 @@ configured model) takes over. Writes are atomic (temporary file, rename)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +33,7 @@ from appliance.errors import BundleError
 log = structlog.get_logger(__name__)
 
 SLOTS_FILE = "slots.json"
+LOCK_FILE = ".lock"
 ROLLED_BACK_KEPT = 5
 
 
@@ -46,6 +49,12 @@ class Slots:
     @property
     def previous(self) -> str | None:
         return self.history[-2] if len(self.history) > 1 else None
+
+    def roll_back(self) -> str:
+        """Set the active bundle aside: the one before it (or the configured model) is next."""
+        bundle_id = self.history.pop()
+        self.rolled_back.append(bundle_id)
+        return bundle_id
 
 
 class BundleLibrary:
@@ -120,6 +129,19 @@ class BundleLibrary:
                     os.replace(old, new)
                 except OSError as exc:
                     log.error("model_library_rename_failed", path=str(old), reason=str(exc))
+
+
+def take_lock(root: Path) -> int | None:
+    """The library's lock, one appliance at a time (`appliance model rollback` checks it to know
+    whether one runs): the held lock file's descriptor, or None when another process holds it.
+    OSError when the lock file cannot be opened."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def dir_name(bundle_id: str) -> str:

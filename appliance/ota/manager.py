@@ -4,7 +4,8 @@ Bundles arrive as archives from three places (the inbox directory, the uplink's 
 topic, an upload on the status page); `install` checks each (vetting.py), keeps it in the
 library, and hands the detect stage a swap it applies between two windows. `rollback` (the CLI,
 the page, or a model failing its probation) restores the bundle before, or the configured model.
-Model changes are serialised by one lock, so two arrivals never interleave.
+Model changes are serialised by one lock, so two arrivals never interleave. The inbox's files
+(inbox.py), the [models] settings (settings.py) and the outcomes (outcomes.py) live beside it.
 
 Whatever arrives, the outcome is an `Outcome`: a check that fails, and any exception of any type
 while checking (a bug, an input nobody foresaw), ends as a refusal with a reason, counted,
@@ -14,24 +15,17 @@ unpacking and the canary run on a daemon thread with a time budget, never on the
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import json
 import os
 import shutil
-import stat
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance.config import ApplianceConfig, ModelsConfig, read_text_file
+from appliance.config import ApplianceConfig
 from appliance.detect.assets import (
     AssetScoring,
     Probation,
@@ -42,116 +36,27 @@ from appliance.detect.assets import (
 )
 from appliance.detect.scorer import AssetDetector, BundleModel, build_threshold
 from appliance.errors import ApplianceError, BundleError, ConfigError
-from appliance.ota.archive import MAX_ARCHIVE_BYTES, SUFFIX
-from appliance.ota.library import BundleLibrary, Slots
-from appliance.ota.signing import parse_public_key
-from appliance.ota.vetting import (
-    CanaryResult,
-    CanarySettings,
-    check_bundle,
-    check_newer,
-    run_canary,
-    stage_signed,
-)
+from appliance.ota.archive import MAX_ARCHIVE_BYTES
+from appliance.ota.daemon_thread import in_daemon_thread
+from appliance.ota.inbox import Inbox
+from appliance.ota.library import BundleLibrary, Slots, take_lock
+from appliance.ota.outcomes import ModelsStatus as ModelsStatus
+from appliance.ota.outcomes import Outcome as Outcome
+from appliance.ota.outcomes import unexpected
+from appliance.ota.settings import OtaSettings
+from appliance.ota.settings import ota_settings as ota_settings
+from appliance.ota.vetting import CanaryResult, check_bundle, check_newer, run_canary, stage_signed
 from appliance.status import StatusBoard
 from appliance.store import DetectorStates, History
 from appliance.uplink.commands import Command, RefusedCommand
 
 log = structlog.get_logger(__name__)
 
-LOCK_FILE = ".lock"
-REQUEST_SUFFIX = ".request"
-RESULT_SUFFIX = ".result.json"
-OUTCOMES_KEPT = 20
-CHECK_BUDGET_S = 120.0
-"""Longest the checks of one bundle (or its canary) may take before it is refused."""
-MAX_REQUEST_BYTES = 64 * 1024
-SHOWN_CHARS = 200
-"""How much of an unexpected exception's text a refusal repeats."""
-
 T = TypeVar("T")
 
 
 def _unusable(key: str, path: Path, exc: OSError) -> str:
     return f"{key}: {path} cannot be used: {exc.strerror or exc}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one install or rollback; shown on the page, answered over MQTT/HTTP."""
-
-    accepted: bool
-    action: Literal["install", "rollback", "command"]
-    source: str
-    asset: str | None
-    model: str | None
-    message: str
-    at: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class OtaSettings:
-    keys: tuple[Ed25519PublicKey, ...]
-    directory: Path
-    inbox: Path
-    inbox_poll_s: float
-    canary: CanarySettings
-    probation_s: float
-    probation_min_windows: int
-    probation_max_alarm_fraction: float
-    keep_bundles: int
-    check_budget_s: float = CHECK_BUDGET_S
-
-
-def ota_settings(models: ModelsConfig, store_path: Path) -> OtaSettings:
-    """ConfigError naming the key or file that is wrong."""
-    keys = []
-    for i, text in enumerate(models.public_keys):
-        keys.append(_key(text, f"models.public_keys[{i}]"))
-    for path in models.public_key_files:
-        text = read_text_file("models.public_key_files", path)  # bounded: not /dev/zero
-        keys.append(_key(text, f"models.public_key_files: {path}"))
-    here = store_path.parent
-    return OtaSettings(
-        keys=tuple(keys),
-        directory=Path(models.directory) if models.directory else here / "ota-models",
-        inbox=Path(models.inbox) if models.inbox else here / "model-inbox",
-        inbox_poll_s=models.inbox_poll_s,
-        canary=CanarySettings(
-            models.canary_windows, models.canary_min_windows, models.canary_max_alarm_fraction
-        ),
-        probation_s=models.probation_s,
-        probation_min_windows=models.probation_min_windows,
-        probation_max_alarm_fraction=models.probation_max_alarm_fraction,
-        keep_bundles=models.keep_bundles,
-    )
-
-
-def _key(text: str, where: str) -> Ed25519PublicKey:
-    try:
-        return parse_public_key(text, where)
-    except BundleError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-@dataclass
-class ModelsStatus:
-    """Written by the manager only; the page, /metrics and the uplink's status read it."""
-
-    active: dict[str, str] = field(default_factory=dict)
-    """Asset -> model id in use (bundle id, commissioned model, or "commissioning")."""
-    origin: dict[str, str] = field(default_factory=dict)
-    """Asset -> "over the air", "config" or "commissioning"."""
-    previous: dict[str, str | None] = field(default_factory=dict)
-    """Asset -> what a rollback would restore (None: nothing)."""
-    outcomes: deque[Outcome] = field(default_factory=lambda: deque(maxlen=OUTCOMES_KEPT))
-    installs: int = 0
-    refusals: int = 0
-    rollbacks: int = 0
-    automatic_rollbacks: int = 0
 
 
 class ModelManager:
@@ -179,9 +84,9 @@ class ModelManager:
         self._lock = asyncio.Lock()
         self._failed_probations: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._lock_file: int | None = None
-        self._inbox_seen: dict[Path, tuple[int, int]] = {}
-        self._inbox_stuck: dict[Path, tuple[int, int]] = {}
-        """Files that could not be moved out of the inbox (left alone until they change)."""
+        self.inbox = Inbox(
+            settings.inbox, settings.inbox_poll_s, self.install, self.rollback, self._record
+        )
 
     # --- life -----------------------------------------------------------------------------
 
@@ -190,21 +95,18 @@ class ModelManager:
         lock to know whether one runs) and its inbox."""
         try:
             self.library.open()
-            fd = os.open(self.settings.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = take_lock(self.settings.directory)
         except OSError as exc:
             raise ConfigError(_unusable("models.directory", self.settings.directory, exc)) from None
+        if fd is None:
+            raise ConfigError(
+                f"models.directory {self.settings.directory} is in use by another appliance"
+            )
         try:
             self.settings.inbox.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             os.close(fd)
             raise ConfigError(_unusable("models.inbox", self.settings.inbox, exc)) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(
-                f"models.directory {self.settings.directory} is in use by another appliance"
-            ) from None
         self._lock_file = fd
 
     def close(self) -> None:
@@ -238,8 +140,8 @@ class ModelManager:
                           reason=str(exc))  # fmt: skip
             except Exception as exc:  # whatever is on disk must not stop every start
                 log.error("installed_model_refused", asset=asset, model=slots.active,
-                          reason=_unexpected(exc, "library"))  # fmt: skip
-            slots.rolled_back.append(slots.history.pop())
+                          reason=unexpected(exc, "library"))  # fmt: skip
+            slots.roll_back()
         return None
 
     def attach(self, scorings: dict[str, AssetScoring]) -> None:
@@ -250,7 +152,7 @@ class ModelManager:
     async def run(self) -> None:
         """Watch the inbox and roll back models that fail their probation; until cancelled."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._watch_inbox())
+            group.create_task(self.inbox.watch())
             group.create_task(self._roll_back_failed_probations())
 
     async def handle_command(self, command: Command | RefusedCommand) -> dict[str, Any]:
@@ -283,7 +185,7 @@ class ModelManager:
             except (ApplianceError, ValueError) as exc:
                 outcome = Outcome(False, "install", source, None, None, str(exc))
             except Exception as exc:
-                outcome = Outcome(False, "install", source, None, None, _unexpected(exc, source))
+                outcome = Outcome(False, "install", source, None, None, unexpected(exc, source))
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
             return self._record(outcome)
@@ -371,7 +273,7 @@ class ModelManager:
             except (ApplianceError, ValueError) as exc:
                 outcome = self._refused_rollback(asset, source, str(exc))
             except Exception as exc:
-                outcome = self._refused_rollback(asset, source, _unexpected(exc, source))
+                outcome = self._refused_rollback(asset, source, unexpected(exc, source))
             return self._record(outcome)
 
     def _refused_rollback(self, asset: str, source: str, message: str) -> Outcome:
@@ -387,7 +289,7 @@ class ModelManager:
             raise BundleError(
                 f"nothing to roll back: {asset} already scores with its configured model"
             )
-        slots.rolled_back.append(slots.history.pop())
+        slots.roll_back()
         restored = self._first_loadable(asset, slots)
         if restored is not None:
             settings = detector_settings(self._assets[asset].model)
@@ -411,87 +313,6 @@ class ModelManager:
             outcome = await self.rollback(asset, f"automatic rollback: {reason}", "probation")
             if outcome.accepted:
                 self.status.automatic_rollbacks += 1
-
-    # --- inbox ----------------------------------------------------------------------------
-
-    async def _watch_inbox(self) -> None:
-        while True:
-            for path in self._ready_in_inbox():
-                try:
-                    await self._take_from_inbox(path)
-                except Exception as exc:  # never the end of the watch (install never raises)
-                    log.error("inbox_failed", path=str(path), reason=_unexpected(exc, "inbox"))
-            await asyncio.sleep(self.settings.inbox_poll_s)
-
-    def _ready_in_inbox(self) -> list[Path]:
-        """Archives and requests whose size and mtime did not change since the last look (a
-        copy still being written is left alone)."""
-        ready, seen = [], {}
-        with contextlib.suppress(OSError):
-            for path in sorted(self.settings.inbox.iterdir()):
-                if path.name.startswith(".") or path.suffix not in (SUFFIX, REQUEST_SUFFIX):
-                    continue
-                info = path.stat()
-                seen[path] = (info.st_size, info.st_mtime_ns)
-                if self._inbox_stuck.get(path) == seen[path]:
-                    continue
-                if not stat.S_ISREG(info.st_mode):  # a directory or a FIFO would never read
-                    self._stuck(path, "not a regular file")
-                    continue
-                if self._inbox_seen.get(path) == seen[path]:
-                    ready.append(path)
-        self._inbox_seen = seen
-        return ready
-
-    async def _take_from_inbox(self, path: Path) -> None:
-        source = f"inbox:{path.name}"
-        try:
-            data = await asyncio.to_thread(_read_limited, path, MAX_ARCHIVE_BYTES)
-        except OSError as exc:
-            self._stuck(path, f"unreadable: {exc}")
-            return
-        if data is None:
-            problem = f"archive: more than {MAX_ARCHIVE_BYTES} bytes"
-            outcome = self._record(Outcome(False, "install", source, None, None, problem))
-        elif path.suffix == SUFFIX:
-            outcome = await self.install(data, source)
-        else:
-            outcome = await self._request(data, source)
-        self._file_away(path, outcome)
-
-    def _file_away(self, path: Path, outcome: Outcome) -> None:
-        """Move the file to done/ or refused/ with its outcome beside it; if that fails it is
-        remembered, so the same file is not taken again and again."""
-        done = self.settings.inbox / ("done" if outcome.accepted else "refused")
-        self._inbox_seen.pop(path, None)
-        try:
-            done.mkdir(exist_ok=True)
-            os.replace(path, done / path.name)
-            (done / (path.name + RESULT_SUFFIX)).write_text(json.dumps(outcome.to_dict()) + "\n")
-        except OSError as exc:
-            self._stuck(path, f"cannot move it to {done}: {exc}")
-
-    def _stuck(self, path: Path, reason: str) -> None:
-        """A file the inbox cannot take or move: logged once, left alone until it changes."""
-        log.error("inbox_file_left", path=str(path), reason=reason)
-        with contextlib.suppress(OSError):
-            info = path.stat()
-            self._inbox_stuck[path] = (info.st_size, info.st_mtime_ns)
-
-    async def _request(self, data: bytes, source: str) -> Outcome:
-        """A `<name>.request` file: {"action": "rollback", "asset": "...", "reason": "..."}
-        (written by `appliance model rollback`)."""
-        problem = 'a request must be JSON {"action": "rollback", "asset": ...}'
-        try:
-            request: Any = json.loads(data) if len(data) <= MAX_REQUEST_BYTES else None
-            asset, action = str(request["asset"]), request["action"]
-            reason = str(request.get("reason") or "rollback requested")[:SHOWN_CHARS]
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            return self._record(Outcome(False, "rollback", source, None, None, problem))
-        if action != "rollback":
-            return self._record(Outcome(False, "rollback", source, None, None,
-                                        f"unknown action {str(action)[:40]!r}"))  # fmt: skip
-        return await self.rollback(asset, reason, source)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -555,53 +376,3 @@ class ModelManager:
 def version_of(bundle_id: str) -> str:
     """The version part of a bundle id (`<version>-<12 hex digits>`)."""
     return bundle_id.rsplit("-", 1)[0]
-
-
-def _unexpected(exc: Exception, where: str) -> str:
-    """The refusal for an exception no check foresaw: logged with its traceback (a bug to
-    fix), answered with its type and a short text."""
-    log.error("model_check_crashed", where=where, exc_info=exc)
-    text = str(exc)
-    text = text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
-    return f"refused: the checks failed unexpectedly ({type(exc).__name__}: {text})"
-
-
-def _read_limited(path: Path, limit: int) -> bytes | None:
-    """The file's bytes, or None if it holds more than `limit` (only limit + 1 are read)."""
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    return data if len(data) <= limit else None
-
-
-async def in_daemon_thread(
-    work: Callable[[], T], budget_s: float, on_abandoned: Callable[[], None]
-) -> T:
-    """`work()` on a daemon thread: the event loop stays free, and a stop never waits for it.
-    TimeoutError after `budget_s`; the thread then finishes unseen and `on_abandoned` runs
-    (on the loop) when it does."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():  # abandoned: nobody waits for this result
-            on_abandoned()
-        elif error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result, error = work(), None
-        except BaseException as exc:  # handed to the waiting task, whatever it is
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name="model-checks", daemon=True).start()
-    try:
-        async with asyncio.timeout(budget_s):
-            return await asyncio.shield(future)
-    finally:
-        if not future.done():
-            future.cancel()

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.config import ApplianceConfig, parse_config
 from appliance.detect.bundle import MANIFEST_FILE, sha256_hex
 from appliance.ota.archive import pack
-from appliance.ota.manager import RESULT_SUFFIX
+from appliance.ota.inbox import RESULT_SUFFIX
 from appliance.ota.signing import public_key_text, sign_bundle
 from appliance.rig.demo import demo_config
 from appliance.store import Store, StoreSettings

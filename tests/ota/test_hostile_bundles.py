@@ -30,8 +30,10 @@ from ota_helpers import DEMO_BUNDLE, ota_config, variant
 
 from appliance.detect.bundle import MANIFEST_FILE, SIGNATURE_FILE, load_bundle
 from appliance.errors import BundleError
+from appliance.ota.daemon_thread import in_daemon_thread
 from appliance.ota.library import BundleLibrary, Slots, dir_name
-from appliance.ota.manager import ModelManager, in_daemon_thread, ota_settings
+from appliance.ota.manager import ModelManager
+from appliance.ota.settings import ota_settings
 from appliance.ota.vetting import check_newer, version_key
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
@@ -288,7 +290,7 @@ def test_any_inbox_request_that_is_not_a_rollback_is_refused_and_changes_nothing
             with contextlib.suppress(ValueError, RecursionError):
                 body = json.loads(data)
                 assume(not (isinstance(body, dict) and body.get("asset") == ASSET))
-            outcome = runner.run(manager._request(data, "test"))
+            outcome = runner.run(manager.inbox.request(data, "test"))
             assert outcome.accepted is False and outcome.action == "rollback"
             assert outcome.message.startswith(
                 ('a request must be JSON {"action": "rollback"', "unknown action", "no asset")

@@ -33,7 +33,7 @@ from appliance.config import ApplianceConfig
 from appliance.detect.bundle import MANIFEST_FILE, SIGNATURE_FILE, load_bundle
 from appliance.ota.archive import unpack
 from appliance.ota.library import BundleLibrary, Slots
-from appliance.ota.manager import OtaSettings, ota_settings
+from appliance.ota.settings import OtaSettings, ota_settings
 from appliance.ota.signing import load_private_key, public_key_text
 from appliance.rig import run_appliance
 from appliance.status import StatusBoard

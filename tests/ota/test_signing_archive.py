@@ -14,7 +14,7 @@ from appliance.cli import main
 from appliance.config import parse_config
 from appliance.errors import BundleError, ConfigError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES, BundleArchive, pack, unpack
-from appliance.ota.manager import ota_settings
+from appliance.ota.settings import ota_settings
 from appliance.ota.signing import (
     generate_key,
     load_private_key,
