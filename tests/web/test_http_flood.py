@@ -53,8 +53,9 @@ async def get_status_once(host: str, port: int) -> bytes:
 
 async def get_status(host: str, port: int) -> dict[str, Any]:
     """/api/status, asked again (as a browser's next poll would) while the answer is a reset, a
-    close or a 503: under the flood the kernel may hand the server a flood connection after ours, and
-    that newcomer evicts ours if its request is not yet running. Fails at the deadline."""
+    close or a 503: under the flood the kernel may hand the server a flood connection after
+    ours, and that newcomer evicts ours if its request is not yet running. Fails at the
+    deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE_S
     while True:
