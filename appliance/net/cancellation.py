@@ -10,7 +10,12 @@ from collections.abc import Callable
 
 def raise_if_cancelling() -> None:
     """Honour a cancellation a library swallowed: the task still counts the request. Call it
-    before retrying or reconnecting, so a shutdown is not answered with a reconnect forever."""
+    before retrying or reconnecting, so a shutdown is not answered with a reconnect forever.
+
+    Mind 3.11's TaskGroup: when one of its tasks fails after the `async with` body has ended,
+    the group cancels the enclosing task and never takes the request back (fixed in 3.12), so
+    this would then raise. Keep the body awaiting until the group is done (run one of its jobs
+    there) in a task that calls this."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
