@@ -1,8 +1,9 @@
 """The local store: the only package that imports sqlite3 (design: store.py, database.py)."""
 
 from appliance.store.codec import StoredRecord
+from appliance.store.delivery import Delivery
 from appliance.store.migrations import MIGRATIONS, Migration
-from appliance.store.outbox import Delivery, History
+from appliance.store.outbox import History
 from appliance.store.settings import StoreSettings, store_settings
 from appliance.store.sms import SmsQueue
 from appliance.store.states import DetectorStates, StoredAck

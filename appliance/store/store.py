@@ -1,17 +1,17 @@
 """The local store: one SQLite file behind one Database (database.py), whose thread is the one
 writer. `Store` opens it (pragmas, migrations), writes the outbox for the store writer
 (add_records), enforces the limits and keeps StoreStats; each other consumer is handed only its
-repository, built on the same Database: `delivery` (the uplink, outbox.py), `sms_queue` (the SMS
+repository, built on the same Database: `delivery` (the uplink, delivery.py), `sms_queue` (the SMS
 intake and sender, sms.py), `detector_states` (detection, states.py) and `history` (stored
 records read back, outbox.py). Every operation is one job of plain SQL functions on the writer
 thread, a write one transaction.
 
 Tables and their SQL: features, scores and alerts are outbound (outbox.py: seqs from one counter,
-read back merged by `outbox` and in ranges by `outbox_range`); detector_state holds each
+read back merged by `outbox`; delivery.py: in ranges by `outbox_range`); detector_state holds each
 detector's state across restarts and is never evicted, alert_acks who acknowledged what, and
-device_flags a few durable facts (states.py); uplink_state holds the acknowledged seq;
-sms_outbox is the durable SMS queue (sms.py; its finished rows leave by `prune_sms`, never by the
-limits below).
+device_flags a few durable facts (states.py); uplink_state holds the acknowledged seq
+(delivery.py); sms_outbox is the durable SMS queue (sms.py; its finished rows leave by
+`prune_sms`, never by the limits below).
 
 Delivered rows: `acknowledge(seq)` marks every row with a seq up to `seq` as delivered (the
 receiver, or the broker in ack = "broker" mode, confirmed it). Delivered rows are NOT deleted at
@@ -59,6 +59,7 @@ from appliance.store.database import (
     measure_size,
     read_pragmas,
 )
+from appliance.store.delivery import Delivery, OutboxRange, OutboxStats
 from appliance.store.eviction import EvictionClass, Limits
 from appliance.store.migrations import (
     MIGRATIONS,
@@ -66,14 +67,7 @@ from appliance.store.migrations import (
     applied_migration_names,
     apply_migrations,
 )
-from appliance.store.outbox import (
-    Delivery,
-    FeatureSchemas,
-    History,
-    OutboxRange,
-    OutboxStats,
-    SchemaKey,
-)
+from appliance.store.outbox import FeatureSchemas, History, SchemaKey
 from appliance.store.settings import StoreSettings
 from appliance.store.sms import SmsQueue
 from appliance.store.states import DetectorStates, StoredAck

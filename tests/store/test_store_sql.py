@@ -8,7 +8,7 @@ import pytest
 
 from appliance.records import Alert, Score
 from appliance.sms.policy import NewSms
-from appliance.store import MIGRATIONS, eviction, outbox, sms, states
+from appliance.store import MIGRATIONS, delivery, eviction, outbox, sms, states
 from appliance.store.codec import encode_record
 from appliance.store.database import transaction
 from appliance.store.migrations import apply_migrations
@@ -52,11 +52,11 @@ def test_acknowledging_is_monotonic_and_never_beyond_the_last_seq(
 ) -> None:
     add(db, score(1.0), score(2.0), score(3.0))
 
-    assert transaction(db, lambda db: outbox.acknowledge(db, 2, now=10.0)) == 2
-    assert transaction(db, lambda db: outbox.acknowledge(db, 1, now=11.0)) == 2
+    assert transaction(db, lambda db: delivery.acknowledge(db, 2, now=10.0)) == 2
+    assert transaction(db, lambda db: delivery.acknowledge(db, 1, now=11.0)) == 2
     with pytest.raises(ValueError, match="last seq handed out is 3"):
-        transaction(db, lambda db: outbox.acknowledge(db, 4, now=12.0))
-    stats = outbox.read_outbox_stats(db)
+        transaction(db, lambda db: delivery.acknowledge(db, 4, now=12.0))
+    stats = delivery.read_outbox_stats(db)
     assert (stats.acked_seq, stats.acked_at, stats.records, stats.last_seq) == (2, 10.0, 1, 3)
 
 
@@ -64,9 +64,9 @@ def test_renumbering_moves_undelivered_rows_behind_the_receivers_seq(
     db: sqlite3.Connection,
 ) -> None:
     add(db, score(1.0), score(2.0), alert(3.0))
-    transaction(db, lambda db: outbox.acknowledge(db, 1, now=10.0))
+    transaction(db, lambda db: delivery.acknowledge(db, 1, now=10.0))
 
-    moved = transaction(db, lambda db: outbox.renumber_above(db, 100, now=11.0))
+    moved = transaction(db, lambda db: delivery.renumber_above(db, 100, now=11.0))
 
     assert moved == 2
     assert [seq for seq, _ in outbox.read_outbox(db, FeatureSchemas(), 0, 10, outbox.MAX_SEQ)] == [
@@ -74,7 +74,7 @@ def test_renumbering_moves_undelivered_rows_behind_the_receivers_seq(
         101,
         102,
     ]
-    assert (outbox.acked_seq(db), outbox.latest_seq(db)) == (100, 102)
+    assert (delivery.acked_seq(db), delivery.latest_seq(db)) == (100, 102)
 
 
 def test_size_eviction_takes_delivered_rows_first_and_undelivered_alerts_last() -> None:
@@ -101,13 +101,13 @@ def test_a_chunk_of_undelivered_rows_is_counted_lost_in_its_transaction(
     db: sqlite3.Connection,
 ) -> None:
     add(db, score(1.0), score(2.0), score(3.0, anomalous=True), alert(4.0))
-    transaction(db, lambda db: outbox.acknowledge(db, 1, now=10.0))
+    transaction(db, lambda db: delivery.acknowledge(db, 1, now=10.0))
     routine = next(r for r in eviction.EVICTED_BY_SIZE if r.name == "routine scores")
 
     deleted = transaction(db, lambda db: eviction.delete_chunk(db, routine, (10,)))
 
     assert deleted == 1
-    assert outbox.read_outbox_stats(db).lost_before_delivery == 1
+    assert delivery.read_outbox_stats(db).lost_before_delivery == 1
     assert [seq for seq, _ in outbox.read_scores(db, None, 0, outbox.MAX_SEQ, 10)] == [1, 3]
 
 
