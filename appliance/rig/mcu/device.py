@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import numpy.typing as npt
 import structlog
 
 from appliance.rig.mcu.signal import FaultPlan, MachineSignal
-from appliance.rig.pty import close_pty, open_pty
+from appliance.rig.pty import PtyPort
 from firmware_bridge.codec import SampleFormat, encode_hello, encode_samples
 
 log = structlog.get_logger(__name__)
@@ -130,7 +129,6 @@ class EmulatedMcu:
         self.signal = signal if signal is not None else MachineSignal()
         self.counts = EmulatorCounts()
         self._crystal_ppm = crystal_ppm
-        self._tx_buffer_bytes = tx_buffer_bytes
         self._firmware = firmware
         self._random = random.Random(seed)
         self._rng = np.random.default_rng(seed)
@@ -140,10 +138,7 @@ class EmulatedMcu:
         self._machine_samples = 0  # the machine keeps turning across MCU resets
         self._samples_since_boot = 0
         self._boot_host_time = 0.0
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._tx = bytearray()
-        self._writer_loop: asyncio.AbstractEventLoop | None = None  # set while waiting to write
+        self._port = PtyPort(self.link_path, "emulated MCU", tx_limit=tx_buffer_bytes)
         self._replug_at: float | None = None
         self._replug_reset = False
         self._replugged_at = -math.inf
@@ -156,26 +151,19 @@ class EmulatedMcu:
     @property
     def path(self) -> str:
         """The pty slave path while plugged in."""
-        if self._slave is None:
-            raise RuntimeError("emulated MCU is unplugged")
-        return os.ttyname(self._slave)
+        return self._port.path
 
     @property
     def plugged_in(self) -> bool:
-        return self._master is not None
+        return self._port.plugged_in
 
     def open(self) -> None:
         """Create the pty (and the symlink): the device appears."""
-        self._master, self._slave = open_pty(self.link_path)
+        self._port.plug()
 
     def close(self) -> None:
         """Remove the symlink and the pty: the device disappears."""
-        if self._writer_loop is not None and self._master is not None:
-            self._writer_loop.remove_writer(self._master)
-            self._writer_loop = None
-        close_pty(self.link_path, self._master, self._slave)
-        self._master = self._slave = None
-        self._tx.clear()
+        self._port.unplug()
 
     def __enter__(self) -> EmulatedMcu:
         self.open()
@@ -381,31 +369,9 @@ class EmulatedMcu:
                 stuck.count = int(counts[0, stuck.channel])
             counts[:, stuck.channel] = stuck.count
 
-    # --- the wire ----------------------------------------------------------------------------
-
     def _send(self, data: bytes) -> bool:
         """Queue bytes for the pty like the MCU's USB TX buffer; False if they don't fit."""
-        if len(self._tx) + len(data) > self._tx_buffer_bytes:
-            return False
-        self._tx += data
-        self._flush()
-        return True
-
-    def _flush(self) -> None:
-        master = self._master
-        if master is None:
-            return
-        try:
-            written = os.write(master, self._tx) if self._tx else 0
-        except BlockingIOError:
-            written = 0
-        del self._tx[:written]
-        if self._tx and self._writer_loop is None:
-            self._writer_loop = asyncio.get_running_loop()
-            self._writer_loop.add_writer(master, self._flush)
-        elif not self._tx and self._writer_loop is not None:
-            self._writer_loop.remove_writer(master)
-            self._writer_loop = None
+        return self._port.write(data)
 
 
 def _first_due(now: float, every_s: float) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from appliance.rig.modem.records import (
     ModemState,
     as_line,
 )
-from appliance.rig.pty import close_pty, open_pty
+from appliance.rig.pty import PtyPort
 from appliance.sms.errors import PduError
 from appliance.sms.pdu import decode_submit
 
@@ -101,10 +100,7 @@ class EmulatedModem(AtCommands, PowerOnSequence):
         self._state = ModemState()
         self._epoch = 0
         self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._tx = bytearray()
-        self._writing = False
+        self._port = PtyPort(self.link_path, "emulated modem")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._responder: asyncio.Task[None] | None = None
         self._replug_timer: asyncio.TimerHandle | None = None
@@ -122,13 +118,11 @@ class EmulatedModem(AtCommands, PowerOnSequence):
 
     @property
     def path(self) -> str:
-        if self._slave is None:
-            raise RuntimeError("emulated modem is unplugged")
-        return os.ttyname(self._slave)
+        return self._port.path
 
     @property
     def plugged_in(self) -> bool:
-        return self._master is not None
+        return self._port.plugged_in
 
     def open(self) -> None:
         """Plug in and power on."""
@@ -158,20 +152,12 @@ class EmulatedModem(AtCommands, PowerOnSequence):
             await asyncio.wait([responder])
 
     def _open_pty(self) -> None:
-        master, self._slave = open_pty(self.link_path)  # the modem echoes, not the kernel
-        self._master = master
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(master, self._on_readable)
+        self._port.plug(self._on_readable)  # raw: the modem echoes, not the kernel
         self._responder = self._loop.create_task(self._respond_forever())
 
     def _close_pty(self) -> None:
-        if self._loop is not None and self._master is not None:
-            self._loop.remove_reader(self._master)
-            self._loop.remove_writer(self._master)
-        close_pty(self.link_path, self._master, self._slave)
-        self._master = self._slave = None
-        self._tx.clear()
-        self._writing = False
+        self._port.unplug()
         if self._responder is not None:
             self._responder.cancel()
             self._responder = None
@@ -291,14 +277,9 @@ class EmulatedModem(AtCommands, PowerOnSequence):
     # --- input -------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        if self._master is None:
+        data = self._port.read()
+        if data is None:
             return
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
         if not self._state.booted or self._state.hung:
             self.counts.ignored_bytes += len(data)
             return
@@ -459,26 +440,8 @@ class EmulatedModem(AtCommands, PowerOnSequence):
         return self._random.choice(choices)
 
     def _send_raw(self, data: bytes) -> None:
-        if self._master is None or not data:
-            return
-        self._tx += data
-        self._flush()
-
-    def _flush(self) -> None:
-        master = self._master
-        if master is None or self._loop is None:
-            return
-        try:
-            written = os.write(master, self._tx) if self._tx else 0
-        except BlockingIOError:
-            written = 0
-        del self._tx[:written]
-        if self._tx and not self._writing:
-            self._writing = True
-            self._loop.add_writer(master, self._flush)
-        elif not self._tx and self._writing:
-            self._writing = False
-            self._loop.remove_writer(master)
+        if data:
+            self._port.write(data)
 
 
 def _drain(queue: asyncio.Queue[_Input]) -> None:
