@@ -12,7 +12,7 @@ import numpy as np
 import structlog
 
 from appliance.records import FloatArray
-from receiver.db.database import DbApiConnection, Dialect, Migration, Statements
+from receiver.db.dialect import DbApiConnection, Dialect, Migration, Statements
 from receiver.errors import SettingsError
 
 log = structlog.get_logger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from appliance.records import FloatArray
-from receiver.db.database import DbApiConnection, Dialect, Migration, Statements
+from receiver.db.dialect import DbApiConnection, Dialect, Migration, Statements
 
 BUSY_TIMEOUT_S = 30.0
 VALUES_DTYPE = np.dtype("<f8")

@@ -13,7 +13,7 @@ from receiver_helpers import outbox_rows
 from appliance.records import Alert, FeatureVector
 from appliance.uplink.schema import Part, PartHeader, split_range
 from receiver.db import Database, open_database
-from receiver.db.database import DeadLetterLimits
+from receiver.db.dead_letters import DeadLetterLimits
 from receiver.db.rows import MAX_STORED_PAYLOAD_BYTES, DeadLetter
 from receiver.errors import DatabaseError
 

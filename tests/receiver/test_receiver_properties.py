@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from appliance.uplink.schema import encode_part, record_kind, split_range
 from receiver.db import Database, StoredFeature, open_database
-from receiver.db.database import MAX_SEQ_AHEAD
+from receiver.db.ingest import MAX_SEQ_AHEAD
 from receiver.db.rows import MAX_DETAIL_CHARS, MAX_STORED_PAYLOAD_BYTES, storable_text
 from receiver.service import Receiver
 from receiver.settings import ReceiverSettings, parse_broker_url
