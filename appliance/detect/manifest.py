@@ -133,9 +133,7 @@ def _quantization(fields: Fields) -> Quantization:
 
 
 def _threshold_defaults(fields: Fields) -> ThresholdDefaults:
-    rule = fields.string("rule")
-    if rule not in get_args(ThresholdRule):
-        fields.fail("rule", f"must be one of {list(get_args(ThresholdRule))}, got {rule!r}")
+    rule = fields.choice("rule", get_args(ThresholdRule))
     window = fields.integer("window", low=2)
     defaults = ThresholdDefaults(
         rule="fixed" if rule == "fixed" else "adaptive",

@@ -79,6 +79,12 @@ class Fields:
             self.fail(key, f"must be a non-empty string, got {_shown(value)}")
         return str(value)
 
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key)
+        if value not in choices:
+            self.fail(key, f"must be one of {list(choices)}, got {_shown(value)}")
+        return value
+
     def optional_name(self, key: str) -> str | None:
         if self.take(key) is None:
             return None
@@ -98,7 +104,9 @@ class Fields:
     def utc_time(self, key: str) -> str:
         value = self.string(key)
         if len(value) > MAX_TEXT_CHARS or not _is_utc_iso_time(value):
-            self.fail(key, f"must be an ISO 8601 UTC time like 2026-01-31T12:00:00Z, got {value!r}")
+            self.fail(
+                key, f"must be an ISO 8601 UTC time like 2026-01-31T12:00:00Z, got {_shown(value)}"
+            )
         return value
 
     def optional_utc_time(self, key: str) -> str | None:

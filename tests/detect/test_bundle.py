@@ -307,6 +307,16 @@ def test_bad_values_are_named(tmp_path: Path, path: str, value: object, expected
     assert refusal(tmp_path).startswith(f"{tmp_path / MANIFEST_FILE}: {expected}")
 
 
+@pytest.mark.parametrize("path", ["created_utc", "data_span.start_utc", "threshold.rule"])
+def test_a_long_refused_text_is_repeated_cut_short(tmp_path: Path, path: str) -> None:
+    """A time or a rule that is not one is shown like every refused value: its first characters
+    (a 5000-character one made a message of 5000 characters)."""
+    write_raw(tmp_path, edited(path, set_to("x" * 5000)))
+    message = refusal(tmp_path)
+    assert f"{path}: must be " in message and "got 'xxx" in message
+    assert message.endswith("xxx...") and len(message) < len(str(tmp_path)) + 200
+
+
 def test_optional_fields_accept_null(tmp_path: Path) -> None:
     raw = make_manifest().to_dict()
     raw["asset"] = None
