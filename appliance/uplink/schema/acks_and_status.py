@@ -1,0 +1,83 @@
+"""The two retained messages besides the data: the receiver's acknowledgement per gateway and the
+gateway's status (its last will says offline)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from appliance.uplink.errors import SchemaError
+from appliance.uplink.schema.json_body import check_keys, check_version, dump_json, load_json
+from appliance.uplink.schema.values import PROTOCOL_VERSION, check_int, check_name
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The receiver has committed every record of `gateway` with seq <= `seq` (or it was
+    declared evicted): the gateway may delete them."""
+
+    gateway: str
+    seq: int
+
+
+ACK_KEYS: Final = frozenset({"v", "gateway", "seq"})
+
+
+def encode_ack(gateway: str, seq: int) -> bytes:
+    check_name(gateway, "gateway")
+    if check_int(seq, "ack seq") < 0:
+        raise SchemaError(f"ack seq must not be negative, not {seq}")
+    return dump_json({"v": PROTOCOL_VERSION, "gateway": gateway, "seq": seq}, "ack")
+
+
+def decode_ack(payload: bytes, gateway: str | None = None) -> Ack:
+    """Parse an ack; if `gateway` is given, an ack for another gateway is refused."""
+    where = "ack" if gateway is None else f"ack for {gateway}"
+    body = load_json(payload, where)
+    check_version(body, where)
+    check_keys(body, ACK_KEYS, where)
+    ack = Ack(check_name(body["gateway"], f"{where}: gateway"), check_int(body["seq"], where))
+    if ack.seq < 0:
+        raise SchemaError(f"{where}: seq must not be negative, not {ack.seq}")
+    if gateway is not None and ack.gateway != gateway:
+        raise SchemaError(f"{where}: is for gateway {ack.gateway!r}", "gateway_mismatch")
+    return ack
+
+
+ONLINE: Final = "online"
+
+
+OFFLINE: Final = "offline"
+
+
+STATUS_RESERVED: Final = frozenset({"v", "gateway", "state"})
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A gateway's retained status: `state` (online, offline, ...) plus free-form fields."""
+
+    gateway: str
+    state: str
+    fields: Mapping[str, object] = field(default_factory=dict)
+
+
+def encode_status(gateway: str, state: str, **fields: object) -> bytes:
+    """`fields` must be JSON values (no NaN); v, gateway and state are reserved."""
+    check_name(gateway, "gateway")
+    check_name(state, "status state")
+    reserved = sorted(STATUS_RESERVED & fields.keys())
+    if reserved:
+        raise SchemaError(f"status of {gateway}: field(s) {', '.join(reserved)} are reserved")
+    body = {"v": PROTOCOL_VERSION, "gateway": gateway, "state": state, **fields}
+    return dump_json(body, f"status of {gateway}")
+
+
+def decode_status(payload: bytes) -> Status:
+    body = load_json(payload, "status")
+    check_version(body, "status")
+    gateway = check_name(body.get("gateway"), "status: gateway")
+    state = check_name(body.get("state"), f"status of {gateway}: state")
+    fields = {key: value for key, value in body.items() if key not in STATUS_RESERVED}
+    return Status(gateway, state, fields)
