@@ -40,7 +40,14 @@ from appliance.sms.policy import DAY_S, SmsPolicy
 from appliance.sms.sender import ShownSms, SmsIntake, SmsSender, SmsStatus, usable_pin
 from appliance.sms.settings import SmsSettings, sms_settings
 from appliance.status import StatusBoard
-from appliance.store import Store, StoredRecord, run_store_writer, store_settings
+from appliance.store import (
+    DetectorStates,
+    Recorder,
+    Store,
+    StoredRecord,
+    run_store_writer,
+    store_settings,
+)
 from appliance.summary import SummaryPrinter
 from appliance.uplink.publisher import Uplink
 from appliance.uplink.settings import UplinkSettings, uplink_settings
@@ -77,7 +84,10 @@ class Pipeline:
     health: dict[str, AssetHealth]
     scorings: dict[str, AssetScoring]
     router: AlertRouter
-    store: Store
+    recorder: Recorder
+    """The store writer's part of the store."""
+    detector_states: DetectorStates
+    """The alert stage's writes and the periodic state saves."""
     blocks: asyncio.Queue[SampleBlock]
     vectors: asyncio.Queue[FeatureVector]
     """Feature stage -> detect stage."""
@@ -146,8 +156,8 @@ async def run_appliance(
         await save_states(store.detector_states, scorings, health, router)
         await sources.check_i2c()
         pipeline = Pipeline(
-            board, sources, engines, health, scorings, router, store, blocks, vectors,
-            alerts, records, models=models,
+            board, sources, engines, health, scorings, router, store.recorder,
+            store.detector_states, blocks, vectors, alerts, records, models=models,
         )  # fmt: skip
         acks = await AlertAcks.load(store.detector_states, pipeline.new_records.set)
         board.acks = acks
@@ -197,7 +207,7 @@ async def _run_tasks(
 ) -> None:
     async with asyncio.TaskGroup() as group, _stop_on_signals(stop):
         writer = group.create_task(
-            run_store_writer(p.store, p.records, on_stored=p.new_records.set), name="store"
+            run_store_writer(p.recorder, p.records, on_stored=p.new_records.set), name="store"
         )
         uplink = None
         if p.uplink is not None:
@@ -263,7 +273,7 @@ async def _run_tasks(
             await _cancel(summary)
             printer.print_once(final=True)
         await _cancel(watchdog)
-    log.info("appliance_stopped", rows_written=p.store.stats.rows_written)
+    log.info("appliance_stopped", rows_written=p.recorder.stats.rows_written)
 
 
 async def _drain(queue: asyncio.Queue[Any]) -> None:
@@ -280,9 +290,7 @@ async def _save_states_every(p: Pipeline, every_s: float) -> None:
 
 async def _store_routed(p: Pipeline, alerts: Sequence[Alert]) -> None:
     """The alert stage's alerts and its state, in one transaction (appliance/detect/restart.py)."""
-    await p.store.detector_states.add_alerts_with_states(
-        alerts, {ROUTER_STATE: p.router.to_state()}
-    )
+    await p.detector_states.add_alerts_with_states(alerts, {ROUTER_STATE: p.router.to_state()})
     if alerts:
         p.new_records.set()
 
@@ -290,7 +298,7 @@ async def _store_routed(p: Pipeline, alerts: Sequence[Alert]) -> None:
 async def _save_states_logged(p: Pipeline) -> None:
     """A failed save is logged, never fatal: the next one (or a replay) catches up."""
     try:
-        await save_states(p.store.detector_states, p.scorings, p.health, p.router)
+        await save_states(p.detector_states, p.scorings, p.health, p.router)
     except (ApplianceError, ValueError) as exc:
         log.warning("detector_state_save_failed", reason=str(exc))
 

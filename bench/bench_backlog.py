@@ -158,7 +158,7 @@ async def drain_backlog(
     async with await Store.open(StoreSettings(store_path, retain_undelivered=True)) as store:
         started = time.perf_counter()
         for start in range(0, len(records), 500):  # the store writer's batch size
-            await store.add_records(records[start : start + 500])
+            await store.recorder.add_records(records[start : start + 500])
         store_write_s = time.perf_counter() - started
         last_seq = await store.delivery.latest_seq()
 

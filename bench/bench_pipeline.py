@@ -116,9 +116,9 @@ async def run_path(streams: list[Stream], pushes: list[Push], db: Path) -> tuple
                 assert isinstance(frame, SamplesFrame)
                 pending.extend(push_frame(stream, frame, push))
         if len(pending) >= len(streams):
-            stored += len(await store.add_features(pending))
+            stored += len(await store.recorder.add_features(pending))
             pending = []
-    stored += len(await store.add_features(pending))
+    stored += len(await store.recorder.add_features(pending))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     await store.close()
     return cpu, wall, stored

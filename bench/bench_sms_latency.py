@@ -227,7 +227,7 @@ async def measure(
         async with await Store.open(store_config) as store:
             sms = await app.open_sms(settings, store, board, None, lambda: None)
             tasks = [
-                run_store_writer(store, records),
+                run_store_writer(store.recorder, records),
                 sms.sender.run(),
                 run_alert_stage(app.build_router(config), alerts_q, records, sms.intake.accept),
                 detect_stage.run_detect_stage(scorings, vectors, records, alerts_q, board),

@@ -60,19 +60,19 @@ def make_vectors(count: int) -> list[FeatureVector]:
 
 async def write_row_per_transaction(store: Store, vectors: list[FeatureVector]) -> None:
     for vector in vectors:
-        await store.add_features([vector])
+        await store.recorder.add_features([vector])
 
 
 async def write_batches(store: Store, vectors: list[FeatureVector]) -> None:
     for start in range(0, len(vectors), BATCH):
-        await store.add_features(vectors[start : start + BATCH])
+        await store.recorder.add_features(vectors[start : start + BATCH])
 
 
 async def write_through_writer_task(store: Store, vectors: list[FeatureVector]) -> None:
     queue: asyncio.Queue[FeatureVector] = asyncio.Queue()
     for vector in vectors:
         queue.put_nowait(vector)
-    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=BATCH))
+    writer = asyncio.create_task(run_store_writer(store.recorder, queue, max_batch=BATCH))
     await queue.join()
     writer.cancel()
     await writer

@@ -13,7 +13,8 @@ import structlog
 
 from appliance.errors import StoreError
 from appliance.store.codec import StoredRecord, encode_record
-from appliance.store.store import Store, is_disk_full
+from appliance.store.recorder import Recorder
+from appliance.store.store import is_disk_full
 
 # Waits between attempts to write a batch that failed; the last one repeats.
 RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -35,7 +36,7 @@ class PendingBatch:
 
 
 async def run_store_writer(
-    store: Store,
+    recorder: Recorder,
     queue: asyncio.Queue[StoredRecord],
     *,
     max_batch: int = 500,
@@ -44,10 +45,10 @@ async def run_store_writer(
     pause: Pause = asyncio.sleep,
     on_stored: OnStored | None = None,
 ) -> None:
-    """Drain `queue` into `store`, one transaction per batch, until cancelled.
+    """Drain `queue` into the store (`recorder`), one transaction per batch, until cancelled.
 
     A batch is one record awaited plus everything already queued, up to `max_batch`. A failed write
-    (e.g. SQLITE_FULL) is logged and counted (store.stats.write_errors) and the same batch is
+    (e.g. SQLITE_FULL) is logged and counted (recorder.stats.write_errors) and the same batch is
     retried after the next delay in `retry_delays_s` (waited with `pause`); nothing is dropped.
     Limits are enforced after a batch once `limits_every_s` has passed since the last time (at
     once after the first batch). `queue.task_done()` is called for each record once it is stored,
@@ -62,18 +63,18 @@ async def run_store_writer(
     try:
         while True:
             pending = PendingBatch(
-                refuse_malformed(store, queue, await take_batch(queue, max_batch))
+                refuse_malformed(recorder, queue, await take_batch(queue, max_batch))
             )
-            await write_until_stored(store, pending, retry_delays_s, pause)
+            await write_until_stored(recorder, pending, retry_delays_s, pause)
             mark_done(queue, len(pending.records))
             pending = None
             if on_stored is not None:
                 on_stored()
             if time.monotonic() >= limits_due_at:
-                await enforce_limits_logged(store)
+                await enforce_limits_logged(recorder)
                 limits_due_at = time.monotonic() + limits_every_s
     except asyncio.CancelledError:
-        await flush(store, queue, pending, max_batch, retry_delays_s, pause)
+        await flush(recorder, queue, pending, max_batch, retry_delays_s, pause)
         if on_stored is not None:
             on_stored()
 
@@ -90,7 +91,7 @@ async def take_batch(queue: asyncio.Queue[StoredRecord], max_batch: int) -> list
 
 
 def refuse_malformed(
-    store: Store, queue: asyncio.Queue[StoredRecord], batch: list[StoredRecord]
+    recorder: Recorder, queue: asyncio.Queue[StoredRecord], batch: list[StoredRecord]
 ) -> list[StoredRecord]:
     """Drop (count and log) records that cannot be stored, so one bad record never stops the
     writer nor takes the rest of its batch down with it."""
@@ -99,7 +100,7 @@ def refuse_malformed(
         try:
             encode_record(record)
         except ValueError as error:
-            store.stats.rejected_records += 1
+            recorder.stats.rejected_records += 1
             log.error(
                 "store_record_refused",
                 record=type(record).__name__,
@@ -113,7 +114,7 @@ def refuse_malformed(
 
 
 async def write_until_stored(
-    store: Store,
+    recorder: Recorder,
     pending: PendingBatch,
     retry_delays_s: Sequence[float],
     pause: Pause,
@@ -123,21 +124,21 @@ async def write_until_stored(
     """Write `pending` in one transaction, retrying after each delay, until stored (or
     `max_attempts` tries have failed)."""
     for attempt, retry_in_s in enumerate(retry_schedule(retry_delays_s), start=1):
-        await write_attempt(store, pending, attempt, retry_in_s)
+        await write_attempt(recorder, pending, attempt, retry_in_s)
         if pending.stored or (max_attempts is not None and attempt >= max_attempts):
             return
         await pause(retry_in_s)
 
 
 async def write_attempt(
-    store: Store, pending: PendingBatch, attempt: int, retry_in_s: float
+    recorder: Recorder, pending: PendingBatch, attempt: int, retry_in_s: float
 ) -> None:
     """One try at writing `pending`; sets `pending.stored`.
 
     A cancellation arriving during the try waits for the transaction to end first, so
     `pending.stored` is true to the database when the CancelledError propagates.
     """
-    write = asyncio.ensure_future(store.add_records(pending.records))
+    write = asyncio.ensure_future(recorder.add_records(pending.records))
     try:
         await asyncio.shield(write)
     except asyncio.CancelledError:
@@ -167,7 +168,7 @@ def log_write_failed(
 
 
 async def flush(
-    store: Store,
+    recorder: Recorder,
     queue: asyncio.Queue[StoredRecord],
     pending: PendingBatch | None,
     max_batch: int,
@@ -187,7 +188,9 @@ async def flush(
     records.extend(drain(queue))
     for start in range(0, len(records), max_batch):
         batch = PendingBatch(records[start : start + max_batch])
-        await write_until_stored(store, batch, retry_delays_s, pause, max_attempts=FLUSH_ATTEMPTS)
+        await write_until_stored(
+            recorder, batch, retry_delays_s, pause, max_attempts=FLUSH_ATTEMPTS
+        )
         if not batch.stored:
             log.error(
                 "store_flush_failed",
@@ -201,10 +204,10 @@ async def flush(
     log.info("store_flushed", records=len(records))
 
 
-async def enforce_limits_logged(store: Store) -> None:
+async def enforce_limits_logged(recorder: Recorder) -> None:
     """Enforce the store's limits; failures are logged, not raised (writing goes on)."""
     try:
-        report = await store.enforce_limits(time.time())
+        report = await recorder.enforce_limits(time.time())
     except StoreError as error:
         log.warning("store_limits_failed", reason=str(error))
         return
@@ -221,7 +224,7 @@ async def enforce_limits_logged(store: Store) -> None:
             lost_before_delivery=report.lost_before_delivery,
             bytes_after=report.bytes_after,
         )
-    max_bytes = store.settings.max_bytes
+    max_bytes = recorder.max_bytes
     if max_bytes is not None and report.bytes_after > max_bytes:
         log.warning("store_over_size_cap", bytes=report.bytes_after, max_bytes=max_bytes)
 

@@ -44,7 +44,7 @@ async def test_acknowledge_is_monotonic_and_survives_reopening(
 ) -> None:
     async with await Store.open(StoreSettings(store_path)) as store:
         assert await store.delivery.acked_seq() == 0
-        await store.add_records([make_score(float(t)) for t in range(10)])
+        await store.recorder.add_records([make_score(float(t)) for t in range(10)])
         assert await store.delivery.acknowledge(6) == 6
         assert await store.delivery.acknowledge(4) == 6, "a lower ack changes nothing"
         assert await store.delivery.acknowledge(6) == 6
@@ -57,7 +57,7 @@ async def test_acknowledge_is_monotonic_and_survives_reopening(
 async def test_an_ack_beyond_the_last_seq_or_negative_is_refused_and_changes_nothing(
     store: Store, make_score: ScoreFactory
 ) -> None:
-    await store.add_records([make_score(float(t)) for t in range(3)])
+    await store.recorder.add_records([make_score(float(t)) for t in range(3)])
 
     with pytest.raises(ValueError, match="last seq handed out is 3"):
         await store.delivery.acknowledge(4)
@@ -80,7 +80,7 @@ async def test_outbox_stats_count_the_undelivered_rows_and_date_the_oldest(
         make_score(99.0, asset="pump-1"),  # late: dates the backlog once it is the first score
         make_alert(105.0, asset="gw sensors"),
     ]
-    await store.add_records(records)
+    await store.recorder.add_records(records)
     everything = await store.delivery.outbox_stats()
     await store.delivery.acknowledge(3)
     after_ack = await store.delivery.outbox_stats()
@@ -99,9 +99,9 @@ async def test_outbox_range_covers_every_seq_up_to_its_end_including_evicted_one
     settings = StoreSettings(store_path, retention_s=50.0)
     async with await Store.open(settings) as store:
         # seqs 1-4 routine scores at t=0 (evicted by age), 5-10 at t=100 (kept)
-        await store.add_records([make_score(0.0) for _ in range(4)])
-        await store.add_records([make_score(100.0) for _ in range(6)])
-        await store.enforce_limits(now=100.0)
+        await store.recorder.add_records([make_score(0.0) for _ in range(4)])
+        await store.recorder.add_records([make_score(100.0) for _ in range(6)])
+        await store.recorder.enforce_limits(now=100.0)
 
         full = await store.delivery.outbox_range(0, limit=3)
         tail = await store.delivery.outbox_range(8, limit=3)
@@ -120,7 +120,7 @@ async def test_outbox_range_covers_every_seq_up_to_its_end_including_evicted_one
 async def test_outbox_range_ends_at_the_last_seq_handed_out_even_if_it_was_evicted(
     store: Store, make_score: ScoreFactory
 ) -> None:
-    await store.add_records([make_score(float(t)) for t in range(5)])
+    await store.recorder.add_records([make_score(float(t)) for t in range(5)])
     with closing(sqlite3.connect(store.settings.path)) as db, db:
         db.execute("DELETE FROM scores WHERE seq = 5")  # as an eviction would
 
@@ -141,7 +141,7 @@ async def test_size_cap_evicts_every_delivered_row_before_any_undelivered_one(
 ) -> None:
     records = kinds_stream(make_vector, make_score, make_alert, 60)
     async with await Store.open(StoreSettings(store_path)) as store:
-        seqs = await store.add_records(records)
+        seqs = await store.recorder.add_records(records)
         acked = seqs[len(seqs) // 2]
         await store.delivery.acknowledge(acked)
     kinds = dict(zip(seqs, records, strict=True))
@@ -152,7 +152,7 @@ async def test_size_cap_evicts_every_delivered_row_before_any_undelivered_one(
     while True:
         cap -= 4 * PAGE
         async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
-            report = await store.enforce_limits(now=1000.0)
+            report = await store.recorder.enforce_limits(now=1000.0)
             kept = [seq for seq, _ in await store.history.outbox(limit=len(records))]
             stats = await store.delivery.outbox_stats()
         delivered_kept = [seq for seq in kept if seq <= acked]
@@ -177,7 +177,7 @@ async def test_delivered_rows_leave_in_the_written_order_features_first_alerts_l
 ) -> None:
     records = kinds_stream(make_vector, make_score, make_alert, 40)
     async with await Store.open(StoreSettings(store_path)) as store:
-        seqs = await store.add_records(records)
+        seqs = await store.recorder.add_records(records)
         await store.delivery.acknowledge(seqs[-1])
     classes = ("features", "routine scores", "anomalous scores", "alerts")
 
@@ -193,7 +193,7 @@ async def test_delivered_rows_leave_in_the_written_order_features_first_alerts_l
     with capture_logs() as logs:
         for cap in range(file_size(store_path) - PAGE, 0, -2 * PAGE):
             async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
-                report = await store.enforce_limits(now=1000.0)
+                report = await store.recorder.enforce_limits(now=1000.0)
                 kept = {seq for seq, _ in await store.history.outbox(limit=len(records))}
             for position, name in enumerate(classes):
                 if set(written[name]) - kept:
@@ -211,11 +211,11 @@ async def test_eviction_of_undelivered_rows_is_counted_across_restarts(
     store_path: Path, make_vector: VectorFactory
 ) -> None:
     async with await Store.open(StoreSettings(store_path)) as store:
-        await store.add_features([make_vector(float(t)) for t in range(20)])
+        await store.recorder.add_features([make_vector(float(t)) for t in range(20)])
     cap = file_size(store_path) // 2
 
     async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
-        report = await store.enforce_limits(now=100.0)
+        report = await store.recorder.enforce_limits(now=100.0)
         session = store.stats
     async with await Store.open(StoreSettings(store_path)) as store:
         stats = await store.delivery.outbox_stats()
@@ -241,11 +241,11 @@ async def test_retention_evicts_delivered_rows_of_every_kind_and_with_an_uplink_
     ]
     settings = StoreSettings(store_path, retention_s=10.0, retain_undelivered=True)
     async with await Store.open(settings) as store:
-        await store.add_records(old)  # seqs 1-4, delivered
+        await store.recorder.add_records(old)  # seqs 1-4, delivered
         await store.delivery.acknowledge(4)
-        await store.add_records(old)  # seqs 5-8, not delivered
-        await store.add_records([make_score(95.0)])  # seq 9, recent
-        report = await store.enforce_limits(now=100.0)
+        await store.recorder.add_records(old)  # seqs 5-8, not delivered
+        await store.recorder.add_records([make_score(95.0)])  # seq 9, recent
+        report = await store.recorder.enforce_limits(now=100.0)
         kept = [seq for seq, _ in await store.history.outbox()]
 
     assert kept == [5, 6, 7, 8, 9]
@@ -263,8 +263,8 @@ async def test_retention_without_an_uplink_still_evicts_old_features_and_routine
         make_alert(0.0),
     ]
     async with await Store.open(StoreSettings(store_path, retention_s=10.0)) as store:
-        await store.add_records(old)
-        report = await store.enforce_limits(now=100.0)
+        await store.recorder.add_records(old)
+        report = await store.recorder.enforce_limits(now=100.0)
         kept = [seq for seq, _ in await store.history.outbox()]
 
     assert kept == [3, 4]
@@ -278,8 +278,8 @@ async def test_renumber_above_moves_undelivered_rows_past_the_receivers_ack(
     store: Store, make_vector: VectorFactory, make_score: ScoreFactory, make_alert: AlertFactory
 ) -> None:
     records: list[StoredRecord] = [make_vector(1.0), make_score(2.0), make_alert(3.0)]
-    await store.add_records(records)
-    await store.add_records([make_score(4.0)])
+    await store.recorder.add_records(records)
+    await store.recorder.add_records([make_score(4.0)])
     await store.delivery.acknowledge(1)
 
     assert await store.delivery.renumber_above(3) == 0, "not beyond the last seq: nothing to do"
@@ -291,7 +291,7 @@ async def test_renumber_above_moves_undelivered_rows_past_the_receivers_ack(
     assert stored[1][1] == records[1] and stored[2][1] == records[2]
     assert await store.delivery.acked_seq() == 100
     assert await store.delivery.latest_seq() == 103
-    assert await store.add_records([make_score(5.0)]) == [104]
+    assert await store.recorder.add_records([make_score(5.0)]) == [104]
     assert (await store.delivery.outbox_stats()).records == 4
 
 
@@ -299,7 +299,7 @@ async def test_a_store_of_the_previous_release_gains_uplink_state_with_nothing_a
     store_path: Path, make_score: ScoreFactory
 ) -> None:
     async with await Store.open(StoreSettings(store_path), migrations=MIGRATIONS[:3]) as previous:
-        await previous.add_records([make_score(float(t)) for t in range(3)])
+        await previous.recorder.add_records([make_score(float(t)) for t in range(3)])
 
     async with await Store.open(StoreSettings(store_path)) as current:
         applied = await current.applied_migrations()

@@ -21,9 +21,9 @@ async def test_retention_evicts_features_older_than_the_window(
     store_path: Path, make_vector: VectorFactory
 ) -> None:
     async with await Store.open(StoreSettings(store_path, retention_s=5.0)) as store:
-        await store.add_features([make_vector(float(t)) for t in range(10)])
+        await store.recorder.add_features([make_vector(float(t)) for t in range(10)])
 
-        report = await store.enforce_limits(now=10.0)
+        report = await store.recorder.enforce_limits(now=10.0)
         remaining = await store.history.features()
 
     assert (report.evicted_by_age, report.evicted_by_size) == (5, 0)
@@ -37,13 +37,13 @@ async def test_size_cap_evicts_oldest_features_first_and_counts_them(
 ) -> None:
     written = 40
     async with await Store.open(StoreSettings(store_path)) as store:
-        await store.add_features([make_vector(float(t)) for t in range(written)])
+        await store.recorder.add_features([make_vector(float(t)) for t in range(written)])
     cap = file_size(store_path) // 2  # closing folded the WAL into the file
 
     async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
-        report = await store.enforce_limits(now=float(written))
+        report = await store.recorder.enforce_limits(now=float(written))
         remaining = [seq for seq, _ in await store.history.features()]
-        again = await store.enforce_limits(now=float(written))
+        again = await store.recorder.enforce_limits(now=float(written))
         stats = store.stats
 
     assert report.evicted_by_age == 0
@@ -58,9 +58,9 @@ async def test_size_cap_evicts_oldest_features_first_and_counts_them(
 
 
 async def test_without_limits_nothing_is_evicted(store: Store, make_vector: VectorFactory) -> None:
-    await store.add_features([make_vector(float(t)) for t in range(3)])
+    await store.recorder.add_features([make_vector(float(t)) for t in range(3)])
 
-    report = await store.enforce_limits(now=1e12)
+    report = await store.recorder.enforce_limits(now=1e12)
 
     assert (report.evicted_by_age, report.evicted_by_size) == (0, 0)
     assert len(await store.history.features()) == 3
@@ -125,7 +125,9 @@ async def test_size_cap_evicts_features_then_routine_then_anomalous_scores_and_a
 ) -> None:
     records = interleaved_records(make_vector, make_score, make_alert, seconds=400)
     async with await Store.open(StoreSettings(store_path)) as store:
-        written = seqs_by_class(list(zip(await store.add_records(records), records, strict=True)))
+        written = seqs_by_class(
+            list(zip(await store.recorder.add_records(records), records, strict=True))
+        )
     evicted = {"features": 0, "scores": 0, "alerts": 0}
     phases = set()
 
@@ -133,7 +135,7 @@ async def test_size_cap_evicts_features_then_routine_then_anomalous_scores_and_a
         # Lower the cap a page at a time, down to less than an empty store needs.
         for cap in range(file_size(store_path) - PAGE, 0, -PAGE):
             async with await Store.open(StoreSettings(store_path, max_bytes=cap)) as store:
-                report = await store.enforce_limits(now=600.0)
+                report = await store.recorder.enforce_limits(now=600.0)
                 kept = seqs_by_class(await store.history.outbox(limit=len(records)))
             assert_evicted_in_order(written, kept)
             phases.add(partly_evicted(written, kept))
@@ -168,9 +170,11 @@ async def test_retention_evicts_routine_scores_but_keeps_anomalous_ones_and_aler
 ) -> None:
     records = interleaved_records(make_vector, make_score, make_alert, seconds=20)
     async with await Store.open(StoreSettings(store_path, retention_s=10.0)) as store:
-        written = seqs_by_class(list(zip(await store.add_records(records), records, strict=True)))
+        written = seqs_by_class(
+            list(zip(await store.recorder.add_records(records), records, strict=True))
+        )
         with capture_logs() as logs:
-            report = await store.enforce_limits(now=20.0)
+            report = await store.recorder.enforce_limits(now=20.0)
         kept = await store.history.outbox()
 
     routine_kept = [

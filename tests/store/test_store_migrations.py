@@ -25,14 +25,14 @@ async def test_database_of_first_release_is_upgraded_with_its_data_intact(
     settings = StoreSettings(store_path)
     vectors = [make_vector(float(t), asset=f"asset-{t % 3}") for t in range(6)]
     async with await Store.open(settings, migrations=MIGRATIONS[:1]) as first_release:
-        await first_release.add_features(vectors)
+        await first_release.recorder.add_features(vectors)
         assert await first_release.applied_migrations() == ALL_NAMES[:1]
     assert "features_by_window_end" not in schema_object_names(store_path)
 
     async with await Store.open(settings) as current:
         applied = await current.applied_migrations()
         stored = await current.history.features()
-        next_seqs = await current.add_features([make_vector(6.0)])
+        next_seqs = await current.recorder.add_features([make_vector(6.0)])
 
     assert applied == ALL_NAMES
     assert "features_by_window_end" in schema_object_names(store_path)
@@ -49,7 +49,7 @@ async def test_database_of_the_features_only_release_gains_scores_alerts_and_sta
     settings = StoreSettings(store_path)
     vectors = [make_vector(float(t)) for t in range(3)]
     async with await Store.open(settings, migrations=MIGRATIONS[:2]) as features_only:
-        assert await features_only.add_features(vectors) == [1, 2, 3]
+        assert await features_only.recorder.add_features(vectors) == [1, 2, 3]
     assert "scores" not in schema_object_names(store_path)
 
     score = Score("pump-1", 3.0, "ae-v3", 0.5, 2.5, False)
@@ -57,7 +57,7 @@ async def test_database_of_the_features_only_release_gains_scores_alerts_and_sta
     async with await Store.open(settings) as current:
         applied = await current.applied_migrations()
         stored = await current.history.features()
-        next_seqs = await current.add_records([score, make_vector(3.0), alert])
+        next_seqs = await current.recorder.add_records([score, make_vector(3.0), alert])
         await current.detector_states.save_states({("pump-1", "threshold"): {"mean": 0.5}})
         outbox = await current.history.outbox()
 

@@ -54,7 +54,7 @@ async def test_mixed_batch_gets_consecutive_seqs_in_order_and_reads_back_equal(
     channel_alert = Alert("pump-1", 11.5, "warning", "flatline_raised", "ch03 is flat", "ch03")
     records: list[StoredRecord] = [vector, routine, anomalous, machine_alert, channel_alert]
 
-    seqs = await store.add_records(records)
+    seqs = await store.recorder.add_records(records)
     scores = await store.history.scores()
     alerts = await store.history.alerts()
     features = await store.history.features()
@@ -87,8 +87,8 @@ async def test_outbox_merges_the_three_tables_in_seq_order(
         records += [make_vector(float(t)), make_score(float(t), anomalous=t == 2)]
         if t == 2:
             records.append(make_alert(float(t)))
-    await store.add_records(records[:5])
-    await store.add_records(records[5:])
+    await store.recorder.add_records(records[:5])
+    await store.recorder.add_records(records[5:])
 
     everything = await store.history.outbox()
     middle = await store.history.outbox(after_seq=3, limit=3)
@@ -109,7 +109,7 @@ async def test_scores_and_alerts_filter_by_asset_after_seq_and_limit(
     for t in range(6):
         asset = "pump-1" if t % 2 else "fan-2"
         records += [make_score(float(t), asset=asset), make_alert(float(t), asset=asset)]
-    await store.add_records(records)
+    await store.recorder.add_records(records)
 
     pump_scores = await store.history.scores(asset="pump-1")
     later_alerts = await store.history.alerts(after_seq=8)
@@ -135,7 +135,7 @@ async def test_a_malformed_record_is_refused_before_anything_of_its_batch_is_wri
     store: Store, make_score: ScoreFactory, malformed: StoredRecord, reason: str
 ) -> None:
     with pytest.raises(ValueError, match=reason):
-        await store.add_records([make_score(0.0), malformed])
+        await store.recorder.add_records([make_score(0.0), malformed])
 
     assert await store.history.outbox() == []
     assert await store.delivery.latest_seq() == 0
@@ -148,13 +148,13 @@ async def test_failed_write_of_a_mixed_batch_stores_none_of_it(
     await store.set_max_page_count_for_tests(1)  # the vector needs new pages: SQLITE_FULL
 
     with pytest.raises(StoreError, match="database or disk is full"):
-        await store.add_records([make_score(0.0), make_alert(0.0), make_vector(0.0)])
+        await store.recorder.add_records([make_score(0.0), make_alert(0.0), make_vector(0.0)])
 
     await store.set_max_page_count_for_tests(None)
     assert await store.history.outbox() == []
     assert await store.delivery.latest_seq() == 0
     assert store.stats.write_errors == 1
-    assert await store.add_records([make_alert(1.0)]) == [1]
+    assert await store.recorder.add_records([make_alert(1.0)]) == [1]
 
 
 async def test_seqs_are_never_reused_after_scores_and_features_are_evicted(
@@ -162,10 +162,10 @@ async def test_seqs_are_never_reused_after_scores_and_features_are_evicted(
 ) -> None:
     settings = StoreSettings(store_path, retention_s=10.0)
     async with await Store.open(settings) as store:
-        await store.add_records([make_vector(1.0), make_score(1.0), make_score(2.0)])
-        report = await store.enforce_limits(now=1_000.0)
+        await store.recorder.add_records([make_vector(1.0), make_score(1.0), make_score(2.0)])
+        report = await store.recorder.enforce_limits(now=1_000.0)
         remaining = await store.history.outbox()
-        next_seqs = await store.add_records([make_score(1_000.0), make_vector(1_000.0)])
+        next_seqs = await store.recorder.add_records([make_score(1_000.0), make_vector(1_000.0)])
 
     assert (report.evicted_features, report.evicted_scores) == (1, 2)
     assert remaining == []

@@ -28,7 +28,7 @@ async def test_vectors_round_trip_bit_for_bit_including_nan_and_infinities(store
     )
     other = FeatureVector("fan-2", 1_700_000_001.0, ("a", "b"), np.array([1.5, -2.5]))
 
-    seqs = await store.add_features([special, other])
+    seqs = await store.recorder.add_features([special, other])
 
     stored = await store.history.features()
     assert seqs == [1, 2]
@@ -42,7 +42,7 @@ async def test_features_filter_by_asset_after_seq_and_limit(
     store: Store, make_vector: VectorFactory
 ) -> None:
     vectors = [make_vector(float(t), asset="pump-1" if t % 2 else "fan-2") for t in range(10)]
-    await store.add_features(vectors)
+    await store.recorder.add_features(vectors)
 
     pump = await store.history.features(asset="pump-1")
     later = await store.history.features(after_seq=7)
@@ -60,18 +60,18 @@ async def test_seqs_keep_growing_across_reopen_and_after_every_row_is_deleted(
 ) -> None:
     settings = StoreSettings(store_path, retention_s=10.0)
     async with await Store.open(settings) as store:
-        assert await store.add_features([make_vector(1.0), make_vector(2.0)]) == [1, 2]
-        assert await store.add_features([make_vector(3.0)]) == [3]
+        assert await store.recorder.add_features([make_vector(1.0), make_vector(2.0)]) == [1, 2]
+        assert await store.recorder.add_features([make_vector(3.0)]) == [3]
 
     async with await Store.open(settings) as store:
         assert await store.delivery.latest_seq() == 3
-        report = await store.enforce_limits(now=1_000.0)
+        report = await store.recorder.enforce_limits(now=1_000.0)
         assert report.evicted_by_age == 3
         assert await store.history.features() == []
         assert await store.delivery.latest_seq() == 3
 
     async with await Store.open(settings) as store:
-        assert await store.add_features([make_vector(1_000.0)]) == [4]
+        assert await store.recorder.add_features([make_vector(1_000.0)]) == [4]
         assert await store.delivery.latest_seq() == 4
 
 
@@ -82,9 +82,9 @@ async def test_malformed_vector_is_refused_before_anything_is_written(
     no_time = FeatureVector("pump-1", math.nan, ("a",), np.array([1.0]))
 
     with pytest.raises(ValueError, match="3 names"):
-        await store.add_features([make_vector(1.0), wrong_length])
+        await store.recorder.add_features([make_vector(1.0), wrong_length])
     with pytest.raises(ValueError, match="window_end"):
-        await store.add_features([no_time])
+        await store.recorder.add_features([no_time])
 
     assert await store.history.features() == []
     assert await store.delivery.latest_seq() == 0
@@ -96,8 +96,8 @@ async def test_stats_count_rows_transactions_and_size(
 ) -> None:
     empty_bytes = store.stats.bytes
 
-    await store.add_features([make_vector(float(t)) for t in range(5)])
-    await store.add_features([make_vector(5.0)])
+    await store.recorder.add_features([make_vector(float(t)) for t in range(5)])
+    await store.recorder.add_features([make_vector(5.0)])
 
     assert store.stats.rows_written == 6
     assert store.stats.write_transactions == 2

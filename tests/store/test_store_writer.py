@@ -36,7 +36,7 @@ async def test_writer_takes_what_is_queued_in_batches_of_at_most_max_batch(
 ) -> None:
     queue = queue_of([make_vector(float(t)) for t in range(7)])
 
-    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=3))
+    writer = asyncio.create_task(run_store_writer(store.recorder, queue, max_batch=3))
     await queue.join()
     await stop(writer)
 
@@ -50,7 +50,7 @@ async def test_cancelled_writer_flushes_what_is_still_queued(
     store: Store, make_vector: VectorFactory
 ) -> None:
     queue = queue_of([make_vector(0.0)])
-    writer = asyncio.create_task(run_store_writer(store, queue))
+    writer = asyncio.create_task(run_store_writer(store.recorder, queue))
     await queue.join()
 
     for t in range(1, 6):
@@ -68,7 +68,7 @@ async def test_cancel_during_a_write_neither_loses_nor_repeats_the_batch(
 ) -> None:
     queue = queue_of([make_vector(float(t)) for t in range(5)])
 
-    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=3))
+    writer = asyncio.create_task(run_store_writer(store.recorder, queue, max_batch=3))
     # Runs right after the writer's first step, which ends waiting for its first transaction.
     asyncio.get_running_loop().call_soon(writer.cancel)
     await writer
@@ -92,7 +92,7 @@ async def test_disk_full_keeps_the_batch_and_writes_it_once_space_returns(
         await may_retry.wait()
 
     with capture_logs() as logs:
-        writer = asyncio.create_task(run_store_writer(store, queue, pause=pause))
+        writer = asyncio.create_task(run_store_writer(store.recorder, queue, pause=pause))
         await first_failure.wait()
         errors_while_full = store.stats.write_errors
         stored_while_full = await store.history.features()
@@ -126,7 +126,7 @@ async def test_cancel_while_backing_off_flushes_the_kept_batch(
         first_failure.set()
         await asyncio.Event().wait()  # backing off until cancelled
 
-    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=2, pause=pause))
+    writer = asyncio.create_task(run_store_writer(store.recorder, queue, max_batch=2, pause=pause))
     await first_failure.wait()
     await store.set_max_page_count_for_tests(None)
     await stop(writer)
@@ -147,7 +147,9 @@ async def test_flush_that_cannot_write_gives_up_loudly_instead_of_hanging(
         first_failure.set()
 
     with capture_logs() as logs:
-        writer = asyncio.create_task(run_store_writer(store, queue, max_batch=2, pause=pause))
+        writer = asyncio.create_task(
+            run_store_writer(store.recorder, queue, max_batch=2, pause=pause)
+        )
         await first_failure.wait()
         await stop(writer)
 
@@ -167,7 +169,7 @@ async def test_writer_enforces_the_store_limits(
     async with await Store.open(settings) as store:
         queue = queue_of([make_vector(long_ago + t) for t in range(3)])
 
-        writer = asyncio.create_task(run_store_writer(store, queue, limits_every_s=0.0))
+        writer = asyncio.create_task(run_store_writer(store.recorder, queue, limits_every_s=0.0))
         await queue.join()
         await stop(writer)
         await store.close()  # waits for the eviction the writer started
@@ -184,7 +186,7 @@ async def test_a_malformed_vector_is_refused_and_counted_and_its_batch_still_wri
     queue = queue_of([make_vector(0.0), names_without_values, good])
 
     with capture_logs() as logs:
-        writer = asyncio.create_task(run_store_writer(store, queue))
+        writer = asyncio.create_task(run_store_writer(store.recorder, queue))
         await queue.join()
         await stop(writer)
 
@@ -203,7 +205,7 @@ async def test_writer_stores_a_mixed_stream_in_order(
     records.append(make_alert(3.0, channel="ch02"))
     queue = queue_of(records)
 
-    writer = asyncio.create_task(run_store_writer(store, queue, max_batch=4))
+    writer = asyncio.create_task(run_store_writer(store.recorder, queue, max_batch=4))
     await queue.join()
     await stop(writer)
 
@@ -224,7 +226,7 @@ async def test_a_malformed_score_is_refused_and_the_rest_of_its_batch_written(
     queue = queue_of(records)
 
     with capture_logs() as logs:
-        writer = asyncio.create_task(run_store_writer(store, queue))
+        writer = asyncio.create_task(run_store_writer(store.recorder, queue))
         await queue.join()
         await stop(writer)
 
@@ -244,7 +246,7 @@ async def test_writer_signals_each_committed_batch(
 ) -> None:
     stored = asyncio.Event()
     queue = queue_of([make_vector(0.0), make_vector(1.0)])
-    writer = asyncio.create_task(run_store_writer(store, queue, on_stored=stored.set))
+    writer = asyncio.create_task(run_store_writer(store.recorder, queue, on_stored=stored.set))
 
     await stored.wait()
     assert await store.delivery.latest_seq() >= 1, "signalled after the commit, not before"

@@ -70,7 +70,7 @@ async def build_store(path: Path, source: LatentFactorSource) -> StoredAsset:
     for i, row in enumerate(source.normal_rows(rng, 30)):
         records.append(FeatureVector("compressor-2", T0_UTC + i, ("a", "b"), row[:2]))
     async with await Store.open(StoreSettings(path)) as store:
-        await store.add_records(records)
+        await store.recorder.add_records(records)
     return StoredAsset(times, anomalous, float(times[NAN_WINDOW]))
 
 

@@ -107,7 +107,7 @@ async def test_a_full_gateway_disk_holds_new_records_back_and_loses_none(
     queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
     stored = asyncio.Event()
     uplink = Uplink(settings_for(broker), store.delivery, new_data=stored)
-    writer = run_store_writer(store, queue, retry_delays_s=(0.05,), on_stored=stored.set)
+    writer = run_store_writer(store.recorder, queue, retry_delays_s=(0.05,), on_stored=stored.set)
 
     with capture_logs() as logs:
         async with (
@@ -155,7 +155,7 @@ async def test_a_receiver_down_for_an_hour_is_named_and_its_backlog_arrives_in_f
     with capture_logs() as logs:
         async with running(uplink.run()):
             async with real_receiver(broker, receiver_db):
-                await store.add_records(live_records(20))
+                await store.recorder.add_records(live_records(20))
                 await wait_for_value(store.delivery.acked_seq, 20, "delivery before the outage")
             produced = await produce_for(store, OUTAGE_S)
             await wait_until(lambda: uplink.status.backlog_records == produced, "the status")
@@ -198,6 +198,6 @@ async def produce_for(store: Store, seconds: float) -> int:
     produced = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        produced += len(await store.add_records(live_records(2)))
+        produced += len(await store.recorder.add_records(live_records(2)))
         await asyncio.sleep(0.05)
     return produced

@@ -50,7 +50,7 @@ async def test_the_outbox_leaves_in_seq_order_as_ranges_and_the_ack_marks_it_del
     broker: Broker, store: Store
 ) -> None:
     records = mixed_records(30)
-    seqs = await store.add_records(records)
+    seqs = await store.recorder.add_records(records)
     receiver = FakeReceiver(broker)
     uplink = Uplink(settings_for(broker), store.delivery)
 
@@ -84,7 +84,7 @@ async def test_the_outbox_leaves_in_seq_order_as_ranges_and_the_ack_marks_it_del
 async def test_exactly_what_the_receiver_acknowledges_is_marked_delivered(
     broker: Broker, store: Store
 ) -> None:
-    await store.add_records(mixed_records(30))
+    await store.recorder.add_records(mixed_records(30))
     receiver = FakeReceiver(broker, hold_at=12)
     uplink = Uplink(settings_for(broker), store.delivery)
 
@@ -119,7 +119,7 @@ async def test_broker_down_at_start_then_live_records_first_and_the_backlog_afte
         async with running(uplink.run()):
             await wait_until(lambda: uplink.status.connect_failures >= 3, "three failed connects")
             down = uplink.status.last_error
-            await store.add_records(mixed_records(24))
+            await store.recorder.add_records(mixed_records(24))
             await wait_until(lambda: uplink.status.backlog_records == 24, "the backlog to show")
             assert not uplink.status.connected
 
@@ -127,7 +127,8 @@ async def test_broker_down_at_start_then_live_records_first_and_the_backlog_afte
             async with running(receiver.run()):
                 # Live tail (16, 24] first, then the first backlog range; the next waits its turn.
                 await wait_until(lambda: len(receiver.ranges()) >= 2, "tail and first backlog")
-                await store.add_records(mixed_records(1, start=24))  # found by polling (poll_s)
+                # found by polling (poll_s)
+                await store.recorder.add_records(mixed_records(1, start=24))
                 await wait_until(lambda: 25 in receiver.records, "the live record")
                 gate.set()
                 await wait_for_value(store.delivery.acked_seq, 25, "everything to be acknowledged")
@@ -147,7 +148,7 @@ async def test_broker_down_at_start_then_live_records_first_and_the_backlog_afte
 async def test_refused_credentials_give_one_clear_line_and_lose_nothing(
     broker: Broker, store: Store
 ) -> None:
-    await store.add_records(mixed_records(10))
+    await store.recorder.add_records(mixed_records(10))
     wrong = Uplink(settings_for(broker, password="not-the-password"), store.delivery)
 
     with capture_logs() as logs:
@@ -167,7 +168,7 @@ async def test_refused_credentials_give_one_clear_line_and_lose_nothing(
 async def test_a_broker_certificate_from_another_ca_is_refused_clearly_and_loses_nothing(
     broker: Broker, store: Store, wrong_ca: Path
 ) -> None:
-    await store.add_records(mixed_records(10))
+    await store.recorder.add_records(mixed_records(10))
     untrusting = Uplink(settings_for(broker, ca_file=wrong_ca), store.delivery)
 
     with capture_logs() as logs:
@@ -192,12 +193,12 @@ async def deliver_everything(broker: Broker, store: Store, last_seq: int) -> Non
 async def test_ack_by_broker_marks_a_range_delivered_once_every_part_got_its_puback(
     broker: Broker, store: Store
 ) -> None:
-    await store.add_records(mixed_records(40))
+    await store.recorder.add_records(mixed_records(40))
     uplink = Uplink(settings_for(broker, ack="broker"), store.delivery)
 
     async with running(uplink.run()):
         await wait_for_value(store.delivery.acked_seq, 40, "PUBACKs to acknowledge everything")
-        await store.add_records(mixed_records(5, start=40))
+        await store.recorder.add_records(mixed_records(5, start=40))
         await wait_for_value(store.delivery.acked_seq, 45, "new records too")
 
     assert uplink.status.published_records == 45
@@ -208,7 +209,7 @@ async def test_ack_by_broker_marks_a_range_delivered_once_every_part_got_its_pub
 async def test_records_the_receiver_never_got_are_sent_again_when_the_ack_stalls(
     broker: Broker, store: Store
 ) -> None:
-    await store.add_records(mixed_records(20))
+    await store.recorder.add_records(mixed_records(20))
     uplink = Uplink(settings_for(broker, ack_timeout_s=0.3, ack_timeout_max_s=0.6), store.delivery)
     receiver = FakeReceiver(broker)
 
@@ -234,13 +235,13 @@ async def test_a_broker_killed_mid_stream_loses_nothing(
     uplink = Uplink(settings_for(broker), store.delivery)
 
     async with running(receiver.run()), running(uplink.run()):
-        await store.add_records(mixed_records(30))
+        await store.recorder.add_records(mixed_records(30))
         await wait_for_value(store.delivery.acked_seq, 30, "the first batch")
         broker.kill()
-        await store.add_records(mixed_records(30, start=30))
+        await store.recorder.add_records(mixed_records(30, start=30))
         await wait_until(lambda: not uplink.status.connected, "the uplink to notice")
         broker.start()
-        await store.add_records(mixed_records(30, start=60))
+        await store.recorder.add_records(mixed_records(30, start=60))
         await wait_for_value(store.delivery.acked_seq, 90, "everything after the restart")
 
     assert sorted(receiver.records) == list(range(1, 91))
@@ -251,7 +252,7 @@ async def test_a_broker_killed_mid_stream_loses_nothing(
 async def test_a_reconnecting_gateway_declares_the_gap_of_what_was_already_acknowledged(
     broker: Broker, store: Store
 ) -> None:
-    await store.add_records(mixed_records(12))
+    await store.recorder.add_records(mixed_records(12))
     await store.delivery.acknowledge(7)
     receiver = FakeReceiver(broker)
 
@@ -268,7 +269,7 @@ async def test_a_replaced_store_is_renumbered_above_the_receivers_ack(
 ) -> None:
     await publish_retained_ack(broker, 1000)  # what the gateway's previous store reached
     records = mixed_records(5)
-    await store.add_records(records)
+    await store.recorder.add_records(records)
     receiver = FakeReceiver(broker)
 
     with capture_logs() as logs:
@@ -285,7 +286,7 @@ async def test_a_replaced_store_is_renumbered_above_the_receivers_ack(
         assert same_record(receiver.records[seq], record)
     assert events(logs, "uplink_store_behind_receiver")[0]["renumbered"] == 5
     assert [seq for seq, _ in await store.history.outbox()] == list(range(1001, 1006))
-    assert await store.add_records(mixed_records(1, start=5)) == [1006]
+    assert await store.recorder.add_records(mixed_records(1, start=5)) == [1006]
 
 
 async def test_a_clean_stop_says_offline(broker: Broker, store: Store) -> None:
@@ -301,7 +302,7 @@ async def test_a_clean_stop_says_offline(broker: Broker, store: Store) -> None:
 async def test_an_acl_that_refuses_our_ack_topic_is_named_instead_of_resending_forever(
     broker: Broker, store: Store
 ) -> None:
-    await store.add_records(mixed_records(5))
+    await store.recorder.add_records(mixed_records(5))
     other_user = settings_for(broker, username="gw-b", password=broker.credentials["gw-b"].password)
     uplink = Uplink(other_user, store.delivery)
 
