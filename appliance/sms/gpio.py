@@ -4,7 +4,7 @@ Wiring: a relay or load switch in the modem's supply (or its enable pin), driven
 line of the Pi. `power_cycle_gpio` is the line's offset on `power_cycle_gpio_chip` (on a Pi 4
 gpiochip0 line 17 is BCM GPIO 17, header pin 11). A power cycle drives the line active (high,
 or low with `active_low`) for `off_s`, then inactive again; ModemLink calls it after
-`power_cycle_after` consecutive failed opens or dead sessions (see modem.py).
+`power_cycle_after` consecutive failed opens or dead sessions (see link.py).
 
 Backends, in this order:
   * libgpiod v2 Python bindings (`import gpiod`, Debian package python3-libgpiod or the
