@@ -5,8 +5,10 @@ PYTHONPATH set to the worktree so its code is imported (the `appliance-receiver`
 bench_backlog inherits it), and its own bench scripts (their arguments may differ between
 revisions). Each round runs every bench once per side, old and new alternating which goes first,
 so drift of a shared machine hits both. Figures (lower is better): bench_pipeline's incremental
-CPU seconds, bench_backlog's drain seconds (its baselines skipped). At the end, each side's
-median and new / old (the bar of issue 19: at most 1.10).
+CPU seconds, bench_backlog's drain seconds (its baselines skipped); bench_pipeline's scipy
+baseline is shown as a control (the same code on both sides but the store: if its new / old is
+far from 1, the machine drifted). At the end, each side's median and new / old (the bar of
+issue 19: at most 1.10).
 
     .venv/bin/python bench/compare_revisions.py [--old a217215] [--new REV] [--rounds 3]
         [--pipeline-seconds 60] [--backlog-seconds 86400]
@@ -30,17 +32,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PIPELINE_CPU = re.compile(r"^\s*incremental\s+cpu\s+([0-9.]+) s", re.MULTILINE)
-BACKLOG_DRAIN = re.compile(r"^ours: drained in ([0-9.]+) s", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    pattern: re.Pattern[str]
+    unit: str
 
 
 @dataclass(frozen=True)
 class Bench:
-    name: str
     script: str
     arguments: list[str]
-    figure: re.Pattern[str]
-    unit: str
+    figures: tuple[Figure, ...]
+
+
+PIPELINE = (
+    Figure("bench_pipeline", re.compile(r"^\s*incremental\s+cpu\s+([0-9.]+) s", re.M), "cpu s"),
+    # The scipy path runs the same code in both revisions but the store: drift shows here.
+    Figure("  its scipy baseline (control)", re.compile(r"^\s*baseline.*cpu\s+([0-9.]+) s", re.M),
+           "cpu s"),
+)  # fmt: skip
+BACKLOG = (Figure("bench_backlog", re.compile(r"^ours: drained in ([0-9.]+) s", re.M), "s drain"),)
 
 
 @dataclass
@@ -69,25 +83,26 @@ def git(*arguments: str) -> str:
     return done.stdout.strip()
 
 
-def run_bench(bench: Bench, side: Side) -> float:
-    """Run `bench` on `side`'s code; its figure (the whole output is printed if none is found)."""
+def run_bench(bench: Bench, side: Side) -> None:
+    """Run `bench` on `side`'s code and keep its figures (its whole output is printed if one is
+    not found)."""
     environment = {**os.environ, "PYTHONPATH": str(side.root)}
     command = [sys.executable, str(side.root / "bench" / bench.script), *bench.arguments]
     started = time.monotonic()
     done = subprocess.run(
         command, cwd=side.root, env=environment, capture_output=True, text=True, check=False
     )
-    found = bench.figure.search(done.stdout)
-    if done.returncode != 0 or found is None:
+    found = [figure.pattern.search(done.stdout) for figure in bench.figures]
+    if done.returncode != 0 or None in found:
         sys.stderr.write(done.stdout + done.stderr)
-        raise SystemExit(f"{bench.name} on {side.label} failed (exit {done.returncode})")
-    figure = float(found.group(1))
-    print(
-        f"  {bench.name:14s} {side.label:20s} {figure:8.2f} {bench.unit}"
-        f"  (ran {time.monotonic() - started:.0f} s)",
-        flush=True,
-    )
-    return figure
+        raise SystemExit(f"{bench.script} on {side.label} failed (exit {done.returncode})")
+    ran_s = time.monotonic() - started
+    for figure, match in zip(bench.figures, found, strict=True):
+        assert match is not None
+        value = float(match.group(1))
+        side.figures.setdefault(figure.name, []).append(value)
+        print(f"  {figure.name:30s} {side.label:20s} {value:8.2f} {figure.unit}", flush=True)
+    print(f"  ({bench.script} ran {ran_s:.0f} s)", flush=True)
 
 
 def imported_from(side: Side) -> str:
@@ -111,15 +126,15 @@ def compare(benches: list[Bench], old: Side, new: Side, rounds: int) -> None:
         order = (old, new) if round_number % 2 == 0 else (new, old)
         for bench in benches:
             for side in order:
-                side.figures.setdefault(bench.name, []).append(run_bench(bench, side))
+                run_bench(bench, side)
     print("---")
-    for bench in benches:
-        old_median = statistics.median(old.figures[bench.name])
-        new_median = statistics.median(new.figures[bench.name])
+    for figure in (figure for bench in benches for figure in bench.figures):
+        before, after = old.figures[figure.name], new.figures[figure.name]
+        old_median, new_median = statistics.median(before), statistics.median(after)
         print(
-            f"{bench.name}: median old {old_median:.2f} {bench.unit}, new {new_median:.2f} "
-            f"{bench.unit}, new / old = {new_median / old_median:.3f} "
-            f"(old {fmt(old.figures[bench.name])}; new {fmt(new.figures[bench.name])})"
+            f"{figure.name.strip()}: median old {old_median:.2f} {figure.unit}, new "
+            f"{new_median:.2f} {figure.unit}, new / old = {new_median / old_median:.3f} "
+            f"(old {fmt(before)}; new {fmt(after)})"
         )
 
 
@@ -128,14 +143,11 @@ def fmt(figures: list[float]) -> str:
 
 
 def benches_for(args: argparse.Namespace) -> list[Bench]:
-    chosen = [
-        Bench("bench_pipeline", "bench_pipeline.py",
-              ["--seconds", str(args.pipeline_seconds)], PIPELINE_CPU, "cpu s"),
-        Bench("bench_backlog", "bench_backlog.py",
-              ["--seconds", str(args.backlog_seconds), "--skip-baselines"], BACKLOG_DRAIN,
-              "s drain"),
-    ]  # fmt: skip
-    return [bench for bench in chosen if args.only in (None, bench.name)]
+    pipeline = Bench("bench_pipeline.py", ["--seconds", str(args.pipeline_seconds)], PIPELINE)
+    backlog = Bench(
+        "bench_backlog.py", ["--seconds", str(args.backlog_seconds), "--skip-baselines"], BACKLOG
+    )
+    return [bench for bench in (pipeline, backlog) if args.only in (None, bench.script[:-3])]
 
 
 def main() -> None:
