@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config import StoreConfig
 from appliance.errors import StoreError
-from appliance.store import Store, StorePragmas, StoreSettings
+from appliance.store import Store, StorePragmas, StoreSettings, store_settings
 
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
@@ -29,6 +30,18 @@ async def test_connection_runs_in_wal_with_the_configured_synchronous_level(
 def test_other_synchronous_levels_are_refused(store_path: Path, synchronous: str) -> None:
     with pytest.raises(StoreError, match="synchronous must be one of NORMAL, FULL"):
         StoreSettings(store_path, synchronous=synchronous)
+
+
+def test_settings_from_the_store_table_in_bytes_and_seconds(tmp_path: Path) -> None:
+    table = StoreConfig(path=str(tmp_path / "a.db"), synchronous="FULL", max_mb=2.5,
+                        retention_days=0.5)  # fmt: skip
+
+    assert store_settings(table, with_uplink=True) == StoreSettings(
+        tmp_path / "a.db", "FULL", max_bytes=2_500_000, retention_s=43_200.0,
+        retain_undelivered=True,
+    )  # fmt: skip
+    unlimited = StoreConfig(path=str(tmp_path / "a.db"), max_mb=None, retention_days=None)
+    assert store_settings(unlimited, with_uplink=False) == StoreSettings(tmp_path / "a.db")
 
 
 async def test_open_creates_missing_parent_directories(tmp_path: Path) -> None:
