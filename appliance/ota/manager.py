@@ -40,11 +40,11 @@ from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.daemon_thread import in_daemon_thread
 from appliance.ota.inbox import Inbox
 from appliance.ota.library import BundleLibrary, Slots, take_lock
-from appliance.ota.outcomes import ModelsStatus as ModelsStatus
-from appliance.ota.outcomes import Outcome as Outcome
+from appliance.ota.outcomes import ModelsStatus as ModelsStatus  # re-exported: tests
+from appliance.ota.outcomes import Outcome as Outcome  # re-exported: web/server.py
 from appliance.ota.outcomes import unexpected
 from appliance.ota.settings import OtaSettings
-from appliance.ota.settings import ota_settings as ota_settings
+from appliance.ota.settings import ota_settings as ota_settings  # re-exported: app.py
 from appliance.ota.vetting import CanaryResult, check_bundle, check_newer, run_canary, stage_signed
 from appliance.status import StatusBoard
 from appliance.store import DetectorStates, History
