@@ -5,6 +5,7 @@ and migration 0003 upgrading an existing receiver database. No broker."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from receiver_helpers import outbox_rows
 from appliance.records import Alert, FeatureVector
 from appliance.uplink.schema import Part, PartHeader, split_range
 from receiver.db import Database, open_database
-from receiver.db.dead_letters import DeadLetterLimits
+from receiver.db.dead_letters import DeadLetterLimits, refuse
+from receiver.db.migrations import apply_migrations
 from receiver.db.rows import MAX_STORED_PAYLOAD_BYTES, DeadLetter
+from receiver.db.sqlite import sqlite_dialect
 from receiver.errors import DatabaseError
 
 NOW = 1_767_300_000.0
@@ -197,3 +200,22 @@ async def test_migration_0003_upgrades_an_existing_database(any_db_url: str) -> 
         assert (row["refused_parts"], row["dead_letters"]) == (1, 1)
     finally:
         await upgraded.close()
+
+
+def test_a_refusal_is_a_plain_function_of_a_connection(tmp_path: Path) -> None:
+    """The transaction functions need no Database, thread or event loop: here on a bare sqlite3
+    connection with the receiver's schema."""
+    dialect, where = sqlite_dialect(f"sqlite:///{tmp_path / 'receiver.db'}")
+    connection = dialect.connect()
+    try:
+        apply_migrations(connection, dialect, where)
+        sql, limits = dialect.statements, DeadLetterLimits(max_rows=2)
+        refusals = [refuse(connection, sql, where, limits, letter(), None) for _ in range(3)]
+        kept = connection.execute("SELECT id FROM dead_letters ORDER BY id").fetchall()
+        counters = dict(connection.execute(sql.select_counters, ()).fetchall())
+    finally:
+        connection.close()
+
+    assert [refusal.dropped for refusal in refusals] == [0, 0, 1]
+    assert [row[0] for row in kept] == [refusals[1].dead_letter_id, refusals[2].dead_letter_id]
+    assert (counters["dead_letter_rows"], counters["dead_letters_dropped"]) == (2, 1)
