@@ -27,8 +27,8 @@ from appliance.uplink.commands import (
     encode_command,
     reply_topic,
 )
+from appliance.uplink.connection import tls_context
 from appliance.uplink.errors import SchemaError, UplinkError
-from appliance.uplink.publisher import tls_context
 from appliance.uplink.schema import check_name
 from appliance.uplink.settings import UplinkSettings, uplink_settings
 
