@@ -223,7 +223,7 @@ class SmsView(Protocol):
 
 
 class OutcomeView(Protocol):
-    """What became of one install or rollback (appliance/ota/manager.py Outcome)."""
+    """What became of one install or rollback (appliance/ota/outcomes.py Outcome)."""
 
     @property
     def accepted(self) -> bool: ...
@@ -248,7 +248,7 @@ class OutcomeView(Protocol):
 
 
 class ModelsView(Protocol):
-    """The model manager's status (appliance/ota/manager.py ModelsStatus)."""
+    """The model manager's status (appliance/ota/outcomes.py ModelsStatus)."""
 
     installs: int
     refusals: int
