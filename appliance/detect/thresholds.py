@@ -15,8 +15,13 @@ Each step is strictly causal and runs in this order (`appliance.detect.alarms.de
 
 `observe` admits the error into the baseline only when it is not alarmed and not above the
 threshold: a long anomaly cannot teach the threshold that it is normal (the seed design's rule
-admitted everything and so cleared itself during long anomalies). The price is that a lasting,
-benign change of operating point stays alarmed until someone re-commissions the asset.
+admitted everything and so cleared itself during long anomalies). The price is that a lasting
+change of operating point would stay alarmed for ever: once the error has moved up, nothing is
+admitted again, so the threshold never moves again either (SKAB valve1 files 0, 2, 8 and 12: the
+whole normal segment after the anomaly stayed alarmed). Re-baselining ends that: after
+`rebaseline_after` refused errors in a row the baseline is replaced by those errors, the level
+the error has held for that long (docs/DETECTION.md). An alarm has been raised by then; what the
+re-baselining gives up is holding it, not raising it.
 
 Warm-up: while the ring holds fewer than `warmup` errors, `current()` is None (no decision) and
 every finite error is admitted. Seeding the ring with a commissioning baseline, or restoring
@@ -101,6 +106,8 @@ class AdaptiveSettings:
     """The threshold is never below floor_ratio * reference (when a reference is given)."""
     gate_baseline: bool = True
     """False reproduces the seed design's rule (every error joins the baseline); for comparison."""
+    rebaseline_after: int = 0
+    """Refused errors in a row after which they replace the baseline (0: never)."""
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -113,6 +120,12 @@ class AdaptiveSettings:
             raise ValueError(f"statistic: must be one of {get_args(Statistic)}")
         if not (math.isfinite(self.floor_ratio) and self.floor_ratio >= 0):
             raise ValueError(f"floor_ratio: must be finite and >= 0, got {self.floor_ratio}")
+        after = self.rebaseline_after
+        if after != 0 and not self.warmup <= after <= self.window:
+            raise ValueError(
+                f"rebaseline_after: must be 0 or in [warmup={self.warmup}, window={self.window}],"
+                f" got {after}"
+            )
 
 
 class AdaptiveThreshold:
@@ -137,6 +150,8 @@ class AdaptiveThreshold:
         self._count = 0
         self._next_slot = 0
         self._cached: float | None = None
+        self._refused: list[float] = []
+        """Errors refused since the last admitted one (at most rebaseline_after)."""
         for error in _finite_array(baseline, "baseline")[-settings.window :]:
             self._admit(float(error))
 
@@ -165,9 +180,15 @@ class AdaptiveThreshold:
         if not math.isfinite(error):
             return False
         if self.settings.gate_baseline and self._excluded(error, alarmed):
+            self._refuse(error)
             return False
+        self._refused.clear()
         self._admit(error)
         return True
+
+    def refused_run(self) -> list[float]:
+        """The errors refused since the last admitted one, oldest first (a copy)."""
+        return list(self._refused)
 
     def to_state(self) -> dict[str, object]:
         """JSON-able state; `from_state` continues exactly where this left off."""
@@ -177,6 +198,7 @@ class AdaptiveThreshold:
             "settings": asdict(self.settings),
             "reference": self.reference,
             "baseline": [float(v) for v in self.baseline()],
+            "refused": self.refused_run(),
         }
 
     @classmethod
@@ -194,11 +216,34 @@ class AdaptiveThreshold:
             raise ValueError(f"baseline: {len(baseline)} values exceed window {settings.window}")
         if not all(math.isfinite(v) for v in baseline):
             raise ValueError("baseline: values must be finite")
-        return cls(settings, None if reference is None else float(reference), baseline)
+        refused = state.get("refused", [])
+        if not isinstance(refused, list) or not all(is_number(v) for v in refused):
+            raise ValueError("refused: must be a list of numbers")
+        if not all(math.isfinite(v) for v in refused):
+            raise ValueError("refused: values must be finite")
+        if settings.rebaseline_after and len(refused) >= settings.rebaseline_after:
+            raise ValueError(f"refused: {len(refused)} values reach rebaseline_after")
+        threshold = cls(settings, None if reference is None else float(reference), baseline)
+        threshold._refused = [float(v) for v in refused]
+        return threshold
 
     def _excluded(self, error: float, alarmed: bool) -> bool:
         threshold = self.current()
         return alarmed or (threshold is not None and error > threshold)
+
+    def _refuse(self, error: float) -> None:
+        after = self.settings.rebaseline_after
+        if not after:
+            return
+        self._refused.append(error)
+        if len(self._refused) < after:
+            return
+        # The error has held this level for `after` windows: that is the normal now.
+        self._count = 0
+        self._next_slot = 0
+        for kept in self._refused:
+            self._admit(kept)
+        self._refused.clear()
 
     def _admit(self, error: float) -> None:
         self._ring[self._next_slot] = error
@@ -242,9 +287,11 @@ def _settings_from_state(raw: object) -> AdaptiveSettings:
     if not isinstance(raw, dict):
         raise ValueError("settings: must be an object")
     expected = set(AdaptiveSettings.__dataclass_fields__)
+    raw = dict(raw)
+    raw.setdefault("rebaseline_after", 0)  # a state saved before re-baselining existed
     if set(raw) != expected:
         raise ValueError(f"settings: expected keys {sorted(expected)}, got {sorted(raw)}")
-    for name in ("window", "warmup"):
+    for name in ("window", "warmup", "rebaseline_after"):
         if not isinstance(raw[name], int) or isinstance(raw[name], bool):
             raise ValueError(f"settings.{name}: must be an integer")
     for name in ("k", "floor_ratio"):

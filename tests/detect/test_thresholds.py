@@ -299,3 +299,78 @@ def test_from_state_refuses_missing_settings() -> None:
     del state["settings"]["k"]
     with pytest.raises(ValueError, match="settings"):
         AdaptiveThreshold.from_state(state)
+
+
+# --- re-baselining after a lasting change of level ---------------------------------------------
+
+
+def rebaselining(after: int) -> AdaptiveThreshold:
+    settings = AdaptiveSettings(
+        window=200, warmup=20, k=6.5, statistic="mean_std", rebaseline_after=after
+    )
+    return AdaptiveThreshold(settings, reference=1.0, baseline=normal_errors(1, 200))
+
+
+def test_without_rebaselining_a_lasting_new_level_stays_alarmed() -> None:
+    decisions = run(normal_errors(2, 500, level=3.0), rebaselining(0))
+
+    assert all(d.anomalous for d in decisions)
+
+
+def test_a_level_held_for_rebaseline_after_windows_becomes_the_baseline() -> None:
+    threshold = rebaselining(100)
+    new_level = normal_errors(2, 300, level=3.0)
+
+    decisions = run(new_level, threshold)
+
+    # Alarmed at once; windows 0..99 are refused, then they are the baseline (mean 3 + 6.5 sd):
+    # the alarm clears after 10 windows below 0.9 x that threshold, and later ones are admitted.
+    assert decisions[0].anomalous
+    assert all(d.anomalous for d in decisions[:100])
+    assert decisions[99].threshold == pytest.approx(decisions[0].threshold)
+    assert decisions[100].threshold == pytest.approx(
+        np.mean(new_level[:100]) + 6.5 * np.std(new_level[:100])
+    )
+    assert not any(d.anomalous for d in decisions[110:])
+    assert threshold.refused_run() == []
+
+
+def test_a_window_admitted_in_between_restarts_the_count() -> None:
+    threshold = rebaselining(100)
+    errors = [*normal_errors(2, 99, level=3.0), 1.0, *normal_errors(3, 99, level=3.0)]
+
+    for error in errors:
+        threshold.observe(error, alarmed=error > 2.0)
+
+    assert len(threshold.refused_run()) == 99
+    assert threshold.current() == pytest.approx(rebaselining(0).current(), rel=0.01)
+
+
+def test_the_refused_run_survives_a_restart() -> None:
+    threshold = rebaselining(100)
+    for error in normal_errors(2, 60, level=3.0):
+        threshold.observe(error, alarmed=True)
+
+    restored = AdaptiveThreshold.from_state(json.loads(json.dumps(threshold.to_state())))
+    for error in normal_errors(3, 40, level=3.0):
+        threshold.observe(error, alarmed=True)
+        restored.observe(error, alarmed=True)
+
+    rebaselined = threshold.current()
+    assert restored.current() == rebaselined
+    assert rebaselined is not None and rebaselined > 3.0
+
+
+def test_a_state_saved_before_rebaselining_existed_still_loads() -> None:
+    state = valid_state()
+    assert isinstance(state["settings"], dict)
+    del state["settings"]["rebaseline_after"]
+    del state["refused"]
+
+    assert AdaptiveThreshold.from_state(state).settings.rebaseline_after == 0
+
+
+@pytest.mark.parametrize("after", [1, 19, 201])
+def test_rebaseline_after_must_be_between_warmup_and_window(after: int) -> None:
+    with pytest.raises(ValueError, match="rebaseline_after"):
+        AdaptiveSettings(window=200, warmup=20, rebaseline_after=after)

@@ -1,0 +1,256 @@
+"""Cross-validate detection settings on SKAB: leave-files-out folds x training seeds.
+
+Each file's autoencoder is trained once per seed and its errors cached (bench/sweep_skab.py's
+cache); every setting is replayed over them with the gateway's own `build_threshold`/`decide`.
+
+What it prints, for every setting of `--grid` (sweep_skab's axes, plus `rebaseline`):
+
+- all files, per seed (F1 / FAR / MAR / NAB standard), their mean, standard deviation and range,
+  and how many seeds meet the bars (F1 >= 0.78, FAR <= 20 %, MAR <= 25 %, NAB >= 28);
+- per fold (seeds pooled), mean / std / range over the folds;
+- the alarmed rows of the anomaly-free directory per seed (`--free`), which must stay < 1 %.
+
+Then the cross-validated choice: for each fold held out, the setting with the smallest
+shortfall from the bars on the other folds (seeds pooled; a setting that alarms >= 1 % of the
+anomaly-free rows for any seed is not eligible) and its figures on the held-out fold. The
+held-out figures, pooled, estimate what the selection gives on files it did not see.
+
+    .venv/bin/python bench/cv_skab.py ../shared/data/skab/valve1
+        --free ../shared/data/skab/anomaly-free --seeds 0,1,2,3,4 --folds 4
+        --grid "statistic=mean_std k=6,6.5,7 on=1 off=10 clear=0.9 floor=0.8 window=1000
+                alpha=1 rebaseline=0,200,400" [--cache DIR] [--precision int8|float]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweep_skab import (
+    PRECISIONS,
+    FileErrors,
+    Result,
+    Setting,
+    cached_models,
+    evaluate,
+    file_errors,
+    grid,
+)
+
+from appliance.detect.runtime import open_runtime
+from appliance.detect.scorer import AssetDetector, BundleModel
+from appliance.evaluation.skab import find_skab_csvs, load_skab_csv
+from appliance.training.autoencoder import TrainSettings
+
+MIN_F1, MAX_FAR, MAX_MAR, MIN_NAB = 0.78, 20.0, 25.0, 28.0
+"""The bars of issue 13 (checked there on unseen files)."""
+MAX_FREE_ALARMED = 1.0
+"""Percent of the anomaly-free rows that may be alarmed."""
+
+
+def shortfall(result: Result) -> float:
+    """How far from the bars, in points (0: every bar met)."""
+    return (
+        max(0.0, MIN_F1 - result.f1) * 100
+        + max(0.0, result.far - MAX_FAR)
+        + max(0.0, result.mar - MAX_MAR)
+        + max(0.0, MIN_NAB - result.nab["standard"])
+    )
+
+
+def row(result: Result) -> str:
+    nab = result.nab
+    return (
+        f"F1 {result.f1:.3f}  FAR {result.far:6.2f}  MAR {result.mar:6.2f}  "
+        f"NAB {nab['standard']:6.2f} {nab['low_fp']:6.2f} {nab['low_fn']:6.2f}"
+    )
+
+
+def pooled(results: Sequence[Result]) -> Result:
+    return sum(results[1:], results[0])
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One setting's results per (seed, fold), and the anomaly-free alarmed % per seed."""
+
+    setting: Setting
+    by_seed_fold: list[list[Result]]
+    free_alarmed: list[float]
+
+    def seed(self, s: int) -> Result:
+        return pooled(self.by_seed_fold[s])
+
+    def fold(self, f: int) -> Result:
+        return pooled([folds[f] for folds in self.by_seed_fold])
+
+    def folds_except(self, f: int) -> Result:
+        return pooled([r for folds in self.by_seed_fold for i, r in enumerate(folds) if i != f])
+
+    @property
+    def eligible(self) -> bool:
+        return all(rate < MAX_FREE_ALARMED for rate in self.free_alarmed)
+
+
+def stdev(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def spread(values: Sequence[float]) -> str:
+    sd = stdev(values)
+    return f"{statistics.fmean(values):6.2f} ± {sd:5.2f} [{min(values):6.2f}, {max(values):6.2f}]"
+
+
+def summary(label: str, results: Sequence[Result]) -> list[str]:
+    columns: dict[str, Callable[[Result], float]] = {
+        "F1 %": lambda r: 100 * r.f1,
+        "FAR %": lambda r: r.far,
+        "MAR %": lambda r: r.mar,
+        "NAB std": lambda r: r.nab["standard"],
+    }
+    lines = [f"    {label}: mean ± sd [min, max]"]
+    lines += [
+        f"      {name:8} {spread([get(r) for r in results])}" for name, get in columns.items()
+    ]
+    return lines
+
+
+def report(measured: Measured) -> None:
+    seeds = len(measured.by_seed_fold)
+    folds = len(measured.by_seed_fold[0])
+    print(f"\n{measured.setting.name}")
+    print(f"  all files, seeds pooled: {row(pooled([measured.seed(s) for s in range(seeds)]))}")
+    for s in range(seeds):
+        result = measured.seed(s)
+        print(f"    seed {s}: {row(result)}  bars {'met' if shortfall(result) == 0 else '-'}")
+    met = sum(shortfall(measured.seed(s)) == 0 for s in range(seeds))
+    print(f"    bars met for {met} of {seeds} seeds")
+    for line in summary("over seeds", [measured.seed(s) for s in range(seeds)]):
+        print(line)
+    for f in range(folds):
+        print(f"    fold {f}: {row(measured.fold(f))}")
+    for line in summary("over folds", [measured.fold(f) for f in range(folds)]):
+        print(line)
+    if measured.free_alarmed:
+        rates = " ".join(f"{rate:.2f}" for rate in measured.free_alarmed)
+        print(f"    anomaly-free alarmed % per seed: {rates}")
+
+
+def compact(measured: Measured, varying: Sequence[str]) -> str:
+    """One line: the varying axes; pooled figures; over seeds and folds, mean ± sd of F1, FAR,
+    MAR, NAB; seeds meeting the bars; worst anomaly-free alarmed %."""
+    seeds = [measured.seed(s) for s in range(len(measured.by_seed_fold))]
+    folds = [measured.fold(f) for f in range(len(measured.by_seed_fold[0]))]
+    name = " ".join(a for a in measured.setting.name.split() if a.split("=")[0] in varying)
+
+    def sd(results: Sequence[Result]) -> str:
+        values = [
+            [100 * r.f1 for r in results],
+            [r.far for r in results],
+            [r.mar for r in results],
+            [r.nab["standard"] for r in results],
+        ]
+        return " ".join(f"{statistics.fmean(v):5.1f}±{stdev(v):4.1f}" for v in values)
+
+    met = sum(shortfall(r) == 0 for r in seeds)
+    free = max(measured.free_alarmed, default=float("nan"))
+    all_files = pooled(seeds)
+    return (
+        f"{name:34} | {100 * all_files.f1:5.1f} {all_files.far:5.1f} {all_files.mar:5.1f} "
+        f"{all_files.nab['standard']:5.1f} | {sd(seeds)} | {sd(folds)} | {met} | {free:5.2f}"
+    )
+
+
+COMPACT_HEADER = (
+    "setting                            | pooled F1%  FAR   MAR   NAB | over seeds: F1% FAR MAR"
+    " NAB mean±sd | over folds: the same | seeds met | max free %"
+)
+
+
+def cross_validate(measured: Sequence[Measured]) -> None:
+    folds = len(measured[0].by_seed_fold[0])
+    eligible = [m for m in measured if m.eligible] or list(measured)
+    held_out = []
+    print("\ncross-validated choice (chosen on the other folds, seeds pooled; shown held out)")
+    for f in range(folds):
+        best = min(
+            eligible,
+            key=lambda m: (shortfall(m.folds_except(f)), -m.folds_except(f).nab["standard"]),
+        )
+        held_out.append(best.fold(f))
+        print(f"  fold {f}: {best.setting.name}")
+        print(f"    chosen on the rest: {row(best.folds_except(f))}")
+        print(f"    held out:           {row(best.fold(f))}")
+    print(f"  held-out folds pooled: {row(pooled(held_out))}")
+    final = min(eligible, key=lambda m: (shortfall(pooled([m.fold(f) for f in range(folds)])),))
+    print(f"  chosen on every fold: {final.setting.name}")
+
+
+def cost(path: Path, directory: Path, setting: Setting, cache: Path, repeat: int = 5) -> None:
+    """Per-window cost of `AssetDetector.score_row` (int8 bundle, built-in kernels) with
+    `setting`, over every row of `path` (best of `repeat` passes), as the gateway scores."""
+    bundle, _ = cached_models(path, directory, TrainSettings(seed=0), cache)
+    rows = load_skab_csv(path).features
+    best = float("inf")
+    for _ in range(repeat):
+        detector = AssetDetector(
+            "cost", BundleModel(bundle, open_runtime(bundle)), setting.detector
+        )
+        start = time.perf_counter()
+        for t, row in enumerate(rows):
+            detector.score_row(row, float(t))
+        best = min(best, (time.perf_counter() - start) / len(rows))
+    print(f"per window, {path.name}, {setting.name}: {best * 1e6:.1f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--free", type=Path, help="anomaly-free SKAB directory")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--folds", type=int, default=4, help="contiguous groups of files")
+    parser.add_argument("--precision", choices=PRECISIONS, default="int8")
+    parser.add_argument("--grid", required=True)
+    parser.add_argument("--detail", action="store_true", help="per seed and fold blocks")
+    parser.add_argument("--cost", action="store_true", help="time score_row per setting instead")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sweep_skab")
+    args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    trainings = [TrainSettings(seed=seed) for seed in seeds]
+    paths = find_skab_csvs(args.directory)
+    if args.cost:
+        for setting in grid(args.grid):
+            cost(paths[0], args.directory, setting, args.cache)
+        return
+    size = -(-len(paths) // args.folds)
+    runs = [[file_errors(p, args.directory, t, args.cache) for p in paths] for t in trainings]
+    folded = [[files[i : i + size] for i in range(0, len(files), size)] for files in runs]
+    free: list[list[FileErrors]] = []
+    if args.free:
+        free_paths = find_skab_csvs(args.free)
+        free = [[file_errors(p, args.free, t, args.cache) for p in free_paths] for t in trainings]
+    names = [p.name for p in paths]
+    print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
+    print(f"seeds {seeds}, precision {args.precision}")
+    varying = [a.split("=")[0] for a in args.grid.split() if "," in a]
+    if not args.detail:
+        print(COMPACT_HEADER)
+    measured = []
+    for setting in grid(args.grid):
+        by_seed_fold = [[evaluate(fold, setting, args.precision) for fold in f] for f in folded]
+        free_alarmed = [evaluate(files, setting, args.precision).far for files in free]
+        measured.append(Measured(setting, by_seed_fold, free_alarmed))
+        if args.detail:
+            report(measured[-1])
+        else:
+            print(compact(measured[-1], varying), flush=True)
+    cross_validate(measured)
+
+
+if __name__ == "__main__":
+    main()
