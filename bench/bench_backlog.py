@@ -71,7 +71,8 @@ from appliance.config import BrokerAddress
 from appliance.records import FeatureVector
 from appliance.store import OutboxRange, Store, StoreSettings
 from appliance.store.codec import StoredRecord
-from appliance.uplink.publisher import Uplink, encode_range
+from appliance.uplink.publisher import Uplink
+from appliance.uplink.ranges import encode_range
 from appliance.uplink.schema import Part, encode_part
 from appliance.uplink.settings import UplinkSettings
 

@@ -60,7 +60,7 @@ from uplink_bench_common import (
 
 from appliance.config import BrokerAddress
 from appliance.store import OutboxRange
-from appliance.uplink.publisher import encode_range
+from appliance.uplink.ranges import encode_range
 from appliance.uplink.schema import ack_topic, decode_ack, decode_part
 from appliance.uplink.settings import UplinkSettings
 from receiver.db import open_database

@@ -54,9 +54,9 @@ from appliance.net.mqtt import innermost
 from appliance.status import UplinkStatus
 from appliance.store import Delivery
 from appliance.uplink.commands import CommandHandler
-from appliance.uplink.connection import Connection, describe_failure, tls_context
+from appliance.uplink.connection import Connection, describe_failure
 from appliance.uplink.errors import UplinkError
-from appliance.uplink.ranges import Sleep, encode_range
+from appliance.uplink.ranges import Sleep
 from appliance.uplink.schema import OFFLINE, ONLINE, encode_status, status_topic
 from appliance.uplink.settings import UplinkSettings
 
@@ -233,12 +233,4 @@ def iso_utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-# describe_failure, tls_context (appliance/ota/cli.py) and encode_range (bench/) are imported from
-# here; they live in connection.py and ranges.py.
-__all__ = [
-    "Uplink",
-    "UplinkSettings",
-    "describe_failure",
-    "encode_range",
-    "tls_context",
-]
+__all__ = ["Uplink", "UplinkSettings"]
