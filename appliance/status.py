@@ -163,7 +163,7 @@ class AcksView(Protocol):
 
 
 class ModemView(Protocol):
-    """The modem's health (appliance/sms/modem.py ModemHealth)."""
+    """The modem's health (appliance/sms/health.py ModemHealth)."""
 
     path: str
     connected: bool
@@ -198,7 +198,7 @@ class DeliveredView(Protocol):
 
 
 class SmsView(Protocol):
-    """The SMS sender's status (appliance/sms/sender.py SmsStatus)."""
+    """The SMS sender's status (appliance/sms/status.py SmsStatus)."""
 
     emulated: bool
     queued: int
