@@ -117,3 +117,34 @@ def test_evaluation_adapter_learns_then_scores_causally(
     assert sum(error > threshold for error, threshold, _ in normal) <= 10
     assert all(anomaly for _, _, anomaly in extreme)
     assert all(error > threshold for error, threshold, _ in extreme)
+
+
+class LevelModel:
+    """An ErrorModel whose error is the row's single value (so a test sets the error directly)."""
+
+    model_id = "level"
+    feature_names = ("level",)
+    commissioned_threshold = 1.5
+
+    def errors(self, rows: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return rows[:, 0].copy(), rows**2
+
+
+def test_the_default_detector_lets_go_of_a_level_held_for_550_windows() -> None:
+    rng = np.random.default_rng(5)
+    model = LevelModel()
+    settings = DetectorSettings()
+    seed = np.abs(rng.normal(1.0, 0.1, 400))
+    detector = AssetDetector("pump-1", model, settings, build_threshold(model, settings, seed))
+    new_level = np.abs(rng.normal(3.0, 0.3, 700))
+
+    alarmed = [
+        detector.score_row(np.array([e]), float(t)).score.anomalous for t, e in enumerate(new_level)
+    ]
+
+    # Raised at once and held through 550 refused windows; those then are the baseline and
+    # the alarm clears after 10 windows below 0.9 x the new threshold (3 + 6.5 x 0.3). An error
+    # far quieter than its level (sd < 1.7 % of the mean) would not get below 0.9 x mean + 6.5 sd.
+    assert settings.adaptive.rebaseline_after == 550
+    assert all(alarmed[:550])
+    assert not any(alarmed[560:])
