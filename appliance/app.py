@@ -41,8 +41,10 @@ from appliance.sms.sender import ShownSms, SmsIntake, SmsSender, SmsStatus, usab
 from appliance.sms.settings import SmsSettings, sms_settings
 from appliance.status import StatusBoard
 from appliance.store import (
+    Delivery,
     DetectorStates,
     Recorder,
+    SmsQueue,
     Store,
     StoredRecord,
     run_store_writer,
@@ -162,11 +164,13 @@ async def run_appliance(
         acks = await AlertAcks.load(store.detector_states, pipeline.new_records.set)
         board.acks = acks
         if uplink_config is not None:
-            pipeline.uplink = build_uplink(uplink_config, store, pipeline.new_records, models)
+            pipeline.uplink = build_uplink(
+                uplink_config, store.delivery, pipeline.new_records, models
+            )
             board.uplink = pipeline.uplink.status
         if sms_config is not None:
             pipeline.sms = await open_sms(
-                sms_config, store, board, devices, pipeline.new_records.set
+                sms_config, store.sms_queue, board, devices, pipeline.new_records.set
             )
             await renotify_open_alarms(
                 router, acks, store.sms_queue, pipeline.sms.intake, time.time()
@@ -343,16 +347,19 @@ async def open_models(
 
 
 def build_uplink(
-    settings: UplinkSettings, store: Store, new_data: asyncio.Event, models: ModelManager | None
+    settings: UplinkSettings,
+    delivery: Delivery,
+    new_data: asyncio.Event,
+    models: ModelManager | None,
 ) -> Uplink:
     """The uplink; with a model manager it also takes model commands and publishes the active
     models in its retained status."""
     if models is None:
-        return Uplink(settings, store.delivery, new_data=new_data)
+        return Uplink(settings, delivery, new_data=new_data)
     status = models.status
     uplink = Uplink(
         settings,
-        store.delivery,
+        delivery,
         new_data=new_data,
         commands=models.handle_command,
         extra_status=lambda: {"models": dict(status.active)},
@@ -370,7 +377,7 @@ def build_uplink_settings(config: ApplianceConfig) -> UplinkSettings | None:
 
 async def open_sms(
     settings: SmsSettings,
-    store: Store,
+    sms_queue: SmsQueue,
     board: StatusBoard,
     devices: EmulatedDevices | None,
     on_alert_stored: Callable[[], None],
@@ -379,7 +386,7 @@ async def open_sms(
 
     A PIN the SIM refused before (flag in the store) is not used; the policy's rate limits
     continue from the messages queued in the last 24 h."""
-    pin, refused = await usable_pin(store.sms_queue, settings.modem.pin)
+    pin, refused = await usable_pin(sms_queue, settings.modem.pin)
     status = SmsStatus(
         ModemHealth(),
         len(settings.policy.recipients),
@@ -396,7 +403,7 @@ async def open_sms(
         line = gpio_line(gpio.chip, gpio.offset, active_low=gpio.active_low)
         power_cycle = power_cycle_hook(line, gpio.off_s)
     sender = SmsSender(
-        store.sms_queue,
+        sms_queue,
         port,
         dataclasses.replace(settings.modem, pin=pin),
         settings.sender,
@@ -404,11 +411,9 @@ async def open_sms(
         power_cycle=power_cycle,
         on_alert_stored=on_alert_stored,
     )
-    history = await store.sms_queue.sms_created_since(time.time() - DAY_S)
+    history = await sms_queue.sms_created_since(time.time() - DAY_S)
     policy = SmsPolicy(settings.policy, history)
-    intake = SmsIntake(
-        policy, store.sms_queue, settings.sender.give_up_after_s, sender.wake, status
-    )
+    intake = SmsIntake(policy, sms_queue, settings.sender.give_up_after_s, sender.wake, status)
     board.sms = status
     return SmsService(sender, intake, status)
 

@@ -225,7 +225,7 @@ async def measure(
         health = app.build_health(config)
         store_config = store_settings(config.store, with_uplink=config.uplink is not None)
         async with await Store.open(store_config) as store:
-            sms = await app.open_sms(settings, store, board, None, lambda: None)
+            sms = await app.open_sms(settings, store.sms_queue, board, None, lambda: None)
             tasks = [
                 run_store_writer(store.recorder, records),
                 sms.sender.run(),
