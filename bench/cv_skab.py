@@ -28,9 +28,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from sweep_skab import (
     PRECISIONS,
     FileErrors,
@@ -208,6 +209,39 @@ def cost(path: Path, directory: Path, setting: Setting, cache: Path, repeat: int
     print(f"per window, {path.name}, {setting.name}: {best * 1e6:.1f} us")
 
 
+SCORES = ("ae", "q", "t2", "ae+q", "ae+t2q")
+
+
+def pca_statistics(features: np.ndarray, train_rows: int, variance: float = 0.95) -> np.ndarray:
+    """(rows, 2): Hotelling's T² and the Q (squared prediction error) of every row under a PCA of
+    the first `train_rows` rows, standardised by their mean and standard deviation."""
+    train = features[:train_rows]
+    scaled = (features - train.mean(axis=0)) / np.where(train.std(axis=0) > 0, train.std(axis=0), 1)
+    _, singular, vt = np.linalg.svd(scaled[:train_rows], full_matrices=False)
+    eigen = singular**2 / (train_rows - 1)
+    kept = int(np.searchsorted(np.cumsum(eigen) / eigen.sum(), variance) + 1)
+    scores = scaled @ vt[:kept].T
+    t2 = np.sum(scores**2 / eigen[:kept], axis=1)
+    q = np.sum((scaled - scores @ vt[:kept]) ** 2, axis=1)
+    return np.stack([t2, q], axis=1)
+
+
+def with_score(data: FileErrors, path: Path, score: str, precision: str) -> FileErrors:
+    """The file's errors replaced by a PCA statistic or an ensemble with it (what-ifs): each
+    part divided by its mean over the training rows, then summed."""
+    if score == "ae":
+        return data
+    rows = len(data.train[precision])
+    stats = pca_statistics(load_skab_csv(path).features, rows)
+    ae = np.concatenate([data.train[precision], data.test[precision]])
+    parts = {"q": [stats[:, 1]], "t2": [stats[:, 0]], "ae+q": [ae, stats[:, 1]]}
+    parts["ae+t2q"] = [ae, stats[:, 0], stats[:, 1]]
+    combined = sum(part / part[:rows].mean() for part in parts[score])
+    train = dict(data.train) | {precision: combined[:rows]}
+    test = dict(data.test) | {precision: combined[rows:]}
+    return replace(data, train=train, test=test)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
@@ -218,6 +252,10 @@ def main() -> None:
     parser.add_argument("--grid", required=True)
     parser.add_argument("--detail", action="store_true", help="per seed and fold blocks")
     parser.add_argument("--cost", action="store_true", help="time score_row per setting instead")
+    parser.add_argument(
+        "--score", choices=SCORES, default="ae",
+        help="what-if: replay a PCA statistic or an AE + PCA ensemble instead of the AE error",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sweep_skab")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -228,12 +266,24 @@ def main() -> None:
             cost(paths[0], args.directory, setting, args.cache)
         return
     size = -(-len(paths) // args.folds)
-    runs = [[file_errors(p, args.directory, t, args.cache) for p in paths] for t in trainings]
+    runs = [
+        [
+            with_score(file_errors(p, args.directory, t, args.cache), p, args.score, args.precision)
+            for p in paths
+        ]
+        for t in trainings
+    ]
     folded = [[files[i : i + size] for i in range(0, len(files), size)] for files in runs]
     free: list[list[FileErrors]] = []
     if args.free:
         free_paths = find_skab_csvs(args.free)
-        free = [[file_errors(p, args.free, t, args.cache) for p in free_paths] for t in trainings]
+        free = [
+            [
+                with_score(file_errors(p, args.free, t, args.cache), p, args.score, args.precision)
+                for p in free_paths
+            ]
+            for t in trainings
+        ]
     names = [p.name for p in paths]
     print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
     print(f"seeds {seeds}, precision {args.precision}")
