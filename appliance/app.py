@@ -29,6 +29,7 @@ from appliance.devices import EmulatedDevices, emulated
 from appliance.errors import ApplianceError
 from appliance.features import AssetFeatures
 from appliance.features.from_config import build_feature_engines
+from appliance.features.spectra import Spectra
 from appliance.features.stage import run_feature_stage
 from appliance.net.cancellation import cancel_and_wait
 from appliance.ota.manager import ModelManager, ota_settings
@@ -54,6 +55,7 @@ from appliance.summary import SummaryPrinter
 from appliance.uplink.publisher import Uplink
 from appliance.uplink.settings import UplinkSettings, uplink_settings
 from appliance.web import serve_status
+from appliance.web.history import ChartSources
 from appliance.web.limits import ConnectionLimits
 
 log = structlog.get_logger(__name__)
@@ -105,6 +107,8 @@ class Pipeline:
     """Over-the-air bundles; None without a [models] table."""
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     """READY/WATCHDOG/STOPPING to systemd when run as a notify service (image/)."""
+    spectra: Spectra | None = None
+    """Latest and baseline spectra, kept by the feature stage for the status page."""
 
 
 async def run_appliance(
@@ -161,6 +165,9 @@ async def run_appliance(
             board, sources, engines, health, scorings, router, store.recorder,
             store.detector_states, blocks, vectors, alerts, records, models=models,
         )  # fmt: skip
+        pipeline.spectra = Spectra(engines)
+        for channel in pipeline.spectra.restore(states):
+            log.warning("spectrum_baseline_dropped", channel=channel, reason="does not fit")
         acks = await AlertAcks.load(store.detector_states, pipeline.new_records.set)
         board.acks = acks
         if uplink_config is not None:
@@ -188,6 +195,12 @@ async def run_appliance(
                         pipeline.sms.intake if pipeline.sms is not None else None,
                         on_http_started,
                         limits=ConnectionLimits.from_config(config.http),
+                        charts=ChartSources(
+                            store.history_query,
+                            pipeline.spectra,
+                            {asset.name: asset for asset in config.assets},
+                            {name: engine.feature_names for name, engine in engines.items()},
+                        ),
                     )
                 )
             if devices is not None:  # the emulated MCUs stream from now on, as capture starts
@@ -243,7 +256,8 @@ async def _run_tasks(
             models = group.create_task(p.models.run(), name="models")
         health = group.create_task(run_health_stage(p.health, p.alerts, p.board), name="health")
         features = group.create_task(
-            run_feature_stage(p.engines, p.blocks, p.vectors, p.board, p.health), name="features"
+            run_feature_stage(p.engines, p.blocks, p.vectors, p.board, p.health, p.spectra),
+            name="features",
         )
         saver = group.create_task(_save_states_every(p, STATE_SAVE_EVERY_S), name="state")
         capture = [group.create_task(c) for c in p.sources.tasks()]
@@ -303,6 +317,8 @@ async def _save_states_logged(p: Pipeline) -> None:
     """A failed save is logged, never fatal: the next one (or a replay) catches up."""
     try:
         await save_states(p.detector_states, p.scorings, p.health, p.router)
+        if p.spectra is not None:
+            await p.detector_states.save_states(p.spectra.to_states())
     except (ApplianceError, ValueError) as exc:
         log.warning("detector_state_save_failed", reason=str(exc))
 

@@ -29,6 +29,9 @@ class ModelConfig(Strict):
 class AssetConfig(Strict):
     name: Name
     description: str = ""
+    speed_rpm: PositiveFloat | None = None
+    """Shaft speed in revolutions per minute, if it is fixed and known: the status page marks its
+    harmonics (1x, 2x, ...) on the asset's spectra. Without it, none are marked."""
     channels: Annotated[list[ChannelConfig], Field(min_length=1)]
     model: ModelConfig = ModelConfig()
     """Without a bundle the asset commissions itself (see ModelConfig.bundle)."""

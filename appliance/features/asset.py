@@ -114,6 +114,18 @@ class AssetFeatures:
             )
         return spec
 
+    def latest_psd(self, channel: str) -> tuple[SpectrumPlan, FloatArray] | None:
+        """The plan (frequencies, scaling) and Welch PSD of `channel`'s last emitted window,
+        computed now from the segments kept; None for a slow channel, before the first window
+        and while the channel is stalled."""
+        slot = self._vibration_slots.get(channel)
+        if slot is None or self._emission == 0:
+            return None
+        group, row = slot
+        if group.stalled[row]:
+            return None
+        return group.rings.plan, group.rings.latest_psd(row)
+
     # Vibration channels
 
     def _build_rate_groups(self, channels: Sequence[ChannelSpec]) -> list[_RateGroup]:

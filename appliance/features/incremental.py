@@ -219,6 +219,12 @@ class RateRings:
             moments=combine_moments(self._moment_ring[row_index], geometry.chunk),
         )
 
+    def latest_psd(self, row: int) -> FloatArray:
+        """The PSD of the row's last computed window: its ring holds exactly that window's
+        segments until the next compute_windows."""
+        psd: FloatArray = self._psd_ring[row].sum(axis=0) / self.geometry.segments
+        return psd
+
     def _update_periodograms(self, runs: list[_Run]) -> None:
         """One batched periodogram call for the new segments of every run."""
         if not runs:

@@ -9,6 +9,7 @@ from typing import Protocol
 import structlog
 
 from appliance.features.asset import AssetFeatures
+from appliance.features.spectra import Spectra
 from appliance.records import FeatureVector, SampleBlock
 from appliance.status import StatusBoard
 
@@ -27,12 +28,14 @@ async def run_feature_stage(
     vectors: asyncio.Queue[FeatureVector],
     board: StatusBoard,
     observers: Mapping[str, BlockObserver] | None = None,
+    spectra: Spectra | None = None,
 ) -> None:
     """Route each block to its asset's engine until cancelled.
 
     A block the engine refuses (unknown asset or channel, wrong rate) is counted on the asset's
     status and logged once per channel; it never stops the stage. `blocks.task_done()` is called
     for every block, so `blocks.join()` means "every block handed over has been processed".
+    `spectra` (the status page's) sees every vector, and each block's asset before its engine.
     """
     refused_before: set[tuple[str, str]] = set()
     while True:
@@ -49,6 +52,8 @@ async def run_feature_stage(
             try:
                 if engine is None:
                     raise ValueError(f"no asset named {block.asset!r} in the configuration")
+                if spectra is not None:
+                    spectra.learn(block.asset, status.latest_score, status.alarm is not None)
                 produced = engine.push(block)
             except ValueError as exc:
                 status.rejected_blocks += 1
@@ -64,6 +69,8 @@ async def run_feature_stage(
             for vector in produced:
                 status.vectors += 1
                 status.latest = vector
+                if spectra is not None:
+                    spectra.emitted(vector)
                 if vectors.full():
                     board.queue_full["vectors"] = board.queue_full.get("vectors", 0) + 1
                 await vectors.put(vector)

@@ -175,6 +175,14 @@ SMS_OUTBOX_MAYBE_SENT = """
 ALTER TABLE sms_outbox ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0 CHECK (maybe_sent >= 0);
 """
 
+HISTORY_INDEXES = """
+-- The status page's history reads one asset's rows between two times (history_query.py). The
+-- scores index covers what a chart needs, so a week of scores is read from the index alone.
+CREATE INDEX scores_by_asset_t ON scores (asset, t, error, threshold, anomalous);
+CREATE INDEX features_by_asset_window_end ON features (asset, window_end);
+CREATE INDEX alerts_by_asset_t ON alerts (asset, t);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
     Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
@@ -183,6 +191,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0005_sms_outbox", SMS_OUTBOX),
     Migration("0006_alert_acks", ALERT_ACKS),
     Migration("0007_sms_outbox_maybe_sent", SMS_OUTBOX_MAYBE_SENT),
+    Migration("0008_history_indexes", HISTORY_INDEXES),
 )
 
 CREATE_SCHEMA_MIGRATIONS = """

@@ -50,6 +50,7 @@ from appliance.store.database import (
     read_pragmas,
 )
 from appliance.store.delivery import Delivery, OutboxRange, OutboxStats
+from appliance.store.history_query import HistoryQuery
 from appliance.store.migrations import (
     MIGRATIONS,
     Migration,
@@ -111,6 +112,8 @@ class Store:
         """Detector states, acknowledgements and the alert stage's writes, for detection."""
         self.history = History(db)
         """Stored records read back (commissioning replay, canary runs, training)."""
+        self.history_query = HistoryQuery(db)
+        """One asset's history downsampled for the status page's charts."""
 
     @classmethod
     async def open(

@@ -23,6 +23,8 @@ from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
 from appliance.sms.sender import SmsIntake
 from appliance.status import StatusBoard
+from appliance.web import history, spectrum
+from appliance.web.history import ChartSources
 from appliance.web.limits import (
     DEFAULT_LIMITS,
     GUARD,
@@ -38,6 +40,7 @@ from appliance.web.snapshot import WebState
 log = structlog.get_logger(__name__)
 
 PAGE = Path(__file__).with_name("page.html")
+CHARTS_SCRIPT = Path(__file__).with_name("charts.js")
 EVENT_EVERY_S = 1.0
 STATE: web.AppKey[WebState] = web.AppKey("state", WebState)
 TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
@@ -88,6 +91,7 @@ def build_app(
     sms: SmsIntake | None = None,
     limits: ConnectionLimits = DEFAULT_LIMITS,
     guard: ConnectionGuard | None = None,
+    charts: ChartSources | None = None,
 ) -> web.Application:
     # Bodies are read only after the token is checked; the largest legitimate one is a bundle.
     app = web.Application(client_max_size=MAX_ARCHIVE_BYTES, middlewares=[track_requests, refusals])
@@ -100,6 +104,10 @@ def build_app(
     app[STOPPING] = asyncio.Event()
     app[FEED] = EventFeed()
     app.router.add_get("/", _page)
+    app.router.add_get("/static/charts.js", _charts_script)
+    if charts is not None:  # history and spectra: /api/history..., /api/spectrum...
+        history.add_routes(app, charts)
+        spectrum.add_routes(app)
     app.router.add_get("/api/status", _status)
     app.router.add_get("/events", _events)
     app.router.add_get("/metrics", _metrics)
@@ -127,11 +135,12 @@ async def serve_status(
     sms: SmsIntake | None = None,
     on_started: Callable[[str], None] | None = None,
     limits: ConnectionLimits = DEFAULT_LIMITS,
+    charts: ChartSources | None = None,
 ) -> AsyncIterator[str]:
     """Serve the page while inside; yields its URL (the actual port when `port` is 0)."""
     state = WebState(board, store_dir, token_set=token is not None)
     guard = ConnectionGuard(limits.max_connections)
-    app = build_app(state, token, models, sms, limits, guard)
+    app = build_app(state, token, models, sms, limits, guard, charts)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -178,6 +187,11 @@ def _event_message(state: WebState) -> bytes:
 
 async def _page(request: web.Request) -> web.Response:
     return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
+
+
+async def _charts_script(request: web.Request) -> web.Response:
+    text = CHARTS_SCRIPT.read_text(encoding="utf-8")
+    return web.Response(text=text, content_type="application/javascript")
 
 
 async def _status(request: web.Request) -> web.Response:
