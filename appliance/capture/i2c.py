@@ -72,6 +72,7 @@ class RegisterAccess:
         self.bus = bus
         self.address = address
         self.label = f"{chip} on {bus_name} at address 0x{address:02x}"
+        self.ident = f"{chip.lower()}@0x{address:02x}"
 
     def read(self, register: int) -> int:
         try:
@@ -97,6 +98,11 @@ class I2cSensor(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def ident(self) -> str:
+        """Short and unique on its bus, for metric labels: chip@address ("tmp117@0x48")."""
+        ...
 
     def initialize(self) -> None:
         """Verify identity and configure; called at start and again after any failure."""
@@ -124,6 +130,10 @@ class Tmp117:
     @property
     def name(self) -> str:
         return self._registers.label
+
+    @property
+    def ident(self) -> str:
+        return self._registers.ident
 
     def initialize(self) -> None:
         device_id = self._registers.read(TMP117_DEVICE_ID) & 0x0FFF  # bits 15..12: revision
@@ -191,6 +201,10 @@ class Ina219:
     @property
     def name(self) -> str:
         return self._registers.label
+
+    @property
+    def ident(self) -> str:
+        return self._registers.ident
 
     def initialize(self) -> None:
         self._registers.write(INA219_CONFIG, INA219_DEFAULT_CONFIG)
@@ -260,6 +274,8 @@ class PolledSensor:
 @dataclass
 class SensorStats:
     name: str
+    ident: str = ""
+    """The sensor's short identifier ("tmp117@0x48"); its name is the sentence."""
     reads: int = 0
     read_errors: int = 0
     invalid_values: int = 0
@@ -297,7 +313,9 @@ class I2cPoller:
         self._queue = queue
         self._period_s = period_s
         self._fail_after = fail_after
-        self.stats = I2cStats({p.sensor.name: SensorStats(p.sensor.name) for p in sensors})
+        self.stats = I2cStats(
+            {p.sensor.name: SensorStats(p.sensor.name, p.sensor.ident) for p in sensors}
+        )
 
     async def check(self) -> None:
         """Initialize every sensor now; DeviceError listing each one that is absent or wrong."""
