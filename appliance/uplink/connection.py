@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiomqtt
 import structlog
@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 OFFLINE_PUBLISH_TIMEOUT_S = 2.0
+
+
+class Publish(Protocol):
+    """What an on-connect hook (Uplink.on_connected) publishes with: QoS 1 on this connection;
+    returns once the broker acknowledged it, raises when the connection is lost."""
+
+    async def __call__(self, topic: str, payload: bytes, *, retain: bool) -> None: ...
 
 
 class Connection:
@@ -104,6 +111,8 @@ class Connection:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._start_sending(client, group))
             group.create_task(self._publish_status_on_change(client))
+            if self._uplink.on_connected is not None:  # Home Assistant's discovery and states
+                group.create_task(self._uplink.on_connected(self._publisher(client)))
             # Received in the group's body, not a task of its own: on Python 3.11 a group whose
             # body has ended leaves our task marked as cancelling when a task of it fails, and
             # the retry loop would take that for a stop (net/cancellation.py).
@@ -124,6 +133,13 @@ class Connection:
         while True:
             await self._uplink.status_change.wait()
             await self._publish_status(client)
+
+    def _publisher(self, client: aiomqtt.Client) -> Publish:
+        async def publish(topic: str, payload: bytes, *, retain: bool) -> None:
+            timeout = self._settings.publish_timeout_s
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
+
+        return publish
 
     async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
         """Mosquitto answers a subscription its ACL denies with a failure code, or by dropping

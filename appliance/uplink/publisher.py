@@ -42,7 +42,7 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 
 import aiomqtt
 import structlog
@@ -54,7 +54,7 @@ from appliance.net.mqtt import innermost
 from appliance.status import UplinkStatus
 from appliance.store import Delivery
 from appliance.uplink.commands import CommandHandler
-from appliance.uplink.connection import Connection, describe_failure
+from appliance.uplink.connection import Connection, Publish, describe_failure
 from appliance.uplink.errors import UplinkError
 from appliance.uplink.ranges import Sleep
 from appliance.uplink.schema import OFFLINE, ONLINE, encode_status, status_topic
@@ -71,7 +71,8 @@ class Uplink:
     backlog replay waits for its turn (tests hold it back). `commands` answers what arrives on
     the gateway's command topic (appliance/uplink/commands.py; None: not subscribed);
     `extra_status` adds fields to the retained online status, which is published again after
-    `status_changed()`.
+    `status_changed()`. `on_connected` runs beside each connection, with a way to publish on
+    it, until the connection ends (Home Assistant's discovery and states).
     """
 
     def __init__(
@@ -84,9 +85,11 @@ class Uplink:
         pace: Sleep = asyncio.sleep,
         commands: CommandHandler | None = None,
         extra_status: Callable[[], Mapping[str, object]] | None = None,
+        on_connected: Callable[[Publish], Coroutine[object, object, None]] | None = None,
     ) -> None:
         self.settings = settings
         self.commands = commands
+        self.on_connected = on_connected
         self._extra_status = extra_status
         self.status_change = asyncio.Event()
         self.status = UplinkStatus(broker=settings.broker.url, ack_mode=settings.ack)
