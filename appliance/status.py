@@ -106,6 +106,8 @@ class I2cSensorView(Protocol):
     """One polled sensor's counters (appliance/capture/i2c.py SensorStats)."""
 
     name: str
+    ident: str
+    """Short identifier ("tmp117@0x48"), for metric labels; `name` is the sentence."""
     failed: bool
     reads: int
     read_errors: int

@@ -88,6 +88,8 @@ class I2cSensorSnapshot:
     reads: int
     errors: int
     """Failed reads plus invalid values."""
+    ident: str = ""
+    """Short identifier ("tmp117@0x48"), for metric labels."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ def serial_snapshot(s: SerialLinkView) -> SerialSnapshot:
 
 def i2c_snapshot(bus: I2cBusView) -> tuple[I2cSensorSnapshot, ...]:
     return tuple(
-        I2cSensorSnapshot(s.name, s.failed, s.reads, s.read_errors + s.invalid_values)
+        I2cSensorSnapshot(s.name, s.failed, s.reads, s.read_errors + s.invalid_values, s.ident)
         for s in list(bus.sensors.values())
     )
 

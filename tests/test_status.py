@@ -23,7 +23,7 @@ from appliance.status import StatusBoard, UplinkStatus
 from appliance.status_snapshot import AckSnapshot, snapshot
 from appliance.store import StoredRecord, StoreStats
 from appliance.summary import SummaryPrinter
-from appliance.web.metrics import render_metrics
+from appliance.web.metrics import metrics_registry, render_metrics
 from appliance.web.snapshot import WebState
 
 T0 = 1_700_000_000.0
@@ -159,7 +159,8 @@ def test_page_json_and_metrics_render_the_same_snapshot(tmp_path: Path) -> None:
     board = built_board()
     state = WebState(board, tmp_path, token_set=False)
     page = state.snapshot()
-    families = {f.name: f for f in text_string_to_metric_families(render_metrics(state))}
+    text = render_metrics(metrics_registry(state)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
 
     ids = {a["id"]: a["ack"] for a in page["alerts"]["open"]}
     assert ids == {

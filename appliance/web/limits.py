@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from appliance.config import HttpConfig
@@ -51,7 +53,7 @@ class ConnectionLimits:
         return cls(http.max_connections, http.idle_timeout_s, http.body_timeout_s)
 
 
-@dataclass
+@dataclass(eq=False)  # a collector of the /metrics registry, which hashes it: by identity
 class ConnectionStats:
     open: int = 0
     refused: int = 0
@@ -63,24 +65,23 @@ class ConnectionStats:
     refused_requests: int = 0
     """Requests a handler refused for what they sent (token, headers, body): 4xx."""
 
-    def metrics_text(self) -> str:
-        """These counters in the Prometheus text format, appended to /metrics."""
-        families = [
-            ("appliance_http_connections", "gauge", "Open connections to the page.", self.open),
-            ("appliance_http_connections_refused_total", "counter",
+    def collect(self) -> Iterator[Metric]:
+        """These counters as metric families: a collector of the page's /metrics registry."""
+        yield GaugeMetricFamily(
+            "appliance_http_connections", "Open connections to the page.", self.open
+        )
+        for name, help_text, value in (
+            ("appliance_http_connections_refused_total",
              "Connections answered 503: every open one was busy.", self.refused),
-            ("appliance_http_connections_evicted_total", "counter",
+            ("appliance_http_connections_evicted_total",
              "Idle connections closed to make room for a new one.", self.evicted),
-            ("appliance_http_requests_malformed_total", "counter",
+            ("appliance_http_requests_malformed_total",
              "Requests the HTTP parser refused (400).", self.malformed),
-            ("appliance_http_requests_refused_total", "counter",
+            ("appliance_http_requests_refused_total",
              "Action requests refused for their token, headers or body (4xx).",
              self.refused_requests),
-        ]  # fmt: skip
-        lines = []
-        for name, kind, help_text, value in families:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
-        return "\n".join(lines) + "\n"
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, help_text, value)
 
 
 class ConnectionGuard:

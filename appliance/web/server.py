@@ -34,7 +34,7 @@ from appliance.web.limits import (
     ServerLog,
     track_requests,
 )
-from appliance.web.metrics import CONTENT_TYPE, render_metrics
+from appliance.web.metrics import CONTENT_TYPE, METRICS, metrics_registry, render_metrics
 from appliance.web.snapshot import WebState
 
 log = structlog.get_logger(__name__)
@@ -98,6 +98,7 @@ def build_app(
     app[LIMITS] = limits
     app[GUARD] = guard if guard is not None else ConnectionGuard(limits.max_connections)
     app[STATE] = state
+    app[METRICS] = metrics_registry(state, app[GUARD].stats)
     app[TOKEN] = token
     app[MODELS] = models
     app[SMS] = sms
@@ -199,8 +200,8 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = render_metrics(request.app[STATE]) + request.app[GUARD].stats.metrics_text()
-    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+    body = render_metrics(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _events(request: web.Request) -> web.StreamResponse:

@@ -102,5 +102,5 @@ async def check_status_and_metrics(http: aiohttp.ClientSession, url: str, model:
     assert totals == {"installs": 1, "refusals": 1, "rollbacks": 0, "automatic_rollbacks": 0}
     info = {s.labels["asset"]: s for s in by_name["appliance_model_info"].samples}
     assert set(info) == {"pump-1", "compressor-2"}
-    assert info[ASSET].labels == {"asset": ASSET, "model": model, "origin": "over the air"}
+    assert info[ASSET].labels == {"asset": ASSET, "model": model, "origin": "over_the_air"}
     assert info[ASSET].value == 1

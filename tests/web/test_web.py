@@ -10,6 +10,8 @@ import aiohttp
 from waiting import wait_until
 from web_helpers import DEADLINE_S, TOKEN, metric_families, running_rig
 
+DEMO_I2C = (("tmp117", 0x48), ("ina219", 0x40), ("tmp117", 0x49), ("ina219", 0x41))
+
 
 async def test_status_json_metrics_and_token(tmp_path: Path) -> None:
     async with running_rig(tmp_path, []) as (url, board), aiohttp.ClientSession() as http:
@@ -35,6 +37,10 @@ async def test_status_json_metrics_and_token(tmp_path: Path) -> None:
         assert {s.labels["asset"] for s in samples} == {"pump-1", "compressor-2"}
         assert len(by_name["appliance_samples"].samples) == 10  # 2 assets x 5 channels
         assert not any(name.startswith("appliance_model_") for name in by_name)
+        i2c = {
+            (s.labels["bus"], s.labels["sensor"]) for s in by_name["appliance_i2c_reads"].samples
+        }
+        assert i2c == {("bus1", f"{chip}@0x{a:02x}") for chip, a in DEMO_I2C}, "short labels"
 
         ack = url + "api/alerts/ack"
         async with http.post(ack, json={"id": "x", "by": "me"}) as response:
