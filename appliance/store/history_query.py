@@ -149,14 +149,20 @@ class HistoryQuery:
         self._schemas = FeatureSchemas()
 
     async def asset_history(
-        self, asset: str, buckets: Buckets, features: Sequence[str], contributors: int = 0
+        self,
+        asset: str,
+        buckets: Buckets,
+        features: Sequence[str],
+        contributors: int = 0,
+        at_most: int | None = None,
     ) -> AssetHistory:
-        """Scores, the named `features` (plus up to `contributors` features the newest alarm in
-        the range names), episodes and alerts of `asset` in `buckets`."""
+        """Scores, the named `features`, episodes and alerts of `asset` in `buckets`. Up to
+        `contributors` features the newest alarm in the range names go first, and at most
+        `at_most` features in all."""
         return await self._db.read(
             f"the history of {asset}",
             lambda db: read_asset_history(
-                db, self._schemas, asset, buckets, features, contributors
+                db, self._schemas, asset, buckets, features, contributors, at_most
             ),
         )
 
@@ -168,9 +174,10 @@ def read_asset_history(
     buckets: Buckets,
     features: Sequence[str],
     contributors: int = 0,
+    at_most: int | None = None,
 ) -> AssetHistory:
     named = latest_contributors(db, asset, buckets)[:contributors]
-    wanted = tuple(dict.fromkeys([*named, *features]))
+    wanted = tuple(dict.fromkeys([*named, *features]))[:at_most]
     feature_series, sampled = read_feature_series(db, schemas, asset, buckets, wanted)
     alerts, left_off = read_alerts_in_range(db, asset, buckets)
     return AssetHistory(

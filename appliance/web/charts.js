@@ -5,7 +5,7 @@
 "use strict";
 (() => {
 const NS = "http://www.w3.org/2000/svg";
-const M = {left: 62, right: 10, top: 10, bottom: 38};  // room for the axes' values and labels
+const M = {left: 62, right: 10, top: 20, bottom: 38};  // room for the title, axes' values and labels
 const HISTORY_REFRESH_MS = {"1h": 30000, "24h": 300000, "7d": 900000};
 const SPECTRUM_REFRESH_MS = 5000;
 const COLOURS = {score: "#2563eb", threshold: "#b91c1c", feature: "#0f766e", baseline: "#9ca3af",
@@ -56,10 +56,16 @@ function decadeTicks(lo, hi) {
   return out.length >= 2 ? out : [lo, hi];
 }
 
-function valueText(v) {
+// A tick value with as many decimals as the step between ticks needs (so 39.99, 40, 40.01 differ).
+function valueText(v, step) {
   if (v === 0) return "0";
-  const a = Math.abs(v);
-  return a >= 1e4 || a < 1e-2 ? v.toExponential(0).replace("e+", "e") : String(Number(v.toPrecision(3)));
+  const a = Math.abs(v), digits = Math.max(0, Math.min(6, -Math.floor(Math.log10(step || a))));
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(step ? Math.max(0, Math.floor(Math.log10(a)) - Math.floor(Math.log10(step))) : 0).replace("e+", "e");
+  return v.toFixed(digits);
+}
+
+function title(box, text) {
+  box.svg.appendChild(el("text", {class: "chart-title", x: box.x0, y: 13, "font-size": 12, "font-weight": 600}, text));
 }
 
 // Value axis: linear or log (decades); returns the scale.
@@ -67,12 +73,13 @@ function yAxis(box, lo, hi, log, label) {
   const f = log ? v => Math.log10(Math.max(v, lo)) : v => v;
   const scale = (s => v => s(f(v)))(linear(f(lo), f(hi), box.y0, box.y1));
   const ticks = log ? decadeTicks(lo, hi) : linearTicks(lo, hi, Math.max(2, Math.round((box.y0 - box.y1) / 35)));
+  const step = log || ticks.length < 2 ? 0 : ticks[1] - ticks[0];
   const g = el("g", {class: "axis y-axis"});
   g.appendChild(el("line", {x1: box.x0, x2: box.x0, y1: box.y1, y2: box.y0, stroke: "#6b7280"}));
   for (const v of ticks) {
     const y = scale(v).toFixed(1);
     g.appendChild(el("line", {x1: box.x0, x2: box.x1, y1: y, y2: y, stroke: "#e5e7eb"}));
-    g.appendChild(el("text", {class: "tick", x: box.x0 - 4, y, "text-anchor": "end", "dominant-baseline": "middle", "font-size": 10}, valueText(v)));
+    g.appendChild(el("text", {class: "tick", x: box.x0 - 4, y, "text-anchor": "end", "dominant-baseline": "middle", "font-size": 10}, valueText(v, step)));
   }
   g.appendChild(el("text", {class: "axis-label", transform: `translate(11 ${(box.y0 + box.y1) / 2}) rotate(-90)`, "text-anchor": "middle", "font-size": 11}, label));
   box.svg.appendChild(g);
@@ -136,6 +143,7 @@ function drawSeries(box, series, bucket, x, y, colour, cls) {
     box.svg.appendChild(el("polygon", {class: `${cls} envelope`, points: upper.concat(lower).join(" "), fill: colour, "fill-opacity": 0.18, stroke: "none"}));
     const mean = run.map(i => `${x(series.t[i]).toFixed(1)},${y(series.mean[i]).toFixed(1)}`);
     box.svg.appendChild(el("polyline", {class: cls, points: mean.join(" "), fill: "none", stroke: colour, "stroke-width": 1.5}));
+    if (run.length === 1) box.svg.appendChild(el("circle", {class: `${cls} dot`, cx: x(series.t[run[0]]).toFixed(1), cy: y(series.mean[run[0]]).toFixed(1), r: 2.5, fill: colour}));
   }
 }
 
@@ -150,6 +158,7 @@ function extent(arrays, positive) {
 function historyChart(parent, h, series, opts) {
   const box = svgBox(parent, opts.height, opts.title);
   box.svg.classList.add("history-chart");
+  title(box, opts.title);
   const x = linear(h.start, h.end, box.x0, box.x1);
   for (const ep of h.episodes) {  // alarm episodes behind everything
     const a = x(Math.max(ep.start, h.start)), b = x(ep.end === null ? h.end : Math.min(ep.end, h.end));
@@ -164,7 +173,9 @@ function historyChart(parent, h, series, opts) {
   const y = yAxis(box, lo, hi, log, opts.yLabel + (log ? " (log)" : ""));
   xAxis(box, x, timeTicks(h.start, h.end, opts.zone, Math.max(2, Math.floor((box.x1 - box.x0) / 70))), `time (${opts.zone.zone_label}${opts.zone.timezone !== opts.zone.zone_label ? ", " + opts.zone.timezone : ""})`);
   if (opts.threshold) {
-    const pts = series.t.map((t, i) => series.threshold[i] === null ? null : `${x(t).toFixed(1)},${y(series.threshold[i]).toFixed(1)}`).filter(Boolean);
+    // Each bucket's threshold as a step a bucket wide, so a lone bucket shows one too.
+    const half = (x(h.start + h.bucket_s) - x(h.start)) / 2 + 1;
+    const pts = series.t.flatMap((t, i) => series.threshold[i] === null ? [] : [`${(x(t) - half).toFixed(1)},${y(series.threshold[i]).toFixed(1)}`, `${(x(t) + half).toFixed(1)},${y(series.threshold[i]).toFixed(1)}`]);
     if (pts.length) box.svg.appendChild(el("polyline", {class: "threshold", points: pts.join(" "), fill: "none", stroke: COLOURS.threshold, "stroke-dasharray": "5 3", "stroke-width": 1.2}));
   }
   drawSeries(box, series, h.bucket_s, x, y, opts.colour, opts.cls);
@@ -185,14 +196,15 @@ function renderHistory(h) {
   const zone = {timezone: h.timezone, zone_label: h.zone_label, utc_offset_s: h.utc_offset_s};
   const fmt = zoneFormatter(zone, {month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit"});
   const s = h.score;
-  historyChart(root, h, s, {height: 200, title: `${h.asset} score against threshold`, yLabel: "score", log: true,
+  historyChart(root, h, s, {height: 200, title: `${h.asset}: score against threshold`, yLabel: "score", log: true,
     threshold: true, alerts: true, extra: s.threshold, colour: COLOURS.score, cls: "score", zone, fmt});
   for (const f of h.features) {
-    const label = f.unit ? `${f.name} [${f.unit}]` : f.name;
-    historyChart(root, h, f, {height: 150, title: label, yLabel: label, log: false, colour: COLOURS.feature, cls: "feature", zone, fmt});
+    const quantity = f.name.slice(f.name.indexOf(".") + 1);
+    const label = f.unit ? `${quantity} [${f.unit}]` : `${quantity} (ratio)`;
+    historyChart(root, h, f, {height: 150, title: f.name, yLabel: label, log: false, colour: COLOURS.feature, cls: "feature", zone, fmt});
   }
   const notes = [`${Math.round(h.bucket_s)} s per point: line = mean, band = min to max; red dashed: threshold; shaded: alarm episodes; ▼ alerts (hover for text)`];
-  if (h.features_sampled) notes.push(`features: at most 8 windows read per point (scores: every window)`);
+  if (h.features_sampled) notes.push("features: a few windows read per point (scores: every window)");
   if (h.contributors.length) notes.push(`the newest alarm names: ${h.contributors.join(", ")}`);
   if (h.alerts_left_off) notes.push(`${h.alerts_left_off} older alerts not marked`);
   root.appendChild(Object.assign(document.createElement("div"), {className: "small", textContent: notes.join(" · ")}));
@@ -226,6 +238,7 @@ function renderSpectrum(sp) {
   if (sp.psd === null) { root.textContent = sp.reason; return; }
   const box = svgBox(root, 240, `${sp.asset} ${sp.channel} spectrum`);
   box.svg.classList.add("spectrum-chart");
+  title(box, `${sp.asset} ${sp.channel}: Welch PSD`);
   const nyquist = sp.rate_hz / 2, x = linear(0, nyquist, box.x0, box.x1);
   const positive = [...sp.psd, ...(sp.baseline || [])].filter(v => v !== null && v > 0);
   const hi = positive.length ? Math.max(...positive) * 2 : 1;
@@ -237,7 +250,7 @@ function renderSpectrum(sp) {
     box.svg.appendChild(el("text", {class: "band-label", x: ((x(a) + x(b)) / 2).toFixed(1), y: box.y1 + 10, "text-anchor": "middle", "font-size": 9, fill: "#6b7280"}, `${a}–${b}`));
   });
   const y = yAxis(box, lo, hi, true, `PSD [${sp.psd_unit}] (log)`);
-  xAxis(box, x, linearTicks(0, nyquist, Math.max(2, Math.floor((box.x1 - box.x0) / 60))).map(v => [v, valueText(v)]), "frequency [Hz]");
+  xAxis(box, x, linearTicks(0, nyquist, Math.max(2, Math.floor((box.x1 - box.x0) / 60))).map((v, i, all) => [v, valueText(v, all[1] - all[0])]), "frequency [Hz]");
   const line = (values, cls, colour, width) => {
     const pts = sp.freqs_hz.map((f, i) => values[i] === null ? null : `${x(f).toFixed(1)},${y(Math.max(values[i], lo)).toFixed(1)}`).filter(Boolean);
     box.svg.appendChild(el("polyline", {class: cls, points: pts.join(" "), fill: "none", stroke: colour, "stroke-width": width}));
@@ -281,10 +294,24 @@ ${Object.keys(HISTORY_REFRESH_MS).map(r => `<button class="range" data-range="${
   if (select) select.onchange = e => { state.channel = e.target.value; loadSpectrum(); };
 }
 
-function choose(asset) {
-  state.asset = asset; state.chosen = true;
+function show(asset) {
+  state.asset = asset;
   renderControls(); loadHistory(); loadSpectrum();
 }
+
+function choose(asset) {
+  state.chosen = true;
+  show(asset);
+}
+
+// The first machine in alarm in the newest status is shown until the user picks one.
+let alarmed = null;
+document.addEventListener("status", e => {
+  const found = ((e.detail || {}).assets || []).find(a => a.alarm);
+  alarmed = found ? found.name : null;
+  const known = state.index && state.index.assets.some(a => a.name === alarmed);
+  if (known && !state.chosen && alarmed !== state.asset) show(alarmed);
+});
 
 async function start() {
   try {
@@ -298,14 +325,9 @@ async function start() {
   } catch (e) {
     return;  // a gateway without a store behind the page: the sections stay hidden
   }
-  if (!state.index.assets.length) return;
-  state.asset = state.index.assets[0].name;
-  renderControls(); loadHistory(); loadSpectrum();
-  // The first asset in alarm is shown until the user picks one.
-  document.addEventListener("status", e => {
-    const alarmed = ((e.detail || {}).assets || []).find(a => a.alarm);
-    if (!state.chosen && alarmed && alarmed.name !== state.asset) { state.asset = alarmed.name; renderControls(); loadHistory(); loadSpectrum(); }
-  });
+  const names = state.index.assets.map(a => a.name);
+  if (!names.length) return;
+  show(names.includes(alarmed) ? alarmed : names[0]);
   const refreshHistory = () => { if (!document.hidden) loadHistory(); setTimeout(refreshHistory, HISTORY_REFRESH_MS[state.range]); };
   setTimeout(refreshHistory, HISTORY_REFRESH_MS[state.range]);
   setInterval(loadSpectrum, SPECTRUM_REFRESH_MS);

@@ -38,9 +38,11 @@ SHARED_FOR_S = {"1h": 5.0, "24h": 60.0, "7d": 300.0}
 """How long one answer to "the last <range>" serves every client (a point is 7 s, 3 min, 20 min)."""
 DEFAULT_RANGE = "1h"
 MIN_BUCKETS = 10
-MAX_FEATURES = 8
-DEFAULT_FEATURES = 6
-CONTRIBUTORS_SHOWN = 3
+MAX_FEATURES = 6
+"""Feature charts per answer: those asked for, or the alarm's (CONTRIBUTORS_SHOWN) then the
+defaults (DEFAULT_FEATURES) up to this many."""
+DEFAULT_FEATURES = 5
+CONTRIBUTORS_SHOWN = 2
 UNITLESS_FEATURES = ("crest_factor", "excess_kurtosis")
 
 
@@ -152,7 +154,9 @@ async def _asset_history(request: web.Request) -> web.Response:
         buckets = Buckets(until - RANGES_S[range_name], until, count)
         features = named if named is not None else default_features(asset)
         contributors = 0 if named is not None else CONTRIBUTORS_SHOWN
-        found = await sources.history.asset_history(asset.name, buckets, features, contributors)
+        found = await sources.history.asset_history(
+            asset.name, buckets, features, contributors, at_most=MAX_FEATURES
+        )
         return json.dumps(history_body(found, asset, range_name, sources.zone)).encode()
 
     try:

@@ -15,13 +15,36 @@ from web_helpers import DEADLINE_S, running_rig
 VIEWPORTS = [(1280, 800), (390, 844)]
 HISTORY = "#history svg.history-chart"
 SPECTRUM = "#spectrum svg.spectrum-chart"
-
-
-async def texts(page: object, selector: str) -> list[str]:
-    found: list[str] = await page.eval_on_selector_all(  # type: ignore[attr-defined]
-        selector, "nodes => nodes.map(n => n.textContent)"
-    )
-    return found
+# Each reads one chart in one go (a redraw, on a refresh or on switching to the machine in
+# alarm, empties it for a moment), once its line is drawn.
+HISTORY_DRAWN = f"""() => {{
+    const charts = document.querySelectorAll('{HISTORY}');
+    if (!charts.length || !charts[0].querySelector('polyline.score')) return null;
+    const texts = (root, selector) => [...root.querySelectorAll(selector)].map(n => n.textContent);
+    const box = charts[0].getBoundingClientRect();
+    return {{
+        y: texts(charts[0], '.y-axis text.tick'),
+        x: texts(charts[0], '.x-axis text.tick'),
+        labels: texts(document, '{HISTORY} text.axis-label'),
+        width: box.width,
+        height: box.height,
+    }};
+}}"""
+SPECTRUM_DRAWN = f"""() => {{
+    const chart = document.querySelector('{SPECTRUM}');
+    const line = chart && chart.querySelector('polyline.psd');
+    if (!line) return null;
+    const texts = selector => [...chart.querySelectorAll(selector)].map(n => n.textContent);
+    const box = chart.getBoundingClientRect();
+    return {{
+        points: line.getAttribute('points').split(' ').length,
+        labels: texts('text.axis-label'),
+        x: texts('.x-axis text.tick'),
+        bands: chart.querySelectorAll('rect.band').length,
+        width: box.width,
+        height: box.height,
+    }};
+}}"""
 
 
 async def test_history_and_spectrum_charts(tmp_path: Path) -> None:
@@ -33,36 +56,22 @@ async def test_history_and_spectrum_charts(tmp_path: Path) -> None:
         for width, height in VIEWPORTS:
             page = await browser.new_page(viewport={"width": width, "height": height})
             await page.goto(url)
-            # The score line is drawn once the store has rows (the chart refreshes by itself).
-            await page.wait_for_function(
-                f"document.querySelector('{HISTORY} polyline.score') !== null", timeout=WAIT_MS
-            )
-            score_chart = page.locator(HISTORY).first
-            y_values = await texts(page, f"{HISTORY} >> nth=0 >> .y-axis text.tick")
-            x_values = await texts(page, f"{HISTORY} >> nth=0 >> .x-axis text.tick")
-            labels = await texts(page, f"{HISTORY} text.axis-label")
-            assert len(y_values) >= 2 and all(re.fullmatch(r"[-\d.e]+", v) for v in y_values)
-            assert len(x_values) >= 2 and all(re.fullmatch(r"\d\d:\d\d", v) for v in x_values)
+            drawn = await page.wait_for_function(HISTORY_DRAWN, timeout=WAIT_MS)
+            chart = await drawn.json_value()
+            assert len(chart["y"]) >= 2 and all(re.fullmatch(r"[-\d.e]+", v) for v in chart["y"])
+            assert len(chart["x"]) >= 2 and all(re.fullmatch(r"\d\d:\d\d", v) for v in chart["x"])
+            labels = chart["labels"]
             assert labels[0].startswith("score") and labels[1].startswith("time (")
             assert any(label.endswith("[g]") for label in labels), labels  # RMS, with its unit
-            box = await score_chart.bounding_box()
-            assert box is not None and box["width"] > 200 and box["height"] > 100
+            assert chart["width"] > 200 and chart["height"] > 100
 
-            await page.wait_for_function(
-                f"""() => {{
-                    const line = document.querySelector('{SPECTRUM} polyline.psd');
-                    return line && line.getAttribute('points').split(' ').length > 100;
-                }}""",
-                timeout=WAIT_MS,
-            )
-            spectrum = page.locator(SPECTRUM)
-            box = await spectrum.bounding_box()
-            assert box is not None and box["width"] > 200 and box["height"] > 100
-            spectrum_labels = await texts(page, f"{SPECTRUM} text.axis-label")
-            assert "frequency [Hz]" in spectrum_labels
-            assert any(label.startswith("PSD [g²/Hz]") for label in spectrum_labels)
-            assert len(await texts(page, f"{SPECTRUM} .x-axis text.tick")) >= 3
-            assert await page.locator(f"{SPECTRUM} rect.band").count() == 5
+            drawn = await page.wait_for_function(SPECTRUM_DRAWN, timeout=WAIT_MS)
+            spectrum = await drawn.json_value()
+            assert spectrum["width"] > 200 and spectrum["height"] > 100
+            assert spectrum["points"] == 129  # nperseg 256: every bin of the PSD
+            assert "frequency [Hz]" in spectrum["labels"]
+            assert any(label.startswith("PSD [g²/Hz]") for label in spectrum["labels"])
+            assert len(spectrum["x"]) >= 3 and spectrum["bands"] == 5
 
             name = f"charts-{width}x{height}.png"
             await page.screenshot(path=artifacts / name, full_page=True)
