@@ -25,6 +25,7 @@ from appliance.detect.restart import renotify_open_alarms, restore_alerts
 from appliance.detect.routing import ROUTER_STATE, AlertRouter, run_alert_stage
 from appliance.detect.rules import ChannelSpec as RuleChannel
 from appliance.detect.stage import run_detect_stage
+from appliance.detect.verdicts import EpisodeVerdicts
 from appliance.devices import EmulatedDevices, emulated
 from appliance.errors import ApplianceError
 from appliance.features import AssetFeatures
@@ -106,6 +107,8 @@ class Pipeline:
     models: ModelManager | None = None
     """Over-the-air bundles; None without a [models] table."""
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
+    verdicts: EpisodeVerdicts | None = None
+    """Operators' verdicts on anomaly episodes; the detect stage applies "not a fault"."""
     """READY/WATCHDOG/STOPPING to systemd when run as a notify service (image/)."""
     spectra: Spectra | None = None
     """Latest and baseline spectra, kept by the feature stage for the status page."""
@@ -170,6 +173,10 @@ async def run_appliance(
             log.warning("spectrum_baseline_dropped", channel=channel, reason="does not fit")
         acks = await AlertAcks.load(store.detector_states, pipeline.new_records.set)
         board.acks = acks
+        pipeline.verdicts = await EpisodeVerdicts.load(
+            store.detector_states, pipeline.new_records.set
+        )
+        board.verdicts = pipeline.verdicts
         if uplink_config is not None:
             pipeline.uplink = build_uplink(
                 uplink_config, store.delivery, pipeline.new_records, models
@@ -247,7 +254,13 @@ async def _run_tasks(
         on_probation_failed = p.models.probation_failed if p.models is not None else None
         detect = group.create_task(
             run_detect_stage(
-                p.scorings, p.vectors, p.records, p.alerts, p.board, on_probation_failed
+                p.scorings,
+                p.vectors,
+                p.records,
+                p.alerts,
+                p.board,
+                on_probation_failed,
+                p.verdicts,
             ),
             name="detect",
         )

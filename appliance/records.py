@@ -73,3 +73,19 @@ class Alert:
     kind: str
     message: str
     channel: str | None = None
+
+
+VerdictKind = Literal["not_a_fault", "real_fault"]
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeVerdict:
+    """An operator's word on one anomaly episode of `asset` (the one raised at `raised_t`):
+    "not_a_fault" (a false alarm: its windows were normal) or "real_fault"."""
+
+    asset: str
+    raised_t: float
+    verdict: VerdictKind
+    by: str
+    at: float
+    note: str = ""

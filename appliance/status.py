@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from appliance.records import Alert, FeatureVector, Score, Severity
+from appliance.records import Alert, EpisodeVerdict, FeatureVector, Score, Severity
 
 
 @dataclass
@@ -164,6 +164,12 @@ class AcksView(Protocol):
     def of(self, alert_id: str, alert: Alert) -> AckView | None: ...
 
 
+class VerdictsView(Protocol):
+    """Operators' verdicts on anomaly episodes (appliance/detect/verdicts.py EpisodeVerdicts)."""
+
+    def of(self, asset: str, raised_t: float) -> EpisodeVerdict | None: ...
+
+
 class ModemView(Protocol):
     """The modem's health (appliance/sms/health.py ModemHealth)."""
 
@@ -290,6 +296,8 @@ class StatusBoard:
     acks: AcksView | None = None
     """The acknowledgements of open alerts (durable); the page records one through its
     acknowledge(), nothing else writes them."""
+    verdicts: VerdictsView | None = None
+    """Operators' verdicts on anomaly episodes (durable); the page records them."""
     queues: dict[str, QueueView] = field(default_factory=dict)
     uplink: UplinkStatus | None = None
     """The uplink task's own status object; None when no uplink is configured."""

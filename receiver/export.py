@@ -11,11 +11,15 @@ Format "appliance-features/1" (numpy .npz, read with `read_export` or np.load):
     values        (n,d) float64  NaN where the gateway had NaN or an infinity
     anomalous     (n,)  bool     the gateway's score at window_end said anomalous
     scored        (n,)  bool     there is a score at window_end (anomalous is False otherwise)
+    verdict       (n,)  str      "not_a_fault" or "real_fault" when an operator judged the
+                                 anomaly episode the window falls in (raise to clear), else ""
+                                 (absent from files written before verdicts: read as all "")
     skipped_other_names  int     rows in the time span with other feature names, left out
 
 Only the newest feature names in the span are exported (a model has exactly one set of names),
 as `appliance train` does with a gateway's store. Rows are all exported, anomalous or not: the
-reader chooses (training leaves out anomalous and non-finite rows).
+reader chooses (training leaves out anomalous and non-finite rows and a real fault's windows,
+and keeps a confirmed false alarm's windows as normal).
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.records import FloatArray
+from appliance.uplink.schema.verdicts import (
+    NO_LABEL,
+    JudgedEpisode,
+    judged_episodes,
+    label_windows,
+)
 from receiver.db import Database, StoredFeature
 from receiver.errors import ReceiverError
 
@@ -48,6 +58,11 @@ class FeatureExport:
     anomalous: npt.NDArray[np.bool_]
     scored: npt.NDArray[np.bool_]
     skipped_other_names: int
+    verdict: npt.NDArray[np.str_] | None = None
+    """Per row, the verdict on its anomaly episode or "" (None: no verdict is known)."""
+
+    def labels(self) -> npt.NDArray[np.str_]:
+        return self.verdict if self.verdict is not None else np.full(len(self.seq), NO_LABEL)
 
     def summary(self) -> str:
         rows = len(self.seq)
@@ -56,7 +71,9 @@ class FeatureExport:
             f"{self.gateway}/{self.asset}: {rows} rows x {len(self.names)} features "
             f"(window ends {span}), {int(self.anomalous.sum())} scored anomalous, "
             f"{rows - int(self.scored.sum())} unscored, "
-            f"{self.skipped_other_names} skipped (other feature names)"
+            f"{self.skipped_other_names} skipped (other feature names), "
+            f"{int((self.labels() == 'not_a_fault').sum())} in episodes judged not a fault, "
+            f"{int((self.labels() == 'real_fault').sum())} in real faults"
         )
 
 
@@ -66,8 +83,10 @@ def build_export(
     rows: Sequence[StoredFeature],
     names_by_schema: Mapping[int, tuple[str, ...]],
     flags: Mapping[float, bool],
+    episodes: Sequence[JudgedEpisode] = (),
 ) -> FeatureExport:
-    """The rows with the newest row's feature names, with their score flags (pure)."""
+    """The rows with the newest row's feature names, with their score flags and the verdicts
+    of the judged `episodes` of the asset they fall in (pure)."""
     newest = rows[-1].schema_id
     kept = [row for row in rows if row.schema_id == newest]
     names = names_by_schema[newest]
@@ -82,6 +101,7 @@ def build_export(
         anomalous=np.array([flags.get(row.t, False) for row in kept], dtype=np.bool_),
         scored=np.array([row.t in flags for row in kept], dtype=np.bool_),
         skipped_other_names=len(rows) - len(kept),
+        verdict=label_windows(times, episodes),
     )
 
 
@@ -103,6 +123,7 @@ def write_export(export: FeatureExport, path: Path) -> None:
                 anomalous=export.anomalous,
                 scored=export.scored,
                 skipped_other_names=np.array(export.skipped_other_names),
+                verdict=export.labels(),
             )
         os.replace(temporary, path)
     except BaseException:
@@ -126,6 +147,7 @@ def read_export(path: Path) -> FeatureExport:
                 anomalous=data["anomalous"],
                 scored=data["scored"],
                 skipped_other_names=int(data["skipped_other_names"]),
+                verdict=data.get("verdict"),
             )
     except (OSError, KeyError, ValueError) as exc:
         raise ReceiverError(f"{path} is not a feature export: {exc}") from exc
@@ -154,7 +176,8 @@ async def export_features(
     schema_ids = {row.schema_id for row in rows}
     names = {schema_id: await database.schema_names(schema_id) for schema_id in schema_ids}
     flags = await database.score_flags(gateway, asset, start, end)
-    export = build_export(gateway, asset, rows, names, flags)
+    episodes = judged_episodes(await database.judging_alerts(gateway, asset))
+    export = build_export(gateway, asset, rows, names, flags, episodes)
     write_export(export, out)
     return export
 

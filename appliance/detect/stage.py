@@ -13,6 +13,7 @@ import structlog
 from appliance.detect.alarms import alert_from_event
 from appliance.detect.assets import AssetScoring, describe_scoring
 from appliance.detect.scorer import AssetDetector
+from appliance.detect.verdicts import EpisodeErrors, EpisodeVerdicts, apply_not_a_fault
 from appliance.errors import ApplianceError
 from appliance.records import Alert, FeatureVector, Score
 from appliance.status import StatusBoard
@@ -32,6 +33,7 @@ async def run_detect_stage(
     alerts_out: asyncio.Queue[Alert],
     board: StatusBoard,
     on_probation_failed: ProbationFailed | None = None,
+    verdicts: EpisodeVerdicts | None = None,
 ) -> None:
     """Score (or commission), record the verdict on the asset's status, pass records on; until
     cancelled.
@@ -39,8 +41,10 @@ async def run_detect_stage(
     A vector the detector cannot score (e.g. a feature missing) is counted and logged once; the
     vector is still stored. A model swap handed over by the model manager takes effect here,
     before a window is scored: each window is scored exactly once, by the old or the new model.
+    So does an operator's "not a fault" on one of the asset's episodes (`verdicts`).
     """
     failed: set[str] = set()
+    episode_errors = EpisodeErrors()
     while True:
         vector = await vectors_in.get()
         try:
@@ -52,7 +56,11 @@ async def run_detect_stage(
             if scoring is not None and scoring.commissioner is not None:
                 _commission(scoring, vector, board)
             elif scoring is not None and scoring.detector is not None:
+                if verdicts is not None:
+                    detector = scoring.detector
+                    _apply_verdicts(detector, verdicts, episode_errors, vector, board, alerts)
                 _score(scoring.detector, vector, board, failed, records, alerts)
+                episode_errors.record(scoring.detector, records[-1])
                 _watch_probation(scoring, records, on_probation_failed)
             board.changed()
             for record in records:
@@ -95,6 +103,22 @@ def _watch_probation(
         )  # fmt: skip
         if on_failed is not None:
             on_failed(scoring.asset, probation.failure())
+
+
+def _apply_verdicts(
+    detector: AssetDetector,
+    verdicts: EpisodeVerdicts,
+    episode_errors: EpisodeErrors,
+    vector: FeatureVector,
+    board: StatusBoard,
+    alerts: list[Alert],
+) -> None:
+    for verdict in verdicts.take_pending(vector.asset):
+        errors = episode_errors.of(vector.asset, verdict.raised_t)
+        cleared = apply_not_a_fault(detector, verdict, errors, vector.window_end)
+        if cleared is not None:
+            board.asset(vector.asset).alarm = None
+            alerts.append(cleared)
 
 
 def _commission(scoring: AssetScoring, vector: FeatureVector, board: StatusBoard) -> None:

@@ -190,6 +190,15 @@ class AdaptiveThreshold:
         """The errors refused since the last admitted one, oldest first (a copy)."""
         return list(self._refused)
 
+    def admit(self, errors: Iterable[float]) -> int:
+        """Take `errors` into the baseline as normal, oldest first, whatever the gate said of
+        them (an operator's "not a fault": appliance/detect/verdicts.py); the number taken (the
+        finite ones, at most `window`)."""
+        taken = [float(error) for error in errors if math.isfinite(error)]
+        for error in taken[-self.settings.window :]:
+            self._admit(error)
+        return min(len(taken), self.settings.window)
+
     def to_state(self) -> dict[str, object]:
         """JSON-able state; `from_state` continues exactly where this left off."""
         return {

@@ -183,6 +183,19 @@ CREATE INDEX features_by_asset_window_end ON features (asset, window_end);
 CREATE INDEX alerts_by_asset_t ON alerts (asset, t);
 """
 
+EPISODE_VERDICTS = """
+-- Operators' verdicts on anomaly episodes (verdicts.py): one per episode, the newest kept.
+CREATE TABLE episode_verdicts (
+    asset TEXT NOT NULL,
+    raised_t REAL NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('not_a_fault', 'real_fault')),
+    judged_by TEXT NOT NULL,
+    judged_at REAL NOT NULL,
+    note TEXT NOT NULL,
+    PRIMARY KEY (asset, raised_t)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_outbox_sequence_and_features", OUTBOX_SEQUENCE_AND_FEATURES),
     Migration("0002_features_by_window_end", FEATURES_BY_WINDOW_END),
@@ -192,6 +205,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0006_alert_acks", ALERT_ACKS),
     Migration("0007_sms_outbox_maybe_sent", SMS_OUTBOX_MAYBE_SENT),
     Migration("0008_history_indexes", HISTORY_INDEXES),
+    Migration("0009_episode_verdicts", EPISODE_VERDICTS),
 )
 
 CREATE_SCHEMA_MIGRATIONS = """

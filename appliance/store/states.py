@@ -1,6 +1,7 @@
 """Detector states, alert acknowledgements and device flags: their SQL as plain functions of a
 sqlite3 connection (writes run inside Database.write's transaction), and `DetectorStates`, what
-the detection side (asset scorings, the alert stage, acknowledgements) uses of the store."""
+the detection side (asset scorings, the alert stage, acknowledgements, operators' verdicts on
+anomaly episodes, whose SQL is in verdicts.py) uses of the store."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from appliance.records import Alert
+from appliance.records import Alert, EpisodeVerdict
 from appliance.store import outbox
 from appliance.store.codec import decode_state, encode_record, encode_state
 from appliance.store.database import Database
+from appliance.store.verdicts import load_verdicts, save_verdict
 
 log = structlog.get_logger(__name__)
 
@@ -104,8 +106,8 @@ States = Mapping[StateKey, Mapping[str, object]]
 
 
 class DetectorStates:
-    """Detector states (never evicted), alert acknowledgements, and the alert records written
-    together with them. Build it with the store's Database."""
+    """Detector states (never evicted), alert acknowledgements, operators' verdicts, and the
+    alert records written together with them. Build it with the store's Database."""
 
     def __init__(self, db: Database, count_written: CountWritten) -> None:
         self._db = db
@@ -154,17 +156,32 @@ class DetectorStates:
         """Keep `ack` (replacing an older one of the same alert) and add `record` (the alert
         record that tells the receiver) to the outbox, in one transaction; the record's seq.
         ValueError (nothing written) if the record is malformed; StoreError if SQLite fails."""
-        row = encode_record(record)
-
-        def insert(db: sqlite3.Connection) -> int:
-            save_acknowledgement(db, ack)
-            return outbox.insert_records(db, [row], outbox.FeatureSchemas(), {})[0]
-
-        return await self._db.write(
-            f"acknowledging {ack.alert_id}",
-            insert,
-            on_commit=lambda db, seq: self._count_written(db, [seq]),
-        )
+        what = f"acknowledging {ack.alert_id}"
+        return await self._keep_with_record(what, lambda db: save_acknowledgement(db, ack), record)
 
     async def acknowledgements(self) -> list[StoredAck]:
         return await self._db.read("acknowledgements", acknowledgements)
+
+    async def add_verdict(self, verdict: EpisodeVerdict, record: Alert) -> int:
+        """Keep `verdict` (replacing an earlier one on the same episode) and add `record` (the
+        alert record that tells the receiver) to the outbox, in one transaction; the record's
+        seq. ValueError (nothing written) if the record is malformed; StoreError if SQLite
+        fails."""
+        what = f"keeping the verdict on {verdict.asset}'s anomaly of t={verdict.raised_t!r}"
+        return await self._keep_with_record(what, lambda db: save_verdict(db, verdict), record)
+
+    async def verdicts(self) -> list[EpisodeVerdict]:
+        return await self._db.read("episode verdicts", load_verdicts)
+
+    async def _keep_with_record(
+        self, what: str, keep: Callable[[sqlite3.Connection], None], record: Alert
+    ) -> int:
+        row = encode_record(record)
+
+        def insert(db: sqlite3.Connection) -> int:
+            keep(db)
+            return outbox.insert_records(db, [row], outbox.FeatureSchemas(), {})[0]
+
+        return await self._db.write(
+            what, insert, on_commit=lambda db, seq: self._count_written(db, [seq])
+        )

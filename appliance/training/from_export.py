@@ -2,8 +2,9 @@
 
 The file is what `appliance-receiver export` writes (format `appliance-features/1`, documented in
 receiver/README.md): one asset's feature names, window end times, values and, per window, whether
-the gateway scored it and found it anomalous. It is read here with numpy alone: the appliance
-never imports the receiver, the file format is the contract between them.
+the gateway scored it and found it anomalous, and the operators' verdict on the anomaly it
+falls in, if any (verdict_labels.py: what that changes). It is read here with numpy alone: the
+appliance never imports the receiver, the file format is the contract between them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from appliance.errors import BundleError
 from appliance.training.from_store import TrainingRows
+from appliance.training.verdict_labels import normal_windows
 
 EXPORT_FORMAT = "appliance-features/1"
 FIELDS = ("format", "asset", "names", "window_end", "values", "anomalous")
@@ -38,8 +40,11 @@ def load_export_rows(
             times = np.asarray(data["window_end"], dtype=np.float64)
             values = np.asarray(data["values"], dtype=np.float64)
             anomalous = np.asarray(data["anomalous"], dtype=bool)
+            labels = np.asarray(data["verdict"] if "verdict" in data else np.full(len(times), ""))
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path}: cannot read the feature export: {exc}") from exc
+    if labels.shape != times.shape:
+        raise BundleError(f"{path}: {labels.shape} verdicts for {times.shape} windows")
     if values.shape != (len(times), len(names)) or anomalous.shape != times.shape:
         raise BundleError(f"{path}: values {values.shape} do not match {len(names)} names")
     inside = np.ones(len(times), dtype=bool)
@@ -48,16 +53,14 @@ def load_export_rows(
     if until is not None:
         inside &= times < until
     finite = inside & np.isfinite(values).all(axis=1)
-    kept = finite if keep_anomalous else finite & ~anomalous
+    chosen = normal_windows(anomalous[finite], labels[finite], keep_anomalous)
+    kept = np.zeros(len(times), dtype=bool)
+    kept[finite] = chosen.kept
     skipped = {
         "outside --since/--until": int((~inside).sum()),
         "with non-finite values": int((inside & ~finite).sum()),
+        **chosen.skipped,
     }
-    notes: tuple[str, ...] = ()
-    if keep_anomalous:
-        notes = ("windows the gateway scored anomalous were kept (--keep-anomalous)",)
-    else:
-        skipped["scored anomalous by the gateway"] = int((finite & anomalous).sum())
     return TrainingRows(
         source=str(path),
         asset=asset,
@@ -65,5 +68,5 @@ def load_export_rows(
         rows=values[kept],
         window_times=times[kept],
         skipped=skipped,
-        notes=notes,
+        notes=chosen.notes,
     )

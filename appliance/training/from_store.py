@@ -10,7 +10,9 @@ its own loader returning `TrainingRows`:
 Which rows: the asset's windows in [since, until) with the newest feature schema among them (the
 names of the last such window: a firmware or configuration change gives new names, and a model
 has exactly one set), minus windows the gateway scored anomalous (unless keep_anomalous) and
-windows with a non-finite value (training refuses them). A score belongs to the window whose end
+windows with a non-finite value (training refuses them). Operators' verdicts on anomaly episodes
+(the store's verdict alerts) overrule the scores: a real fault's windows are left out, a false
+alarm's windows are normal (verdict_labels.py). A score belongs to the window whose end
 time equals its time (the detect stage scores a vector at its window_end).
 
 The database is only read, but it is opened through Store, so one written by an older release is
@@ -29,9 +31,11 @@ import numpy as np
 
 from appliance.detect.bundle import ModelBundle
 from appliance.errors import BundleError, StoreError
-from appliance.records import FloatArray
+from appliance.records import Alert, FloatArray
 from appliance.store import History, Store, StoreSettings
 from appliance.training.autoencoder import TrainSettings, train_bundle
+from appliance.training.verdict_labels import normal_windows
+from appliance.uplink.schema.verdicts import judged_episodes, label_windows
 
 MIN_TRAINING_ROWS = 200
 """Fewest rows trained on: the fixed threshold is the 0.995 quantile of the training errors,
@@ -156,7 +160,8 @@ async def _load_store_rows(
         if total == 0:
             assets = ", ".join(await _stored_assets(history)) or "none"
             raise StoreError(f"{path}: no feature vectors of asset {asset!r} (assets: {assets})")
-        anomalous = set() if keep_anomalous else await _anomalous_times(history, asset)
+        anomalous = await _anomalous_times(history, asset)
+        episodes = judged_episodes(await _alerts(history, asset))
     newest = next(reversed(by_schema), ())
     skipped = {
         "outside --since/--until": outside,
@@ -165,12 +170,12 @@ async def _load_store_rows(
     windows = by_schema.get(newest, [])
     finite = [(t, v) for t, v in windows if np.isfinite(v).all()]
     skipped["with non-finite values"] = len(windows) - len(finite)
-    kept = [(t, v) for t, v in finite if t not in anomalous]
-    notes: tuple[str, ...] = ()
-    if keep_anomalous:
-        notes = ("windows the gateway scored anomalous were kept (--keep-anomalous)",)
-    else:
-        skipped["scored anomalous by the gateway"] = len(finite) - len(kept)
+    times = np.array([t for t, _ in finite], dtype=np.float64)
+    flags = np.array([t in anomalous for t, _ in finite], dtype=np.bool_)
+    chosen = normal_windows(flags, label_windows(times, episodes), keep_anomalous)
+    skipped.update(chosen.skipped)
+    kept = [window for window, keep in zip(finite, chosen.kept, strict=True) if keep]
+    notes = chosen.notes
     width = len(newest)
     return TrainingRows(
         source=str(path),
@@ -215,6 +220,15 @@ async def _anomalous_times(history: History, asset: str) -> set[float]:
         times.update(score.t for _, score in page if score.anomalous)
         after = page[-1][0]
     return times
+
+
+async def _alerts(history: History, asset: str) -> list[Alert]:
+    alerts: list[Alert] = []
+    after = 0
+    while page := await history.alerts(asset, after, PAGE_ROWS):
+        alerts.extend(alert for _, alert in page)
+        after = page[-1][0]
+    return alerts
 
 
 async def _stored_assets(history: History) -> list[str]:

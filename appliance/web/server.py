@@ -1,6 +1,7 @@
 """The aiohttp app: the page, /api/status, /events (server-sent events), /metrics, and the
-actions that change state (acknowledging an alert, installing a model bundle, rolling a model
-back, sending a test SMS), which need the configured bearer token."""
+actions that change state (acknowledging an alert, a verdict on an anomaly episode, installing
+a model bundle, rolling a model back, sending a test SMS), which need the configured bearer
+token."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
+from appliance.detect.verdicts import MAX_NOTE_CHARS
 from appliance.errors import ConfigError, StoreError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
@@ -36,6 +38,7 @@ from appliance.web.limits import (
 )
 from appliance.web.metrics import CONTENT_TYPE, METRICS, metrics_registry, render_metrics
 from appliance.web.snapshot import WebState
+from appliance.web.verdicts import VERDICT_BODY, judge_episode, verdict_json
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +116,7 @@ def build_app(
     app.router.add_get("/events", _events)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/api/alerts/ack", _ack)
+    app.router.add_post("/api/alerts/verdict", _judge)
     app.router.add_post("/api/models", _install_model)
     app.router.add_post("/api/models/rollback", _roll_back_model)
     app.router.add_post("/api/sms/test", _test_sms)
@@ -340,6 +344,27 @@ async def _ack(request: web.Request) -> web.Response:
         return _refuse(404, f"no open alert {alert_id!r}")
     log.info("alert_acknowledged", alert=alert_id, by=by, peer=request.remote)
     return web.json_response({"id": alert_id, "by": ack.by, "at": ack.at})
+
+
+async def _judge(request: web.Request) -> web.Response:
+    """An operator's verdict on an anomaly episode: not a fault, or a real fault."""
+    if (refusal := _unauthorised(request)) is not None:
+        return refusal
+    body = await _json_object(request, VERDICT_BODY)
+    asset = _text_field(body, "asset", max_chars=64)
+    by = _text_field(body, "by", max_chars=64, default="unknown")
+    note = _text_field(body, "note", max_chars=MAX_NOTE_CHARS, default="")
+    state, raised_t = request.app[STATE], body.get("t")
+    try:
+        judged = await judge_episode(state.board, asset, raised_t, body.get("verdict"), by, note)
+    except ValueError as exc:
+        return _refuse(400, str(exc))
+    except StoreError as exc:
+        return _refuse(503, f"verdict not saved: {exc}")
+    if judged is None:
+        return _refuse(404, f"no anomaly of {asset!r} raised at t={raised_t!r} in the alerts")
+    log.info("episode_verdict", asset=asset, raised_t=raised_t, verdict=judged.verdict, by=by)
+    return web.json_response(verdict_json(judged))
 
 
 def _manager(request: web.Request) -> ModelManager | web.Response:

@@ -27,6 +27,7 @@ from appliance.status_snapshot import (
     snapshot,
 )
 from appliance.summary import VIBRATION_SHOWN
+from appliance.web.verdicts import add_verdicts
 
 HISTORY_POINTS = 300
 """Scores kept per asset for the chart (5 minutes at one window per second)."""
@@ -140,6 +141,7 @@ class WebState:
                 },
             }
         )
+        add_verdicts([*out["alerts"]["open"], *out["alerts"]["recent"]], self.board)
         return out
 
     def _asset(self, asset: AssetSnapshot, alerts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from appliance.records import FloatArray
+from appliance.records import Alert, FloatArray, Severity
 from appliance.uplink.schema import Part, PartHeader
 from receiver.db.dead_letters import DeadLetterLimits, Refusal, refuse
 from receiver.db.dialect import DbApiConnection, Dialect
@@ -126,6 +126,16 @@ class Database:
             self.dialect.statements.select_score_flags, (gateway, asset, since, until)
         )
         return {float(t): bool(anomalous) for t, anomalous in rows}
+
+    async def judging_alerts(self, gateway: str, asset: str) -> list[Alert]:
+        """The asset's verdicts on its anomaly episodes and its anomaly clears (the export
+        labels windows by them: appliance/uplink/schema/verdicts.py)."""
+        rows = await self._query(self.dialect.statements.select_judging_alerts, (gateway, asset))
+        alerts = []
+        for t, severity, kind, message in rows:
+            level: Severity = "critical" if severity == "critical" else "warning"
+            alerts.append(Alert(asset, float(t), level, str(kind), str(message)))
+        return alerts
 
     # --- on the database thread -----------------------------------------------------------
 

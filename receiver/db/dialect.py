@@ -46,6 +46,7 @@ class Statements:
     update_ack: str
     select_features: str
     select_score_flags: str
+    select_judging_alerts: str
     select_status: str
     insert_refused_part: str
     insert_dead_letter: str

@@ -204,6 +204,11 @@ STATEMENTS = Statements(
         "SELECT extract(epoch FROM t)::float8, anomalous FROM scores WHERE gateway = ?"
         " AND asset = ? AND t >= to_timestamp(?) AND t < to_timestamp(?)"
     ),
+    select_judging_alerts=(
+        "SELECT extract(epoch FROM t)::float8, severity, kind, message FROM alerts"
+        " WHERE gateway = ? AND asset = ?"
+        " AND kind IN ('anomaly_cleared', 'anomaly_not_a_fault', 'anomaly_real_fault')"
+    ),
     select_status="SELECT * FROM gateway_status ORDER BY gateway",
     insert_refused_part=(
         "INSERT INTO parts (gateway, lo, hi, parts, part, kind, asset, records, received_at,"

@@ -199,6 +199,10 @@ STATEMENTS = Statements(
     select_score_flags=(
         "SELECT t, anomalous FROM scores WHERE gateway = ? AND asset = ? AND t >= ? AND t < ?"
     ),
+    select_judging_alerts=(
+        "SELECT t, severity, kind, message FROM alerts WHERE gateway = ? AND asset = ?"
+        " AND kind IN ('anomaly_cleared', 'anomaly_not_a_fault', 'anomaly_real_fault')"
+    ),
     select_status="SELECT * FROM gateway_status ORDER BY gateway",
     insert_refused_part=(
         "INSERT INTO parts (gateway, lo, hi, parts, part, kind, asset, records, received_at,"
