@@ -130,6 +130,7 @@ async def run_appliance(
     `on_http_started` gets the status page's URL once it listens (with an [http] table);
     `devices` are the emulated ones the config asks for (appliance/rig/ attaches them)."""
     board = board or StatusBoard(config.gateway.id)
+    board.zone = config.gateway.zone()
     http_token = config.http.read_token() if config.http is not None else None
     blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
     vectors: asyncio.Queue[FeatureVector] = asyncio.Queue(QUEUE_VECTORS)
@@ -138,6 +139,7 @@ async def run_appliance(
     board.queues.update(blocks=blocks, vectors=vectors, alerts=alerts, store=records)
     for asset in config.assets:
         board.asset(asset.name).samples.update({c.name: 0 for c in asset.channels})
+        board.asset(asset.name).units.update({c.name: c.unit for c in asset.channels})
     uplink_config = build_uplink_settings(config)
     store_config = store_settings(config.store, with_uplink=uplink_config is not None)
     sms_config = sms_settings(config.gateway.id, config.sms) if config.sms is not None else None

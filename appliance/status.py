@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Protocol
 
 from appliance.records import Alert, EpisodeVerdict, FeatureVector, Score, Severity
@@ -25,6 +26,8 @@ class AssetStatus:
     name: str
     samples: dict[str, int] = field(default_factory=dict)
     """Samples received per channel since start."""
+    units: dict[str, str] = field(default_factory=dict)
+    """Channel -> unit from the config ("g", "degC"); written by the composition root."""
     vectors: int = 0
     latest: FeatureVector | None = None
     rejected_blocks: int = 0
@@ -284,6 +287,8 @@ class QueueView(Protocol):
 class StatusBoard:
     gateway_id: str
     started_utc: float = field(default_factory=time.time)
+    zone: tzinfo = UTC
+    """The gateway's time zone ([gateway] timezone); written by the composition root."""
     assets: dict[str, AssetStatus] = field(default_factory=dict)
     serial: dict[str, SerialLinkView] = field(default_factory=dict)
     """Serial link name -> that link's own stats object."""

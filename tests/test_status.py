@@ -164,7 +164,12 @@ def test_page_json_and_metrics_render_the_same_snapshot(tmp_path: Path) -> None:
 
     ids = {a["id"]: a["ack"] for a in page["alerts"]["open"]}
     assert ids == {
-        "pump-1||anomaly": {"by": "anna", "at": T0 + 7, "alert_t": RAISED.t},
+        "pump-1||anomaly": {
+            "by": "anna",
+            "at": T0 + 7,
+            "alert_t": RAISED.t,
+            "at_text": "2023-11-14 22:13:27 UTC",
+        },
         "pump-1|temp|flatline": None,
     }
     assert [a["id"] for a in page["assets"][0]["alerts"]] == list(ids)
@@ -172,7 +177,9 @@ def test_page_json_and_metrics_render_the_same_snapshot(tmp_path: Path) -> None:
     assert page["store"]["evicted"] == 3 and page["queues"] == {"vectors": 1}
     assert page["sms"]["registration"] == "home" and page["models"]["installs"] == 1
     assert isinstance(board.models, ModelsStatus)  # the page shows what MQTT answers
-    assert page["models"]["outcomes"] == [o.to_dict() for o in board.models.outcomes]
+    assert page["models"]["outcomes"] == [
+        {**o.to_dict(), "at_text": "2023-11-14 22:13:20 UTC"} for o in board.models.outcomes
+    ]
     assert families["appliance_alerts_open"].samples[0].value == 2
     assert families["appliance_alerts_acknowledged"].samples[0].value == 1
     assert families["appliance_store_rows_written"].samples[0].value == 12

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, model_validator
 
@@ -19,11 +21,18 @@ from appliance.config.http import HttpConfig
 from appliance.config.ota import ModelsConfig
 from appliance.config.sms import SmsConfig
 from appliance.config.uplink import UplinkConfig
+from appliance.config.zones import ZoneName, system_zone
 
 
 class GatewayConfig(Strict):
     id: Name
     """Gateway identifier, unique per site; used in MQTT topics and SMS texts."""
+    timezone: ZoneName | None = None
+    """IANA zone the status page shows times in, e.g. "Europe/Berlin"; default: the system's."""
+
+    def zone(self) -> tzinfo:
+        """The configured zone, else the system's (read when called)."""
+        return ZoneInfo(self.timezone) if self.timezone is not None else system_zone()
 
 
 class StoreConfig(Strict):

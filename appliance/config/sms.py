@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from appliance.config.fields import PathText, Strict, refuse_duplicates
+from appliance.config.zones import ZoneName
 
 
 def _e164(number: str) -> str:
@@ -69,7 +69,7 @@ class SmsConfig(Strict):
     max_copies: Annotated[int, Field(ge=1, le=10)] = 2
     """A message that may have reached its recipient this many times without the modem
     confirming it (no answer after it went out) is given up, visibly, rather than resent."""
-    timezone: str = "UTC"
+    timezone: ZoneName = "UTC"
     """IANA zone for the local time in the text, e.g. "Europe/Berlin"."""
     power_cycle_gpio: Annotated[int, Field(ge=0, le=1023)] | None = None
     """GPIO line (offset on power_cycle_gpio_chip) that cuts the modem's power while active
@@ -78,18 +78,6 @@ class SmsConfig(Strict):
     power_cycle_active_low: bool = False
     power_cycle_off_s: Annotated[float, Field(ge=0.1, le=60)] = 3.0
     power_cycle_after: Annotated[int, Field(ge=1, le=100)] = 5
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, zone: str) -> str:
-        unknown = "unknown time zone (give an IANA name, e.g. Europe/Berlin)"
-        if zone not in available_timezones():
-            raise ValueError(unknown)
-        try:
-            ZoneInfo(zone)
-        except (OSError, ValueError):  # a damaged tzdata file
-            raise ValueError(unknown) from None
-        return zone
 
     @model_validator(mode="after")
     def _check(self) -> SmsConfig:

@@ -1,4 +1,4 @@
-"""The page's JSON, rendered from the board's snapshot (appliance/status_snapshot.py), plus what
+"""The page's JSON, rendered from the board's snapshot (appliance/status_snapshot/), plus what
 only the web layer keeps: a bounded history of each asset's scores, measured sample rates, CPU
 use and, when the board has no durable ones, in-memory acknowledgements."""
 
@@ -9,30 +9,45 @@ import os
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from appliance.detect.acks import Ack, AlertAcks
-from appliance.records import Alert, FeatureVector
-from appliance.status import OutcomeView, StatusBoard
-from appliance.status_snapshot import (
-    AssetSnapshot,
-    ModelsSnapshot,
-    OpenAlert,
-    SmsSnapshot,
-    StatusSnapshot,
-    StoreSnapshot,
-    UplinkSnapshot,
-    snapshot,
+from appliance.records import FeatureVector
+from appliance.status import StatusBoard
+from appliance.status_snapshot import AssetSnapshot, StatusSnapshot, overview, snapshot
+from appliance.status_snapshot.humanize import (
+    NOTHING,
+    duration,
+    feature_unit,
+    number,
+    quantity,
+    rate,
+    size,
+    time_text,
+    unit_shown,
 )
 from appliance.summary import VIBRATION_SHOWN
-from appliance.web.verdicts import add_verdicts
+from appliance.web.json_parts import (
+    alert_json,
+    models_json,
+    open_alert_json,
+    overview_json,
+    sms_json,
+    store_json,
+    uplink_json,
+    zone_json,
+)
 
 HISTORY_POINTS = 300
 """Scores kept per asset for the chart (5 minutes at one window per second)."""
 RECENT_ALERTS_SHOWN = 10
-RECENT_MODEL_OUTCOMES_SHOWN = 10
+RATE_WINDOW_S = 10.0
+"""Sample rates are measured over this long, so a 1 Hz sensor polled at whole seconds reads
+"1.0/s" rather than jumping between 0 and 2."""
+FEATURE_WORDS = {"rms": "RMS", "crest_factor": "crest factor", "mean": "mean"}
 
 
 @dataclass
@@ -48,7 +63,10 @@ class WebState:
     """Used only when the board has no durable acknowledgements (a page without a store)."""
     rates: dict[tuple[str, str], float] = field(default_factory=dict)
     cpu_percent: float | None = None
-    _last_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    """Wall time for the snapshot's ages and times (a test sets it)."""
+    _counts: dict[tuple[str, str], deque[tuple[float, int]]] = field(default_factory=dict)
+    """(monotonic time, samples so far) per channel over the last RATE_WINDOW_S."""
     _last_at: float | None = None
     _last_cpu: float = 0.0
 
@@ -56,22 +74,28 @@ class WebState:
         if self.board.acks is None:  # the page is the only writer of acknowledgements
             self.board.acks = self.unsaved_acks
 
-    def sample(self) -> None:
-        """Called about once a second: record new scores, sample rates and CPU use."""
-        now = time.monotonic()
+    def sample(self, now: float | None = None) -> None:
+        """Called about once a second (`now`: monotonic time): record new scores, sample rates
+        over the last RATE_WINDOW_S, and CPU use since the last call."""
+        now = time.monotonic() if now is None else now
         cpu = _cpu_seconds()
-        elapsed = None if self._last_at is None else now - self._last_at
         self._record_scores()
         for asset in self.board.assets.values():
             for channel, count in asset.samples.items():
-                key = (asset.name, channel)
-                before = self._last_counts.get(key)
-                if elapsed and before is not None and elapsed > 0:
-                    self.rates[key] = (count - before) / elapsed
-                self._last_counts[key] = count
+                self._measure_rate((asset.name, channel), now, count)
+        elapsed = None if self._last_at is None else now - self._last_at
         if elapsed:
             self.cpu_percent = 100.0 * (cpu - self._last_cpu) / elapsed
         self._last_at, self._last_cpu = now, cpu
+
+    def _measure_rate(self, key: tuple[str, str], now: float, count: int) -> None:
+        seen = self._counts.setdefault(key, deque())
+        seen.append((now, count))
+        while len(seen) > 2 and now - seen[1][0] >= RATE_WINDOW_S:
+            seen.popleft()
+        then, before = seen[0]
+        if now > then:
+            self.rates[key] = (count - before) / (now - then)
 
     def _record_scores(self) -> None:
         for asset in self.board.assets.values():
@@ -88,7 +112,7 @@ class WebState:
         alert = alerts.open_by_id().get(alert_id) if alerts is not None else None
         if alert is None:
             return None
-        return await self.acks.acknowledge(alert_id, alert, by, time.time())
+        return await self.acks.acknowledge(alert_id, alert, by, self.clock())
 
     @property
     def acks(self) -> AlertAcks:
@@ -98,27 +122,33 @@ class WebState:
     def status(self) -> StatusSnapshot:
         """The board now (the scores seen so far recorded for the chart first)."""
         self._record_scores()
-        return snapshot(self.board, time.time())
+        return snapshot(self.board, self.clock())
 
     def snapshot(self) -> dict[str, Any]:
-        """The page's JSON (/api/status and /events)."""
+        """The page's JSON (/api/status and /events): raw values, and beside them the text a
+        person reads (units, human durations and sizes, times in the gateway's zone)."""
         status = self.status()
-        alerts = status.alerts
-        open_alerts = [_open_alert(a) for a in alerts.open] if alerts is not None else []
+        zone, alerts = status.zone, status.alerts
+        open_alerts = [open_alert_json(a, zone) for a in alerts.open] if alerts is not None else []
         recent = list(alerts.recent)[-RECENT_ALERTS_SHOWN:] if alerts is not None else []
+        worst_first = sorted(status.assets, key=lambda a: a.state.rank)
         out: dict[str, Any] = clean(
             {
                 "gateway": status.gateway_id,
                 "now": status.now,
+                "now_text": time_text(status.now, zone),
+                "timezone": zone_json(zone, status.now),
                 "uptime_s": status.uptime_s,
+                "uptime_text": duration(status.uptime_s),
                 "actions_enabled": self.token_set,
+                "overview": overview_json(overview(status), zone),
                 "assets": [
                     self._asset(a, [x for x in open_alerts if x["asset"] == a.name])
-                    for a in status.assets
+                    for a in worst_first
                 ],
                 "alerts": {
                     "open": open_alerts,
-                    "recent": [_alert_dict(a) for a in reversed(recent)],
+                    "recent": [alert_json(a, zone) for a in reversed(recent)],
                     "counts": dict(alerts.counts) if alerts is not None else {},
                 },
                 "serial": {name: asdict(s) for name, s in status.serial.items()},
@@ -129,25 +159,36 @@ class WebState:
                     ]
                     for name, sensors in status.i2c.items()
                 },
-                "store": _store(status.store),
+                "store": store_json(status.store),
                 "queues": dict(status.queues),
-                "uplink": _uplink(status.uplink),
-                "sms": _sms(status.sms),
-                "models": _models(status.models),
-                "process": {
-                    "cpu_percent": self.cpu_percent,
-                    "rss_bytes": rss_bytes(),
-                    "disk_free_bytes": disk_free(self.store_dir),
-                },
+                "uplink": uplink_json(status.uplink),
+                "sms": sms_json(status.sms),
+                "models": models_json(status.models, zone),
+                "process": self._process(),
             }
         )
-        add_verdicts([*out["alerts"]["open"], *out["alerts"]["recent"]], self.board)
         return out
+
+    def _process(self) -> dict[str, Any]:
+        rss, free = rss_bytes(), disk_free(self.store_dir)
+        return {
+            "cpu_percent": self.cpu_percent,
+            "cpu_text": NOTHING if self.cpu_percent is None else f"{self.cpu_percent:.0f} %",
+            "rss_bytes": rss,
+            "rss_text": size(rss),
+            "disk_free_bytes": free,
+            "disk_free_text": f"{size(free)} free" if free is not None else NOTHING,
+        }
 
     def _asset(self, asset: AssetSnapshot, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         score = asset.latest_score
         return {
             "name": asset.name,
+            "state": {
+                "condition": asset.state.condition,
+                "words": asset.state.words,
+                "reason": asset.state.reason,
+            },
             "model": asset.model,
             "alarm": asset.alarm,
             "score": None
@@ -156,6 +197,8 @@ class WebState:
                 "t": score.t,
                 "error": score.error,
                 "threshold": score.threshold,
+                "error_text": number(score.error),
+                "threshold_text": number(score.threshold),
                 "anomalous": score.anomalous,
                 "model_id": score.model_id,
                 "contributors": list(score.contributors),
@@ -167,21 +210,21 @@ class WebState:
             "scoring_errors": asset.scoring_errors,
             "inference_s": asset.inference_s,
             "features": shown_features(asset.latest),
+            "readings": readings(shown_features(asset.latest), asset.units),
+            "units": {channel: unit_shown(unit) for channel, unit in asset.units.items()},
             "channels": {
-                channel: {"samples": count, "rate_hz": self.rates.get((asset.name, channel))}
+                channel: {
+                    "samples": count,
+                    "rate_hz": (per_s := self.rates.get((asset.name, channel))),
+                    "rate_text": rate(per_s),
+                    "unit": unit_shown(asset.units.get(channel, "")),
+                }
                 for channel, count in asset.samples.items()
             },
             "sensor_faults": {ch: list(rules) for ch, rules in asset.sensor_faults.items()},
             "late_samples": asset.late_samples,
             "alerts": alerts,
         }
-
-
-def _open_alert(open_alert: OpenAlert) -> dict[str, Any]:
-    out = _alert_dict(open_alert.alert)
-    out["id"] = open_alert.id
-    out["ack"] = asdict(open_alert.ack) if open_alert.ack is not None else None
-    return out
 
 
 def shown_features(latest: FeatureVector | None) -> dict[str, float]:
@@ -196,96 +239,23 @@ def shown_features(latest: FeatureVector | None) -> dict[str, float]:
     }
 
 
-def _alert_dict(alert: Alert) -> dict[str, Any]:
-    return {
-        "asset": alert.asset,
-        "channel": alert.channel,
-        "severity": alert.severity,
-        "kind": alert.kind,
-        "message": alert.message,
-        "t": alert.t,
-    }
-
-
-def _store(st: StoreSnapshot | None) -> dict[str, Any] | None:
-    if st is None:
-        return None
-    return {
-        "bytes": st.bytes,
-        "rows_written": st.rows_written,
-        "evicted": st.evicted,
-        "lost_before_delivery": st.lost_before_delivery,
-        "write_errors": st.write_errors,
-    }
-
-
-def _uplink(up: UplinkSnapshot | None) -> dict[str, Any] | None:
-    if up is None:
-        return None
-    return {
-        "broker": up.broker,
-        "connected": up.connected,
-        "state": up.state,
-        "backlog_records": up.backlog_records,
-        "backlog_age_s": up.backlog_age_s,
-        "acked_seq": up.acked_seq,
-        "last_seq": up.last_seq,
-        "reconnects": up.reconnects,
-        "last_error": up.last_error,
-    }
-
-
-def _sms(sms: SmsSnapshot | None) -> dict[str, Any] | None:
-    if sms is None:
-        return None
-    modem = sms.modem
-    return {
-        "emulated": sms.emulated,
-        "queued": sms.queued,
-        "sent": sms.sent,
-        "given_up": sms.given_up,
-        "modem_ready": modem.ready,
-        "registration": modem.registration,
-        "signal_dbm": modem.signal_dbm,
-        "operator": modem.operator,
-        "last_error": sms.last_send_error or modem.last_error,
-    }
-
-
-def _models(status: ModelsSnapshot | None) -> dict[str, Any]:
-    """Which model each asset uses and where from, what a rollback restores, the counters and
-    the newest outcomes first."""
-    if status is None:
-        return {"enabled": False}
-    outcomes = list(status.outcomes)[-RECENT_MODEL_OUTCOMES_SHOWN:]
-    return {
-        "enabled": True,
-        "assets": {
-            asset: {
-                "active": model,
-                "origin": status.origin.get(asset),
-                "previous": status.previous.get(asset),
+def readings(features: dict[str, float], units: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Each shown feature with its label and unit: "accel_x RMS" "0.512 g"."""
+    out = []
+    for name, value in features.items():
+        channel, _, feature = name.partition(".")
+        unit = feature_unit(feature, units.get(channel, ""))
+        label = f"{channel} {FEATURE_WORDS.get(feature, feature.replace('_', ' '))}"
+        out.append(
+            {
+                "name": name,
+                "label": label,
+                "value": value,
+                "unit": unit,
+                "text": quantity(value, unit),
             }
-            for asset, model in status.active.items()
-        },
-        "installs": status.installs,
-        "refusals": status.refusals,
-        "rollbacks": status.rollbacks,
-        "automatic_rollbacks": status.automatic_rollbacks,
-        "outcomes": [_outcome(o) for o in reversed(outcomes)],
-    }
-
-
-def _outcome(o: OutcomeView) -> dict[str, Any]:
-    return {
-        "accepted": o.accepted,
-        "action": o.action,
-        "source": o.source,
-        "asset": o.asset,
-        "model": o.model,
-        "message": o.message,
-        "at": o.at,
-    }
+        )
+    return out
 
 
 def clean(value: Any) -> Any:

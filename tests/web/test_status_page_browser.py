@@ -1,6 +1,7 @@
 """Headless Chromium (Playwright with Debian's /usr/bin/chromium) on the live status page while
 the emulated rig runs with an injected imbalance: the score updates without reloading, the alert
-appears, acknowledging without the token is refused; screenshots at desktop and phone sizes. And
+appears, acknowledging without the token is refused; screenshots at desktop and phone sizes (in
+artifacts/status-page/, see ARTIFACTS). And
 a model bundle uploaded through the page: a refusal shows its reason, a good one shows up live,
 and its Roll back button restores the model before."""
 
@@ -28,12 +29,23 @@ ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 60_000
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "status-page"
+"""Screenshots of the page land here (the repository's artifacts/, ignored by git)."""
 MODEL_WAIT_MS = 20_000
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
 )
+
+
+def artifacts(test: str) -> Path:
+    """This test's screenshot directory under ARTIFACTS, emptied first."""
+    directory = ARTIFACTS / test
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.png"):
+        old.unlink()
+    return directory
 
 
 @contextlib.asynccontextmanager
@@ -50,8 +62,7 @@ async def chromium() -> AsyncIterator[Any]:
 
 
 async def test_live_page_shows_the_fault_and_refuses_ack_without_token(tmp_path: Path) -> None:
-    artifacts = tmp_path / "screenshots"
-    artifacts.mkdir()
+    shots = artifacts("live")
     async with (
         running_rig(tmp_path, ["imbalance=0.2"]) as (url, _),
         chromium() as browser,
@@ -80,7 +91,7 @@ async def test_live_page_shows_the_fault_and_refuses_ack_without_token(tmp_path:
         )
         alert = page.locator('#open .alert[data-kind^="anomaly"]').first
         await alert.wait_for(timeout=WAIT_MS)
-        await page.screenshot(path=artifacts / "desktop-1280x800.png", full_page=True)
+        await page.screenshot(path=shots / "desktop-1280x800.png", full_page=True)
 
         await page.locator("#open button.ack").first.click()
         await page.wait_for_function(
@@ -89,12 +100,14 @@ async def test_live_page_shows_the_fault_and_refuses_ack_without_token(tmp_path:
         )
 
         await page.set_viewport_size({"width": 390, "height": 844})
-        await page.screenshot(path=artifacts / "phone-390x844.png", full_page=True)
-        no_scroll = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        await page.screenshot(path=shots / "phone-390x844.png", full_page=True)
+        no_scroll = await page.evaluate(
+            "document.scrollingElement.scrollWidth <= window.innerWidth"
+        )
         assert no_scroll, "the page scrolls sideways on a phone"
     for name in ("desktop-1280x800.png", "phone-390x844.png"):
-        assert (artifacts / name).stat().st_size > 10_000
-    print(f"screenshots in {artifacts}")
+        assert (shots / name).stat().st_size > 10_000
+    print(f"screenshots in {shots}")
 
 
 async def test_model_upload_through_the_page(tmp_path: Path) -> None:
@@ -103,8 +116,7 @@ async def test_model_upload_through_the_page(tmp_path: Path) -> None:
     bundles.mkdir()
     (bundles / "unsigned.tar").write_bytes(archive(bundles, "unsigned", None))
     (bundles / "ota-2.tar").write_bytes(archive(bundles, "ota-2", key))
-    artifacts = tmp_path / "screenshots"
-    artifacts.mkdir()
+    shots = artifacts("models")
     async with (
         running_rig(tmp_path / "rig", [], models_key=key) as (url, board),
         chromium() as browser,
@@ -129,8 +141,10 @@ async def test_model_upload_through_the_page(tmp_path: Path) -> None:
         assert "over the air" in (await box.text_content() or "")
         await box.locator("button.rollback").wait_for(timeout=MODEL_WAIT_MS)
         await page.locator("#outcomes .outcome.accepted").wait_for(timeout=MODEL_WAIT_MS)
-        await page.locator("#modelbox").screenshot(path=artifacts / "models-phone-390.png")
-        no_scroll = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        await page.locator("#modelbox").screenshot(path=shots / "models-phone-390.png")
+        no_scroll = await page.evaluate(
+            "document.scrollingElement.scrollWidth <= window.innerWidth"
+        )
         assert no_scroll, "the page scrolls sideways on a phone"
 
         await box.locator("button.rollback").click()
@@ -141,8 +155,8 @@ async def test_model_upload_through_the_page(tmp_path: Path) -> None:
             timeout=MODEL_WAIT_MS,
         )
         assert "rolled back pump-1" in (await page.text_content("#modelresult") or "")
-    assert (artifacts / "models-phone-390.png").stat().st_size > 10_000
-    print(f"screenshot in {artifacts}")
+    assert (shots / "models-phone-390.png").stat().st_size > 10_000
+    print(f"screenshot in {shots}")
 
 
 async def upload(page: Any, bundle: Path, answer: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from appliance.records import Alert, FeatureVector, Score, Severity
 from appliance.status import (
@@ -20,6 +21,7 @@ from appliance.status import (
     StoreView,
     UplinkStatus,
 )
+from appliance.status_snapshot.states import AssetState, asset_state
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class AssetSnapshot:
     model: str
     samples: Mapping[str, int]
     """Samples received per channel since start."""
+    units: Mapping[str, str]
+    """Channel -> unit, as configured ("g", "degC")."""
     vectors: int
     latest: FeatureVector | None
     latest_score: Score | None
@@ -39,6 +43,7 @@ class AssetSnapshot:
     sensor_faults: Mapping[str, tuple[str, ...]]
     late_samples: int
     rejected_blocks: int
+    state: AssetState
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,8 @@ class StatusSnapshot:
     now: float
     """Wall time the snapshot was taken at."""
     uptime_s: float
+    zone: tzinfo
+    """The gateway's time zone: times are shown in it."""
     assets: tuple[AssetSnapshot, ...]
     alerts: AlertsSnapshot | None
     """None without an alert stage."""
@@ -210,7 +217,8 @@ def snapshot(board: StatusBoard, now: float) -> StatusSnapshot:
         gateway_id=board.gateway_id,
         now=now,
         uptime_s=now - board.started_utc,
-        assets=tuple(asset_snapshot(a) for a in list(board.assets.values())),
+        zone=board.zone,
+        assets=tuple(asset_snapshot(a, now) for a in list(board.assets.values())),
         alerts=alerts_snapshot(board.alerts, board.acks),
         serial={name: serial_snapshot(s) for name, s in board.serial.items()},
         i2c={name: i2c_snapshot(bus) for name, bus in board.i2c.items()},
@@ -223,11 +231,12 @@ def snapshot(board: StatusBoard, now: float) -> StatusSnapshot:
     )
 
 
-def asset_snapshot(asset: AssetStatus) -> AssetSnapshot:
+def asset_snapshot(asset: AssetStatus, now: float) -> AssetSnapshot:
     return AssetSnapshot(
         name=asset.name,
         model=asset.model,
         samples=dict(asset.samples),
+        units=dict(asset.units),
         vectors=asset.vectors,
         latest=asset.latest,
         latest_score=asset.latest_score,
@@ -239,6 +248,7 @@ def asset_snapshot(asset: AssetStatus) -> AssetSnapshot:
         sensor_faults={ch: tuple(rules) for ch, rules in asset.sensor_faults.items()},
         late_samples=asset.late_samples,
         rejected_blocks=asset.rejected_blocks,
+        state=asset_state(asset, now),
     )
 
 

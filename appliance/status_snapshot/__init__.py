@@ -1,0 +1,61 @@
+"""One frozen, typed copy of the status board at one moment (board_copy.py), each asset's state
+in words (states.py), the gateway at a glance (overview.py) and numbers as people read them
+(humanize.py): what the page's JSON API, /metrics and the terminal summary all render from."""
+
+from appliance.status_snapshot.board_copy import (
+    AckSnapshot,
+    AlertsSnapshot,
+    AssetSnapshot,
+    I2cSensorSnapshot,
+    ModelsSnapshot,
+    ModemSnapshot,
+    OpenAlert,
+    SerialSnapshot,
+    SmsPolicySnapshot,
+    SmsSnapshot,
+    StatusSnapshot,
+    StoreSnapshot,
+    UplinkSnapshot,
+    alerts_snapshot,
+    asset_snapshot,
+    i2c_snapshot,
+    models_snapshot,
+    serial_snapshot,
+    sms_snapshot,
+    snapshot,
+    store_snapshot,
+    uplink_snapshot,
+)
+from appliance.status_snapshot.overview import Overview, overview
+from appliance.status_snapshot.states import CONDITIONS, AssetState, Condition, asset_state
+
+__all__ = [
+    "CONDITIONS",
+    "AckSnapshot",
+    "AlertsSnapshot",
+    "AssetSnapshot",
+    "AssetState",
+    "Condition",
+    "I2cSensorSnapshot",
+    "ModelsSnapshot",
+    "ModemSnapshot",
+    "OpenAlert",
+    "Overview",
+    "SerialSnapshot",
+    "SmsPolicySnapshot",
+    "SmsSnapshot",
+    "StatusSnapshot",
+    "StoreSnapshot",
+    "UplinkSnapshot",
+    "alerts_snapshot",
+    "asset_snapshot",
+    "asset_state",
+    "i2c_snapshot",
+    "models_snapshot",
+    "overview",
+    "serial_snapshot",
+    "sms_snapshot",
+    "snapshot",
+    "store_snapshot",
+    "uplink_snapshot",
+]
