@@ -40,6 +40,7 @@ from appliance.web.json_parts import (
     uplink_json,
     zone_json,
 )
+from appliance.web.verdicts import add_verdicts
 
 HISTORY_POINTS = 300
 """Scores kept per asset for the chart (5 minutes at one window per second)."""
@@ -167,6 +168,7 @@ class WebState:
                 "process": self._process(),
             }
         )
+        add_verdicts([*out["alerts"]["open"], *out["alerts"]["recent"]], self.board)
         return out
 
     def _process(self) -> dict[str, Any]:
