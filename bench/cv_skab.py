@@ -8,11 +8,13 @@ What it prints, for every setting of `--grid` (sweep_skab's axes, plus `rebaseli
 - all files, per seed (F1 / FAR / MAR / NAB standard), their mean, standard deviation and range,
   and how many seeds meet the bars (F1 >= 0.78, FAR <= 20 %, MAR <= 25 %, NAB >= 28);
 - per fold (seeds pooled), mean / std / range over the folds;
-- the alarmed rows of the anomaly-free directory per seed (`--free`), which must stay < 1 %.
+- the alarmed rows of the anomaly-free directory per seed (`--free`), which must stay < 1 %;
+- with `--files`, each file's false-positive and missed rows, seeds summed (where the errors are).
 
 Then the cross-validated choice: for each fold held out, the setting with the smallest
-shortfall from the bars on the other folds (seeds pooled; a setting that alarms >= 1 % of the
-anomaly-free rows for any seed is not eligible) and its figures on the held-out fold. The
+shortfall from the bars on the other folds (seeds pooled; ties: the higher NAB; a setting that
+alarms >= 1 % of the anomaly-free rows for any seed is not eligible) and its figures on the
+held-out fold; the final choice is made the same way on every fold. The
 held-out figures, pooled, estimate what the selection gives on files it did not see.
 
     .venv/bin/python bench/cv_skab.py ../shared/data/skab/valve1
@@ -173,6 +175,17 @@ COMPACT_HEADER = (
 )
 
 
+def per_file(
+    setting: Setting, runs: Sequence[Sequence[FileErrors]], names: Sequence[str], precision: str
+) -> str:
+    """Each file's false-positive / missed rows, summed over seeds: 'name fp/fn ...'."""
+    cells = []
+    for i, name in enumerate(names):
+        counts = [evaluate([files[i]], setting, precision).counts for files in runs]
+        cells.append(f"{Path(name).stem}:{sum(c.fp for c in counts)}/{sum(c.fn for c in counts)}")
+    return "    per file, fp/fn rows (seeds summed): " + " ".join(cells)
+
+
 def cross_validate(measured: Sequence[Measured]) -> None:
     folds = len(measured[0].by_seed_fold[0])
     eligible = [m for m in measured if m.eligible] or list(measured)
@@ -188,7 +201,11 @@ def cross_validate(measured: Sequence[Measured]) -> None:
         print(f"    chosen on the rest: {row(best.folds_except(f))}")
         print(f"    held out:           {row(best.fold(f))}")
     print(f"  held-out folds pooled: {row(pooled(held_out))}")
-    final = min(eligible, key=lambda m: (shortfall(pooled([m.fold(f) for f in range(folds)])),))
+    everything = {id(m): pooled([m.fold(f) for f in range(folds)]) for m in eligible}
+    final = min(
+        eligible,
+        key=lambda m: (shortfall(everything[id(m)]), -everything[id(m)].nab["standard"]),
+    )
     print(f"  chosen on every fold: {final.setting.name}")
 
 
@@ -251,6 +268,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="int8")
     parser.add_argument("--grid", required=True)
     parser.add_argument("--detail", action="store_true", help="per seed and fold blocks")
+    parser.add_argument("--files", action="store_true", help="per file fp/fn rows too")
     parser.add_argument("--cost", action="store_true", help="time score_row per setting instead")
     parser.add_argument(
         "--score", choices=SCORES, default="ae",
@@ -299,6 +317,8 @@ def main() -> None:
             report(measured[-1])
         else:
             print(compact(measured[-1], varying), flush=True)
+        if args.files:
+            print(per_file(setting, runs, names, args.precision), flush=True)
     cross_validate(measured)
 
 

@@ -18,10 +18,11 @@ threshold: a long anomaly cannot teach the threshold that it is normal (the seed
 admitted everything and so cleared itself during long anomalies). The price is that a lasting
 change of operating point would stay alarmed for ever: once the error has moved up, nothing is
 admitted again, so the threshold never moves again either (SKAB valve1 files 0, 2, 8 and 12: the
-whole normal segment after the anomaly stayed alarmed). Re-baselining ends that: after
-`rebaseline_after` refused errors in a row the baseline is replaced by those errors, the level
-the error has held for that long (docs/DETECTION.md). An alarm has been raised by then; what the
-re-baselining gives up is holding it, not raising it.
+whole normal segment after the anomaly stayed alarmed). Re-baselining ends that: when at least
+`rebaseline_share` of the last `rebaseline_after` errors were refused (1: every one, in a row)
+and, with `rebaseline_max_cv`, those errors are a steady level, the baseline is replaced by them,
+the level the error has held for that long (docs/DETECTION.md). An alarm has been raised by then;
+what the re-baselining gives up is holding it, not raising it.
 
 Warm-up: while the ring holds fewer than `warmup` errors, `current()` is None (no decision) and
 every finite error is admitted. Seeding the ring with a commissioning baseline, or restoring
@@ -34,6 +35,7 @@ is never below `floor_ratio` times the reference (commissioning) threshold.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol, TypeGuard, get_args
@@ -107,7 +109,13 @@ class AdaptiveSettings:
     gate_baseline: bool = True
     """False reproduces the seed design's rule (every error joins the baseline); for comparison."""
     rebaseline_after: int = 0
-    """Refused errors in a row after which they replace the baseline (0: never)."""
+    """Length of the trailing span of errors that can replace the baseline (0: never)."""
+    rebaseline_share: float = 1.0
+    """Re-baseline when at least this share of that span was refused (1: all, in a row): a
+    few windows admitted during a lasting change do not start the count again."""
+    rebaseline_max_cv: float = 0.0
+    """If > 0, re-baseline only when the span is a steady level: the standard deviation of its
+    errors at most this times their mean (0: no such condition)."""
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -126,6 +134,17 @@ class AdaptiveSettings:
                 f"rebaseline_after: must be 0 or in [warmup={self.warmup}, window={self.window}],"
                 f" got {after}"
             )
+        if not 0.0 < self.rebaseline_share <= 1.0:
+            raise ValueError(f"rebaseline_share: must be in (0, 1], got {self.rebaseline_share}")
+        if not (math.isfinite(self.rebaseline_max_cv) and self.rebaseline_max_cv >= 0):
+            raise ValueError(
+                f"rebaseline_max_cv: must be finite and >= 0, got {self.rebaseline_max_cv}"
+            )
+
+    @property
+    def rebaseline_refusals(self) -> int:
+        """Refused errors in the span that make it a candidate baseline."""
+        return math.ceil(self.rebaseline_share * self.rebaseline_after - 1e-9)
 
 
 class AdaptiveThreshold:
@@ -150,8 +169,9 @@ class AdaptiveThreshold:
         self._count = 0
         self._next_slot = 0
         self._cached: float | None = None
-        self._refused: list[float] = []
-        """Errors refused since the last admitted one (at most rebaseline_after)."""
+        self._span: deque[tuple[float, bool]] = deque(maxlen=settings.rebaseline_after or 1)
+        """The last rebaseline_after errors offered, each with whether it was refused."""
+        self._span_refused = 0
         for error in _finite_array(baseline, "baseline")[-settings.window :]:
             self._admit(float(error))
 
@@ -179,16 +199,24 @@ class AdaptiveThreshold:
     def observe(self, error: float, *, alarmed: bool) -> bool:
         if not math.isfinite(error):
             return False
-        if self.settings.gate_baseline and self._excluded(error, alarmed):
-            self._refuse(error)
-            return False
-        self._refused.clear()
-        self._admit(error)
-        return True
+        refused = bool(self.settings.gate_baseline and self._excluded(error, alarmed))
+        if not refused:
+            self._admit(error)
+        if self.settings.rebaseline_after:
+            self._remember(error, refused)
+            if refused and self._lasting_change():
+                self._rebaseline()
+        return not refused
 
     def refused_run(self) -> list[float]:
-        """The errors refused since the last admitted one, oldest first (a copy)."""
-        return list(self._refused)
+        """The errors refused since the last admitted one, oldest first (a copy; only kept when
+        re-baselining is on)."""
+        run: list[float] = []
+        for error, refused in reversed(self._span):
+            if not refused:
+                break
+            run.append(error)
+        return run[::-1]
 
     def admit(self, errors: Iterable[float]) -> int:
         """Take `errors` into the baseline as normal, oldest first, whatever the gate said of
@@ -207,7 +235,7 @@ class AdaptiveThreshold:
             "settings": asdict(self.settings),
             "reference": self.reference,
             "baseline": [float(v) for v in self.baseline()],
-            "refused": self.refused_run(),
+            "span": [[error, refused] for error, refused in self._span],
         }
 
     @classmethod
@@ -225,34 +253,43 @@ class AdaptiveThreshold:
             raise ValueError(f"baseline: {len(baseline)} values exceed window {settings.window}")
         if not all(math.isfinite(v) for v in baseline):
             raise ValueError("baseline: values must be finite")
-        refused = state.get("refused", [])
-        if not isinstance(refused, list) or not all(is_number(v) for v in refused):
-            raise ValueError("refused: must be a list of numbers")
-        if not all(math.isfinite(v) for v in refused):
-            raise ValueError("refused: values must be finite")
-        if settings.rebaseline_after and len(refused) >= settings.rebaseline_after:
-            raise ValueError(f"refused: {len(refused)} values reach rebaseline_after")
+        span = _span_from_state(state)
+        if len(span) > settings.rebaseline_after:
+            raise ValueError(f"span: {len(span)} errors exceed rebaseline_after")
         threshold = cls(settings, None if reference is None else float(reference), baseline)
-        threshold._refused = [float(v) for v in refused]
+        for error, refused in span:
+            threshold._remember(error, refused)
         return threshold
 
     def _excluded(self, error: float, alarmed: bool) -> bool:
         threshold = self.current()
         return alarmed or (threshold is not None and error > threshold)
 
-    def _refuse(self, error: float) -> None:
-        after = self.settings.rebaseline_after
-        if not after:
-            return
-        self._refused.append(error)
-        if len(self._refused) < after:
-            return
-        # The error has held this level for `after` windows: that is the normal now.
+    def _remember(self, error: float, refused: bool) -> None:
+        if len(self._span) == self._span.maxlen and self._span[0][1]:
+            self._span_refused -= 1
+        self._span.append((error, refused))
+        self._span_refused += refused
+
+    def _lasting_change(self) -> bool:
+        settings = self.settings
+        if len(self._span) < settings.rebaseline_after:
+            return False
+        if self._span_refused < settings.rebaseline_refusals:
+            return False
+        if not settings.rebaseline_max_cv:
+            return True
+        errors = np.fromiter((error for error, _ in self._span), dtype=np.float64)
+        return float(errors.std()) <= settings.rebaseline_max_cv * float(errors.mean())
+
+    def _rebaseline(self) -> None:
+        # The error has held this level for the whole span: that is the normal now.
         self._count = 0
         self._next_slot = 0
-        for kept in self._refused:
-            self._admit(kept)
-        self._refused.clear()
+        for error, _ in self._span:
+            self._admit(error)
+        self._span.clear()
+        self._span_refused = 0
 
     def _admit(self, error: float) -> None:
         self._ring[self._next_slot] = error
@@ -292,18 +329,41 @@ def check_state_header(state: Mapping[str, object], kind: str) -> None:
         raise ValueError(f"kind: expected {kind!r}, got {state.get('kind')!r}")
 
 
+def _span_from_state(state: Mapping[str, object]) -> list[tuple[float, bool]]:
+    if "span" not in state:  # saved when only the run of refused errors was kept
+        refused = state.get("refused", [])
+        if not isinstance(refused, list):
+            raise ValueError("refused: must be a list of numbers")
+        state = {"span": [[error, True] for error in refused]}
+    raw = state["span"]
+    if not isinstance(raw, list):
+        raise ValueError("span: must be a list")
+    span: list[tuple[float, bool]] = []
+    for entry in raw:
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise ValueError("span: each entry must be [error, refused]")
+        error, refused = entry
+        if not (is_number(error) and math.isfinite(error) and isinstance(refused, bool)):
+            raise ValueError("span: each entry must be [finite number, true|false]")
+        span.append((float(error), refused))
+    return span
+
+
 def _settings_from_state(raw: object) -> AdaptiveSettings:
     if not isinstance(raw, dict):
         raise ValueError("settings: must be an object")
     expected = set(AdaptiveSettings.__dataclass_fields__)
     raw = dict(raw)
-    raw.setdefault("rebaseline_after", 0)  # a state saved before re-baselining existed
+    # States saved before re-baselining, or its share and steadiness, existed:
+    raw.setdefault("rebaseline_after", 0)
+    raw.setdefault("rebaseline_share", 1.0)
+    raw.setdefault("rebaseline_max_cv", 0.0)
     if set(raw) != expected:
         raise ValueError(f"settings: expected keys {sorted(expected)}, got {sorted(raw)}")
     for name in ("window", "warmup", "rebaseline_after"):
         if not isinstance(raw[name], int) or isinstance(raw[name], bool):
             raise ValueError(f"settings.{name}: must be an integer")
-    for name in ("k", "floor_ratio"):
+    for name in ("k", "floor_ratio", "rebaseline_share", "rebaseline_max_cv"):
         if not is_number(raw[name]):
             raise ValueError(f"settings.{name}: must be a number")
     if not isinstance(raw["gate_baseline"], bool):

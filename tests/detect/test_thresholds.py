@@ -283,6 +283,8 @@ def test_from_state_names_the_bad_field(field: str, value: object, message: str)
         ("warmup", 10),
         ("statistic", "max"),
         ("gate_baseline", 1),
+        ("rebaseline_share", "0.9"),
+        ("rebaseline_max_cv", True),
     ],
 )
 def test_from_state_names_the_bad_setting(key: str, value: object) -> None:
@@ -364,10 +366,135 @@ def test_the_refused_run_survives_a_restart() -> None:
 def test_a_state_saved_before_rebaselining_existed_still_loads() -> None:
     state = valid_state()
     assert isinstance(state["settings"], dict)
-    del state["settings"]["rebaseline_after"]
-    del state["refused"]
+    for key in ("rebaseline_after", "rebaseline_share", "rebaseline_max_cv"):
+        del state["settings"][key]
+    del state["span"]
 
     assert AdaptiveThreshold.from_state(state).settings.rebaseline_after == 0
+
+
+def test_a_state_saved_with_only_the_refused_run_continues_its_count() -> None:
+    # As saved before the share and steadiness existed: the run of refused errors, no span.
+    state = rebaselining(100).to_state()
+    assert isinstance(state["settings"], dict)
+    del state["settings"]["rebaseline_share"], state["settings"]["rebaseline_max_cv"]
+    del state["span"]
+    state["refused"] = normal_errors(2, 99, level=3.0)
+
+    restored = AdaptiveThreshold.from_state(state)
+    assert restored.refused_run() == pytest.approx(state["refused"])
+    restored.observe(3.0, alarmed=True)
+
+    assert restored.refused_run() == []
+    assert (restored.current() or 0.0) > 3.0
+
+
+def rebaselining_with(share: float = 1.0, max_cv: float = 0.0) -> AdaptiveThreshold:
+    settings = AdaptiveSettings(
+        window=200,
+        warmup=20,
+        k=6.5,
+        statistic="mean_std",
+        rebaseline_after=100,
+        rebaseline_share=share,
+        rebaseline_max_cv=max_cv,
+    )
+    return AdaptiveThreshold(settings, reference=1.0, baseline=normal_errors(1, 200))
+
+
+def offer(threshold: AdaptiveThreshold, errors: Sequence[float]) -> None:
+    """Offer errors as the alarm would have judged them: alarmed when above 2."""
+    for error in errors:
+        threshold.observe(error, alarmed=error > 2.0)
+
+
+@pytest.mark.parametrize(("share", "rebaselined"), [(1.0, False), (0.95, True)])
+def test_with_a_share_a_few_windows_admitted_during_a_lasting_change_do_not_restart_it(
+    share: float, rebaselined: bool
+) -> None:
+    # A new level for 113 windows with 3 back at the old one after 60 (the alarm let go briefly):
+    # 97 of the last 100 were refused.
+    threshold = rebaselining_with(share=share)
+    level = normal_errors(2, 110, level=3.0)
+
+    offer(threshold, [*level[:60], 1.0, 1.0, 1.0, *level[60:]])
+
+    assert ((threshold.current() or 0.0) > 3.0) is rebaselined
+
+
+def test_the_refused_share_counts_only_the_trailing_span() -> None:
+    # 94 refused, 6 admitted, then 100 more refused: the first 94 have left the span by the time
+    # the share is reached again, so re-baselining waits for 95 refused in the last 100.
+    threshold = rebaselining_with(share=0.95)
+    offer(threshold, [*normal_errors(2, 94, level=3.0), *[1.0] * 6, *normal_errors(3, 94, 3.0)])
+    assert (threshold.current() or 0.0) < 2.0
+
+    offer(threshold, normal_errors(4, 1, level=3.0))
+    assert (threshold.current() or 0.0) > 3.0
+
+
+@pytest.mark.parametrize(("max_cv", "rebaselined"), [(0.0, True), (0.2, False)])
+def test_with_a_steadiness_condition_a_level_still_moving_is_not_taken_as_normal(
+    max_cv: float, rebaselined: bool
+) -> None:
+    threshold = rebaselining_with(max_cv=max_cv)
+
+    offer(threshold, list(np.linspace(3.0, 30.0, 100)))  # spread ~45 % of its mean
+
+    assert (len(threshold.refused_run()) == 0) is rebaselined
+
+
+def test_with_a_steadiness_condition_a_steady_new_level_is_taken_as_normal() -> None:
+    threshold = rebaselining_with(max_cv=0.2)
+    level = normal_errors(2, 100, level=3.0)  # spread ~3 % of its mean
+
+    offer(threshold, level)
+
+    assert threshold.current() == pytest.approx(np.mean(level) + 6.5 * np.std(level))
+
+
+def test_the_span_survives_a_restart() -> None:
+    threshold = rebaselining_with(share=0.95, max_cv=0.2)
+    offer(threshold, [*normal_errors(2, 40, level=3.0), 1.0, 1.0, *normal_errors(3, 20, 3.0)])
+
+    restored = AdaptiveThreshold.from_state(json.loads(json.dumps(threshold.to_state())))
+    later = normal_errors(4, 60, level=3.0)
+    offer(threshold, later)
+    offer(restored, later)
+
+    assert restored.current() == threshold.current()
+    assert (restored.current() or 0.0) > 3.0
+
+
+@pytest.mark.parametrize(
+    ("span", "message"),
+    [
+        ([[1.0]], "span"),
+        ([[1.0, "yes"]], "span"),
+        ([[float("nan"), True]], "span"),
+        ({"errors": []}, "span"),
+        ([[1.0, True]] * 101, "span"),
+    ],
+)
+def test_from_state_refuses_a_bad_span(span: object, message: str) -> None:
+    state = rebaselining_with(share=0.9).to_state()
+    state["span"] = span
+    with pytest.raises(ValueError, match=message):
+        AdaptiveThreshold.from_state(state)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rebaseline_share", 0.0),
+        ("rebaseline_share", 1.5),
+        ("rebaseline_max_cv", -0.1),
+        ("rebaseline_max_cv", float("inf")),
+    ],
+)
+def test_rebaseline_share_and_steadiness_are_checked(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        AdaptiveSettings(window=200, warmup=20, rebaseline_after=100, **{field: value})
 
 
 @pytest.mark.parametrize("after", [1, 19, 201])
