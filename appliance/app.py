@@ -32,6 +32,7 @@ from appliance.features import AssetFeatures
 from appliance.features.from_config import build_feature_engines
 from appliance.features.spectra import Spectra
 from appliance.features.stage import run_feature_stage
+from appliance.homeassistant import HomeAssistant, home_assistant
 from appliance.net.cancellation import cancel_and_wait
 from appliance.ota.manager import ModelManager, ota_settings
 from appliance.records import Alert, FeatureVector, SampleBlock
@@ -181,8 +182,9 @@ async def run_appliance(
         board.verdicts = pipeline.verdicts
         if uplink_config is not None:
             pipeline.uplink = build_uplink(
-                uplink_config, store.delivery, pipeline.new_records, models
-            )
+                uplink_config, store.delivery, pipeline.new_records, models,
+                home_assistant(config, board),
+            )  # fmt: skip
             board.uplink = pipeline.uplink.status
         if sms_config is not None:
             pipeline.sms = await open_sms(
@@ -382,11 +384,13 @@ def build_uplink(
     delivery: Delivery,
     new_data: asyncio.Event,
     models: ModelManager | None,
+    home: HomeAssistant | None = None,
 ) -> Uplink:
     """The uplink; with a model manager it also takes model commands and publishes the active
-    models in its retained status."""
+    models in its retained status; with Home Assistant it announces to it on each connection."""
+    on_connected = home.serve if home is not None else None
     if models is None:
-        return Uplink(settings, delivery, new_data=new_data)
+        return Uplink(settings, delivery, new_data=new_data, on_connected=on_connected)
     status = models.status
     uplink = Uplink(
         settings,
@@ -394,6 +398,7 @@ def build_uplink(
         new_data=new_data,
         commands=models.handle_command,
         extra_status=lambda: {"models": dict(status.active)},
+        on_connected=on_connected,
     )
     models.on_change = uplink.status_changed
     return uplink

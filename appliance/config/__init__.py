@@ -5,8 +5,8 @@ turned into a number) and cross-field rules (window vs Welch segment, duplicate 
 point nowhere) are checked at load time. Errors name the offending key, e.g.
 ``assets[0].channels[1].rate_hz: Input should be greater than 0``.
 
-One module per part of the file (capture, features, assets, uplink, sms, http, ota, gateway for
-the whole), loading.py reads it; the names are imported from here.
+One module per part of the file (capture, features, assets, uplink, sms, http, ota,
+homeassistant, gateway for the whole), loading.py reads it; the names are imported from here.
 """
 
 from appliance.config.assets import AssetConfig, ModelConfig
@@ -32,6 +32,7 @@ from appliance.config.features import (
 from appliance.config.fields import BandEdges, Name, PathText, PositiveFloat
 from appliance.config.files import MAX_SECRET_FILE_BYTES, read_text_file
 from appliance.config.gateway import ApplianceConfig, GatewayConfig, StoreConfig
+from appliance.config.homeassistant import HomeAssistantConfig
 from appliance.config.http import HOST_LABEL, HOST_NAME, TOKEN_PATTERN, TOKEN_RULE, HttpConfig
 from appliance.config.loading import SECRET_KEYS, load_config, parse_config
 from appliance.config.ota import ModelsConfig
@@ -71,6 +72,7 @@ __all__ = [
     "ChannelKind",
     "FeaturesConfig",
     "GatewayConfig",
+    "HomeAssistantConfig",
     "HttpConfig",
     "I2cConfig",
     "I2cQuantity",

@@ -17,6 +17,7 @@ from appliance.config.features import (
     FeaturesConfig,
 )
 from appliance.config.fields import Name, PathText, PositiveFloat, Strict, refuse_duplicates
+from appliance.config.homeassistant import HomeAssistantConfig
 from appliance.config.http import HttpConfig
 from appliance.config.ota import ModelsConfig
 from appliance.config.sms import SmsConfig
@@ -60,6 +61,8 @@ class ApplianceConfig(Strict):
     models: ModelsConfig | None = None
     """Without a [models] table bundles do not arrive over the air (configured ones still
     score)."""
+    homeassistant: HomeAssistantConfig | None = None
+    """Without a [homeassistant] table nothing is announced to Home Assistant."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ApplianceConfig:
@@ -77,6 +80,9 @@ class ApplianceConfig(Strict):
             if isinstance(c.source, SerialSource)
         ]
         refuse_duplicates("serial channel source", [f"{s}:{ch}" for s, ch in serial_ids])
+        if self.homeassistant is not None:
+            names = [a.name for a in self.assets]
+            self.homeassistant.check_against(names, has_uplink=self.uplink is not None)
         return self
 
     def _check_channel(self, where: str, channel: ChannelConfig) -> None:
