@@ -121,13 +121,15 @@ async def run_appliance(
     seconds: float | None = None,
     summary_every: float | None = None,
     summary_out: TextIO | None = None,
+    summary_heading: Callable[[], str] | None = None,
     stop: asyncio.Event | None = None,
     board: StatusBoard | None = None,
     on_http_started: Callable[[str], None] | None = None,
     devices: EmulatedDevices | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM, `stop` is set or `seconds` pass; then stop capture, drain
-    features and flush the store. `board` lets a caller watch the run (tests do);
+    features and flush the store. `summary_heading` starts each summary (the demo's page URL);
+    `board` lets a caller watch the run (tests do);
     `on_http_started` gets the status page's URL once it listens (with an [http] table);
     `devices` are the emulated ones the config asks for (appliance/rig/ attaches them)."""
     board = board or StatusBoard(config.gateway.id)
@@ -148,7 +150,11 @@ async def run_appliance(
     health = build_health(config)
     router = build_router(config)
     board.alerts = router
-    printer = SummaryPrinter(board, summary_out) if summary_every and summary_out else None
+    printer = (
+        SummaryPrinter(board, summary_out, summary_heading)
+        if summary_every and summary_out
+        else None
+    )
     sources = build_sources(config, blocks, devices)
     board.serial.update({name: link.stats for name, link in sources.links.items()})
     board.i2c.update({name: poller.stats for name, poller in sources.pollers.items()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from appliance.records import Alert, FeatureVector
@@ -24,11 +25,17 @@ VIBRATION_SHOWN = ("rms", "peak", "crest_factor", "excess_kurtosis", "dominant_f
 
 
 class SummaryPrinter:
-    """Owns the previous sample counts so it can show measured rates between two prints."""
+    """Owns the previous sample counts so it can show measured rates between two prints.
 
-    def __init__(self, board: StatusBoard, out: TextIO) -> None:
+    `heading`, when given, starts every summary's first line (the demo's status page URL and
+    where its token is, so they never scroll away)."""
+
+    def __init__(
+        self, board: StatusBoard, out: TextIO, heading: Callable[[], str] | None = None
+    ) -> None:
         self._board = board
         self._out = out
+        self._heading = heading
         self._previous: dict[tuple[str, str], int] = {}
         self._previous_at = time.monotonic()
 
@@ -51,7 +58,8 @@ class SummaryPrinter:
     def render_snapshot(self, status: StatusSnapshot, elapsed_s: float | None) -> str:
         """`status` as text; `elapsed_s` None shows sample totals instead of rates."""
         title = "final" if elapsed_s is None else "up"
-        lines = [f"── {status.gateway_id}  {title} {status.uptime_s:5.0f} s " + "─" * 40]
+        heading = f"{self._heading()}  " if self._heading is not None else ""
+        lines = [f"{heading}── {status.gateway_id}  {title} {status.uptime_s:5.0f} s " + "─" * 40]
         for asset in status.assets:
             rates = []
             for channel, count in asset.samples.items():

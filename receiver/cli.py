@@ -41,6 +41,7 @@ from receiver.settings import (
 )
 
 COMMANDS = ("run", "export", "status", "dead-letters", "forget-session")
+DB_HELP = "the receiver's database: sqlite:///PATH or postgresql://..."
 PREVIEW_BYTES = 160
 SUMMARY = {
     "kept": "dead_letter_rows",
@@ -69,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="appliance-receiver",
         description="Cloud receiver for the appliance's MQTT uplink (receiver/README.md).",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help="log lines below this level are not written (default: %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(commands)
     add_export(commands)
     add_status(commands)
@@ -80,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, metavar="mqtt[s]://USER@HOST:PORT")
+    parser.add_argument(
+        "--broker", required=True, metavar="mqtt[s]://USER@HOST:PORT", help="the MQTT broker"
+    )
     parser.add_argument(
         "--password-file",
         type=Path,
@@ -94,32 +102,51 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run(commands: Any) -> None:
     run = commands.add_parser("run", help="run one receiver instance (the default command)")
     add_broker_arguments(run)
-    run.add_argument("--db", required=True, metavar="sqlite:///PATH | postgresql://...")
-    run.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default: appliance)")
-    run.add_argument("--group", default=DEFAULT_GROUP, help="shared subscription group name")
+    run.add_argument(
+        "--db", required=True, metavar="sqlite:///PATH | postgresql://...", help=DB_HELP
+    )
+    run.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default: %(default)s)")
+    run.add_argument(
+        "--group",
+        default=DEFAULT_GROUP,
+        help="shared subscription group name (default: %(default)s)",
+    )
     run.add_argument(
         "--client-id",
         help="stable MQTT client id, unique per instance: gives a persistent session "
         "(default: host-pid with a clean session)",
     )
-    run.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
+    run.add_argument(
+        "--stats-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between the logged counters (default: %(default)s)",
+    )
     run.add_argument(
         "--max-payload-bytes",
         type=int,
         default=MAX_PART_BYTES,
         metavar="N",
-        help="larger messages are refused unread (default 16 MiB; keep it above the gateways' "
-        "max_message_bytes)",
+        help="larger messages are refused unread (default: %(default)s, "
+        f"{MAX_PART_BYTES / 2**20:g} MiB; keep it above the gateways' max_message_bytes)",
     )
     run.set_defaults(handler=run_receiver)
 
 
 def add_export(commands: Any) -> None:
-    export = commands.add_parser("export", help="write an asset's features to a .npz file")
-    export.add_argument("--db", required=True)
-    export.add_argument("--gateway", required=True)
-    export.add_argument("--asset", required=True)
-    export.add_argument("--out", type=Path, required=True, metavar="FILE.npz")
+    export = commands.add_parser(
+        "export",
+        help="write an asset's features to a .npz file",
+        description="The asset's feature windows with the gateway's anomalous flags, for "
+        "`appliance train --features`.",
+    )
+    export.add_argument("--db", required=True, help=DB_HELP)
+    export.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id")
+    export.add_argument("--asset", required=True, metavar="NAME", help="the asset's name")
+    export.add_argument(
+        "--out", type=Path, required=True, metavar="FILE.npz", help="the file to write"
+    )
     export.add_argument("--since", type=utc_time, metavar="ISO8601", help="first window end")
     export.add_argument("--until", type=utc_time, metavar="ISO8601", help="window ends before")
     export.set_defaults(handler=run_export)
@@ -127,16 +154,21 @@ def add_export(commands: Any) -> None:
 
 def add_status(commands: Any) -> None:
     status = commands.add_parser("status", help="print the gateway_status view as JSON lines")
-    status.add_argument("--db", required=True)
+    status.add_argument("--db", required=True, help=DB_HELP)
     status.set_defaults(handler=run_status)
 
 
 def add_dead_letters(commands: Any) -> None:
     letters = commands.add_parser(
-        "dead-letters", help="print the newest refused messages as JSON lines, newest first"
+        "dead-letters", help="print the newest refused messages as JSON lines"
     )
-    letters.add_argument("--db", required=True)
-    letters.add_argument("--limit", type=int, default=20)
+    letters.add_argument("--db", required=True, help=DB_HELP)
+    letters.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        help="newest first, at most this many (default: %(default)s)",
+    )
     letters.add_argument("--save", type=Path, metavar="DIR", help="write each payload to DIR/<id>")
     letters.set_defaults(handler=run_dead_letters)
 
@@ -144,11 +176,12 @@ def add_dead_letters(commands: Any) -> None:
 def add_forget_session(commands: Any) -> None:
     forget = commands.add_parser(
         "forget-session",
-        help="drop a retired instance's persistent session (the broker keeps routing a share "
-        "of the messages to it otherwise)",
+        help="drop a retired instance's persistent session",
+        description="Drop a retired instance's persistent session: the broker keeps routing a "
+        "share of the messages to it otherwise.",
     )
     add_broker_arguments(forget)
-    forget.add_argument("--client-id", required=True)
+    forget.add_argument("--client-id", required=True, help="the retired instance's client id")
     forget.set_defaults(handler=run_forget_session)
 
 

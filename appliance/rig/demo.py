@@ -7,6 +7,9 @@ modem, and the summary shows the SMS that would have been sent.
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,48 @@ that would have been sent."""
 
 
 DEMO_SIGNING_KEY = "model-signing.key"
+DEMO_STORE = "appliance.db"
+HTTP_TOKEN_FILE = "http-token"
+DEMO_STATE = (
+    *(DEMO_STORE + suffix for suffix in ("", "-wal", "-shm", "-journal")),
+    "ota-models",  # installed bundles (ota/settings.py's default next to the store)
+    "model-inbox",  # bundles dropped in for install (idem)
+    HTTP_TOKEN_FILE,
+)
+"""What `appliance demo --reset` deletes in the data directory: the store (readings, alerts,
+acknowledgements, detector and SMS state), the models installed over the air, the inbox and the
+page's token. The signing key pair stays, so bundles signed with it still install."""
+
+
+def write_http_token(data_dir: Path) -> tuple[str, Path]:
+    """A new token for the status page's actions, in `<data dir>/http-token` (mode 0600), so it
+    can be read back after it scrolled away."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    path = data_dir / HTTP_TOKEN_FILE
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(token + "\n")
+    return token, path
+
+
+def demo_state(data_dir: Path) -> list[Path]:
+    """The demo state present in `data_dir` (DEMO_STATE), for --reset to delete. ValueError
+    when the directory holds some of those names but is not a demo's (no signing key the demo
+    made), so a mistyped --data-dir never loses files."""
+    present = [data_dir / name for name in DEMO_STATE if (data_dir / name).exists()]
+    marker = data_dir / (DEMO_SIGNING_KEY + ".pub")
+    if present and not marker.is_file():
+        raise ValueError(f"{data_dir} has no {marker.name}: not a demo data directory")
+    return present
+
+
+def delete_demo_state(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def demo_models(data_dir: Path) -> dict[str, Any]:
@@ -115,7 +160,7 @@ def demo_config(
 ) -> ApplianceConfig:
     document: dict[str, Any] = {
         "gateway": {"id": "demo-gw"},
-        "store": {"path": str(data_dir / "appliance.db"), "max_mb": 256.0},
+        "store": {"path": str(data_dir / DEMO_STORE), "max_mb": 256.0},
         "serial": [
             {"name": "mcu0", "emulate": {"channels": 3, "rate_hz": 1000}},
             {

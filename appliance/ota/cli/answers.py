@@ -18,7 +18,7 @@ def add_wait(parser: argparse.ArgumentParser, default: float, what: str) -> None
         type=_seconds,
         default=default,
         metavar="SECONDS",
-        help=f"how long to wait for {what} (default {default:g}; 0: do not wait)",
+        help=f"how long to wait for {what}, 0: do not wait (default: %(default)s)",
     )
 
 

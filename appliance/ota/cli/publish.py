@@ -68,7 +68,9 @@ def add_publish(actions: Any) -> None:
     publish.add_argument("--client-cert", metavar="FILE", help="client certificate (PEM)")
     publish.add_argument("--client-key", metavar="FILE", help="its key, unless in --client-cert")
     publish.add_argument("--ca", metavar="FILE", help="CA that signed the broker's certificate")
-    publish.add_argument("--prefix", default="appliance", help="topic prefix (default appliance)")
+    publish.add_argument(
+        "--prefix", default="appliance", help="topic prefix (default: %(default)s)"
+    )
     publish.add_argument(
         "--allow-downgrade",
         action="store_true",

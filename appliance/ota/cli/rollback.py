@@ -39,9 +39,15 @@ def add_rollback(actions: Any) -> None:
         "library so the asset starts with its previous bundle (or its configured model). "
         "Exit 0 done, 1 refused (e.g. nothing to roll back), 3 no outcome in time.",
     )
-    rollback.add_argument("--config", type=Path, required=True, metavar="gateway.toml")
-    rollback.add_argument("--asset", required=True, metavar="NAME")
-    rollback.add_argument("--reason", default="rollback requested with appliance model rollback")
+    rollback.add_argument(
+        "--config", type=Path, required=True, metavar="gateway.toml", help="the gateway's config"
+    )
+    rollback.add_argument("--asset", required=True, metavar="NAME", help="the asset to roll back")
+    rollback.add_argument(
+        "--reason",
+        default="rollback requested with appliance model rollback",
+        help="why, passed to a running appliance (default: %(default)s)",
+    )
     add_wait(rollback, 30.0, "a running appliance's outcome")
     rollback.set_defaults(handler=_rollback)
 

@@ -47,8 +47,10 @@ def add_sign(actions: Any) -> None:
         description="Check that the bundle loads (manifest, model sha256), then write "
         "signature.ed25519 into it; with --archive also write the .tar it travels in.",
     )
-    sign.add_argument("bundle_dir", type=Path, metavar="BUNDLE_DIR")
-    sign.add_argument("--key", type=Path, required=True, metavar="PRIVATE.pem")
+    sign.add_argument("bundle_dir", type=Path, metavar="BUNDLE_DIR", help="a trained bundle")
+    sign.add_argument(
+        "--key", type=Path, required=True, metavar="PRIVATE.pem", help="from model keygen"
+    )
     sign.add_argument("--archive", type=Path, metavar="OUT.tar", help="also write the archive")
     sign.set_defaults(handler=_sign)
 
