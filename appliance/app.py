@@ -217,6 +217,7 @@ async def run_appliance(
                             pipeline.spectra,
                             {asset.name: asset for asset in config.assets},
                             {name: engine.feature_names for name, engine in engines.items()},
+                            board.zone,
                         ),
                     )
                 )

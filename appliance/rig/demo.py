@@ -95,6 +95,8 @@ DEMO_SMS: dict[str, Any] = {"emulate": True, "recipients": ["+15555550100"]}
 that would have been sent."""
 
 
+SHAFT_RPM = 1776.0
+"""The emulated machines' shaft speed (29.6 Hz, rig/mcu/signal.py): the page marks its harmonics."""
 DEMO_SIGNING_KEY = "model-signing.key"
 DEMO_STORE = "appliance.db"
 HTTP_TOKEN_FILE = "http-token"
@@ -173,6 +175,7 @@ def demo_config(
             {
                 "name": "pump-1",
                 "description": "healthy cooling-water pump",
+                "speed_rpm": SHAFT_RPM,
                 **_model("pump-1"),
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu0", i) for i, axis in enumerate("xyz")),
@@ -191,6 +194,7 @@ def demo_config(
             {
                 "name": "compressor-2",
                 "description": "air compressor (faults are injected here)",
+                "speed_rpm": SHAFT_RPM,
                 **_model("compressor-2"),
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu1", i) for i, axis in enumerate("xyz")),

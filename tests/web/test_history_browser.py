@@ -1,7 +1,8 @@
 """Headless Chromium on the live page of the emulated rig with an injected imbalance, at desktop
 and phone sizes: the history chart has time and value axes with values and labelled units, the
 spectrum chart renders (an SVG of non-zero size with the PSD line, a frequency axis and a PSD
-axis). Screenshots beside the status page's (tmp_path/screenshots)."""
+axis, the feature bands and the shaft harmonics). Screenshots beside the status page's
+(tmp_path/screenshots)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ SPECTRUM_DRAWN = f"""() => {{
         labels: texts('text.axis-label'),
         x: texts('.x-axis text.tick'),
         bands: chart.querySelectorAll('rect.band').length,
+        harmonics: texts('text.harmonic-label'),
         width: box.width,
         height: box.height,
     }};
@@ -72,6 +74,7 @@ async def test_history_and_spectrum_charts(tmp_path: Path) -> None:
             assert "frequency [Hz]" in spectrum["labels"]
             assert any(label.startswith("PSD [g²/Hz]") for label in spectrum["labels"])
             assert len(spectrum["x"]) >= 3 and spectrum["bands"] == 5
+            assert spectrum["harmonics"][:3] == ["1×", "2×", "3×"]  # the demo's 1776 rpm
 
             name = f"charts-{width}x{height}.png"
             await page.screenshot(path=artifacts / name, full_page=True)

@@ -26,14 +26,9 @@ async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 async def test_spectrum_of_the_running_rig(tmp_path: Path) -> None:
     config = demo_config(tmp_path, [])
-    pump = next(a for a in config.assets if a.name == "pump-1")
-    others = [a for a in config.assets if a.name != "pump-1"]
-    config = config.model_copy(
-        update={
-            "http": HttpConfig(port=0),
-            "assets": [pump.model_copy(update={"speed_rpm": 1500.0}), *others],
-        }
-    )
+    speeds = {"pump-1": 1500.0, "compressor-2": None}
+    assets = [a.model_copy(update={"speed_rpm": speeds[a.name]}) for a in config.assets]
+    config = config.model_copy(update={"http": HttpConfig(port=0), "assets": assets})
     async with running_page(config) as (url, board), aiohttp.ClientSession() as http:
         status_of = board.assets
         scored = board.wait_for(lambda: all(status_of[a.name].scores >= 4 for a in config.assets))
