@@ -19,10 +19,10 @@ admitted everything and so cleared itself during long anomalies). The price is t
 change of operating point would stay alarmed for ever: once the error has moved up, nothing is
 admitted again, so the threshold never moves again either (SKAB valve1 files 0, 2, 8 and 12: the
 whole normal segment after the anomaly stayed alarmed). Re-baselining ends that: when at least
-`rebaseline_share` of the last `rebaseline_after` errors were refused (1: every one, in a row)
-and, with `rebaseline_max_cv`, those errors are a steady level, the baseline is replaced by them,
-the level the error has held for that long (docs/DETECTION.md). An alarm has been raised by then;
-what the re-baselining gives up is holding it, not raising it.
+`rebaseline_share` of the last `rebaseline_after` errors were refused (1: every one, in a row),
+the baseline is replaced by them, the level the error has held for that long
+(docs/DETECTION.md). An alarm has been raised by then; what the re-baselining gives up is
+holding it, not raising it.
 
 Warm-up: while the ring holds fewer than `warmup` errors, `current()` is None (no decision) and
 every finite error is admitted. Seeding the ring with a commissioning baseline, or restoring
@@ -113,9 +113,6 @@ class AdaptiveSettings:
     rebaseline_share: float = 1.0
     """Re-baseline when at least this share of that span was refused (1: all, in a row): a
     few windows admitted during a lasting change do not start the count again."""
-    rebaseline_max_cv: float = 0.0
-    """If > 0, re-baseline only when the span is a steady level: the standard deviation of its
-    errors at most this times their mean (0: no such condition)."""
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -136,10 +133,6 @@ class AdaptiveSettings:
             )
         if not 0.0 < self.rebaseline_share <= 1.0:
             raise ValueError(f"rebaseline_share: must be in (0, 1], got {self.rebaseline_share}")
-        if not (math.isfinite(self.rebaseline_max_cv) and self.rebaseline_max_cv >= 0):
-            raise ValueError(
-                f"rebaseline_max_cv: must be finite and >= 0, got {self.rebaseline_max_cv}"
-            )
 
     @property
     def rebaseline_refusals(self) -> int:
@@ -273,14 +266,8 @@ class AdaptiveThreshold:
 
     def _lasting_change(self) -> bool:
         settings = self.settings
-        if len(self._span) < settings.rebaseline_after:
-            return False
-        if self._span_refused < settings.rebaseline_refusals:
-            return False
-        if not settings.rebaseline_max_cv:
-            return True
-        errors = np.fromiter((error for error, _ in self._span), dtype=np.float64)
-        return float(errors.std()) <= settings.rebaseline_max_cv * float(errors.mean())
+        full = len(self._span) == settings.rebaseline_after
+        return full and self._span_refused >= settings.rebaseline_refusals
 
     def _rebaseline(self) -> None:
         # The error has held this level for the whole span: that is the normal now.
@@ -354,16 +341,15 @@ def _settings_from_state(raw: object) -> AdaptiveSettings:
         raise ValueError("settings: must be an object")
     expected = set(AdaptiveSettings.__dataclass_fields__)
     raw = dict(raw)
-    # States saved before re-baselining, or its share and steadiness, existed:
+    # States saved before re-baselining, or its share, existed:
     raw.setdefault("rebaseline_after", 0)
     raw.setdefault("rebaseline_share", 1.0)
-    raw.setdefault("rebaseline_max_cv", 0.0)
     if set(raw) != expected:
         raise ValueError(f"settings: expected keys {sorted(expected)}, got {sorted(raw)}")
     for name in ("window", "warmup", "rebaseline_after"):
         if not isinstance(raw[name], int) or isinstance(raw[name], bool):
             raise ValueError(f"settings.{name}: must be an integer")
-    for name in ("k", "floor_ratio", "rebaseline_share", "rebaseline_max_cv"):
+    for name in ("k", "floor_ratio", "rebaseline_share"):
         if not is_number(raw[name]):
             raise ValueError(f"settings.{name}: must be a number")
     if not isinstance(raw["gate_baseline"], bool):

@@ -284,7 +284,7 @@ def test_from_state_names_the_bad_field(field: str, value: object, message: str)
         ("statistic", "max"),
         ("gate_baseline", 1),
         ("rebaseline_share", "0.9"),
-        ("rebaseline_max_cv", True),
+        ("rebaseline_share", True),
     ],
 )
 def test_from_state_names_the_bad_setting(key: str, value: object) -> None:
@@ -366,7 +366,7 @@ def test_the_refused_run_survives_a_restart() -> None:
 def test_a_state_saved_before_rebaselining_existed_still_loads() -> None:
     state = valid_state()
     assert isinstance(state["settings"], dict)
-    for key in ("rebaseline_after", "rebaseline_share", "rebaseline_max_cv"):
+    for key in ("rebaseline_after", "rebaseline_share"):
         del state["settings"][key]
     del state["span"]
 
@@ -374,10 +374,10 @@ def test_a_state_saved_before_rebaselining_existed_still_loads() -> None:
 
 
 def test_a_state_saved_with_only_the_refused_run_continues_its_count() -> None:
-    # As saved before the share and steadiness existed: the run of refused errors, no span.
+    # As saved before the share existed: the run of refused errors, no span.
     state = rebaselining(100).to_state()
     assert isinstance(state["settings"], dict)
-    del state["settings"]["rebaseline_share"], state["settings"]["rebaseline_max_cv"]
+    del state["settings"]["rebaseline_share"]
     del state["span"]
     state["refused"] = normal_errors(2, 99, level=3.0)
 
@@ -389,7 +389,7 @@ def test_a_state_saved_with_only_the_refused_run_continues_its_count() -> None:
     assert (restored.current() or 0.0) > 3.0
 
 
-def rebaselining_with(share: float = 1.0, max_cv: float = 0.0) -> AdaptiveThreshold:
+def rebaselining_with(share: float) -> AdaptiveThreshold:
     settings = AdaptiveSettings(
         window=200,
         warmup=20,
@@ -397,7 +397,6 @@ def rebaselining_with(share: float = 1.0, max_cv: float = 0.0) -> AdaptiveThresh
         statistic="mean_std",
         rebaseline_after=100,
         rebaseline_share=share,
-        rebaseline_max_cv=max_cv,
     )
     return AdaptiveThreshold(settings, reference=1.0, baseline=normal_errors(1, 200))
 
@@ -433,28 +432,8 @@ def test_the_refused_share_counts_only_the_trailing_span() -> None:
     assert (threshold.current() or 0.0) > 3.0
 
 
-@pytest.mark.parametrize(("max_cv", "rebaselined"), [(0.0, True), (0.2, False)])
-def test_with_a_steadiness_condition_a_level_still_moving_is_not_taken_as_normal(
-    max_cv: float, rebaselined: bool
-) -> None:
-    threshold = rebaselining_with(max_cv=max_cv)
-
-    offer(threshold, list(np.linspace(3.0, 30.0, 100)))  # spread ~45 % of its mean
-
-    assert (len(threshold.refused_run()) == 0) is rebaselined
-
-
-def test_with_a_steadiness_condition_a_steady_new_level_is_taken_as_normal() -> None:
-    threshold = rebaselining_with(max_cv=0.2)
-    level = normal_errors(2, 100, level=3.0)  # spread ~3 % of its mean
-
-    offer(threshold, level)
-
-    assert threshold.current() == pytest.approx(np.mean(level) + 6.5 * np.std(level))
-
-
 def test_the_span_survives_a_restart() -> None:
-    threshold = rebaselining_with(share=0.95, max_cv=0.2)
+    threshold = rebaselining_with(share=0.95)
     offer(threshold, [*normal_errors(2, 40, level=3.0), 1.0, 1.0, *normal_errors(3, 20, 3.0)])
 
     restored = AdaptiveThreshold.from_state(json.loads(json.dumps(threshold.to_state())))
@@ -488,11 +467,10 @@ def test_from_state_refuses_a_bad_span(span: object, message: str) -> None:
     [
         ("rebaseline_share", 0.0),
         ("rebaseline_share", 1.5),
-        ("rebaseline_max_cv", -0.1),
-        ("rebaseline_max_cv", float("inf")),
+        ("rebaseline_share", float("nan")),
     ],
 )
-def test_rebaseline_share_and_steadiness_are_checked(field: str, value: float) -> None:
+def test_rebaseline_share_is_checked(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         AdaptiveSettings(window=200, warmup=20, rebaseline_after=100, **{field: value})
 
