@@ -97,7 +97,6 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     events: int = 0
     event_gaps: int = 0
-    streams: int = 0
 
     def took(self, kind: str, seconds: float) -> None:
         self.latencies.setdefault(kind, []).append(seconds)
@@ -107,6 +106,8 @@ class Tally:
 class Bench:
     base: str
     tally: Tally = field(default_factory=Tally)
+    streams: int = 0
+    """/events streams open now."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def get(self, session: aiohttp.ClientSession, path: str, kind: str) -> Any:
@@ -164,11 +165,11 @@ class Bench:
                     if response.status != 200:
                         self.tally.errors[f"events {response.status}"] += 1
                         return
-                    self.tally.streams += 1
+                    self.streams += 1
                     try:
                         await self.read_stream(response)
                     finally:
-                        self.tally.streams -= 1
+                        self.streams -= 1
                 self.tally.errors["events dropped"] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.tally.errors[f"events {type(exc).__name__}"] += 1
@@ -208,17 +209,20 @@ class Phase:
     own_cores: float
     """This process's (the tabs' and the probe's)."""
     tally: Tally
+    streams: int
+    """/events streams open at the end."""
     metrics: dict[str, float]
 
 
 async def measure(name: str, pid: int, bench: Bench, seconds: float) -> Phase:
-    bench.tally = Tally(streams=bench.tally.streams)
+    bench.tally = Tally()
     cpu0, own0, wall0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
     await asyncio.sleep(seconds)
     cpu1, own1, wall1 = cpu_seconds(pid), time.process_time(), time.perf_counter()
     wall = wall1 - wall0
     metrics = await page_metrics(bench.base)
-    return Phase(name, (cpu1 - cpu0) / wall, (own1 - own0) / wall, bench.tally, metrics)
+    cores, own = (cpu1 - cpu0) / wall, (own1 - own0) / wall
+    return Phase(name, cores, own, bench.tally, bench.streams, metrics)
 
 
 async def page_metrics(base: str) -> dict[str, float]:
@@ -256,7 +260,7 @@ def report(phases: list[Phase], clients: int, seconds: float) -> None:
                 print("  " + latency_text(tally, kind))
         if clients and phase.name == "loaded":
             per_tab = tally.events / clients / seconds
-            print(f"  /events: {tally.streams} streams open, {per_tab:.2f} messages/s per tab, "
+            print(f"  /events: {phase.streams} streams open, {per_tab:.2f} messages/s per tab, "
                   f"{tally.event_gaps} gaps over {EVENT_GAP_S} s")  # fmt: skip
         print(f"  errors: {dict(tally.errors) or 'none'}")
         shown = {k.removeprefix("appliance_http_"): int(v) for k, v in phase.metrics.items()}
