@@ -36,8 +36,9 @@ class HttpConfig(Strict):
     token: Annotated[str, AfterValidator(_token)] | None = None
     token_file: PathText | None = None
     """A file holding the token (first line), instead of putting it in the config."""
-    max_connections: Annotated[int, Field(ge=2, le=10_000)] = 64
-    """Open connections at most (a browser tab holds one for /events and a few more). At the
+    max_connections: Annotated[int, Field(ge=2, le=10_000)] = 256
+    """Open connections at most (a browser tab holds about two: its /events stream and its chart
+    requests; 256 serves ~100 open tabs, bench/bench_page_clients.py). At the
     cap a new connection closes the longest-idle one (no request in progress), or gets a 503
     when every connection is busy; keeps a flood of clients from using up file descriptors."""
     idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 15.0

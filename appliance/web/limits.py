@@ -44,7 +44,7 @@ BUSY_RESPONSE = (
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    max_connections: int = 64
+    max_connections: int = 256
     idle_timeout_s: float = 15.0
     body_timeout_s: float = 60.0
 
