@@ -4,8 +4,9 @@ and the terminal summary all render from (none of them reads the live board or a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import tzinfo
+from typing import Any, TypeVar
 
 from appliance.records import Alert, FeatureVector, Score, Severity
 from appliance.status import (
@@ -270,17 +271,17 @@ def _ack(acks: AcksView | None, key: str, alert: Alert) -> AckSnapshot | None:
     return AckSnapshot(ack.by, ack.at, ack.alert_t) if ack is not None else None
 
 
+Copy = TypeVar("Copy")
+
+
+def copy_of(snapshot_type: type[Copy], source: object) -> Copy:
+    """A frozen snapshot of `source`: each of the snapshot dataclass's fields read by its name."""
+    values: dict[str, Any] = {f.name: getattr(source, f.name) for f in fields(snapshot_type)}  # type: ignore[arg-type]
+    return snapshot_type(**values)
+
+
 def serial_snapshot(s: SerialLinkView) -> SerialSnapshot:
-    return SerialSnapshot(
-        connected=s.connected,
-        frames=s.frames,
-        crc_errors=s.crc_errors,
-        seq_gaps=s.seq_gaps,
-        dropped_samples=s.dropped_samples,
-        garbage_bytes=s.garbage_bytes,
-        resets=s.resets,
-        reconnects=s.reconnects,
-    )
+    return copy_of(SerialSnapshot, s)
 
 
 def i2c_snapshot(bus: I2cBusView) -> tuple[I2cSensorSnapshot, ...]:
@@ -291,15 +292,7 @@ def i2c_snapshot(bus: I2cBusView) -> tuple[I2cSensorSnapshot, ...]:
 
 
 def store_snapshot(st: StoreView) -> StoreSnapshot:
-    return StoreSnapshot(
-        bytes=st.bytes,
-        rows_written=st.rows_written,
-        evicted_by_age=st.evicted_by_age,
-        evicted_by_size=st.evicted_by_size,
-        lost_before_delivery=st.lost_before_delivery,
-        write_errors=st.write_errors,
-        rejected_records=st.rejected_records,
-    )
+    return copy_of(StoreSnapshot, st)
 
 
 def uplink_snapshot(up: UplinkStatus, now: float) -> UplinkSnapshot:
@@ -350,15 +343,7 @@ def sms_snapshot(sms: SmsView) -> SmsSnapshot:
         last_given_up=sms.last_given_up,
         last_send_error=sms.last_send_error,
         pin_rejected=sms.pin_rejected,
-        policy=None
-        if policy is None
-        else SmsPolicySnapshot(
-            alerts=policy.alerts,
-            queued=policy.queued,
-            not_eligible=policy.not_eligible,
-            suppressed_hourly=policy.suppressed_hourly,
-            suppressed_daily=policy.suppressed_daily,
-        ),
+        policy=None if policy is None else copy_of(SmsPolicySnapshot, policy),
         would_have_sent=tuple(d.describe() for d in list(sms.would_have_sent)),
     )
 
