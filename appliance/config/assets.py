@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from appliance.config.capture import ChannelConfig
 from appliance.config.fields import Name, PathText, PositiveFloat, Strict
+from appliance.config.machine import MachineConfig, check_machine
 
 
 class ModelConfig(Strict):
@@ -35,3 +36,12 @@ class AssetConfig(Strict):
     channels: Annotated[list[ChannelConfig], Field(min_length=1)]
     model: ModelConfig = ModelConfig()
     """Without a bundle the asset commissions itself (see ModelConfig.bundle)."""
+    machine: MachineConfig | None = None
+    """Shaft speed range, bearings, ISO 20816 group and sensor mounting for the vibration
+    diagnosis (appliance/config/machine.py, docs/DIAGNOSIS.md). Without it: no diagnosis."""
+
+    @model_validator(mode="after")
+    def _machine_fits(self) -> AssetConfig:
+        if self.machine is not None:
+            check_machine(self.machine, self.channels, self.speed_rpm)
+        return self
