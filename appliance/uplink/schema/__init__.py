@@ -4,9 +4,11 @@ The protocol (ranges, parts, acknowledgement) is described in appliance/uplink/P
 Everything here takes values or bytes in and gives values or bytes out; nothing does I/O.
 Every refusal is a SchemaError whose message names the field and where it was found.
 
-The modules: values.py (version, limits, checks of single values), json_body.py (bytes to an
-object and back), topics.py, parts.py (a range split into parts), encode.py and decode.py (a part
-to bytes and back), acks_and_status.py (the retained ack and status). Import from here.
+The modules: values.py (version, limits, checks of single values), json_body.py and
+binary_body.py (bytes to a map and back, per wire format), topics.py, parts.py (a range split
+into parts), encode.py and decode.py (a part to bytes and back, either format), encode_binary.py
+and decode_binary.py (a binary part's columns), acks_and_status.py (the retained ack and status).
+Import from here.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ from appliance.uplink.schema.values import (
     MAX_TIME,
     MIN_TIME,
     PROTOCOL_VERSION,
+    WIRE_FORMATS,
     Kind,
+    WireFormat,
     check_name,
     check_prefix,
 )
@@ -64,6 +68,7 @@ __all__ = [
     "OFFLINE",
     "ONLINE",
     "PROTOCOL_VERSION",
+    "WIRE_FORMATS",
     "Ack",
     "DataTopic",
     "Kind",
@@ -74,6 +79,7 @@ __all__ = [
     "SeqRecord",
     "Status",
     "UplinkRecord",
+    "WireFormat",
     "ack_topic",
     "check_name",
     "check_prefix",

@@ -12,6 +12,12 @@ import numpy as np
 
 from appliance.records import Alert, FeatureVector, Score
 from appliance.uplink.errors import SchemaError
+from appliance.uplink.schema.binary_body import is_binary, load_binary
+from appliance.uplink.schema.decode_binary import (
+    BINARY_PART_KEYS,
+    HEADER_KEYS,
+    decode_binary_records,
+)
 from appliance.uplink.schema.json_body import check_keys, check_version, load_json
 from appliance.uplink.schema.parts import (
     Part,
@@ -22,11 +28,13 @@ from appliance.uplink.schema.parts import (
 )
 from appliance.uplink.schema.topics import DataTopic, parse_data_topic
 from appliance.uplink.schema.values import (
+    SEVERITIES,
     Kind,
     check_int,
     check_part_number,
     check_range,
-    check_seq,
+    check_schemas,
+    check_seqs,
     check_str,
     check_texts,
     check_time,
@@ -35,8 +43,6 @@ from appliance.uplink.schema.values import (
     shown,
 )
 
-SEVERITIES: Final = ("warning", "critical")
-HEADER_KEYS: Final = frozenset({"v", "gateway", "lo", "hi", "part", "parts", "kind", "asset"})
 PART_KEYS: Final = {
     "features": HEADER_KEYS | {"schemas", "records"},
     "scores": HEADER_KEYS | {"records"},
@@ -59,9 +65,12 @@ PART_JSON_DEPTH: Final = 4
 def decode_part(payload: bytes, topic: str, max_bytes: int = MAX_PART_BYTES) -> Part:
     """Parse and check one part received on `topic`; safe for any bytes.
 
-    Refused with SchemaError: a topic that is not a data topic ("bad_topic"), more than
-    `max_bytes` ("too_large"), bytes that are not a UTF-8 JSON object nesting at most 4 deep
-    ("bad_json", "too_deep"), another protocol version ("bad_version"), a payload whose gateway
+    A payload whose first byte is a binary layout's (binary_body.py) is read as binary, any
+    other as JSON. Refused with SchemaError: a topic that is not a data topic ("bad_topic"),
+    more than `max_bytes` sent or, binary, inflated ("too_large"), bytes that are not a UTF-8
+    JSON object nesting at most 4 deep ("bad_json", "too_deep") or not a binary part's deflate
+    and msgpack map ("bad_binary"), another protocol version or binary layout ("bad_version"),
+    a payload whose gateway
     differs from the topic's ("gateway_mismatch") or whose kind or asset differ
     ("topic_mismatch"), a range or part number out of bounds ("implausible"). Once the header is
     valid, every other refusal is a RecordsError carrying it: a time outside [MIN_TIME, MAX_TIME)
@@ -70,10 +79,20 @@ def decode_part(payload: bytes, topic: str, max_bytes: int = MAX_PART_BYTES) -> 
     """
     where_topic = parse_data_topic(topic)
     where = f"payload on {topic}"
-    body = load_json(payload, where, max_bytes=max_bytes, max_depth=PART_JSON_DEPTH)
+    binary = is_binary(payload)
+    if binary:
+        body = load_binary(payload, where, max_bytes=max_bytes)
+    else:
+        body = load_json(payload, where, max_bytes=max_bytes, max_depth=PART_JSON_DEPTH)
     header = decode_header(body, where_topic, where)
     try:
-        return decode_body(body, header, where)
+        if binary:
+            check_keys(body, BINARY_PART_KEYS[header.kind], where)
+            records = decode_binary_records(body, header.kind, header.asset, header.lo, where)
+        else:
+            check_keys(body, PART_KEYS[header.kind], where)
+            records = decode_records(body, header.kind, header.asset, where)
+        return checked_part(header, records, where)
     except SchemaError as exc:
         raise RecordsError(str(exc), exc.reason, header) from None
 
@@ -100,8 +119,8 @@ def decode_header(body: Mapping[str, Any], topic: DataTopic, where: str) -> Part
     return PartHeader(topic.gateway, lo, hi, body["part"], body["parts"], topic.kind, topic.asset)
 
 
-def decode_body(body: Mapping[str, Any], header: PartHeader, where: str) -> Part:
-    check_keys(body, PART_KEYS[header.kind], where)
+def checked_part(header: PartHeader, records: list[SeqRecord], where: str) -> Part:
+    """The part, once its records keep the gap and seq rules (both formats)."""
     part = Part(
         gateway=header.gateway,
         lo=header.lo,
@@ -110,12 +129,10 @@ def decode_body(body: Mapping[str, Any], header: PartHeader, where: str) -> Part
         parts=header.parts,
         kind=header.kind,
         asset=header.asset,
-        records=decode_records(body, header.kind, header.asset, where),
+        records=records,
     )
     check_gap_rules(part, where)
-    previous = header.lo
-    for index, (seq, _) in enumerate(part.records):
-        previous = check_seq(seq, previous, header.hi, f"{where}: records[{index}]")
+    check_seqs([seq for seq, _ in records], header.lo, header.hi, where)
     return part
 
 
@@ -128,24 +145,13 @@ def decode_records(body: Mapping[str, Any], kind: Kind, asset: str, where: str) 
             raise SchemaError(f"{where}: a gap is the only part, asset '_', no records")
         return []
     if kind == "features":
-        schemas = decode_schemas(body["schemas"], where)
+        schemas = check_schemas(body["schemas"], where)
         return [
             decode_feature(item, schemas, asset, f"{where}: records[{i}]")
             for i, item in enumerate(records)
         ]
     decode = decode_score if kind == "scores" else decode_alert
     return [decode(item, asset, f"{where}: records[{i}]") for i, item in enumerate(records)]
-
-
-def decode_schemas(schemas: object, where: str) -> list[tuple[str, ...]]:
-    if not isinstance(schemas, list):
-        raise SchemaError(f"{where}: schemas must be a list of lists of names")
-    decoded = []
-    for i, names in enumerate(schemas):
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise SchemaError(f"{where}: schemas[{i}] must be a list of strings")
-        decoded.append(tuple(check_texts(names, f"{where}: schemas[{i}]")))
-    return decoded
 
 
 def record_fields(item: object, kind: str, where: str) -> tuple[dict[str, Any], int, float]:

@@ -1,4 +1,4 @@
-"""A part to JSON bytes (appliance/uplink/PROTOCOL.md, "Payloads")."""
+"""A part to bytes, binary or JSON (appliance/uplink/PROTOCOL.md, "Payloads")."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import numpy as np
 
 from appliance.records import Alert, FeatureVector, Score
 from appliance.uplink.errors import SchemaError
+from appliance.uplink.schema.binary_body import dump_binary
+from appliance.uplink.schema.encode_binary import binary_columns, feature_values
 from appliance.uplink.schema.json_body import dump_json
 from appliance.uplink.schema.parts import Part, UplinkRecord, check_part
-from appliance.uplink.schema.values import PROTOCOL_VERSION
+from appliance.uplink.schema.values import PROTOCOL_VERSION, WireFormat
 
 
-def encode_part(part: Part) -> bytes:
-    """JSON (UTF-8) for one part; SchemaError if the part breaks the protocol's rules."""
+def encode_part(part: Part, wire_format: WireFormat = "json") -> bytes:
+    """One part as binary (the gateway's default, [uplink] format) or UTF-8 JSON; SchemaError
+    if the part breaks the protocol's rules."""
     check_part(part)
     body: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
@@ -27,6 +30,10 @@ def encode_part(part: Part) -> bytes:
         "kind": part.kind,
         "asset": part.asset,
     }
+    if wire_format == "binary":
+        return dump_binary(body | binary_columns(part), part.where)
+    if wire_format != "json":
+        raise SchemaError(f"{part.where}: wire format {wire_format!r} is not binary or json")
     if part.kind == "features":
         body["schemas"], body["records"] = encode_features(part)
     else:
@@ -40,12 +47,7 @@ def encode_features(part: Part) -> tuple[list[list[str]], list[dict[str, Any]]]:
     for seq, record in part.records:
         assert isinstance(record, FeatureVector)  # check_part made sure
         index = schema_index.setdefault(record.names, len(schema_index))
-        values = np.asarray(record.values, dtype=np.float64)
-        if values.shape != (len(record.names),):
-            raise SchemaError(
-                f"{part.where}: seq {seq} has {len(record.names)} names "
-                f"but values of shape {values.shape}"
-            )
+        values = feature_values(seq, record, part.where)
         records.append(
             {
                 "seq": seq,

@@ -4,6 +4,7 @@ times, text) that encoding and decoding share; each refusal is a SchemaError nam
 from __future__ import annotations
 
 import math
+import operator
 import reprlib
 from typing import Final, Literal, get_args
 
@@ -12,8 +13,12 @@ from appliance.uplink.errors import SchemaError
 PROTOCOL_VERSION: Final = 1
 Kind = Literal["features", "scores", "alerts", "gap"]
 KINDS: Final[tuple[str, ...]] = get_args(Kind)
+WireFormat = Literal["binary", "json"]
+"""How a part is written (PROTOCOL.md, "Payloads"): compact binary, or JSON for debugging."""
+WIRE_FORMATS: Final[tuple[str, ...]] = get_args(WireFormat)
 FORBIDDEN_IN_NAMES: Final = ("/", "+", "#", "\x00")
 NUMBER_TYPES: Final = frozenset({int, float})
+SEVERITIES: Final = ("warning", "critical")
 
 MAX_SEQ: Final = 2**53 - 1
 """The highest seq, lo or hi a payload may carry: exact in a float64 and far inside SQLite's and
@@ -96,6 +101,16 @@ def check_seq(seq: object, previous: int, hi: int, where: str) -> int:
     return value
 
 
+def check_seqs(seqs: list[object], lo: int, hi: int, where: str) -> None:
+    """Integers rising from above lo to at most hi; the first that is not is named."""
+    rising = map(operator.lt, [lo, *seqs], [*seqs, hi + 1])  # type: ignore[arg-type]
+    if all(type(seq) is int for seq in seqs) and all(rising):  # the common case, at C speed
+        return
+    previous = lo
+    for index, seq in enumerate(seqs):
+        previous = check_seq(seq, previous, hi, f"{where}: records[{index}]")
+
+
 def check_part_number(part: object, parts: object, where: str) -> None:
     number = check_int(part, f"{where}: part")
     count = check_int(parts, f"{where}: parts")
@@ -171,3 +186,15 @@ def check_str(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise SchemaError(f"{what} must be a string, not {shown(value)}")
     return check_text(value, what)
+
+
+def check_schemas(schemas: object, where: str) -> list[tuple[str, ...]]:
+    """A features part's feature names: a list of lists of strings."""
+    if not isinstance(schemas, list):
+        raise SchemaError(f"{where}: schemas must be a list of lists of names")
+    decoded = []
+    for i, names in enumerate(schemas):
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise SchemaError(f"{where}: schemas[{i}] must be a list of strings")
+        decoded.append(tuple(check_texts(names, f"{where}: schemas[{i}]")))
+    return decoded
