@@ -53,6 +53,9 @@ class UplinkConfig(Strict):
     """A range is cut short to stay under this size (a single larger record still goes)."""
     replay_records_per_s: PositiveFloat = 1000.0
     """Backlog replay rate after an outage; live records are sent as they come."""
+    format: Literal["binary", "json"] = "binary"
+    """Wire format of the data messages: binary (msgpack, deflated, feature values as float32;
+    about 1/6 of JSON's bytes) or json (readable, for debugging). The receiver reads both."""
     keepalive_s: Annotated[int, Field(ge=5, le=65_535)] = 60
     ack_timeout_s: Annotated[float, Field(ge=1.0)] = 120.0
     """ack = "receiver": unacknowledged records are sent again after this long without

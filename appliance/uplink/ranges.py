@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from appliance.store import OutboxRange
-from appliance.uplink.schema import encode_part, split_range
+from appliance.uplink.schema import WireFormat, encode_part, split_range
 
 CUT_MARGIN = 0.9
 """A range cut for size keeps this share of the estimated fit (JSON size is not linear)."""
@@ -92,14 +92,16 @@ def advance_chain(acked: int, completed: dict[int, int]) -> int:
     return acked
 
 
-def encode_range(found: OutboxRange, gateway: str, prefix: str, max_bytes: int) -> Prepared:
+def encode_range(
+    found: OutboxRange, gateway: str, prefix: str, max_bytes: int, fmt: WireFormat = "json"
+) -> Prepared:
     """Split and encode a range; while it is over `max_bytes` and has more than one record, keep
     a shorter prefix of its records (the range then ends at the last record kept)."""
     records = found.records
     hi = found.hi
     while True:
         parts = split_range(gateway, found.lo, hi, records)
-        messages = [(part.topic(prefix), encode_part(part)) for part in parts]
+        messages = [(part.topic(prefix), encode_part(part, fmt)) for part in parts]
         size = sum(len(payload) for _, payload in messages)
         if size <= max_bytes or len(records) <= 1:
             return Prepared(found.lo, hi, len(records), messages)

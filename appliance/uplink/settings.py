@@ -13,6 +13,7 @@ from typing import Literal
 from appliance import __version__
 from appliance.config import BrokerAddress, UplinkConfig, read_text_file
 from appliance.errors import ConfigError
+from appliance.uplink.schema import WireFormat
 
 AckMode = Literal["receiver", "broker"]
 
@@ -31,6 +32,8 @@ class UplinkSettings:
     max_records_per_message: int = 500
     max_message_bytes: int = 256 * 1024
     replay_records_per_s: float = 1000.0
+    wire_format: WireFormat = "binary"
+    """How parts are written: "binary" (compact) or "json" (readable, for debugging)."""
     keepalive_s: int = 60
     ack_timeout_s: float = 120.0
     """ack = "receiver": resend the unacknowledged records after this long without progress."""
@@ -77,6 +80,7 @@ def uplink_settings(gateway: str, config: UplinkConfig) -> UplinkSettings:
         max_records_per_message=config.max_records_per_message,
         max_message_bytes=config.max_message_bytes,
         replay_records_per_s=config.replay_records_per_s,
+        wire_format=config.format,
         keepalive_s=config.keepalive_s,
         ack_timeout_s=config.ack_timeout_s,
     )
