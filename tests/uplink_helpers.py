@@ -77,7 +77,8 @@ def settings_for(broker: Broker, **overrides: Any) -> UplinkSettings:
         ack_timeout_s=2.0,
         ack_timeout_max_s=4.0,
         connect_timeout_s=5.0,
-        publish_timeout_s=10.0,
+        stall_timeout_s=10.0,
+        live_batch_s=0.0,
     )
     return replace(settings, **overrides)
 

@@ -56,10 +56,19 @@ class UplinkConfig(Strict):
     format: Literal["binary", "json"] = "binary"
     """Wire format of the data messages: binary (msgpack, deflated, feature values as float32;
     about 1/6 of JSON's bytes) or json (readable, for debugging). The receiver reads both."""
-    keepalive_s: Annotated[int, Field(ge=5, le=65_535)] = 60
+    keepalive_s: Annotated[int, Field(ge=5, le=65_535)] = 10
+    """MQTT keepalive: a silent link gets a ping after this long and is given up when nothing
+    comes back for as long again (a half-open link is noticed within twice this)."""
     ack_timeout_s: Annotated[float, Field(ge=1.0)] = 120.0
     """ack = "receiver": unacknowledged records are sent again after this long without
     progress (doubling while nothing moves)."""
+    stall_timeout_s: Annotated[float, Field(ge=1.0, le=3600.0)] = 20.0
+    """End the connection (and reconnect) when messages are in flight and no PUBACK came for
+    this long: a half-open link, or one far thinner than what was put on it. Time a message
+    waits for its turn is not counted."""
+    live_batch_s: Annotated[float, Field(ge=0.0, le=600.0)] = 5.0
+    """Live records are gathered this long into one range (fewer, larger messages); a range
+    holding an alert goes at once. 0: each record as soon as it is stored."""
 
     @property
     def address(self) -> BrokerAddress:

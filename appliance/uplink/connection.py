@@ -1,7 +1,8 @@
 """One connection of the uplink (publisher.py retries them): connect with TLS and a will, say
-online, subscribe to the ack and command topics, send the live and backlog ranges, take the
-acknowledgements (PROTOCOL.md); raises when the connection ends. Also how the link's TLS context
-is built and how a failure is put in words."""
+online, subscribe to the ack and command topics, run the live and backlog senders (sending.py),
+take the acknowledgements (PROTOCOL.md); raises when the connection ends, or when its PUBACKs
+stop coming (LinkStalled). Also how the link's TLS context is built and how a failure is put in
+words."""
 
 from __future__ import annotations
 
@@ -17,18 +18,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.errors import StoreError
 from appliance.net import mqtt
-from appliance.store import OutboxRange, OutboxStats
+from appliance.store import OutboxStats
 from appliance.uplink.commands import answer, command_topic, reply_topic
 from appliance.uplink.errors import SchemaError, UplinkError
-from appliance.uplink.ranges import (
-    Cursors,
-    Pacer,
-    Prepared,
-    RangeInFlight,
-    advance_chain,
-    encode_range,
-)
+from appliance.uplink.flow import LinkGauge
+from appliance.uplink.ranges import Cursors, Ledger, SentRange, Sleep
 from appliance.uplink.schema import ack_topic, decode_ack
+from appliance.uplink.sending import LinkWatch, Senders
 from appliance.uplink.settings import UplinkSettings
 
 if TYPE_CHECKING:
@@ -57,15 +53,51 @@ class Connection:
         self._ack_topic = ack_topic(self._settings.prefix, self._settings.gateway)
         self._command_topic = command_topic(self._settings.prefix, self._settings.gateway)
         self._connected_at: float | None = None
-        self._window = asyncio.Semaphore(self._settings.max_in_flight)
-        self._live_started = asyncio.Event()
         self._first_ack = asyncio.Event()
-        self._rewound = asyncio.Event()
-        self._completed: dict[int, int] = {}
         self._waiting_since: float | None = None
         self._ack_timeout_s = self._settings.ack_timeout_s
         self._warned_ack_beyond = False
-        self.cursors = Cursors(0, 0, 0, 0)
+        self._senders: Senders | None = None
+        self.delivered = False
+        """A data part got its PUBACK, or the acknowledged seq moved (the retry loop then
+        resets its backoff, however short the connection was)."""
+
+    @property
+    def cursors(self) -> Cursors:
+        return Cursors(0, 0, 0, 0) if self._senders is None else self._senders.cursors
+
+    # --- what the senders share (sending.SendingState) ------------------------------------
+
+    @property
+    def gauge(self) -> LinkGauge:
+        return self._uplink.gauge
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._uplink.ledger
+
+    @property
+    def new_data(self) -> asyncio.Event:
+        return self._uplink.new_data
+
+    @property
+    def pace(self) -> Sleep:
+        return self._uplink.pace
+
+    def sending(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+
+    async def part_acknowledged(self, size: int, entry: SentRange, completed: bool) -> None:
+        self.delivered = True
+        status = self._status
+        status.published_messages += 1
+        status.published_bytes += size
+        if completed:
+            status.published_ranges += 1
+            status.published_records += entry.records
+            if self._settings.ack == "broker":
+                await self._broker_acknowledged()
 
     def up_for_s(self) -> float | None:
         """Seconds this connection has been (or was) up; None if it never connected."""
@@ -91,7 +123,7 @@ class Connection:
             max_inflight_messages=s.max_in_flight,
         )
         # aiomqtt warns (stdlib logging) above this many pending calls: our window is by design.
-        client.pending_calls_threshold = s.max_in_flight + 2
+        client.pending_calls_threshold = s.max_in_flight + 8
         async with client:
             self._connected_at = time.monotonic()
             try:
@@ -108,36 +140,39 @@ class Connection:
         if self._uplink.commands is not None:
             await self._subscribe(client, self._command_topic)
         self._uplink.came_up(stats.acked_seq, stats.records)
+        watch = LinkWatch(client, s.stall_timeout_s)
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._start_sending(client, group))
-            group.create_task(self._publish_status_on_change(client))
+            self._senders = Senders(s, self._delivery, watch, group, self)
+            group.create_task(watch.watch())
+            group.create_task(self._start_sending(self._senders, group))
+            group.create_task(self._publish_status_on_change(watch))
             if self._uplink.on_connected is not None:  # Home Assistant's discovery and states
-                group.create_task(self._uplink.on_connected(self._publisher(client)))
+                group.create_task(self._uplink.on_connected(self._publisher(watch)))
             # Received in the group's body, not a task of its own: on Python 3.11 a group whose
             # body has ended leaves our task marked as cancelling when a task of it fails, and
             # the retry loop would take that for a stop (net/cancellation.py).
-            await self._receive(client, group)
+            await self._receive(watch, client, group)
 
     async def _publish_status(self, client: aiomqtt.Client) -> OutboxStats:
+        """The first, before the watch runs: aiomqtt's own timeout."""
         self._uplink.status_change.clear()
         stats = await self._delivery.outbox_stats()
-        await client.publish(
-            self._uplink.status_topic,
-            self._uplink.online_status(stats.records, stats.acked_seq, stats.last_seq),
-            qos=1,
-            retain=True,
-        )
+        payload = self._uplink.online_status(stats.records, stats.acked_seq, stats.last_seq)
+        topic, timeout = self._uplink.status_topic, self._settings.stall_timeout_s
+        await client.publish(topic, payload, qos=1, retain=True, timeout=timeout)
         return stats
 
-    async def _publish_status_on_change(self, client: aiomqtt.Client) -> None:
+    async def _publish_status_on_change(self, watch: LinkWatch) -> None:
         while True:
             await self._uplink.status_change.wait()
-            await self._publish_status(client)
+            self._uplink.status_change.clear()
+            stats = await self._delivery.outbox_stats()
+            payload = self._uplink.online_status(stats.records, stats.acked_seq, stats.last_seq)
+            await watch.publish(self._uplink.status_topic, payload, retain=True)
 
-    def _publisher(self, client: aiomqtt.Client) -> Publish:
+    def _publisher(self, watch: LinkWatch) -> Publish:
         async def publish(topic: str, payload: bytes, *, retain: bool) -> None:
-            timeout = self._settings.publish_timeout_s
-            await client.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
+            await watch.publish(topic, payload, retain=retain)
 
         return publish
 
@@ -156,7 +191,7 @@ class Connection:
         if any(refused(code) for code in granted):
             raise UplinkError(refusal)
 
-    async def _start_sending(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
+    async def _start_sending(self, senders: Senders, group: asyncio.TaskGroup) -> None:
         s = self._settings
         if s.ack == "receiver":
             # The retained ack comes right after SUBACK; without one this is a new gateway.
@@ -164,15 +199,15 @@ class Connection:
                 async with asyncio.timeout(s.first_ack_wait_s):  # not wait_for: see serial_link
                     await self._first_ack.wait()
         stats = await self._delivery.outbox_stats()
-        live_start = max(stats.acked_seq, stats.last_seq - s.max_records_per_message)
-        self.cursors = Cursors(stats.acked_seq, live_start, stats.acked_seq, live_start)
-        if stats.acked_seq > 0:
-            gap = OutboxRange(0, stats.acked_seq, [])
-            await self._send(client, group, encode_range(gap, s.gateway, s.prefix, 1))
-        group.create_task(self._send_live(client, group))
-        group.create_task(self._send_backlog(client, group))
+        senders.start(stats.acked_seq, stats.last_seq)
+        if s.ack == "broker":
+            await self._broker_acknowledged()  # ranges completed on an earlier connection
+        group.create_task(senders.run_live())
+        group.create_task(senders.run_backlog())
         if s.ack == "receiver":
             group.create_task(self._watch_acks())
+        if stats.acked_seq > 0:
+            await senders.send_gap(stats.acked_seq)
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """A clean stop says offline itself (the will only covers unclean ones)."""
@@ -187,12 +222,14 @@ class Connection:
 
     # --- acknowledgements -----------------------------------------------------------------
 
-    async def _receive(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
+    async def _receive(
+        self, watch: LinkWatch, client: aiomqtt.Client, group: asyncio.TaskGroup
+    ) -> None:
         """Handle acks and commands; also notices a lost connection (the iterator raises
         MqttError)."""
         async for message in client.messages:
             if message.topic.matches(self._command_topic):
-                group.create_task(self._command(client, bytes(message.payload)))
+                group.create_task(self._command(watch, bytes(message.payload)))
                 continue
             if not message.topic.matches(self._ack_topic):
                 continue
@@ -207,7 +244,7 @@ class Connection:
                 await self._first_ack_of_connection(ack.seq)
                 self._first_ack.set()
 
-    async def _command(self, client: aiomqtt.Client, payload: bytes) -> None:
+    async def _command(self, watch: LinkWatch, payload: bytes) -> None:
         """Answer one command on the reply topic (its own task: an install's canary must not
         hold up the acks)."""
         handler = self._uplink.commands
@@ -216,7 +253,7 @@ class Connection:
         reply = await answer(payload, handler, self._settings.gateway)
         if reply is not None:
             topic = reply_topic(self._settings.prefix, self._settings.gateway)
-            await client.publish(topic, reply, qos=1)
+            await watch.publish(topic, reply)
 
     async def _first_ack_of_connection(self, seq: int) -> None:
         """The retained ack, before anything is sent: take it, or renumber a replaced store."""
@@ -272,6 +309,8 @@ class Connection:
     async def _acknowledge(self, seq: int) -> None:
         """Mark rows up to `seq` delivered; a failing store is logged, the next ack retries."""
         self.cursors.acknowledged(seq)
+        self.ledger.forget_up_to(seq)
+        self.delivered = True
         self._ack_timeout_s = self._settings.ack_timeout_s
         self._waiting_since = time.monotonic() if self.cursors.outstanding else None
         try:
@@ -309,96 +348,18 @@ class Connection:
             acked_seq=self.cursors.acked,
             sent_up_to=self.cursors.live,
         )
-        self.cursors.rewind()
+        if self._senders is not None:
+            self._senders.rewind()
         self._status.resends += 1
         self._waiting_since = time.monotonic()
         self._ack_timeout_s = next_timeout_s
-        self._rewound.set()
 
-    async def _broker_acknowledged(self, flight: RangeInFlight) -> None:
-        """ack = "broker": the acknowledged seq moves over every contiguous PUBACKed range."""
-        if flight.hi <= self.cursors.acked:
-            return  # the gap (0, acked] declared at connect
-        self._completed[flight.lo] = flight.hi
-        acked = advance_chain(self.cursors.acked, self._completed)
+    async def _broker_acknowledged(self) -> None:
+        """ack = "broker": the acknowledged seq moves over every contiguous range the broker
+        acknowledged in full (on this connection or an earlier one)."""
+        acked = self.ledger.chain_end(self.cursors.acked)
         if acked > self.cursors.acked:
             await self._acknowledge(acked)
-
-    # --- sending --------------------------------------------------------------------------
-
-    async def _send_live(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
-        s = self._settings
-        new_data = self._uplink.new_data
-        while True:
-            new_data.clear()  # before reading: a record stored meanwhile sets it again
-            while prepared := await self._prepare(self.cursors.live, s.max_records_per_message):
-                await self._send(client, group, prepared)
-                self.cursors.live = prepared.hi
-            self._live_started.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(s.poll_s):  # not wait_for: see serial_link._read
-                    await new_data.wait()
-
-    async def _send_backlog(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
-        s = self._settings
-        pacer = Pacer(s.replay_records_per_s, self._uplink.pace)
-        await self._live_started.wait()
-        while True:
-            while self.cursors.backlog < self.cursors.backlog_end:
-                epoch = self.cursors.epoch
-                await pacer.wait()
-                prepared = await self._prepare(
-                    self.cursors.backlog, s.max_records_per_message, self.cursors.backlog_end
-                )
-                if prepared is None:
-                    break
-                pacer.spend(prepared.records)
-                await self._send(client, group, prepared)
-                self.cursors.backlog_sent(prepared.hi, epoch)
-            await self._rewound.wait()
-            self._rewound.clear()
-
-    async def _prepare(self, after: int, limit: int, up_to: int | None = None) -> Prepared | None:
-        found = await self._delivery.outbox_range(after, limit, up_to)
-        if found is None:
-            return None
-        # JSON for hundreds of records takes a while: keep it off the event loop.
-        return await asyncio.to_thread(
-            encode_range,
-            found,
-            self._settings.gateway,
-            self._settings.prefix,
-            self._settings.max_message_bytes,
-        )
-
-    async def _send(
-        self, client: aiomqtt.Client, group: asyncio.TaskGroup, prepared: Prepared
-    ) -> None:
-        """Hand every part to the client (waiting for room in the in-flight window); the
-        PUBACKs are awaited by one task per part."""
-        if self._waiting_since is None:
-            self._waiting_since = time.monotonic()
-        flight = RangeInFlight(prepared.lo, prepared.hi, prepared.records, len(prepared.messages))
-        for topic, payload in prepared.messages:
-            await self._window.acquire()
-            group.create_task(self._publish(client, topic, payload, flight))
-
-    async def _publish(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, flight: RangeInFlight
-    ) -> None:
-        try:
-            await client.publish(topic, payload, qos=1, timeout=self._settings.publish_timeout_s)
-        finally:
-            self._window.release()
-        status = self._status
-        status.published_messages += 1
-        status.published_bytes += len(payload)
-        flight.parts_left -= 1
-        if flight.parts_left == 0:
-            status.published_ranges += 1
-            status.published_records += flight.records
-            if self._settings.ack == "broker":
-                await self._broker_acknowledged(flight)
 
 
 def refused(code: int | ReasonCode) -> bool:

@@ -5,17 +5,27 @@ Connection: TLS (CA file, optional client certificate), username/password, a per
 topic. On connect it publishes a retained "online" status and subscribes to its ack topic (QoS 1).
 
 Sending (appliance/uplink/PROTOCOL.md): the outbox leaves as ranges (lo, hi] carrying every record
-still stored in that span, one QoS 1 message per (kind, asset), at most max_records_per_message
-records and about max_message_bytes per range, max_in_flight messages awaiting their PUBACK.
-Before its first range a connection waits briefly for the retained ack (first_ack_wait_s) and,
-when the acknowledged seq A is above 0, declares the gap (0, A]. A retained ack above the store's
-last seq means the store was replaced: its undelivered rows are renumbered above the ack first
+still stored in that span, one QoS 1 message per (kind, asset). How large a range is and how
+many messages await their PUBACK at once follow the link (flow.py's gauge: measured rate and
+PUBACK time; start small, grow while PUBACKs come back fast, halve on slow ones), within
+max_records_per_message, max_message_bytes and max_in_flight, so on a link of a few KB/s a part
+is acknowledged within seconds and an alert is not queued behind minutes of backlog. Before its
+first range a connection waits briefly for the retained ack (first_ack_wait_s) and, when the
+acknowledged seq A is above 0, declares the gap (0, A]. A retained ack above the store's last
+seq means the store was replaced: its undelivered rows are renumbered above the ack first
 (Delivery.renumber_above), so they do not collide with records the receiver already holds.
 
-Live first: at connect the live cursor starts max_records_per_message seqs before the last one, so
-the newest records go at once; new records follow as the store writer signals them (or every
-poll_s). The backlog, (acknowledged seq, live start], is replayed oldest first at
-replay_records_per_s, interleaved with the live ranges.
+Live first: at connect the live cursor starts one range's worth of records before the last one,
+so the newest records go at once; new records are gathered for live_batch_s into one range (one
+holding an alert goes at once) and found as the store writer signals them (or every poll_s).
+The backlog, (acknowledged seq, live start], is replayed oldest first at replay_records_per_s;
+live parts take the window's free places before backlog parts, and a range's alert parts go
+before its other parts (sending.py).
+
+Resuming: the ranges sent and not yet acknowledged are remembered across connections (the
+ledger, ranges.py, in memory). A reconnect re-sends each with the same bounds and split and only
+the parts the broker did not acknowledge, so the receiver completes it from what it already has;
+one that no longer fits the link's budget (or lost rows to eviction) is split anew.
 
 Acknowledgement: ack = "receiver" marks rows delivered (acknowledge) only when the receiver's
 retained ack says it committed them; when that ack stops moving for ack_timeout_s while records
@@ -26,13 +36,17 @@ without what was sent meanwhile, and everything is sent again at once. ack = "br
 range delivered once the broker acknowledged every part of it and of every range before it: this
 survives our crashes but not a broker or receiver that loses messages (PROTOCOL.md).
 
-Failures: any error ends the connection; the next attempt follows exponential backoff with jitter
-(backoff_initial_s doubling up to backoff_max_s, reset after a connection that lasted
-stable_after_s). The reason is logged once per change (uplink_down) and shown on the status. This
-task is the only place that retries the link.
+Failures: any error ends the connection, and so does a stall: messages in flight and no PUBACK
+for stall_timeout_s (time waiting for a place in the window does not count), after which the
+gauge starts small again. A silent half-open link is given up by the MQTT keepalive. The next
+attempt follows exponential backoff with jitter (backoff_initial_s doubling up to backoff_max_s,
+reset after a connection that delivered data, a PUBACK or a moved ack, or lasted
+stable_after_s). The reason is logged once per change (uplink_down) and shown on the status.
+This task is the only place that retries the link.
 
-Here: the retry loop and the status. One connection's life is in connection.py; the ranges, their
-encoding and the senders' cursors in ranges.py.
+Here: the retry loop and the status, and the gauge and ledger that outlive a connection. One
+connection's life is in connection.py, its senders in sending.py; the ranges, their encoding,
+the senders' cursors and the ledger in ranges.py.
 """
 
 from __future__ import annotations
@@ -56,8 +70,10 @@ from appliance.store import Delivery
 from appliance.uplink.commands import CommandHandler
 from appliance.uplink.connection import Connection, Publish, describe_failure
 from appliance.uplink.errors import UplinkError
-from appliance.uplink.ranges import Sleep
+from appliance.uplink.flow import LinkGauge
+from appliance.uplink.ranges import Ledger, Sleep
 from appliance.uplink.schema import OFFLINE, ONLINE, encode_status, status_topic
+from appliance.uplink.sending import LinkStalled
 from appliance.uplink.settings import UplinkSettings
 
 log = structlog.get_logger(__name__)
@@ -100,6 +116,13 @@ class Uplink:
         self._started_utc = time.time()
         self._status_topic = status_topic(settings.prefix, settings.gateway)
         self._logged_reason: str | None = None
+        self.gauge = LinkGauge(
+            settings.min_range_bytes,
+            settings.max_message_bytes,
+            settings.max_in_flight,
+            target_ack_s=settings.target_ack_s,
+        )
+        self.ledger = Ledger()
 
     async def run(self) -> None:
         log.info("uplink_started", broker=self.status.broker, ack=self.settings.ack)
@@ -129,9 +152,11 @@ class Uplink:
                 reason = "the broker closed the connection"
             except Exception as exc:  # whatever ends a connection: try again later
                 reason = self._reason(innermost(exc), connection)
+                if isinstance(innermost(exc), LinkStalled):
+                    self.gauge.restart()
             raise_if_cancelling()  # aiomqtt may have swallowed a stop: do not reconnect
             up_for = connection.up_for_s()
-            if up_for is not None and up_for >= self.settings.stable_after_s:
+            if connection.delivered or (up_for or 0.0) >= self.settings.stable_after_s:
                 backoff.reset()
             delay = backoff.next_delay()
             self._went_down(reason, delay, connected=up_for is not None)

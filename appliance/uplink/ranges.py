@@ -1,12 +1,13 @@
 """The outbox's ranges on their way out (PROTOCOL.md): encoded into messages, cut to a byte
-budget, counted while in flight, and the cursors and pace of one connection's two senders."""
+budget, counted while in flight, the cursors and pace of one connection's two senders, and the
+ledger of ranges sent but not yet acknowledged that lets the next connection resume."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appliance.store import OutboxRange
 from appliance.uplink.schema import WireFormat, encode_part, split_range
@@ -28,11 +29,81 @@ class Prepared:
 
 
 @dataclass
-class RangeInFlight:
+class SentRange:
+    """A range as it was split when sent, and which of its parts the broker acknowledged
+    (PUBACK), whatever connection they went on."""
+
     lo: int
     hi: int
+    parts: int
     records: int
-    parts_left: int
+    acked_parts: set[int] = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.acked_parts) == self.parts
+
+
+class Ledger:
+    """The ranges sent and not yet acknowledged, kept across connections (in memory: a restart
+    starts afresh, which the protocol allows). A reconnect re-sends a remembered range with the
+    same bounds and split and only its parts the broker did not acknowledge, so the receiver
+    completes the range from the parts it already has instead of starting a new split; new ranges
+    stop at the next remembered one so the bounds keep lining up."""
+
+    MAX_RANGES = 50_000
+    """Beyond this many remembered ranges new ones are not remembered (they are re-split)."""
+
+    def __init__(self) -> None:
+        self._ranges: dict[int, SentRange] = {}
+
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+    def at(self, lo: int) -> SentRange | None:
+        return self._ranges.get(lo)
+
+    def sent(self, lo: int, hi: int, parts: int, records: int) -> SentRange:
+        """The entry of a range being sent: the remembered one if the bounds and split match,
+        else a new one (a new split starts with no part acknowledged)."""
+        known = self._ranges.get(lo)
+        if known is not None and (known.hi, known.parts) == (hi, parts):
+            return known
+        entry = SentRange(lo, hi, parts, records)
+        if known is not None or len(self._ranges) < self.MAX_RANGES:
+            self._ranges[lo] = entry
+        return entry
+
+    def forget(self, lo: int) -> None:
+        self._ranges.pop(lo, None)
+
+    def forget_up_to(self, acked: int) -> None:
+        """Drop the ranges an acknowledgement covers."""
+        for lo in [lo for lo, entry in self._ranges.items() if entry.hi <= acked]:
+            del self._ranges[lo]
+
+    def forget_acks(self) -> None:
+        """Send every part again (a resend: what the broker took may never have arrived)."""
+        for entry in self._ranges.values():
+            entry.acked_parts.clear()
+
+    def next_start(self, after: int) -> int | None:
+        """The lowest remembered lo above `after` (a new range stops there)."""
+        return min((lo for lo in self._ranges if lo > after), default=None)
+
+    def containing(self, seq: int) -> SentRange | None:
+        """The remembered range with lo < seq <= hi, if any."""
+        for entry in self._ranges.values():
+            if entry.lo < seq <= entry.hi:
+                return entry
+        return None
+
+    def chain_end(self, acked: int) -> int:
+        """ack = "broker": how far the ranges whose every part was acknowledged join up from
+        `acked` (ranges chain exactly: each starts where another ended)."""
+        while (entry := self._ranges.get(acked)) is not None and entry.complete:
+            acked = entry.hi
+        return acked
 
 
 @dataclass
@@ -82,14 +153,6 @@ class Pacer:
 
     def spend(self, records: int) -> None:
         self._next_at = max(self._next_at, time.monotonic()) + records / self._rate
-
-
-def advance_chain(acked: int, completed: dict[int, int]) -> int:
-    """Follow completed ranges (lo -> hi) from `acked` while they join up; the ranges passed
-    are removed from `completed`. Ranges chain exactly: each starts where another ended."""
-    while acked in completed:
-        acked = completed.pop(acked)
-    return acked
 
 
 def encode_range(

@@ -34,7 +34,9 @@ class UplinkSettings:
     replay_records_per_s: float = 1000.0
     wire_format: WireFormat = "binary"
     """How parts are written: "binary" (compact) or "json" (readable, for debugging)."""
-    keepalive_s: int = 60
+    keepalive_s: int = 10
+    """MQTT keepalive: a link silent this long gets a PINGREQ, and is given up when nothing
+    comes back for as long again (a half-open link with nothing to send)."""
     ack_timeout_s: float = 120.0
     """ack = "receiver": resend the unacknowledged records after this long without progress."""
     ack_timeout_max_s: float = 3600.0
@@ -42,22 +44,34 @@ class UplinkSettings:
     first_ack_wait_s: float = 2.0
     """ack = "receiver": how long a new connection waits for the retained ack before sending."""
     max_in_flight: int = 32
-    """Publishes awaiting their PUBACK at once (NOTES.md: 1 at a time ~720 msg/s)."""
+    """Publishes awaiting their PUBACK at once, at most (NOTES.md: 1 at a time ~720 msg/s); the
+    window follows the link's measured rate below this (flow.py)."""
+    min_range_bytes: int = 4096
+    """The smallest range budget: where a connection starts, and the floor on a thin link."""
+    target_ack_s: float = 4.0
+    """The window holds about this long of the link's measured rate (a live part handed over
+    behind it is acknowledged within about this)."""
+    live_batch_s: float = 5.0
+    """Live records are gathered this long into one range (an alert goes at once)."""
+    stall_timeout_s: float = 20.0
+    """End the connection when messages are in flight and no PUBACK came for this long."""
     backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
+    backoff_max_s: float = 30.0
     stable_after_s: float = 30.0
-    """A connection that lasted this long resets the reconnect backoff."""
+    """A connection that lasted this long resets the reconnect backoff (so does one that
+    delivered data)."""
     poll_s: float = 5.0
     """Look for new records this often even without a wake-up from the store writer."""
     status_every_s: float = 2.0
     """Refresh backlog size and age on the status board this often."""
     connect_timeout_s: float = 15.0
-    publish_timeout_s: float = 60.0
     version: str = __version__
 
     def __post_init__(self) -> None:
         if self.max_records_per_message < 1 or self.max_in_flight < 1:
             raise ValueError("max_records_per_message and max_in_flight must be at least 1")
+        if not (self.stall_timeout_s > 0 and self.live_batch_s >= 0):
+            raise ValueError("stall_timeout_s must be positive and live_batch_s not negative")
         if not self.replay_records_per_s > 0:
             raise ValueError("replay_records_per_s must be positive")
 
@@ -83,6 +97,8 @@ def uplink_settings(gateway: str, config: UplinkConfig) -> UplinkSettings:
         wire_format=config.format,
         keepalive_s=config.keepalive_s,
         ack_timeout_s=config.ack_timeout_s,
+        stall_timeout_s=config.stall_timeout_s,
+        live_batch_s=config.live_batch_s,
     )
 
 

@@ -12,7 +12,7 @@ from appliance.records import FeatureVector
 from appliance.store import OutboxRange
 from appliance.uplink.connection import describe_failure
 from appliance.uplink.errors import UplinkError
-from appliance.uplink.ranges import Cursors, advance_chain, encode_range
+from appliance.uplink.ranges import Cursors, Ledger, encode_range
 from appliance.uplink.schema import decode_part
 from appliance.uplink.settings import UplinkSettings
 
@@ -58,14 +58,32 @@ def test_a_single_record_larger_than_the_limit_still_goes_alone() -> None:
 
 
 def test_broker_acks_move_only_over_ranges_that_join_up_from_the_acknowledged_seq() -> None:
-    completed = {16: 24}  # the live tail got its PUBACKs first
+    ledger = Ledger()
+    live = ledger.sent(16, 24, parts=1, records=8)
+    live.acked_parts.add(0)  # the live tail got its PUBACK first
 
-    assert advance_chain(0, completed) == 0
-    completed[8] = 16
-    assert advance_chain(0, completed) == 0, "(0, 8] still in flight"
-    completed[0] = 8
-    assert advance_chain(0, completed) == 24
-    assert completed == {}
+    assert ledger.chain_end(0) == 0
+    ledger.sent(8, 16, parts=1, records=8).acked_parts.add(0)
+    first = ledger.sent(0, 8, parts=2, records=8)
+    first.acked_parts.add(1)
+    assert ledger.chain_end(0) == 0, "(0, 8] has a part in flight"
+    first.acked_parts.add(0)
+    assert ledger.chain_end(0) == 24
+    ledger.forget_up_to(24)
+    assert len(ledger) == 0
+
+
+def test_the_ledger_keeps_a_split_and_its_acknowledged_parts_until_it_changes() -> None:
+    ledger = Ledger()
+    ledger.sent(0, 8, parts=3, records=8).acked_parts.add(1)
+
+    assert ledger.sent(0, 8, parts=3, records=8).acked_parts == {1}, "resumed as it was"
+    assert ledger.next_start(-1) == 0 and ledger.next_start(0) is None
+    assert ledger.containing(5) is ledger.at(0) and ledger.containing(9) is None
+    assert ledger.sent(0, 8, parts=2, records=6).acked_parts == set(), "a new split starts over"
+    ledger.at(0).acked_parts.add(0)  # type: ignore[union-attr]
+    ledger.forget_acks()
+    assert ledger.at(0).acked_parts == set()  # type: ignore[union-attr]
 
 
 def test_an_ack_skips_the_backlog_it_covers_and_a_rewind_resends_from_it() -> None:

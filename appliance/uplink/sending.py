@@ -1,0 +1,340 @@
+"""What one connection puts on the link (connection.py runs it): the live sender (records
+gathered for up to live_batch_s, at once when an alert is among them), the backlog sender
+(oldest first, at replay_records_per_s), a window of parts awaiting their PUBACK sized by the
+link gauge (flow.py) in which live parts go before backlog parts and a range's alerts before its
+other parts, and the watch that ends a connection whose PUBACKs stopped coming (stall_timeout_s).
+
+Ranges remembered in the ledger (ranges.py) are re-sent with their bounds and split, and only
+their parts the broker has not acknowledged; new ranges stop where a remembered one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from typing import Protocol
+
+import aiomqtt
+
+from appliance.records import Alert
+from appliance.store import Delivery, OutboxRange
+from appliance.uplink.errors import UplinkError
+from appliance.uplink.flow import LinkGauge
+from appliance.uplink.ranges import (
+    Cursors,
+    Ledger,
+    Pacer,
+    Prepared,
+    SentRange,
+    Sleep,
+    encode_range,
+)
+from appliance.uplink.settings import UplinkSettings
+
+ALERT_LEVEL = "/alerts/"
+"""A data topic's kind level (`<prefix>/<gateway>/alerts/<asset>`)."""
+RESUME_SLACK = 2
+"""A remembered range is re-sent as it was while its unacknowledged parts are within this many
+range budgets; larger (the link got thinner) it is split anew."""
+
+
+class LinkStalled(UplinkError):
+    """No PUBACK for stall_timeout_s while messages were in flight."""
+
+
+class PartWindow:
+    """At most `capacity` parts awaiting their PUBACK; urgent (live) waiters are let in before
+    the others; the capacity follows the gauge."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
+            True: collections.deque(),
+            False: collections.deque(),
+        }
+
+    async def acquire(self, *, urgent: bool) -> None:
+        ahead = self._waiting[True] or (not urgent and self._waiting[False])
+        if self.in_use < self.capacity and not ahead:
+            self.in_use += 1
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting[urgent].append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # let in just as it was cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting[urgent].remove(granted)
+            raise
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._let_in()
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._let_in()
+
+    def _let_in(self) -> None:
+        while self.in_use < self.capacity:
+            queue = self._waiting[True] or self._waiting[False]
+            if not queue:
+                return
+            granted = queue.popleft()
+            if not granted.done():
+                self.in_use += 1
+                granted.set_result(None)
+
+
+class LinkWatch:
+    """Every QoS 1 publish of a connection goes through `publish`, which waits for its PUBACK
+    however long the link takes; `watch` raises LinkStalled when messages are in flight and no
+    PUBACK came for `stall_timeout_s` (a half-open link, or one far thinner than what was put
+    on it). Time spent waiting for room in the window is not counted: only the link's."""
+
+    def __init__(self, client: aiomqtt.Client, stall_timeout_s: float) -> None:
+        self._client = client
+        self.stall_timeout_s = stall_timeout_s
+        self.in_flight = 0
+        self.pubacks = 0
+        self._progress_at = time.monotonic()
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        if self.in_flight == 0:
+            self._progress_at = time.monotonic()  # the clock runs only while one is in flight
+        self.in_flight += 1
+        try:
+            await self._client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
+        finally:
+            self.in_flight -= 1
+        self._progress_at = time.monotonic()
+        self.pubacks += 1
+
+    async def watch(self) -> None:
+        period = min(1.0, self.stall_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            waited = time.monotonic() - self._progress_at
+            if self.in_flight and waited >= self.stall_timeout_s:
+                raise LinkStalled(
+                    f"no PUBACK for {waited:.0f} s with {self.in_flight} message(s) in flight "
+                    "(the link stalled: half-open, or too thin for what was in flight)"
+                )
+
+
+class SendingState(Protocol):
+    """What the senders share with their connection and the uplink that outlives it."""
+
+    @property
+    def gauge(self) -> LinkGauge: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def new_data(self) -> asyncio.Event: ...
+    @property
+    def pace(self) -> Sleep: ...
+
+    def sending(self) -> None:
+        """Records are about to be outstanding (the ack timeout's clock starts)."""
+
+    async def part_acknowledged(self, size: int, entry: SentRange, completed: bool) -> None:
+        """The broker acknowledged a part of `size` bytes of `entry`; `completed`: its last."""
+
+
+class Senders:
+    """The live and backlog senders of one connection, over the uplink's gauge and ledger."""
+
+    def __init__(
+        self,
+        settings: UplinkSettings,
+        delivery: Delivery,
+        watch: LinkWatch,
+        group: asyncio.TaskGroup,
+        state: SendingState,
+    ) -> None:
+        self._settings = settings
+        self._delivery = delivery
+        self._watch = watch
+        self._group = group
+        self._state = state
+        self._gauge = state.gauge
+        self._ledger = state.ledger
+        self._window = PartWindow(state.gauge.window)
+        self.cursors = Cursors(0, 0, 0, 0)
+        self.live_started = asyncio.Event()
+        self.rewound = asyncio.Event()
+
+    def start(self, acked: int, last_seq: int) -> None:
+        """Cursors for a new connection: live from the newest range's worth of records (at the
+        start of the remembered range that holds it), the backlog (acked, live start] after."""
+        self._ledger.forget_up_to(acked)
+        live = max(acked, last_seq - self._read_limit())
+        remembered = self._ledger.containing(live)
+        if remembered is not None and remembered.lo >= acked:
+            live = remembered.lo
+        self.cursors = Cursors(acked, live, acked, live)
+
+    def rewind(self) -> None:
+        """Send everything unacknowledged again, every part of it."""
+        self.cursors.rewind()
+        self._ledger.forget_acks()
+        self.rewound.set()
+
+    async def send_gap(self, acked: int) -> None:
+        """The gap (0, acked] declared at connect (PROTOCOL.md, "Where the chain starts")."""
+        s = self._settings
+        gap = encode_range(OutboxRange(0, acked, []), s.gateway, s.prefix, 1)
+        ((topic, payload),) = gap.messages
+        await self._window.acquire(urgent=True)
+        try:
+            await self._watch.publish(topic, payload)
+        finally:
+            self._window.release()
+
+    async def run_live(self) -> None:
+        s = self._settings
+        new_data = self._state.new_data
+        gathering_since = -math.inf  # what waited through the connect goes at once
+        while True:
+            new_data.clear()  # before reading: a record stored meanwhile sets it again
+            limit = self._read_limit()
+            found = await self._next(self.cursors.live, None, limit)
+            if found is None:
+                self.live_started.set()
+                gathering_since = math.nan
+                await wait_for(new_data, s.poll_s)
+                continue
+            if math.isnan(gathering_since):
+                gathering_since = time.monotonic()
+            left = gathering_since + s.live_batch_s - time.monotonic()
+            if left > 0 and not goes_at_once(found, limit):
+                await wait_for(new_data, min(left, s.poll_s))
+                continue
+            prepared = await self._encode(found)
+            await self.send(prepared, urgent=True)
+            self.cursors.live = prepared.hi
+            if isinstance(found, OutboxRange) and prepared.hi == found.hi:
+                gathering_since = math.nan  # all sent; else the rest has waited long enough
+
+    async def run_backlog(self) -> None:
+        pacer = Pacer(self._settings.replay_records_per_s, self._state.pace)
+        await self.live_started.wait()
+        cursors = self.cursors
+        while True:
+            while cursors.backlog < cursors.backlog_end:
+                epoch = cursors.epoch
+                await pacer.wait()
+                found = await self._next(cursors.backlog, cursors.backlog_end, self._read_limit())
+                if found is None:
+                    break
+                prepared = await self._encode(found)
+                pacer.spend(prepared.records)
+                await self.send(prepared, urgent=False)
+                cursors.backlog_sent(prepared.hi, epoch)
+            await self.rewound.wait()
+            self.rewound.clear()
+
+    def _read_limit(self) -> int:
+        gauge = self._gauge
+        return min(self._settings.max_records_per_message, gauge.records_for(gauge.range_bytes))
+
+    async def _next(self, lo: int, up_to: int | None, limit: int) -> Prepared | OutboxRange | None:
+        """The remembered range at `lo` ready to re-send, or the records of a new one."""
+        resumed = await self._resume(lo)
+        if resumed is not None:
+            return resumed
+        bound = self._ledger.next_start(lo)
+        if up_to is not None:
+            bound = up_to if bound is None else min(bound, up_to)
+        return await self._delivery.outbox_range(lo, limit, bound)
+
+    async def _resume(self, lo: int) -> Prepared | None:
+        known = self._ledger.at(lo)
+        if known is None:
+            return None
+        if known.complete:  # the broker has every part: nothing to send
+            return Prepared(known.lo, known.hi, known.records, [])
+        found = await self._delivery.outbox_range(lo, known.hi - lo, known.hi)
+        if found is not None:
+            prepared = await asyncio.to_thread(
+                encode_range, found, self._settings.gateway, self._settings.prefix, 2**62
+            )
+            left = sum(
+                len(payload)
+                for part, (_, payload) in enumerate(prepared.messages)
+                if part not in known.acked_parts
+            )
+            same_split = (prepared.hi, len(prepared.messages)) == (known.hi, known.parts)
+            if same_split and left <= RESUME_SLACK * self._gauge.range_bytes:
+                return prepared
+        self._ledger.forget(lo)  # split anew (rows evicted meanwhile, or too big for the link)
+        return None
+
+    async def _encode(self, found: Prepared | OutboxRange) -> Prepared:
+        if isinstance(found, Prepared):
+            return found
+        # Encoding hundreds of records takes a while: keep it off the event loop.
+        prepared = await asyncio.to_thread(
+            encode_range,
+            found,
+            self._settings.gateway,
+            self._settings.prefix,
+            self._gauge.range_bytes,
+        )
+        self._gauge.encoded(prepared.records, sum(len(p) for _, p in prepared.messages))
+        return prepared
+
+    async def send(self, prepared: Prepared, *, urgent: bool) -> None:
+        """Hand every part not yet acknowledged to the client (alerts first), each when the
+        window has room; one task per part awaits its PUBACK."""
+        if not prepared.messages:
+            return
+        self._state.sending()
+        parts = len(prepared.messages)
+        entry = self._ledger.sent(prepared.lo, prepared.hi, parts, prepared.records)
+        for part, topic, payload in alerts_first(prepared.messages):
+            if part in entry.acked_parts:
+                continue
+            await self._window.acquire(urgent=urgent)
+            self._group.create_task(self._publish(topic, payload, entry, part))
+
+    async def _publish(self, topic: str, payload: bytes, entry: SentRange, part: int) -> None:
+        handed_at = time.monotonic()
+        try:
+            await self._watch.publish(topic, payload)
+        finally:
+            self._window.release()
+        self._gauge.acknowledged(len(payload), handed_at, time.monotonic())
+        self._window.resize(self._gauge.window)
+        was_complete = entry.complete
+        entry.acked_parts.add(part)
+        completed = entry.complete and not was_complete
+        await self._state.part_acknowledged(len(payload), entry, completed)
+
+
+def alerts_first(messages: list[tuple[str, bytes]]) -> list[tuple[int, str, bytes]]:
+    """(part number, topic, payload), the alert parts first, the rest in part order."""
+    numbered = [(part, topic, payload) for part, (topic, payload) in enumerate(messages)]
+    return sorted(numbered, key=lambda item: ALERT_LEVEL not in item[1])
+
+
+def goes_at_once(found: Prepared | OutboxRange, limit: int) -> bool:
+    """A live range that does not wait for more records: a remembered one, one that holds an
+    alert, or one as large as a range may be."""
+    if isinstance(found, Prepared):
+        return True
+    records = found.records
+    return len(records) >= limit or any(isinstance(record, Alert) for _, record in records)
+
+
+async def wait_for(event: asyncio.Event, timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):  # not wait_for: see serial_link._read
+            await event.wait()
