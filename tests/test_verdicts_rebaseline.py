@@ -137,7 +137,7 @@ async def test_a_real_fault_changes_nothing_and_a_repeated_not_a_fault_is_applie
 
         false_alarm = EpisodeVerdict(ASSET, raised.t, "not_a_fault", "anna", raised.t + 70)
         await stage.verdicts.judge(false_alarm, raised.severity)
-        assert stage.verdicts.take_pending(ASSET) == [false_alarm]
+        assert [p.verdict for p in stage.verdicts.take_pending(ASSET)] == [false_alarm]
         await stage.verdicts.judge(false_alarm, raised.severity)
         assert stage.verdicts.take_pending(ASSET) == [], "already said: not applied again"
 

@@ -113,9 +113,9 @@ def _apply_verdicts(
     board: StatusBoard,
     alerts: list[Alert],
 ) -> None:
-    for verdict in verdicts.take_pending(vector.asset):
-        errors = episode_errors.of(vector.asset, verdict.raised_t)
-        cleared = apply_not_a_fault(detector, verdict, errors, vector.window_end)
+    for false_alarm in verdicts.take_pending(vector.asset):
+        errors = episode_errors.of(false_alarm)
+        cleared = apply_not_a_fault(detector, false_alarm.verdict, errors, vector.window_end)
         if cleared is not None:
             board.asset(vector.asset).alarm = None
             alerts.append(cleared)

@@ -5,9 +5,10 @@ outbox, one transaction: DetectorStates.add_verdict) and hands each new "not a f
 detect stage, the one owner of the detectors. There, before the asset's next window is scored,
 `apply_not_a_fault` teaches the adaptive threshold that the episode's windows were normal (their
 errors join the baseline, so the next windows like them stop alarming) and, if the episode is
-still open, clears it with an anomaly_cleared alert that says why. `EpisodeErrors` keeps the
-errors of each asset's recent episodes for that (bounded; in memory, so a verdict on an episode
-from before a restart is kept and sent but teaches the threshold nothing).
+still open, clears it with an anomaly_cleared alert that says why. The episode's errors come
+from two places, merged by window time: `EpisodeErrors`, the detect stage's memory of each
+asset's recent episodes (bounded; what the store writer may not have written yet), and the
+store's scores, read when the verdict is given (the windows from before a restart).
 
 A "real fault" changes nothing on the gateway; like every verdict it labels the episode's
 windows for training (`appliance train`, the receiver's export).
@@ -18,11 +19,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from appliance.detect.acks import check_name
 from appliance.detect.scorer import AssetDetector, CommissionedDuringWarmup
+from appliance.errors import StoreError
 from appliance.records import Alert, EpisodeVerdict, Score, Severity
 from appliance.store import DetectorStates
 from appliance.uplink.schema.verdicts import VERDICT_WORDS, verdict_alert
@@ -34,6 +37,18 @@ EPISODES_KEPT = 8
 """Recent episodes per asset whose errors are kept for a verdict."""
 ERRORS_KEPT = 1000
 """Errors kept per episode (the adaptive baseline's default window): the latest ones."""
+
+TimedError = tuple[float, float]
+"""(window time, error) of one scored window."""
+
+
+@dataclass(frozen=True, slots=True)
+class FalseAlarm:
+    """A first "not a fault" on an episode, for the detect stage, with the episode's errors the
+    store held when it was given."""
+
+    verdict: EpisodeVerdict
+    stored_errors: tuple[TimedError, ...] = ()
 
 
 class EpisodeVerdicts:
@@ -50,7 +65,7 @@ class EpisodeVerdicts:
         self._store = store
         self._on_stored = on_stored
         self._verdicts = {(v.asset, v.raised_t): v for v in stored}
-        self._pending: dict[str, list[EpisodeVerdict]] = {}
+        self._pending: dict[str, list[FalseAlarm]] = {}
         self._taught: set[tuple[str, float]] = set()
         """Episodes already handed to the detect stage: a false alarm teaches the threshold once."""
 
@@ -79,16 +94,32 @@ class EpisodeVerdicts:
         self._verdicts[episode] = verdict
         if verdict.verdict == "not_a_fault" and episode not in self._taught:
             self._taught.add(episode)
-            self._pending.setdefault(verdict.asset, []).append(verdict)
+            false_alarm = FalseAlarm(verdict, await self._stored_errors(verdict))
+            self._pending.setdefault(verdict.asset, []).append(false_alarm)
         log.info(
             "episode_judged", asset=verdict.asset, raised_t=verdict.raised_t,
             verdict=verdict.verdict, by=verdict.by,
         )  # fmt: skip
         return verdict
 
-    def take_pending(self, asset: str) -> list[EpisodeVerdict]:
+    def take_pending(self, asset: str) -> list[FalseAlarm]:
         """The "not a fault" verdicts on `asset` not yet applied (the detect stage's inbox)."""
         return self._pending.pop(asset, [])
+
+    async def _stored_errors(self, verdict: EpisodeVerdict) -> tuple[TimedError, ...]:
+        """The episode's windows in the store; none (logged) if it cannot be read: the verdict
+        is kept all the same and teaches what the detect stage still holds."""
+        if self._store is None:
+            return ()
+        try:
+            errors = await self._store.episode_errors(verdict.asset, verdict.raised_t, ERRORS_KEPT)
+        except StoreError as exc:
+            log.error(
+                "episode_errors_unreadable", asset=verdict.asset, raised_t=verdict.raised_t,
+                reason=str(exc),
+            )  # fmt: skip
+            return ()
+        return tuple(errors)
 
 
 def check_note(note: str) -> str:
@@ -103,7 +134,7 @@ class EpisodeErrors:
     """The errors of each asset's recent alarm episodes, by raise time (the detect stage's)."""
 
     def __init__(self) -> None:
-        self._episodes: dict[str, OrderedDict[float, list[float]]] = {}
+        self._episodes: dict[str, OrderedDict[float, list[TimedError]]] = {}
 
     def record(self, detector: AssetDetector, scored: object) -> None:
         """After a window: keep its error if `scored` (the window's last record) is its Score
@@ -111,18 +142,22 @@ class EpisodeErrors:
         alarm = detector.alarm
         if not (isinstance(scored, Score) and alarm.active and math.isfinite(scored.error)):
             return
-        error = scored.error
         episodes = self._episodes.setdefault(detector.asset, OrderedDict())
         errors = episodes.setdefault(alarm.since, [])
-        errors.append(error)
+        errors.append((scored.t, scored.error))
         if len(errors) > ERRORS_KEPT:
             del errors[0]
         while len(episodes) > EPISODES_KEPT:
             episodes.popitem(last=False)
 
-    def of(self, asset: str, raised_t: float) -> list[float]:
-        episodes = self._episodes.get(asset)
-        return list(episodes.get(raised_t, [])) if episodes is not None else []
+    def of(self, false_alarm: FalseAlarm) -> list[float]:
+        """The errors of the episode `false_alarm` names, oldest first, the latest ERRORS_KEPT:
+        the store's and those kept here, one per window."""
+        verdict = false_alarm.verdict
+        episodes = self._episodes.get(verdict.asset)
+        kept = episodes.get(verdict.raised_t, []) if episodes is not None else []
+        by_t = dict(false_alarm.stored_errors) | dict(kept)
+        return [by_t[t] for t in sorted(by_t)][-ERRORS_KEPT:]
 
 
 def apply_not_a_fault(
@@ -147,8 +182,8 @@ def apply_not_a_fault(
     taught = (
         f"the threshold learnt {learnt} of its windows as normal"
         if learnt
-        else "the threshold learnt nothing from it (fixed threshold, or its windows are not "
-        "kept since a restart)"
+        else "the threshold learnt nothing from it (a fixed threshold, or none of its windows "
+        "is stored)"
     )
     message = (
         f"{verdict.asset}: anomaly cleared: {verdict.by} said it was "

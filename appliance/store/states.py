@@ -16,7 +16,7 @@ from appliance.records import Alert, EpisodeVerdict
 from appliance.store import outbox
 from appliance.store.codec import decode_state, encode_record, encode_state
 from appliance.store.database import Database
-from appliance.store.verdicts import load_verdicts, save_verdict
+from appliance.store.verdicts import episode_errors, load_verdicts, save_verdict
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +172,15 @@ class DetectorStates:
 
     async def verdicts(self) -> list[EpisodeVerdict]:
         return await self._db.read("episode verdicts", load_verdicts)
+
+    async def episode_errors(
+        self, asset: str, raised_t: float, limit: int
+    ) -> list[tuple[float, float]]:
+        """(t, error) of the latest `limit` stored windows of the episode, oldest first."""
+        return await self._db.read(
+            f"the errors of {asset}'s anomaly of t={raised_t!r}",
+            lambda db: episode_errors(db, asset, raised_t, limit),
+        )
 
     async def _keep_with_record(
         self, what: str, keep: Callable[[sqlite3.Connection], None], record: Alert
