@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import tzinfo
 from typing import TextIO
 
 from appliance.records import Alert, FeatureVector
@@ -16,8 +16,19 @@ from appliance.status_snapshot import (
     SmsSnapshot,
     StatusSnapshot,
     UplinkSnapshot,
+    overview,
     sms_snapshot,
     snapshot,
+)
+from appliance.status_snapshot.humanize import (
+    duration,
+    feature_unit,
+    number,
+    quantity,
+    rate,
+    size,
+    time_text,
+    unit_shown,
 )
 
 RECENT_SHOWN = 5
@@ -56,65 +67,76 @@ class SummaryPrinter:
         return self.render_snapshot(snapshot(self._board, time.time()), elapsed_s)
 
     def render_snapshot(self, status: StatusSnapshot, elapsed_s: float | None) -> str:
-        """`status` as text; `elapsed_s` None shows sample totals instead of rates."""
+        """`status` as text; `elapsed_s` None shows sample totals instead of rates. States in
+        the page's words (status_snapshot/states.py), values with the config's units."""
         title = "final" if elapsed_s is None else "up"
         heading = f"{self._heading()}  " if self._heading is not None else ""
-        lines = [f"{heading}── {status.gateway_id}  {title} {status.uptime_s:5.0f} s " + "─" * 40]
+        uptime = duration(status.uptime_s)
+        lines = [f"{heading}── {status.gateway_id}  {title} {uptime} " + "─" * 40]
+        lines.append(_overview_line(status))
         for asset in status.assets:
-            rates = []
-            for channel, count in asset.samples.items():
-                before = self._previous.get((asset.name, channel), 0)
-                self._previous[(asset.name, channel)] = count
-                if elapsed_s is None:
-                    rates.append(f"{channel} {count} samples")
-                else:
-                    rates.append(f"{channel} {(count - before) / elapsed_s:6.0f}/s")
-            lines.append(f"{asset.name:14s} vectors {asset.vectors:5d}  " + "  ".join(rates))
-            lines.append("    " + _verdict_line(asset))
-            if asset.sensor_faults:
-                faults = ", ".join(
-                    f"{channel} {' + '.join(rules)}"
-                    for channel, rules in asset.sensor_faults.items()
-                )
-                lines.append(f"    SENSOR FAULT: {faults}")
+            lines.append(f"{asset.name:14s} {asset.state.words.upper()}: {asset.state.reason}")
+            samples = "  ".join(self._samples(asset, elapsed_s))
+            lines.append(f"    vectors {asset.vectors}  {samples}")
+            lines.append("    " + _score_line(asset))
             if asset.latest is not None:
-                lines.extend("    " + line for line in _feature_lines(asset.latest))
+                lines.extend("    " + line for line in _feature_lines(asset.latest, asset.units))
         if status.alerts is not None:
-            lines.extend(_alert_lines(status.alerts))
+            lines.extend(_alert_lines(status.alerts, status.zone))
         if status.sms is not None:
             lines.extend(sms_lines(status.sms, final=elapsed_s is None, now=status.now))
         lines.extend(_link_lines(status))
         return "\n".join(lines)
 
+    def _samples(self, asset: AssetSnapshot, elapsed_s: float | None) -> list[str]:
+        """Each channel, its unit, and its samples: the rate since the last print, or (final)
+        the total."""
+        shown = []
+        for channel, count in asset.samples.items():
+            before = self._previous.get((asset.name, channel), 0)
+            self._previous[(asset.name, channel)] = count
+            unit = unit_shown(asset.units.get(channel, ""))
+            name = f"{channel} ({unit})" if unit else channel
+            if elapsed_s is None:
+                shown.append(f"{name} {count} samples")
+            else:
+                shown.append(f"{name} {rate((count - before) / elapsed_s)}")
+        return shown
 
-def _verdict_line(asset: AssetSnapshot) -> str:
+
+def _overview_line(status: StatusSnapshot) -> str:
+    """The page's header in one line: "ALARM: 1 machine in alarm: compressor-2"."""
+    view = overview(status)
+    problems = f"  gateway: {'; '.join(view.problems)}" if view.problems else ""
+    return f"{view.words.upper()}: {view.headline}{problems}"
+
+
+def _score_line(asset: AssetSnapshot) -> str:
     score = asset.latest_score
-    state = f"ALARM ({asset.alarm})" if asset.alarm else "ok"
-    if score is None:  # e.g. just after a restart: an alarm still open is shown at once
-        return f"{asset.model}  ALARM ({asset.alarm})" if asset.alarm else asset.model
+    if score is None:  # e.g. just after a restart: the state above already says an alarm
+        return asset.model
     because = f"  top: {', '.join(score.contributors)}" if score.contributors else ""
     latency = (
         f"  (scored in {asset.inference_s * 1e3:.2f} ms)" if asset.inference_s is not None else ""
     )
     return (
-        f"score {_fmt(score.error)} / threshold {_fmt(score.threshold)}  {state}  "
+        f"{asset.model}  score {number(score.error)} / threshold {number(score.threshold)}  "
         f"anomalous windows {asset.anomalous_windows}/{asset.scores}{latency}{because}"
     )
 
 
-def _alert_lines(alerts: AlertsSnapshot) -> list[str]:
+def _alert_lines(alerts: AlertsSnapshot, zone: tzinfo) -> list[str]:
     lines = [f"alerts: {len(alerts.open)} open, {alerts.passed_on} since start"]
     for shown in alerts.open:
         by = f"acknowledged by {shown.ack.by}" if shown.ack is not None else "not acknowledged"
-        lines.append(f"  open {_alert_line(shown.alert)}  [{by}]")
+        lines.append(f"  open {_alert_line(shown.alert, zone)}  [{by}]")
     for alert in alerts.recent[-RECENT_SHOWN:]:
-        lines.append(f"    {_alert_line(alert)}")
+        lines.append(f"    {_alert_line(alert, zone)}")
     return lines
 
 
-def _alert_line(alert: Alert) -> str:
-    clock = time.strftime("%H:%M:%S", time.localtime(alert.t))
-    return f"{clock} {alert.severity:8s} {alert.kind:22s} {alert.message}"
+def _alert_line(alert: Alert, zone: tzinfo) -> str:
+    return f"{time_text(alert.t, zone)} {alert.severity:8s} {alert.kind:22s} {alert.message}"
 
 
 def sms_lines(
@@ -158,7 +180,7 @@ def sms_lines(
         lines.append("    SIM PIN REFUSED: not tried again until the configured PIN changes")
     if sms.oldest_queued_utc is not None and sms.queued:
         age = max(0.0, now - sms.oldest_queued_utc)
-        lines.append(f"    oldest queued {_duration(age)} ago")
+        lines.append(f"    oldest queued {duration(age)} ago")
     if sms.last_given_up is not None:
         lines.append(f"    GIVEN UP: {sms.last_given_up}")
     problem = sms.last_send_error or (modem.last_error if not modem.ready else None)
@@ -172,13 +194,16 @@ def sms_lines(
     return lines
 
 
-def _feature_lines(vector: FeatureVector) -> list[str]:
+def _feature_lines(vector: FeatureVector, units: Mapping[str, str]) -> list[str]:
+    """Per channel, its main features with their units: "accel_x  rms 0.512 g  peak 1.37 g"."""
     values = vector.as_dict()
     channels: dict[str, list[str]] = {}
     for name, value in values.items():
         channel, _, feature = name.partition(".")
         if feature in VIBRATION_SHOWN or (feature == "mean" and f"{channel}.rms" not in values):
-            channels.setdefault(channel, []).append(f"{feature} {_fmt(value)}")
+            unit = feature_unit(feature, units.get(channel, ""))
+            words = feature.replace("_", " ")
+            channels.setdefault(channel, []).append(f"{words} {quantity(value, unit)}")
     return [f"{channel:14s} " + "  ".join(parts) for channel, parts in channels.items()]
 
 
@@ -201,7 +226,7 @@ def _link_lines(status: StatusSnapshot) -> list[str]:
     if status.store is not None:
         st = status.store
         lines.append(
-            f"store: rows {st.rows_written}  {st.bytes / 1e6:.1f} MB  evicted "
+            f"store: rows {st.rows_written}  {size(st.bytes)}  evicted "
             f"{st.evicted}  write errors {st.write_errors}  "
             f"refused {st.rejected_records}"
         )
@@ -216,29 +241,15 @@ def _link_lines(status: StatusSnapshot) -> list[str]:
 def _uplink_lines(up: UplinkSnapshot) -> list[str]:
     state = "connected" if up.connected else f"DOWN ({up.state})"
     age = up.backlog_age_s
-    oldest = f", oldest {_duration(age)} old" if age is not None and up.backlog_records else ""
+    oldest = f", oldest {duration(age)} old" if age is not None and up.backlog_records else ""
     lines = [
         f"uplink {up.broker}: {state}  backlog {up.backlog_records} records{oldest}  "
         f"acked seq {up.acked_seq} of {up.last_seq} (ack by {up.ack_mode})",
         f"    sent {up.published_records} records in {up.published_ranges} ranges "
-        f"({up.published_messages} messages, {up.published_bytes / 1e6:.1f} MB)  "
+        f"({up.published_messages} messages, {size(up.published_bytes)})  "
         f"reconnects {up.reconnects}  resends {up.resends}  "
         f"lost before delivery {up.lost_before_delivery}",
     ]
     if up.last_error and up.connected:
         lines.append(f"    last error: {up.last_error}")
     return lines
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _fmt(value: float) -> str:
-    if math.isnan(value):
-        return "nan"
-    return f"{value:.4g}"

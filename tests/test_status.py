@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,12 +17,12 @@ from appliance.capture.serial_link import SerialStats
 from appliance.detect.acks import AlertAcks
 from appliance.detect.routing import AlertRouter, run_alert_stage
 from appliance.ota.manager import ModelsStatus, Outcome
-from appliance.records import Alert, Score
+from appliance.records import Alert, FeatureVector, Score
 from appliance.sms.modem import ModemHealth
 from appliance.sms.policy import PolicyCounts
 from appliance.sms.sender import SmsStatus
 from appliance.status import StatusBoard, UplinkStatus
-from appliance.status_snapshot import AckSnapshot, snapshot
+from appliance.status_snapshot import AckSnapshot, overview, snapshot
 from appliance.store import StoredRecord, StoreStats
 from appliance.summary import SummaryPrinter
 from appliance.web.metrics import metrics_registry, render_metrics
@@ -118,14 +120,45 @@ def test_snapshot_of_a_bare_board() -> None:
 def test_summary_renders_the_snapshot() -> None:
     board = built_board()
     text = SummaryPrinter(board, io.StringIO()).render_snapshot(snapshot(board, T0 + 30), 1.0)
-    assert text.startswith("── gw-1  up    30 s")
+    assert text.startswith("── gw-1  up 30 s ─")
     assert "alerts: 2 open, 2 since start" in text
     assert "[acknowledged by anna]" in text and "[not acknowledged]" in text
-    assert "SENSOR FAULT: temp flatline" in text
-    assert "store: rows 12  0.0 MB  evicted 3" in text
+    assert "ALARM: score 0.900 over threshold 0.500 while temp flatline" in text
+    assert "store: rows 12  4.1 kB  evicted 3" in text
     assert "backlog 4 records, oldest 20 s old" in text
     assert "queues: vectors 1  (full waits: {'store': 3})" in text
     assert "sms: modem /dev/ttyUSB2 up (home" in text
+
+
+def test_summary_says_states_in_the_pages_words_and_values_with_their_units() -> None:
+    """The terminal says what the page's header and cards say (status_snapshot's states and
+    overview), with the config's units on the sample rates and the features, and times with
+    their date and zone."""
+    board = built_board()
+    pump = board.asset("pump-1")
+    pump.units.update(vib="g", temp="degC")
+    names = ("vib.rms", "vib.peak", "vib.crest_factor", "temp.mean")
+    pump.latest = FeatureVector("pump-1", T0 + 5, names, np.array([0.512, 1.37, 2.7, 41.25]))
+    fan = board.asset("fan-3")
+    fan.samples["vib"] = 5
+    fan.model = "commissioning (12 of 600 windows)"
+    fan.latest = FeatureVector("fan-3", T0 + 29, ("vib.rms",), np.array([0.1]))
+    printer = SummaryPrinter(board, io.StringIO())
+    status = snapshot(board, T0 + 30)
+    lines = printer.render_snapshot(status, 10.0).splitlines()
+
+    states = {asset.name: asset.state for asset in status.assets}
+    assert lines[1] == f"ALARM: {overview(status).headline}" == "ALARM: 1 machine in alarm: pump-1"
+    for name in ("pump-1", "fan-3"):
+        line = next(line for line in lines if line.startswith(name))
+        assert line.split(None, 1)[1] == f"{states[name].words.upper()}: {states[name].reason}"
+    assert states["fan-3"].condition == "commissioning"
+    assert "    vectors 7  vib (g) 100/s  temp (°C) 1.0/s" in lines
+    assert "    vib            rms 0.512 g  peak 1.37 g  crest factor 2.70" in lines
+    assert "    temp           mean 41.2 °C" in lines
+    assert any(re.match(r"  open \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC critical", x) for x in lines)
+    final = printer.render_snapshot(status, None)
+    assert "── gw-1  final 30 s" in final and "vib (g) 1000 samples" in final
 
 
 async def test_wait_changed_returns_after_the_next_change() -> None:
