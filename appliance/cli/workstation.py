@@ -47,9 +47,37 @@ def add_eval_commands(commands: Any) -> None:
         default=0.0,
         help="fraction of each healthy file scored, not learnt (default: %(default)s)",
     )
+    _add_diagnosis_options(vibration)
     vibration.set_defaults(handler=_eval_vibration)
     for parser in (skab, vibration):
         _add_eval_options(parser)
+
+
+def _add_diagnosis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bearing-orders",
+        type=float,
+        nargs=4,
+        metavar=("BPFI", "BPFO", "BSF", "FTF"),
+        help="the bearing's defect frequencies per shaft revolution (default: CWRU drive end, "
+        "SKF 6205: 5.4152 3.5848 2.357 0.39828)",
+    )
+    parser.add_argument(
+        "--speed-rpm", type=float, help="shaft speed of every recording (default: the manifest)"
+    )
+    parser.add_argument(
+        "--speed-range-rpm",
+        type=float,
+        nargs=2,
+        default=[1600.0, 1900.0],
+        metavar=("LOW", "HIGH"),
+        help="unlisted recordings: speed estimated in this range (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="CSV with file and rpm columns (default: manifest.csv beside the first --test)",
+    )
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
@@ -115,7 +143,7 @@ def _eval_vibration(args: argparse.Namespace) -> int:
     from appliance.evaluation.evaluate import run_vibration_eval
 
     factory, described = _eval_detector(args)
-    return run_vibration_eval(
+    status = run_vibration_eval(
         args.train,
         args.test,
         args.out,
@@ -126,6 +154,29 @@ def _eval_vibration(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout,
         detector_settings=described,
         plots=not args.no_plots,
+    )
+    return status or _diagnose_vibration(args)
+
+
+def _diagnose_vibration(args: argparse.Namespace) -> int:
+    from appliance.diagnosis import CWRU_DRIVE_END, DefectOrders
+    from appliance.evaluation.diagnosis_eval import DiagnosisRun, run_diagnosis_eval
+
+    orders = DefectOrders(*args.bearing_orders) if args.bearing_orders else CWRU_DRIVE_END
+    run = DiagnosisRun(
+        args.window_s,
+        orders,
+        speed_rpm=args.speed_rpm,
+        speed_range_rpm=tuple(args.speed_range_rpm),
+    )
+    return run_diagnosis_eval(
+        args.train,
+        args.test,
+        args.out,
+        run,
+        rate=args.rate,
+        holdout_fraction=args.holdout,
+        manifest=args.manifest,
     )
 
 
