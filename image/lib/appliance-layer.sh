@@ -74,12 +74,54 @@ print("imports ok: numpy", numpy.__version__, "scipy", scipy.__version__)' \
     ln -sf /opt/appliance/venv/bin/appliance "$R/usr/local/bin/appliance"
 }
 
+# The config.txt overlays of image/boot/overlays/ (docs/IMAGE.md "Pins"): compiled on the host,
+# checked against every Pi 4 device tree on the card, installed to /boot/firmware/overlays/ and
+# named in config.txt through /etc/default/raspi-firmware-custom, which raspi-firmware appends
+# again whenever it regenerates config.txt (kernel updates).
+install_boot_config() {
+    local fw="$R/boot/firmware" dts dtb checked=0
+    install -d "$fw/overlays"
+    for dts in "$SRC"/image/boot/overlays/*.dts; do
+        dtc -q -I dts -O dtb -o "$fw/overlays/$(basename "$dts" .dts).dtbo" "$dts" \
+            || die "dtc $dts failed"
+    done
+    for dtb in "$fw"/bcm2711-rpi-*.dtb; do
+        [ -f "$dtb" ] || continue
+        check_overlays "$dtb"
+        checked=$((checked + 1))
+    done
+    [ "$checked" -gt 0 ] || die "no bcm2711 device tree in /boot/firmware to check the overlays on"
+    install -m 0644 "$SRC/image/boot/raspi-firmware-custom" "$R/etc/default/raspi-firmware-custom"
+    # exactly what z50-raspi-firmware appends (it cannot run here: this chroot has no mounts)
+    printf '\n# Inserted by /etc/default/raspi-firmware-custom\n%s\n' \
+        "$(cat "$R/etc/default/raspi-firmware-custom")" >> "$fw/config.txt"
+    log "overlays: $(cd "$fw/overlays" && echo *.dtbo) apply to $checked device trees; config.txt:"
+    grep -E '^(dtoverlay|enable_uart|device_tree)' "$fw/config.txt" >&2
+}
+
+check_overlays() {  # $1: a device tree; the overlays apply to it and give what the docs promise
+    local out="$W/overlay-check.dtb" name
+    name="$(basename "$1")"
+    fdtoverlay -i "$1" -o "$out" "$R"/boot/firmware/overlays/appliance-*.dtbo \
+        || die "the overlays do not apply to $name (fdtoverlay)"
+    [ "$(fdtget "$out" /aliases i2c1)" = /soc/i2c@7e804000 ] \
+        || die "$name + overlays: alias i2c1 is not the GPIO 2/3 controller"
+    [ "$(fdtget -t u "$out" /soc/gpio@7e200000/uart0_gpio32 brcm,pins)" = "14 15" ] \
+        || die "$name + overlays: the PL011's pins are not GPIO 14/15"
+    [ "$(fdtget "$out" /soc/serial@7e201000/bluetooth status)" = disabled ] \
+        || die "$name + overlays: Bluetooth still holds the PL011"
+    [ "$(fdtget "$out" /soc/serial@7e215040 status)" = disabled ] \
+        || die "$name + overlays: the mini UART is still enabled"
+    rm -f "$out"
+}
+
 install_system_files() {
     # overlay: units, firstboot, sshd, journald, networkd, nftables, sudoers, udev
     cp -r --no-preserve=ownership "$SRC/image/rootfs/." "$R/"
     chmod 0440 "$R/etc/sudoers.d/admin"
     chmod 0755 "$R/usr/local/sbin/appliance-firstboot"
     install -m 0644 "$SRC/image/udev/75-appliance-serial.rules" "$R/etc/udev/rules.d/"
+    install_boot_config
     install -d -m 0750 "$R/etc/appliance"
     install -m 0644 "$SRC/examples/gateway.toml" "$R/etc/appliance/gateway.toml.example"
     [ -f "$SRC/docs/IMAGE.md" ] && install -m 0644 "$SRC/docs/IMAGE.md" "$R/opt/appliance/IMAGE.md"
@@ -128,7 +170,11 @@ paths = ["opt/appliance", "etc/appliance", "etc/systemd/system/appliance.service
          "etc/systemd/system/appliance-firstboot.service", "etc/systemd/system/ssh.service.d",
          "etc/systemd/journald.conf.d", "etc/systemd/network", "etc/ssh/sshd_config.d",
          "etc/sudoers.d/admin", "etc/udev/rules.d", "etc/nftables.conf", "etc/nftables.d",
-         "usr/local/sbin/appliance-firstboot", "usr/local/bin/appliance"]
+         "usr/local/sbin/appliance-firstboot", "usr/local/bin/appliance",
+         "etc/modules-load.d/appliance.conf", "etc/default/raspi-firmware-custom",
+         "etc/systemd/system/wpa_supplicant@.service.d",
+         "etc/systemd/system/systemd-networkd-wait-online.service.d",
+         "boot/firmware/overlays", "boot/firmware/config.txt"]
 out = []
 def add(rel):
     full = os.path.join(root, rel)

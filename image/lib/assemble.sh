@@ -1,5 +1,5 @@
 # Sourced by image/build: loop-free assembly of the SD-card image, and build-info.txt.
-# Uses: R W OUT NAME BOOT_MB XZ SDE COMMIT log die stage_time
+# Uses: R W OUT NAME BOOT_MB XZ SDE COMMIT RELEASE_DATES log die stage_time
 
 assemble_image() {
     local t0 boot_dir img boot_img root_img used_mb root_mb total_mb
@@ -50,7 +50,8 @@ SFDISK
     log "image: $img ($((RAW_BYTES / 1048576)) MiB: boot ${BOOT_MB} MiB, root ${root_mb} MiB of which ${used_mb} MiB used)"
     stage_time assemble "$t0"
 
-    if command -v bmaptool >/dev/null; then bmaptool create -o "$img.bmap" "$img"; fi
+    # check_host made sure bmaptool is there: a missing .bmap is an error, never skipped
+    bmaptool create -o "$img.bmap" "$img" || die "bmaptool create failed"
     if [ "$XZ" = 1 ]; then
         t0=$(date +%s)
         log "xz -T0 -6 (a few minutes)"
@@ -70,9 +71,7 @@ write_build_info() {
         echo "SOURCE_DATE_EPOCH: $SDE"
         echo "base key: $BASE_KEY (cached: $BASE_CACHED) $BASE_TAR"
         echo "mirrors:"; printf '  %s\n' "${MIRRORS[@]}"
-        for m in "debian/dists/bookworm" "debian/dists/bookworm-updates" "debian-security/dists/bookworm-security"; do
-            echo "  $m InRelease $(curl -s --max-time 10 "http://deb.debian.org/$m/InRelease" 2>/dev/null | sed -n '/^Date:/{p;q}')"
-        done
+        printf '  %s\n' "${RELEASE_DATES[@]}"
         echo "break-unit: $BREAK_UNIT"
         echo "raw bytes: ${RAW_BYTES:-?}"
         echo "xz bytes: ${XZ_BYTES:-not compressed}"
