@@ -1,8 +1,8 @@
 """Headless Chromium on the live page of the emulated rig with an injected imbalance, at desktop
 and phone sizes: the history chart has time and value axes with values and labelled units, the
 spectrum chart renders (an SVG of non-zero size with the PSD line, a frequency axis and a PSD
-axis, the feature bands and the shaft harmonics). Screenshots beside the status page's
-(tmp_path/screenshots)."""
+axis, the feature bands and the shaft harmonics). Screenshots in
+artifacts/status-page/charts/ (ARTIFACTS in test_status_page_browser.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from test_status_page_browser import WAIT_MS, chromium, pytestmark  # noqa: F401  (skip rule)
+from test_status_page_browser import WAIT_MS, artifacts, chromium, pytestmark  # noqa: F401  (skip rule)
 from web_helpers import DEADLINE_S, running_rig
 
 VIEWPORTS = [(1280, 800), (390, 844)]
@@ -50,8 +50,7 @@ SPECTRUM_DRAWN = f"""() => {{
 
 
 async def test_history_and_spectrum_charts(tmp_path: Path) -> None:
-    artifacts = tmp_path / "screenshots"
-    artifacts.mkdir()
+    shots = artifacts("charts")
     async with running_rig(tmp_path, ["imbalance=0.2"]) as (url, board), chromium() as browser:
         scored = board.wait_for(lambda: all(a.scores >= 3 for a in board.assets.values()))
         await asyncio.wait_for(scored, DEADLINE_S)
@@ -77,11 +76,11 @@ async def test_history_and_spectrum_charts(tmp_path: Path) -> None:
             assert spectrum["harmonics"][:3] == ["1×", "2×", "3×"]  # the demo's 1776 rpm
 
             name = f"charts-{width}x{height}.png"
-            await page.screenshot(path=artifacts / name, full_page=True)
-            assert (artifacts / name).stat().st_size > 10_000
+            await page.screenshot(path=shots / name, full_page=True)
+            assert (shots / name).stat().st_size > 10_000
             no_scroll = await page.evaluate(
                 "document.documentElement.scrollWidth <= window.innerWidth"
             )
             assert no_scroll, f"the page scrolls sideways at {width} px"
             await page.close()
-    print(f"screenshots in {artifacts}")
+    print(f"screenshots in {shots}")
