@@ -176,7 +176,7 @@ class Senders:
         start of the remembered range that holds it), the backlog (acked, live start] after."""
         self._ledger.forget_up_to(acked)
         live = max(acked, last_seq - self._read_limit())
-        remembered = self._ledger.containing(live)
+        remembered = self._ledger.containing(live + 1)
         if remembered is not None and remembered.lo >= acked:
             live = remembered.lo
         self.cursors = Cursors(acked, live, acked, live)
@@ -189,9 +189,7 @@ class Senders:
 
     async def send_gap(self, acked: int) -> None:
         """The gap (0, acked] declared at connect (PROTOCOL.md, "Where the chain starts")."""
-        s = self._settings
-        gap = encode_range(OutboxRange(0, acked, []), s.gateway, s.prefix, 1)
-        ((topic, payload),) = gap.messages
+        ((topic, payload),) = self._encode_range(OutboxRange(0, acked, []), 1).messages
         await self._window.acquire(urgent=True)
         try:
             await self._watch.publish(topic, payload)
@@ -263,9 +261,7 @@ class Senders:
             return Prepared(known.lo, known.hi, known.records, [])
         found = await self._delivery.outbox_range(lo, known.hi - lo, known.hi)
         if found is not None:
-            prepared = await asyncio.to_thread(
-                encode_range, found, self._settings.gateway, self._settings.prefix, 2**62
-            )
+            prepared = await asyncio.to_thread(self._encode_range, found, 2**62)
             left = sum(
                 len(payload)
                 for part, (_, payload) in enumerate(prepared.messages)
@@ -281,15 +277,13 @@ class Senders:
         if isinstance(found, Prepared):
             return found
         # Encoding hundreds of records takes a while: keep it off the event loop.
-        prepared = await asyncio.to_thread(
-            encode_range,
-            found,
-            self._settings.gateway,
-            self._settings.prefix,
-            self._gauge.range_bytes,
-        )
+        prepared = await asyncio.to_thread(self._encode_range, found, self._gauge.range_bytes)
         self._gauge.encoded(prepared.records, sum(len(p) for _, p in prepared.messages))
         return prepared
+
+    def _encode_range(self, found: OutboxRange, max_bytes: int) -> Prepared:
+        """Every part this connection sends is encoded here."""
+        return encode_range(found, self._settings.gateway, self._settings.prefix, max_bytes)
 
     async def send(self, prepared: Prepared, *, urgent: bool) -> None:
         """Hand every part not yet acknowledged to the client (alerts first), each when the
