@@ -148,11 +148,11 @@ async def test_the_backoff_resets_after_a_short_connection_that_delivered(
     async with LinkProxy(broker.port) as proxy:
         uplink = Uplink(through(proxy, broker, **settings_kw), store.delivery, rng=rng)
         async with running(receiver.run()), running(uplink.run()):
-            for round_ in range(4):
+            for round_ in range(1, 5):
                 await store.recorder.add_records(mixed_records(3, start=3 * round_))
-                await wait_for_value(store.delivery.acked_seq, 3 * round_ + 3, "delivery")
+                await wait_for_value(store.delivery.acked_seq, 3 * round_, "delivery")
                 proxy.drop()
-                await wait_until(lambda n=round_: len(rng.ceilings) > n, "the reconnect")
+                await wait_until(lambda: len(rng.ceilings) == round_, "the reconnect")  # noqa: B023
             proxy.refusing = True  # connections that never deliver
             proxy.drop()
             await wait_until(lambda: len(rng.ceilings) >= 7, "failed connections")
