@@ -35,7 +35,7 @@ T0 = 1_767_225_600.0
 REASONS = {
     "bad_topic", "too_large", "too_deep", "bad_json", "bad_version", "gateway_mismatch",
     "topic_mismatch", "missing_field", "unknown_field", "invalid", "implausible", "bad_text",
-    "bad_name", "bad_kind",
+    "bad_name", "bad_kind", "bad_binary",
 }  # fmt: skip
 MAX_MESSAGE_CHARS = 1500
 BIG = int("9" * 400)
