@@ -1,15 +1,16 @@
 """One receiver instance: MQTT shared subscription in, database transactions, acks out.
 
-Each data message is decoded, committed in one transaction (retried with backoff while the
-database fails transiently), and only then acknowledged to the broker (a manual PUBACK: a
-receiver that dies before committing gets the message again). A message that can never be stored
-(it does not decode, or the database refuses it for good) is refused: counted by reason, logged
-with the topic, kept in the dead_letters table and, if its header was valid, accounted in its
-range so the gateway's ack moves past it (PROTOCOL.md, "Refused parts"); then it is PUBACKed like
-any other, so the broker does not redeliver it. Acks for the gateways go out through a small outbox
-that keeps only the newest per gateway, so a burst of messages costs one publish per gateway; on
-every (re)subscription each known gateway's ack is announced again (PROTOCOL.md). The
-connection is retried with exponential backoff and jitter; this task owns that policy.
+Each data message is decoded and committed (the messages waiting at once in one transaction,
+retried with backoff while the database fails transiently), and only then acknowledged to the
+broker (a manual PUBACK: a receiver that dies before committing gets the message again). A
+message that can never be stored (it does not decode, or the database refuses it for good) is
+refused: counted by reason, logged with the topic, kept in the dead_letters table and, if its
+header was valid, accounted in its range so the gateway's ack moves past it (PROTOCOL.md,
+"Refused parts"); then it is PUBACKed like any other, so the broker does not redeliver it. Acks
+for the gateways go out through a small outbox that keeps only the newest per gateway, so a burst
+of messages costs one publish per gateway; on every (re)subscription each known gateway's ack is
+announced again (PROTOCOL.md). The connection is retried with exponential backoff and jitter;
+this task owns that policy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from appliance.net.backoff import Backoff
 from appliance.net.cancellation import raise_if_cancelling
 from appliance.net.mqtt import describe_failure, innermost
 from appliance.uplink.schema import (
+    Part,
     PartHeader,
     RecordsError,
     SchemaError,
@@ -49,6 +51,8 @@ log = structlog.get_logger(__name__)
 
 SUBSCRIBE_FAILED = 0x80
 DB_RETRY_MIN_S = 0.1
+MAX_BATCH = 64
+"""Messages committed in one transaction at most (the broker lets 100 be unacknowledged)."""
 T = TypeVar("T")
 
 
@@ -168,34 +172,76 @@ class Receiver:
         )
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+        """Take the messages waiting (up to MAX_BATCH) at once: one transaction commits them,
+        then each is PUBACKed, in the order received."""
+        async for first in client.messages:
             raise_if_cancelling()
-            topic, payload = message.topic.value, payload_bytes(message.payload)
+            batch = [first]
+            while len(batch) < MAX_BATCH and len(client.messages) > 0:
+                batch.append(await anext(client.messages))
+            received = [(m.topic.value, payload_bytes(m.payload)) for m in batch]
             try:
-                await self.handle(topic, payload)
+                await self.handle_batch(received)
             except Exception:  # a bug of ours; one message must not end the fleet's receiver
-                self.stats.rejected["internal_error"] += 1
-                log.exception("receiver_handle_failed", topic=topic, payload_bytes=len(payload))
-            if message.qos > 0:
-                client._client.ack(message.mid, message.qos)
+                self.stats.rejected["internal_error"] += len(batch)
+                log.exception("receiver_handle_failed", topics=sorted({t for t, _ in received}),
+                              messages=len(batch))  # fmt: skip
+            for message in batch:
+                if message.qos > 0:
+                    client._client.ack(message.mid, message.qos)
 
     async def handle(self, topic: str, payload: bytes) -> IngestResult | None:
         """Decode and commit one data message; None if it was refused."""
-        self.stats.messages += 1
+        return (await self.handle_batch([(topic, payload)]))[0]
+
+    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> list[IngestResult | None]:
+        """Decode (topic, payload) messages and commit the parts in one transaction; per
+        message its result, None if it was refused. Should the database refuse the batch for
+        good, each part is committed (or refused) on its own, so one bad part refuses only
+        itself."""
+        self.stats.messages += len(messages)
+        parts = {}
+        for index, (topic, payload) in enumerate(messages):
+            part = await self._decode(topic, payload)
+            if part is not None:
+                parts[index] = part
+        results: list[IngestResult | None] = [None] * len(messages)
+        if len(parts) > 1:
+            try:
+                committed = await self._retrying(
+                    lambda: self.database.ingest_many(list(parts.values()), self._clock())
+                )
+            except DatabaseError:
+                committed = None
+            if committed is not None:
+                for (index, part), result in zip(parts.items(), committed, strict=True):
+                    results[index] = self._committed(part, result)
+                return results
+        for index, part in parts.items():
+            results[index] = await self._commit(*messages[index], part)
+        return results
+
+    async def _decode(self, topic: str, payload: bytes) -> Part | None:
+        """The part, or None once the message is refused."""
         try:
-            part = decode_part(payload, topic, self.settings.max_payload_bytes)
+            return decode_part(payload, topic, self.settings.max_payload_bytes)
         except SchemaError as exc:
             header = exc.header if isinstance(exc, RecordsError) else None
             await self._refuse(topic, payload, exc.reason, str(exc), header)
-            return None
         except Exception as exc:  # a decoder bug: refused like bad input, never fatal
             await self._refuse(topic, payload, "undecodable", describe_exception(exc), None)
-            return None
+        return None
+
+    async def _commit(self, topic: str, payload: bytes, part: Part) -> IngestResult | None:
+        """Commit one part in its own transaction; None if the database refused it."""
         try:
             result = await self._retrying(lambda: self.database.ingest(part, self._clock()))
         except DatabaseError as exc:
             await self._refuse(topic, payload, exc.reason, str(exc), part.header)
             return None
+        return self._committed(part, result)
+
+    def _committed(self, part: Part, result: IngestResult) -> IngestResult:
         self.stats.parts_committed += 1
         self.stats.records_inserted += result.inserted
         self.stats.duplicates_ignored += result.duplicates

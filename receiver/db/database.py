@@ -22,7 +22,7 @@ from appliance.records import Alert, FloatArray, Severity
 from appliance.uplink.schema import Part, PartHeader
 from receiver.db.dead_letters import DeadLetterLimits, Refusal, refuse
 from receiver.db.dialect import DbApiConnection, Dialect
-from receiver.db.ingest import IngestResult, SchemaIds, ingest
+from receiver.db.ingest import IngestResult, SchemaIds, ingest_parts
 from receiver.db.migrations import apply_migrations
 from receiver.db.rows import DeadLetter
 from receiver.errors import DatabaseError
@@ -66,6 +66,11 @@ class Database:
     async def ingest(self, part: Part, received_at: float) -> IngestResult:
         """Commit one part (idempotent); DatabaseError says whether retrying can help."""
         return await self._run(self._ingest_and_commit, part, received_at)
+
+    async def ingest_many(self, parts: Sequence[Part], received_at: float) -> list[IngestResult]:
+        """Commit several parts in one transaction (one commit, one fsync, for all of them);
+        their results in the order given. All or none: on a DatabaseError nothing is stored."""
+        return await self._run(self._ingest_many_and_commit, parts, received_at)
 
     async def refuse(self, letter: DeadLetter, header: PartHeader | None) -> Refusal:
         """Keep a refused message in dead_letters and, if `header` is given and plausible,
@@ -223,13 +228,21 @@ class Database:
             self._connection = None
 
     def _ingest_and_commit(self, part: Part, received_at: float) -> IngestResult:
+        return self._ingest_many_and_commit([part], received_at)[0]
+
+    def _ingest_many_and_commit(
+        self, parts: Sequence[Part], received_at: float
+    ) -> list[IngestResult]:
         new_schemas: SchemaIds = {}
-        result = self._transaction(
-            f"committing {part.where}", ingest, self.dialect, self.where, part, received_at,
-            self._schema_ids, new_schemas
+        what = f"committing {parts[0].where}" + (
+            f" and {len(parts) - 1} more part(s)" if len(parts) > 1 else ""
+        )
+        results = self._transaction(
+            what, ingest_parts, self.dialect, self.where, parts, received_at, self._schema_ids,
+            new_schemas
         )  # fmt: skip
         self._schema_ids.update(new_schemas)  # only now: their rows exist
-        return result
+        return results
 
     def _refuse(self, letter: DeadLetter, header: PartHeader | None) -> Refusal:
         sql, limits = self.dialect.statements, self.dead_letter_limits

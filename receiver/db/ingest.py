@@ -12,7 +12,7 @@ part"), as plain functions of the DB-API connection run by Database on its threa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from appliance.uplink.schema import Part, PartHeader
@@ -73,6 +73,25 @@ def ingest(
     db.execute(sql.insert_part, part_row(part, received_at))
     db.execute(sql.upsert_gateway, (part.gateway, received_at, received_at, newest_time(part)))
     return update_ack(db, sql, where, part.header, received_at, inserted, len(part.records))
+
+
+def ingest_parts(
+    db: DbApiConnection,
+    dialect: Dialect,
+    where: str,
+    parts: Sequence[Part],
+    received_at: float,
+    known_schemas: SchemaIds,
+    new_schemas: SchemaIds,
+) -> list[IngestResult]:
+    """ingest() for each part in one transaction, their results in the order given. The parts
+    go in by gateway, so two receivers' transactions take the gateways' row locks in the same
+    order (PostgreSQL: no deadlock between them)."""
+    results: dict[int, IngestResult] = {}
+    for index in sorted(range(len(parts)), key=lambda i: parts[i].gateway):
+        known = {**known_schemas, **new_schemas}
+        results[index] = ingest(db, dialect, where, parts[index], received_at, known, new_schemas)
+    return [results[index] for index in range(len(parts))]
 
 
 def update_ack(

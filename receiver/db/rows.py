@@ -50,6 +50,11 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def names_list_json(names: tuple[str, ...]) -> str:
+    """A JSON list of names ("[]" without the encoder: most scores have no contributors)."""
+    return json.dumps(list(names), ensure_ascii=False) if names else "[]"
+
+
 def score_rows(part: Part) -> list[Row]:
     """(gateway, seq, asset, t, model_id, error, threshold, anomalous, contributors_json)."""
     return [
@@ -62,7 +67,7 @@ def score_rows(part: Part) -> list[Row]:
             finite_or_none(record.error),
             finite_or_none(record.threshold),
             record.anomalous,
-            json.dumps(list(record.contributors), ensure_ascii=False),
+            names_list_json(record.contributors),
         )
         for seq, record in part.records
         if isinstance(record, Score)
