@@ -96,7 +96,7 @@ install_boot_config() {
     printf '\n# Inserted by /etc/default/raspi-firmware-custom\n%s\n' \
         "$(cat "$R/etc/default/raspi-firmware-custom")" >> "$fw/config.txt"
     log "overlays: $(cd "$fw/overlays" && echo *.dtbo) apply to $checked device trees; config.txt:"
-    grep -E '^(dtoverlay|enable_uart|device_tree)' "$fw/config.txt" >&2
+    grep -E '^(dtoverlay|enable_uart|device_tree)' "$fw/config.txt" >&2 || true
 }
 
 check_overlays() {  # $1: a device tree; the overlays apply to it and give what the docs promise

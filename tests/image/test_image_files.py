@@ -4,14 +4,13 @@ shell scripts parse, and the smoke test's provisioned config is a valid gateway 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import tomllib
-from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
 import pytest
+from image_helpers import load_smoke, read_unit
 
 from appliance.config import parse_config
 
@@ -54,17 +53,8 @@ def test_lock_has_no_workstation_extras() -> None:
         assert name not in pins
 
 
-def _unit(path: Path) -> dict[str, list[str]]:
-    values: dict[str, list[str]] = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.startswith(("#", "[")):
-            key, value = line.split("=", 1)
-            values.setdefault(key, []).append(value)
-    return values
-
-
 def test_appliance_unit_contract() -> None:
-    unit = _unit(IMAGE / "rootfs/etc/systemd/system/appliance.service")
+    unit = read_unit(IMAGE / "rootfs/etc/systemd/system/appliance.service")
     assert unit["Type"] == ["notify"]
     assert unit["User"] == ["appliance"]
     assert unit["StateDirectory"] == ["appliance"]
@@ -111,11 +101,7 @@ def test_scripts_parse(script: str) -> None:
 
 
 def test_smoke_config_is_a_valid_gateway_config() -> None:
-    loader = SourceFileLoader("image_smoke", str(IMAGE / "smoke"))
-    spec = importlib.util.spec_from_loader("image_smoke", loader)
-    assert spec is not None
-    smoke = importlib.util.module_from_spec(spec)
-    loader.exec_module(smoke)
+    smoke = load_smoke()
     document = tomllib.loads(smoke.smoke_config("smoke-gw-test"))
     config = parse_config(document, "<smoke>")
     assert config.gateway.id == "smoke-gw-test"

@@ -7,15 +7,13 @@ smoke test's host-facing promises (packages, output folder, scratch clean-up).""
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import re
 import shutil
 import subprocess
-from importlib.machinery import SourceFileLoader
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from image_helpers import load_smoke, read_unit
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "image"
@@ -126,17 +124,8 @@ def test_modemmanager_keeps_off_both_pi_uarts() -> None:
         assert any(fnmatch.fnmatchcase(tty, p) for p in kernel.group(1).split("|")), tty
 
 
-def _unit(path: Path) -> dict[str, list[str]]:
-    values: dict[str, list[str]] = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.startswith(("#", "[")):
-            key, value = line.split("=", 1)
-            values.setdefault(key, []).append(value)
-    return values
-
-
 def test_wpa_supplicant_is_started_by_wlan0_and_never_waited_for() -> None:
-    dropin = _unit(ROOTFS / "etc/systemd/system/wpa_supplicant@.service.d/appliance.conf")
+    dropin = read_unit(ROOTFS / "etc/systemd/system/wpa_supplicant@.service.d/appliance.conf")
     assert dropin["BindsTo"] == ["sys-subsystem-net-devices-%i.device"]
     assert dropin["ConditionPathExists"] == ["/etc/wpa_supplicant/wpa_supplicant-%I.conf"]
     rule = _rule(ROOTFS / "etc/udev/rules.d/77-appliance-wifi.rules", "SYSTEMD_WANTS")
@@ -152,7 +141,7 @@ def test_wpa_supplicant_is_started_by_wlan0_and_never_waited_for() -> None:
 
 def test_network_online_is_any_interface_not_every_one() -> None:
     dropin = ROOTFS / "etc/systemd/system/systemd-networkd-wait-online.service.d/appliance.conf"
-    exec_start = _unit(dropin)["ExecStart"]
+    exec_start = read_unit(dropin)["ExecStart"]
     assert exec_start[0] == ""  # resets Debian's ExecStart
     assert exec_start[1].split()[0] == "/lib/systemd/systemd-networkd-wait-online"
     assert "--any" in exec_start[1].split()
@@ -194,20 +183,11 @@ def test_build_fails_loudly_without_release_dates_or_bmap() -> None:
     assert "command -v bmaptool" not in assemble  # never silently skipped again
 
 
-def _smoke() -> ModuleType:
-    loader = SourceFileLoader("image_smoke_pi", str(IMAGE / "smoke"))
-    spec = importlib.util.spec_from_loader("image_smoke_pi", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("keep", [False, True])
 def test_smoke_deletes_its_scratch_unless_keep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
 ) -> None:
-    smoke = _smoke()
+    smoke = load_smoke()
     image = tmp_path / "test.img"
     image.write_bytes(b"\0" * 512)
     work = tmp_path / "scratch"
@@ -230,7 +210,7 @@ def test_smoke_deletes_its_scratch_unless_keep(
 def test_smoke_vm_device_tree_has_the_pi_node_paths(tmp_path: Path) -> None:
     """The VM's device tree (qemu virt's, made Pi-like by image/smoke) carries the PL011 and an
     I2C bus at the Pi 4's node paths, and the image's I2C alias overlay applies to it."""
-    smoke = _smoke()
+    smoke = load_smoke()
     source = (FIXTURES / "qemu-virt-excerpt.dts").read_text()
     pi_like = tmp_path / "vm.dts"
     pi_like.write_text(smoke.pi_like_device_tree(source))
