@@ -137,6 +137,16 @@ class Spectra:
                 self._baselines[asset, channel] = baseline
         return dropped
 
+    def stamp(self, asset: str, channel: str) -> tuple[float, int] | None:
+        """What `latest` depends on, without computing it: (the last window's end, the windows
+        in the channel's baseline); None before the first window. A reader may keep one answer
+        per stamp (the status page does: one PSD per window, whatever the number of clients)."""
+        vector = self._latest.get(asset)
+        if vector is None:
+            return None
+        baseline = self._baselines.get((asset, channel))
+        return vector.window_end, 0 if baseline is None else baseline.windows
+
     def latest(self, asset: str, channel: str) -> ChannelSpectrum | None:
         """The channel's latest spectrum; None for a channel without one yet (or unknown)."""
         found = self._window_psd(asset, channel)

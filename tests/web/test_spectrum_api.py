@@ -1,21 +1,24 @@
 """GET /api/spectrum on the running demo rig after a few windows: the latest Welch PSD of a
 vibration channel with its frequency axis, units, the feature bands, the healthy baseline learnt
 from windows scored normal (kept across a restart), and the shaft harmonics when the asset's
-speed_rpm is configured."""
+speed_rpm is configured; and each window's spectrum computed once for any number of clients."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from waiting import running_page
 from web_helpers import DEADLINE_S
 
 from appliance.config import HttpConfig
 from appliance.features.from_config import build_feature_engines
-from appliance.features.spectra import BASELINE_STATE, Spectra
+from appliance.features.spectra import BASELINE_STATE, ChannelSpectrum, Spectra
 from appliance.rig.demo import demo_config
 
 
@@ -80,3 +83,35 @@ def test_a_saved_baseline_that_does_not_fit_is_dropped(tmp_path: Path) -> None:
     }
     assert spectra.restore(states) == ["pump-1/accel_y", "pump-1/accel_z"]
     assert spectra.to_states() == {("pump-1", BASELINE_STATE): {"channels": {"accel_x": good}}}
+
+
+async def test_each_window_is_computed_once_for_every_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 clients asking at once, in rounds over several windows: each channel's spectrum is
+    computed once per window (and baseline update), identical bytes for every client."""
+    computed: Counter[tuple[str, str]] = Counter()
+    compute = Spectra.latest
+
+    def counting(spectra: Spectra, asset: str, channel: str) -> ChannelSpectrum | None:
+        computed[asset, channel] += 1
+        return compute(spectra, asset, channel)
+
+    monkeypatch.setattr(Spectra, "latest", counting)
+    config = demo_config(tmp_path, []).model_copy(update={"http": HttpConfig(port=0)})
+    answers: dict[tuple[float, int], set[bytes]] = {}
+    async with running_page(config) as (url, board), aiohttp.ClientSession() as http:
+        pump = board.assets["pump-1"]
+        await asyncio.wait_for(board.wait_for(lambda: pump.vectors >= 1), DEADLINE_S)
+
+        async def ask() -> None:
+            async with http.get(url + "api/spectrum/pump-1/accel_x") as response:
+                assert response.status == 200
+                raw = await response.read()
+            body = json.loads(raw)
+            answers.setdefault((body["window_end"], body["baseline_windows"]), set()).add(raw)
+
+        while len({window_end for window_end, _ in answers}) < 3:
+            await asyncio.gather(*(ask() for _ in range(30)))
+    assert computed["pump-1", "accel_x"] == len(answers), f"{len(answers)} windows/baselines"
+    assert all(len(bodies) == 1 for bodies in answers.values()), "one answer per window"
