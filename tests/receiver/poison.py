@@ -6,11 +6,14 @@ its part, so a gateway's ack moves past it) or not (dead-lettered only)."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from receiver_helpers import PREFIX, outbox_rows
+import msgpack
+import numpy as np
+from receiver_helpers import NAMES, PREFIX, outbox_rows
 
 from appliance.uplink.schema import encode_part, record_kind, split_range
 
@@ -131,5 +134,80 @@ def issue_12_poisons(gateway: str = "gw-a") -> list[Poison]:
             "implausible",
             False,
             gateway=gateway,
+        ),
+    ]
+
+
+# --- binary payloads (PROTOCOL.md, "Binary payloads") ----------------------------------------
+
+
+def binary_body_of(kind: str, gateway: str) -> dict[str, Any]:
+    """The valid one-part range (10, 20] of `kind` as the map inside a binary payload."""
+    rows = [row for row in outbox_rows(10, 20) if record_kind(row[1]) == kind]
+    (part,) = split_range(gateway, 10, 20, rows)
+    payload = encode_part(replace(part, part=0, parts=1), "binary")
+    packed = zlib.decompress(payload[2:]) if payload[1] == 1 else payload[2:]
+    body: dict[str, Any] = msgpack.unpackb(packed, raw=False)
+    return body
+
+
+def binary_payload(body: dict[str, Any]) -> bytes:
+    return b"\xb1\x01" + zlib.compress(msgpack.packb(body, use_bin_type=True))
+
+
+def binary_poison(
+    name: str, kind: str, change: Callable[[dict[str, Any]], None], reason: str, accounted: bool
+) -> Poison:
+    body = binary_body_of(kind, "gw-a")
+    change(body)
+    return Poison(name, f"{PREFIX}/gw-a/{kind}/pump-1", binary_payload(body), reason, accounted)
+
+
+def deflate_bomb(inflated_mib: int) -> bytes:
+    """Zeros inflating to `inflated_mib` MiB behind the binary prefix, built chunk by chunk."""
+    deflater = zlib.compressobj(9)
+    chunk = bytes(1024 * 1024)
+    return b"\xb1\x01" + b"".join(deflater.compress(chunk) for _ in range(inflated_mib)) + (
+        deflater.flush()
+    )  # fmt: skip
+
+
+def binary_poisons() -> list[Poison]:
+    infinite = np.float32([np.inf, *[1.0] * (len(NAMES) * 5 - 1)]).tobytes()
+    nan_time = np.array([np.nan] * 5, dtype="<f8").view("<u8")
+    return [
+        Poison(
+            "a deflate bomb", f"{PREFIX}/gw-a/scores/pump-1", deflate_bomb(64), "too_large", False
+        ),
+        Poison(
+            "binary layout 0xb7",
+            f"{PREFIX}/gw-a/scores/pump-1",
+            b"\xb7\x01xyz",
+            "bad_version",
+            False,
+        ),
+        Poison(
+            "a truncated binary part",
+            f"{PREFIX}/gw-a/scores/pump-1",
+            binary_payload(binary_body_of("scores", "gw-a"))[:30],
+            "bad_binary",
+            False,
+        ),
+        binary_poison(
+            "an infinite feature value",
+            "features",
+            lambda b: b.update(values=infinite),
+            "invalid",
+            True,
+        ),
+        binary_poison(
+            "seqs as a list", "scores", lambda b: b.update(seq=[11, 12]), "invalid", True
+        ),
+        binary_poison(
+            "NaN times",
+            "features",
+            lambda b: b.update(t=np.diff(nan_time, prepend=np.uint64(0)).tobytes()),
+            "invalid",
+            True,
         ),
     ]

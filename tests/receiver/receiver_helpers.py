@@ -24,6 +24,7 @@ from appliance.records import Alert, FeatureVector, Score
 from appliance.uplink.schema import (
     Part,
     SeqRecord,
+    WireFormat,
     ack_topic,
     decode_ack,
     encode_part,
@@ -122,20 +123,20 @@ class FakeGateway:
     def acked(self) -> int:
         return max(self.acks, default=0)
 
-    async def publish(self, parts: Sequence[Part]) -> None:
+    async def publish(self, parts: Sequence[Part], fmt: WireFormat = "json") -> None:
         assert self.client is not None
         for part in parts:
-            await self.client.publish(part.topic(PREFIX), encode_part(part), qos=1)
+            await self.client.publish(part.topic(PREFIX), encode_part(part, fmt), qos=1)
 
     async def publish_raw(self, topic: str, payload: bytes) -> None:
         assert self.client is not None
         await self.client.publish(topic, payload, qos=1)
 
     async def send_range(
-        self, lo: int, hi: int, rows: Sequence[SeqRecord] | None = None
+        self, lo: int, hi: int, rows: Sequence[SeqRecord] | None = None, fmt: WireFormat = "json"
     ) -> list[Part]:
         parts = split_range(self.gateway, lo, hi, outbox_rows(lo, hi) if rows is None else rows)
-        await self.publish(parts)
+        await self.publish(parts, fmt)
         return parts
 
     async def wait_ack(self, seq: int) -> None:

@@ -1,0 +1,109 @@
+"""The receiver reads both wire formats, always (PROTOCOL.md, "Binary payloads"): binary and JSON
+parts of the same gateways side by side on a real mosquitto into a real SQLite file; hostile
+binary payloads are refused with their reason, counted and dead-lettered, and the stream goes on;
+the messages waiting at once are committed in one transaction, and a part the database refuses
+in such a batch refuses only itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from poison import Poison, binary_poisons
+from receiver_helpers import GatewayFactory, ReceiverFactory, outbox_rows
+from structlog.testing import capture_logs
+
+from appliance.records import FeatureVector
+from appliance.uplink.schema import encode_part, split_range
+from receiver.db.rows import MAX_STORED_PAYLOAD_BYTES
+
+
+def as_float32(values: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+    return values.astype(np.float32).astype(np.float64)
+
+
+async def test_binary_and_json_parts_are_ingested_side_by_side(
+    start_receiver: ReceiverFactory, gateway: GatewayFactory
+) -> None:
+    rx = await start_receiver(client_id="rx-1")
+    gw_a, gw_b = await gateway("gw-a"), await gateway("gw-b")
+    binary = {"gw-a": [(0, 20), (40, 60)], "gw-b": [(30, 60)]}
+
+    for lo, hi, fmt in ((0, 20, "binary"), (20, 40, "json"), (40, 60, "binary")):
+        await gw_a.send_range(lo, hi, fmt=fmt)  # type: ignore[arg-type]
+    await gw_b.send_range(0, 30, fmt="json")
+    await gw_b.send_range(30, 60, fmt="binary")
+    await gw_a.wait_ack(60)
+    await gw_b.wait_ack(60)
+
+    assert rx.stats.rejected == {} and rx.stats.records_inserted == 120
+    sent = {seq: r.values for seq, r in outbox_rows(0, 60) if isinstance(r, FeatureVector)}
+    for name, ranges in binary.items():
+        stored = {f.seq: f.values for f in await rx.database.features(name, "pump-1", 0, 1e11)}
+        assert sorted(stored) == sorted(sent)
+        for seq, values in stored.items():
+            over_binary = any(lo < seq <= hi for lo, hi in ranges)
+            np.testing.assert_array_equal(values, as_float32(sent[seq]) if over_binary
+                                          else sent[seq])  # fmt: skip
+    for row in await rx.database.gateway_status():
+        assert (row["acked_seq"], row["holes"], row["refused_parts"]) == (60, 0, 0)
+
+
+@pytest.mark.parametrize("case", binary_poisons(), ids=lambda case: case.name)
+async def test_a_hostile_binary_payload_is_refused_counted_and_the_stream_goes_on(
+    case: Poison, start_receiver: ReceiverFactory, gateway: GatewayFactory
+) -> None:
+    rx = await start_receiver(client_id="rx-1")
+    gw = await gateway("gw-a")
+    expected_ack = 20 if case.accounted else 10
+
+    with capture_logs() as logs:
+        await gw.publish_raw(case.topic, case.payload)
+        await gw.send_range(0, 10, fmt="binary")
+        await gw.wait_ack(expected_ack)
+
+    assert rx.stats.rejected == {case.reason: 1}
+    assert (rx.stats.dead_lettered, rx.stats.refused_parts_accounted) == (1, case.accounted)
+    (letter,) = await rx.database.dead_letters()
+    assert (letter["reason"], letter["payload_bytes"]) == (case.reason, len(case.payload))
+    assert bytes(letter["payload"]) == case.payload[:MAX_STORED_PAYLOAD_BYTES]
+    (entry,) = [e for e in logs if e["event"] == "receiver_rejected_payload"]
+    assert entry["reason"] == case.reason and len(entry["detail"]) < 2000
+    assert rx.task is not None and not rx.task.done()
+
+
+async def test_a_batch_commits_its_good_parts_when_the_database_refuses_one_of_them(
+    start_receiver: ReceiverFactory,
+) -> None:
+    rx = await start_receiver(client_id="rx-1", start=False)
+    first = split_range("gw-a", 0, 10, outbox_rows(0, 10))
+    implausible = split_range("gw-a", 10, 2**41, outbox_rows(10, 20))  # hi 2**41 above the ack
+    last = split_range("gw-b", 0, 10, outbox_rows(0, 10))
+    messages = [(p.topic("appliance"), encode_part(p, "binary")) for p in first]
+    messages += [(p.topic("appliance"), encode_part(p, "json")) for p in implausible]
+    messages += [(p.topic("appliance"), encode_part(p, "binary")) for p in last]
+
+    results = await rx.receiver.handle_batch(messages)
+
+    refused = len(implausible)
+    assert [r is None for r in results] == [False] * len(first) + [True] * refused + [False] * len(
+        last
+    )
+    assert rx.stats.rejected == {"implausible": refused}
+    assert rx.stats.parts_committed == len(first) + len(last)
+    assert await rx.database.acks() == {"gw-a": 10, "gw-b": 10}
+    assert len(await rx.database.dead_letters()) == refused
+
+
+async def test_a_batch_of_parts_completing_each_others_range_moves_the_ack_once_committed(
+    start_receiver: ReceiverFactory,
+) -> None:
+    rx = await start_receiver(client_id="rx-1", start=False)
+    ranges = [(lo, lo + 10) for lo in range(0, 40, 10)]
+    parts = [p for lo, hi in ranges for p in split_range("gw-a", lo, hi, outbox_rows(lo, hi))]
+    messages = [(p.topic("appliance"), encode_part(p, "binary")) for p in reversed(parts)]
+
+    results = await rx.receiver.handle_batch(messages)
+
+    assert all(result is not None for result in results)
+    assert await rx.database.acks() == {"gw-a": 40}
+    assert rx.stats.records_inserted == 40
