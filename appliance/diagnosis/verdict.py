@@ -1,7 +1,7 @@
 """One channel's window in, a verdict with its confidence and evidence out.
 
-Bearing defects first: in the squared-envelope spectrum of the most impulsive band
-(envelope.py), each defect family is looked for at its expected lines (bearing.py):
+Bearing defects first: in the squared-envelope spectra of the most impulsive band and of the
+whole band (envelope.py), each defect family is looked for at its expected lines (bearing.py):
 
 - outer race: BPFO and its harmonics (the defect does not move through the load zone, so no
   sidebands);
@@ -14,15 +14,17 @@ Bearing defects first: in the squared-envelope spectrum of the most impulsive ba
   the ball's).
 
 A family is found when its fundamental stands `fundamental_db` above the floor and a confirming
-line (the second harmonic or a sideband of the fundamental) `confirm_db`; of the families found,
-the one whose two lines stand highest wins. The thresholds are statistical: the floor is a local
-median, and in Gaussian noise a bin of the envelope spectrum (Rayleigh distributed) exceeds its
-median by 12 dB with probability exp(-(1.177 * 3.98)^2 / 2) ~ 2e-5 and by 8 dB with ~ 4e-3, so
-a family found by chance in a healthy window takes two rare events at once.
+line (the second harmonic or a sideband of the fundamental) `confirm_db`; of the families found
+in either spectrum, the one whose two lines stand highest wins. The thresholds are statistical:
+the floor is a local median, and where the envelope spectrum is noise its bins are about
+Rayleigh distributed, so one exceeds r times its median with probability 2^(-r^2): 12 dB
+(r = 3.98) ~ 2e-5, 8 dB (r = 2.51) ~ 1e-2. A family found by chance in a healthy window takes
+both at once (~ 1e-6 for the few bins searched per line).
 
 Then the shaft, in the velocity spectrum, and only when the velocity is in ISO zone C or D (a
 healthy machine always has a 1x line; it becomes a finding when the machine vibrates too much):
-looseness (at least 3 of 3x..10x or 2 half orders above the floor), misalignment (2x at least
+looseness (at least 3 of 3x..10x or 2 half orders above the floor), then, if 1x stands
+`fundamental_db` above the floor: misalignment (a 2x line as high above the floor and at least
 half of 1x in velocity, or a dominant 1x seen by an axial sensor), imbalance (a dominant 1x on a
 radial sensor). Nothing found: `unknown` when the detector flagged the window or the zone is C/D,
 else `none`.
@@ -37,7 +39,7 @@ from typing import Literal
 import numpy as np
 
 from appliance.diagnosis.bearing import DefectOrders
-from appliance.diagnosis.envelope import Band, envelope_spectrum
+from appliance.diagnosis.envelope import Band, EnvelopeSpectrum, envelope_spectra
 from appliance.diagnosis.lines import Line, Spectrum
 from appliance.diagnosis.severity import Foundation, Group, Zone, iso_zone, velocity_rms_mm_s
 from appliance.diagnosis.shaft import ShaftLines, shaft_lines
@@ -133,6 +135,7 @@ class _Match:
     strength_db: float
     lines: tuple[Line, ...]
     confidence: float
+    band: Band
 
 
 def diagnose_channel(
@@ -152,31 +155,23 @@ def diagnose_channel(
     highest = max(
         [order.bpfi * shaft_hz for order in bearings.values()] + [shaft_hz], default=shaft_hz
     )
-    envelope = envelope_spectrum(acceleration_g, rate, min_width_hz=2 * (highest + 2 * shaft_hz))
-    spectrum = Spectrum.with_floor(
-        envelope.freqs,
-        envelope.magnitude,
-        max(settings.floor_width_orders * shaft_hz, 5 * (envelope.freqs[1] - envelope.freqs[0])),
-    )
-    matches = [
-        match
-        for name, orders in bearings.items()
-        for family in FAMILIES
-        if (match := _match_family(spectrum, family, name, orders.hz(shaft_hz), shaft_hz, settings))
-    ]
+    looks = envelope_spectra(acceleration_g, rate, min_width_hz=2 * (highest + 2 * shaft_hz))
+    matches = _bearing_matches(looks, bearings, shaft_hz, settings)
 
     def result(
-        verdict: Verdict, confidence: float, lines: tuple[Line, ...], bearing: str = ""
+        verdict: Verdict,
+        confidence: float,
+        lines: tuple[Line, ...],
+        bearing: str = "",
+        band: Band = looks[0].band,
     ) -> ChannelDiagnosis:
-        return ChannelDiagnosis(
-            verdict, confidence, lines, bearing, shaft_hz, envelope.band, velocity, zone
-        )
+        return ChannelDiagnosis(verdict, confidence, lines, bearing, shaft_hz, band, velocity, zone)
 
     if matches:
         # a ball's defect is modulated at the cage speed too: FTF lines name the cage only alone
         defects = [match for match in matches if match.family.verdict != "cage"] or matches
         best = max(defects, key=lambda match: match.strength_db)
-        return result(best.family.verdict, best.confidence, best.lines, best.bearing)
+        return result(best.family.verdict, best.confidence, best.lines, best.bearing, best.band)
     if zone in ("C", "D"):
         lines = shaft_lines(acceleration_g, rate, shaft_hz, settings.slip)
         shaft_verdict = _shaft_pattern(lines, velocity, axial, settings)
@@ -187,14 +182,34 @@ def diagnose_channel(
     return result("unknown" if unexplained else "none", 0.0, ())
 
 
+def _bearing_matches(
+    looks: list[EnvelopeSpectrum],
+    bearings: Mapping[str, DefectOrders],
+    shaft_hz: float,
+    settings: DiagnosisSettings,
+) -> list[_Match]:
+    matches = []
+    for look in looks:
+        step = float(look.freqs[1] - look.freqs[0])
+        width = max(settings.floor_width_orders * shaft_hz, 5 * step)
+        spectrum = Spectrum.with_floor(look.freqs, look.magnitude, width)
+        for name, orders in bearings.items():
+            frequencies = orders.hz(shaft_hz)
+            for family in FAMILIES:
+                match = _match_family(spectrum, family, frequencies, shaft_hz, settings)
+                if match is not None:
+                    matches.append(_Match(family, name, *match, look.band))
+    return matches
+
+
 def _match_family(
     spectrum: Spectrum,
     family: _Family,
-    bearing: str,
     frequencies: DefectOrders,
     shaft_hz: float,
     settings: DiagnosisSettings,
-) -> _Match | None:
+) -> tuple[float, tuple[Line, ...], float] | None:
+    """(strength in dB, the family's lines, confidence) if the family is found."""
     base = getattr(frequencies, family.order) * family.multiple
     if base >= spectrum.freqs[-1]:
         return None
@@ -213,7 +228,7 @@ def _match_family(
         return None
     lines = tuple(harmonics + sidebands)
     found = sum(line.db_above_floor >= settings.confirm_db for line in lines)
-    return _Match(family, bearing, fundamental.db_above_floor + confirm, lines, found / len(lines))
+    return fundamental.db_above_floor + confirm, lines, found / len(lines)
 
 
 def _label(multiple: float, name: str) -> str:
@@ -249,7 +264,10 @@ def _shaft_pattern(
     if len(upper) >= 3 or len(halves) >= 2:
         count = len(orders[2:]) + len(lines.half_orders)
         return "looseness", (len(upper) + len(halves)) / count, tuple(upper + halves)
-    if len(amplitudes) >= 2 and amplitudes[1] >= settings.misalignment_ratio * amplitudes[0]:
+    if not orders or orders[0].db_above_floor < settings.fundamental_db:
+        return None  # no 1x line: the velocity is broadband, not the shaft's
+    second_stands = len(orders) >= 2 and orders[1].db_above_floor >= settings.fundamental_db
+    if second_stands and amplitudes[1] >= settings.misalignment_ratio * amplitudes[0]:
         ratio = float(amplitudes[1] / max(amplitudes[0], 1e-12))
         return "misalignment", min(1.0, ratio), orders[:2]
     share = float((amplitudes[0] / np.sqrt(2)) ** 2 / max(velocity_mm_s**2, 1e-12))

@@ -14,6 +14,7 @@ from appliance.diagnosis import (
     orders_from_geometry,
     velocity_rms_mm_s,
 )
+from appliance.diagnosis.envelope import envelope_spectra
 from appliance.records import FloatArray
 from tests.diagnosis.synthetic import impacts, noise, shaft
 
@@ -85,8 +86,22 @@ def test_impacts_at_a_defect_rate_are_named_with_their_lines(
     found = {line.name: line for line in diagnosis.evidence}
     for name in lines:
         assert found[name].db_above_floor >= 8.0
-    assert 1500.0 <= diagnosis.band.low_hz < 3000.0 < diagnosis.band.high_hz
+    assert diagnosis.band.low_hz <= 3000.0 < diagnosis.band.high_hz
     assert 0.0 < diagnosis.confidence <= 1.0
+
+
+def test_the_band_is_chosen_where_the_impacts_ring_not_where_the_energy_is() -> None:
+    from scipy.signal import butter, sosfilt
+
+    loud = sosfilt(butter(6, 1000.0, fs=CWRU_RATE, output="sos"), noise(CWRU_RATE, 1.0, 2.0))
+    ringing = impacts(CWRU_RATE, 1.0, DEFECTS.bpfo, resonance_hz=4000.0, amplitude_g=0.3)
+    first, *others = envelope_spectra(loud + ringing, CWRU_RATE, min_width_hz=500.0)
+    assert first.band.low_hz <= 4000.0 < first.band.high_hz
+    assert first.band.high_hz - first.band.low_hz < CWRU_RATE / 2
+    assert [look.band.low_hz for look in others] == [0.0]
+    diagnosis = diagnose_channel(loud + ringing, CWRU_RATE, CWRU_SHAFT, BEARINGS)
+    assert diagnosis.verdict == "outer_race"
+    assert diagnosis.band == first.band
 
 
 def test_healthy_noise_and_shaft_lines_give_no_verdict_over_many_windows() -> None:
@@ -146,3 +161,10 @@ def test_a_bearing_given_by_orders_or_geometry_is_the_same_bearing() -> None:
         signal, CWRU_RATE, CWRU_SHAFT, {"b": orders_from_geometry(9, 7.94, 39.04)}
     )
     assert by_orders.verdict == by_geometry.verdict == "outer_race"
+
+
+def test_broadband_noise_in_zone_d_is_unknown_not_a_shaft_fault() -> None:
+    signal = noise(RIG_RATE, 5.0, 0.5) + shaft(RIG_RATE, 5.0, RIG_SHAFT, (0.005,))
+    diagnosis = diagnose_channel(signal, RIG_RATE, RIG_SHAFT, BEARINGS)
+    assert diagnosis.zone == "D"
+    assert diagnosis.verdict == "unknown"
