@@ -2,13 +2,18 @@
 Assistant lines: the emulated rig runs with [homeassistant] on while a client logged in as Home
 Assistant's user subscribes to what Home Assistant reads; every discovery message is checked
 against the documented schema (homeassistant_schema.py), the states against the configs'
-templates and units, availability against the status topic, before and after a clean stop."""
+templates and units, availability against the status topic, before and after a clean stop; and
+after an unclean one: the gateway's process killed (SIGKILL: no MQTT DISCONNECT, no offline said
+by the gateway), mosquitto publishes its retained last will and every entity's availability
+reads unavailable."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,6 +139,68 @@ def check_value(ha_config: dict[str, Any], payload: bytes, topic: str) -> None:
         assert unit == "°C" and 0.0 < float(value) < 100.0, (topic, value)
     if topic.endswith("_accel_x_rms/config"):
         assert unit == "g" and 0.0 < float(value) < 2.0, (topic, value)
+
+
+GATEWAY_PROCESS = """
+import asyncio, json, sys
+from appliance.config import parse_config
+from appliance.rig import run_appliance
+with open(sys.argv[1], encoding="utf-8") as file:
+    config = parse_config(json.load(file), sys.argv[1])
+asyncio.run(run_appliance(config))
+"""
+"""The gateway in a process of its own, so that it can die as a power cut or a crash ends it."""
+
+
+async def test_an_unclean_stop_makes_home_assistant_read_unavailable_from_the_will(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    broker = make_broker(
+        users=(GATEWAY, "homeassistant"), acl=SHIPPED_ACL.read_text() + HA_ACL.read_text()
+    )
+    config = config_with_home_assistant(broker, tmp_path)
+    settings = home_assistant_settings(config)
+    assert settings is not None
+    announced = {topic for topic, _ in discovery_messages(settings)}
+    config_file = tmp_path / "gateway.json"
+    config_file.write_text(json.dumps(config.model_dump(mode="json", exclude_none=True)))
+    seen: dict[str, bytes] = {}
+    subscribed = asyncio.Event()
+
+    async with running(listen(broker, seen, subscribed)):
+        await subscribed.wait()
+        with (tmp_path / "gateway.log").open("wb") as log:
+            gateway = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", GATEWAY_PROCESS, str(config_file), stdout=log, stderr=log
+            )
+        exited = asyncio.create_task(gateway.wait())
+        try:
+            await wait_until(
+                lambda: (
+                    announced <= set(seen)
+                    and scored(seen, "pump-1")
+                    and status_state(seen) == "online"
+                ),
+                "the gateway announced, online and scoring",
+                alive=exited,  # fails at once if the process ends
+            )
+            online = seen[STATUS]
+        finally:
+            gateway.kill()  # SIGKILL: the socket closes without a DISCONNECT
+            await exited
+        assert gateway.returncode == -signal.SIGKILL
+        await wait_until(lambda: status_state(seen) == "offline", "the will: offline")
+
+    retained = await read_retained(broker, STATUS, username="homeassistant")
+    assert retained == seen[STATUS], "the will is retained: Home Assistant started later reads it"
+    for topic in announced:
+        ha_config = check_discovery(topic, seen[topic], "homeassistant")
+        check_availability(ha_config, online, retained, topic)
+
+
+def status_state(seen: dict[str, bytes]) -> str | None:
+    payload = seen.get(STATUS)
+    return None if payload is None else str(json.loads(payload)["state"])
 
 
 async def test_without_the_acl_lines_the_gateway_gives_up_announcing_and_keeps_uplinking(
