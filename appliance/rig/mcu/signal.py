@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from appliance.rig.mcu.defects import ImpactTrain, impact_train
+
 
 @dataclass
 class MachineSignal:
@@ -17,7 +19,9 @@ class MachineSignal:
     Channels 3.. are a second sensor further from the bearing (half the vibration). Axis z
     carries gravity. Fault terms: `imbalance_growth_per_s` ramps the 1x amplitude up over
     machine time; `bearing_amplitude_g` adds outer-race defect tones at BPFO and harmonics,
-    amplitude-modulated at shaft speed.
+    amplitude-modulated at shaft speed; `outer_race_g`, `inner_race_g` and `ball_g` add defects
+    shaped like real ones (strikes ringing a resonance, defects.py); `misalignment_g` a 2x line
+    (radial) and 1x (axial, axis z).
     """
 
     shaft_hz: float = 29.6
@@ -30,6 +34,20 @@ class MachineSignal:
     bearing_amplitude_g: float = 0.0
     bpfo_hz: float = 107.0
     bearing_harmonics: int = 3
+    outer_race_g: float = 0.0
+    inner_race_g: float = 0.0
+    ball_g: float = 0.0
+    """Bearing defects shaped like real ones (defects.py): strike amplitude in g."""
+    resonance_hz: float = 380.0
+    """The housing resonance the strikes ring (below the MCU's Nyquist frequency)."""
+    slip: float = 0.01
+    bpfo_order: float = 3.5848
+    bpfi_order: float = 5.4152
+    bsf_order: float = 2.357
+    ftf_order: float = 0.39828
+    """Defect frequencies per shaft revolution (default: the SKF 6205 of examples/gateway.toml)."""
+    misalignment_g: float = 0.0
+    """Misalignment: a 2x line of this amplitude on the radial axes and 1x on the axial one."""
 
     def render(
         self, t: npt.NDArray[np.float64], n_channels: int, rng: np.random.Generator
@@ -39,6 +57,7 @@ class MachineSignal:
         growth = 1.0 + self.imbalance_growth_per_s * t
         imbalance = self.imbalance_g * np.minimum(growth, self.imbalance_max_factor)
         out = np.empty((len(t), n_channels))
+        defects = self._defects(t)
         for channel in range(n_channels):
             axis = channel % 3
             phase = axis * np.pi / 2
@@ -46,12 +65,43 @@ class MachineSignal:
             value = imbalance * np.sin(shaft + phase)
             for order, amplitude in enumerate(self.harmonic_g, start=2):
                 value += amplitude * np.sin(order * shaft + 0.7 * order + phase)
-            value += self._bearing(t, shaft)
+            value += self._bearing(t, shaft) + defects
+            value += self._misalignment(shaft, axis)
             value = gain * value + rng.normal(0.0, self.noise_g, len(t))
             if axis == self.gravity_axis:
                 value += 1.0
             out[:, channel] = value
         return out
+
+    def _defects(self, t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        shaft_hz, ftf_hz = self.shaft_hz, self.ftf_order * self.shaft_hz
+        trains = (
+            ImpactTrain(
+                self.bpfo_order * shaft_hz, self.outer_race_g, self.resonance_hz, slip=self.slip
+            ),
+            ImpactTrain(
+                self.bpfi_order * shaft_hz,
+                self.inner_race_g,
+                self.resonance_hz,
+                slip=self.slip,
+                modulation_hz=shaft_hz,
+            ),
+            ImpactTrain(
+                2 * self.bsf_order * shaft_hz,
+                self.ball_g,
+                self.resonance_hz,
+                slip=2 * self.slip,
+                modulation_hz=ftf_hz,
+            ),
+        )
+        return sum((impact_train(train, t) for train in trains), np.zeros_like(t))
+
+    def _misalignment(self, shaft: npt.NDArray[np.float64], axis: int) -> npt.NDArray[np.float64]:
+        if self.misalignment_g == 0.0:
+            return np.zeros_like(shaft)
+        if axis == 2:
+            return self.misalignment_g * np.sin(shaft + 0.4)
+        return self.misalignment_g * np.sin(2 * shaft + 1.1 + axis * np.pi / 2)
 
     def _bearing(
         self, t: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64]
@@ -103,6 +153,16 @@ FAULT_NAMES: dict[str, tuple[str, str]] = {
     "imbalance": ("signal", "imbalance_growth_per_s"),
     "bearing": ("signal", "bearing_amplitude_g"),
     "bpfo": ("signal", "bpfo_hz"),
+    "outer_race": ("signal", "outer_race_g"),
+    "inner_race": ("signal", "inner_race_g"),
+    "ball": ("signal", "ball_g"),
+    "resonance": ("signal", "resonance_hz"),
+    "slip": ("signal", "slip"),
+    "bpfo_order": ("signal", "bpfo_order"),
+    "bpfi_order": ("signal", "bpfi_order"),
+    "bsf_order": ("signal", "bsf_order"),
+    "ftf_order": ("signal", "ftf_order"),
+    "misalignment": ("signal", "misalignment_g"),
 }
 
 
