@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -56,17 +56,7 @@ Verdict = Literal[
     "looseness",
     "unknown",
 ]
-VERDICTS: tuple[Verdict, ...] = (
-    "none",
-    "inner_race",
-    "outer_race",
-    "rolling_element",
-    "cage",
-    "imbalance",
-    "misalignment",
-    "looseness",
-    "unknown",
-)
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 BEARING_VERDICTS = frozenset({"inner_race", "outer_race", "rolling_element", "cage"})
 
 

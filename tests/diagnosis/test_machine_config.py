@@ -100,3 +100,16 @@ def test_a_speed_range_stands_in_for_a_fixed_speed() -> None:
     machine(document)["speed_range_rpm"] = [1400.0, 1550.0]
     asset = parse_config(document, "site.toml").asset("pump-1")
     assert asset.machine is not None and asset.machine.speed_range_rpm == [1400.0, 1550.0]
+
+
+def test_the_example_bearings_give_the_diagnosis_the_same_orders_either_way() -> None:
+    from appliance.diagnosis.from_config import bearing_orders, machine_severity, to_g
+
+    pump = load_config(EXAMPLE).asset("pump-1")
+    assert pump.machine is not None
+    orders = bearing_orders(pump.machine)
+    by_geometry, by_catalogue = orders["drive-end"], orders["non-drive-end"]
+    assert by_geometry.bpfo == pytest.approx(by_catalogue.bpfo, rel=1e-3)
+    assert by_geometry.bpfi == pytest.approx(by_catalogue.bpfi, rel=1e-3)
+    assert machine_severity(pump.machine).group == 2
+    assert to_g("g") == 1.0 and to_g("m/s2") == pytest.approx(1 / 9.80665)
