@@ -3,7 +3,9 @@
 bearing.py: defect frequencies from geometry; envelope.py: the demodulation band chosen by
 spectral kurtosis and the squared-envelope spectrum; lines.py: lines against a robust floor;
 shaft.py: shaft speed estimate and 1x/2x/harmonic lines; severity.py: velocity RMS and the ISO
-20816-3 zone; verdict.py: one channel's verdict, confidence and evidence. docs/DIAGNOSIS.md.
+20816-3 zone; verdict.py: one channel's verdict, confidence and evidence; asset.py: an asset's
+finding over its channels and the words an alarm carries; from_config.py: the inputs from
+[assets.machine]. docs/DIAGNOSIS.md.
 """
 
 from appliance.diagnosis.bearing import CWRU_DRIVE_END, DefectOrders, orders_from_geometry
