@@ -7,13 +7,14 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.records import Alert, FeatureVector, FloatArray, Score
 from appliance.uplink.schema import Part, PartHeader
 
 ValuesParam = Callable[[FloatArray], object]
 Row = tuple[Any, ...]
+R = TypeVar("R", FeatureVector, Score, Alert)
 
 
 def names_json(names: tuple[str, ...]) -> str:
@@ -25,29 +26,34 @@ def names_key(names: tuple[str, ...]) -> str:
     return hashlib.sha256(names_json(names).encode("utf-8")).hexdigest()
 
 
+KIND_OF: dict[type, str] = {FeatureVector: "features", Score: "scores", Alert: "alerts"}
+
+
+def of_kind(part: Part, kind: type[R]) -> list[tuple[int, R]]:
+    """The part's (seq, record) pairs, all of `kind`: a decoded part holds records of its own
+    kind only (decode_part builds them so), which is checked once per part, not per record."""
+    if part.kind != KIND_OF[kind]:
+        raise TypeError(f"{part.where}: a {part.kind} part has no {kind.__name__} records")
+    return part.records  # type: ignore[return-value]
+
+
 def feature_names(part: Part) -> list[tuple[str, ...]]:
     """The distinct name tuples of a features part, in first-seen order."""
-    seen: dict[tuple[str, ...], None] = {}
-    for _, record in part.records:
-        if isinstance(record, FeatureVector):
-            seen.setdefault(record.names, None)
-    return list(seen)
+    if part.kind != "features":
+        return []
+    return list(dict.fromkeys(record.names for _, record in of_kind(part, FeatureVector)))
 
 
 def feature_rows(
     part: Part, schema_ids: Mapping[tuple[str, ...], int], values_param: ValuesParam
 ) -> list[Row]:
     """(gateway, seq, asset, t, schema_id, values)."""
+    gateway, asset = part.gateway, part.asset
     return [
-        (part.gateway, seq, part.asset, record.window_end, schema_ids[record.names],
+        (gateway, seq, asset, record.window_end, schema_ids[record.names],
          values_param(record.values))
-        for seq, record in part.records
-        if isinstance(record, FeatureVector)
+        for seq, record in of_kind(part, FeatureVector)
     ]  # fmt: skip
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def names_list_json(names: tuple[str, ...]) -> str:
@@ -56,21 +62,22 @@ def names_list_json(names: tuple[str, ...]) -> str:
 
 
 def score_rows(part: Part) -> list[Row]:
-    """(gateway, seq, asset, t, model_id, error, threshold, anomalous, contributors_json)."""
+    """(gateway, seq, asset, t, model_id, error, threshold, anomalous, contributors_json);
+    NaN and infinities as NULL."""
+    gateway, asset, isfinite = part.gateway, part.asset, math.isfinite
     return [
         (
-            part.gateway,
+            gateway,
             seq,
-            part.asset,
+            asset,
             record.t,
             record.model_id,
-            finite_or_none(record.error),
-            finite_or_none(record.threshold),
+            record.error if isfinite(record.error) else None,
+            record.threshold if isfinite(record.threshold) else None,
             record.anomalous,
             names_list_json(record.contributors),
         )
-        for seq, record in part.records
-        if isinstance(record, Score)
+        for seq, record in of_kind(part, Score)
     ]
 
 
@@ -79,8 +86,7 @@ def alert_rows(part: Part) -> list[Row]:
     return [
         (part.gateway, seq, part.asset, record.t, record.severity, record.kind, record.message,
          record.channel)
-        for seq, record in part.records
-        if isinstance(record, Alert)
+        for seq, record in of_kind(part, Alert)
     ]  # fmt: skip
 
 
@@ -140,8 +146,8 @@ def dead_letter_row(letter: DeadLetter) -> Row:
 
 
 def newest_time(part: Part) -> float | None:
-    times = [
-        record.window_end if isinstance(record, FeatureVector) else record.t
-        for _, record in part.records
-    ]
-    return max(times) if times else None
+    if not part.records:
+        return None
+    if part.kind == "features":
+        return max(record.window_end for _, record in of_kind(part, FeatureVector))
+    return max(record.t for _, record in part.records)  # type: ignore[union-attr]

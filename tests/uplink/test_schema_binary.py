@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_schema import assert_same_record, merged, ranges, vector
 from test_schema_poison import (
@@ -277,9 +277,13 @@ def test_any_value_anywhere_in_a_binary_part_is_refused_or_decodes_to_a_valid_pa
     body = binary_body(kind)
     path = data.draw(st.sampled_from(paths(body)), label="path")
     put(body, path, data.draw(binary_values, label="value"))
+    try:
+        payload = packed(body)
+    except OverflowError:  # an integer msgpack cannot carry: no sender can send it
+        assume(False)
 
     header_fields = {"v", "gateway", "lo", "hi", "part", "parts", "kind", "asset"}
-    assert_refused_or_valid(packed(body), kind, header_intact=path[0] not in header_fields)
+    assert_refused_or_valid(payload, kind, header_intact=path[0] not in header_fields)
 
 
 @settings(max_examples=200, deadline=None)

@@ -133,7 +133,7 @@ def numbers_from(value: object, count: int, what: str) -> list[float]:
 
 def strings(value: object, count: int, what: str) -> list[str]:
     items = column(value, count, what)
-    if not all(type(item) is str for item in items):
+    if not set(map(type, items)) <= {str}:
         bad = next(i for i, item in enumerate(items) if type(item) is not str)
         raise SchemaError(f"{what}[{bad}] must be a string, not {shown(items[bad])}")
     return check_texts(items, what)
@@ -142,9 +142,9 @@ def strings(value: object, count: int, what: str) -> list[str]:
 def name_tuples(value: object, count: int, what: str) -> list[tuple[str, ...]]:
     """A list of `count` lists of strings (one pass over all the names when they are fine)."""
     lists = column(value, count, what)
-    if all(type(item) is list for item in lists):
+    if set(map(type, lists)) <= {list}:
         names = [name for item in lists for name in item]
-        if all(type(name) is str for name in names) and "".join(names).isascii():
+        if set(map(type, names)) <= {str} and "".join(names).isascii():
             return [tuple(item) for item in lists]
     for i, item in enumerate(lists):
         if not isinstance(item, list):

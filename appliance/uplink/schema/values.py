@@ -104,7 +104,7 @@ def check_seq(seq: object, previous: int, hi: int, where: str) -> int:
 def check_seqs(seqs: list[object], lo: int, hi: int, where: str) -> None:
     """Integers rising from above lo to at most hi; the first that is not is named."""
     rising = map(operator.lt, [lo, *seqs], [*seqs, hi + 1])  # type: ignore[arg-type]
-    if all(type(seq) is int for seq in seqs) and all(rising):  # the common case, at C speed
+    if set(map(type, seqs)) <= {int} and all(rising):  # the common case, at C speed
         return
     previous = lo
     for index, seq in enumerate(seqs):
