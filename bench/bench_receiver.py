@@ -1,9 +1,10 @@
 """Receiver ingest rate: `appliance-receiver` on one core into SQLite; two instances on a shared
-subscription; the same on PostgreSQL; against a decode-only baseline in the same run.
+subscription; the same on PostgreSQL; against a decode-only baseline in the same run; for both
+wire formats (binary, the gateway's default, and JSON) in the same run.
 
 Messages: `--seconds` (86,400) of one asset, a feature vector of the demo's 49 features and its
 score per second, split and encoded as the gateway's Uplink sends them (encode_range: 500
-records and 256 KiB per range, one part per kind), pre-encoded and untimed.
+records and 256 KiB per range, one part per kind), in each format, pre-encoded and untimed.
 
 Each MQTT run gets a fresh broker (deployed config: TLS, passwords, the shipped ACL) and a fresh
 database. The receiver instances (subprocesses, `appliance-receiver run`) start and subscribe
@@ -17,10 +18,10 @@ machine has no third core: they then share with the publisher and broker).
 
 Baselines, same run, same messages, in this process on one core: decode only (decode_part), and
 decode + the receiver's Database.ingest into SQLite without MQTT. The headline ratio is the
-receiver's rate / decode-only rate.
+receiver's rate / decode-only rate; the binary/JSON ratio compares the formats.
 
-    .venv/bin/python bench/bench_receiver.py [--seconds 86400] [--skip-postgres]
-        [--append-results bench/RESULTS.md]
+    .venv/bin/python bench/bench_receiver.py [--seconds 86400] [--skip-postgres] [--skip-two]
+        [--formats binary,json] [--repeat 3] [--append-results bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,12 @@ from uplink_bench_common import (
 from appliance.config import BrokerAddress
 from appliance.store import OutboxRange
 from appliance.uplink.ranges import encode_range
-from appliance.uplink.schema import ack_topic, decode_ack, decode_part
+from appliance.uplink.schema import WireFormat, ack_topic, decode_ack, decode_part
 from appliance.uplink.settings import UplinkSettings
 from receiver.db import open_database
 
-BAR_RECORDS_PER_S = 20_000
+BAR_RECORDS_PER_S = 100_000
+"""With the binary format (issue 15); JSON is measured beside it."""
 WINDOW = 32
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 RUN_DEADLINE_S = 900.0
@@ -75,7 +77,7 @@ HAS_TASKSET = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 # --- messages ---------------------------------------------------------------------------------
 
 
-def uplink_messages(seconds: int) -> tuple[list[tuple[str, bytes]], int]:
+def uplink_messages(seconds: int, fmt: WireFormat) -> tuple[list[tuple[str, bytes]], int]:
     """The parts of `seconds` of feature vectors + scores, cut as the Uplink cuts them."""
     settings = UplinkSettings(GATEWAY, BrokerAddress(True, "unused", 1))
     rows = list(enumerate(demo_records(seconds), start=1))
@@ -84,7 +86,7 @@ def uplink_messages(seconds: int) -> tuple[list[tuple[str, bytes]], int]:
     while lo < len(rows):
         chunk = rows[lo : lo + settings.max_records_per_message]
         found = OutboxRange(lo, chunk[-1][0], chunk)
-        prepared = encode_range(found, GATEWAY, PREFIX, settings.max_message_bytes)
+        prepared = encode_range(found, GATEWAY, PREFIX, settings.max_message_bytes, fmt)
         messages += prepared.messages
         lo = prepared.hi
     return messages, len(rows)
@@ -178,6 +180,7 @@ class Run:
     pinning: str = ""
     rates: list[float] = field(default_factory=list)
     """records/s of every repetition (this run is the median one)."""
+    fmt: str = "binary"
 
     @property
     def records_per_s(self) -> float:
@@ -398,31 +401,47 @@ def rates_text(run: Run) -> str:
 
 def run_line(run: Run, decode_rate: float) -> str:
     return (
-        f"{run.backend:10} x{run.instances}: median of [{rates_text(run)}] records/s: "
-        f"{run.records:,} records in {run.seconds:.2f} s = "
+        f"{run.fmt:6} {run.backend:10} x{run.instances}: median of [{rates_text(run)}] "
+        f"records/s: {run.records:,} records in {run.seconds:.2f} s = "
         f"{run.records_per_s:,.0f} records/s ({run.records_per_s / decode_rate:.2f} of decode-only;"
         f" publisher done after {run.publish_s:.2f} s); split {split_text(run)}; "
         f"DB {run.db_detail} {'OK' if run.db_ok else 'WRONG'}"
     )
 
 
+@dataclass
+class FormatFigures:
+    """One wire format's messages and in-process baselines."""
+
+    fmt: WireFormat
+    messages: list[tuple[str, bytes]]
+    records: int
+    decode_rate: float = 0.0
+    in_process_rate: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return sum(len(payload) for _, payload in self.messages)
+
+
+def headline(runs: list[Run], fmt: str) -> Run | None:
+    return next((r for r in runs if r.fmt == fmt and r.backend == "sqlite" and r.instances == 1),
+                None)  # fmt: skip
+
+
 def results_section(
     command: str,
-    messages: Sequence[tuple[str, bytes]],
-    records: int,
-    decode_rate: float,
-    in_process_rate: float,
+    figures: list[FormatFigures],
     runs: list[Run],
     pg_note: str,
     loads: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> str:
     from datetime import UTC, datetime
 
-    size = sum(len(p) for _, p in messages)
-    sqlite_one = next(r for r in runs if r.backend == "sqlite" and r.instances == 1)
-    met = sqlite_one.records_per_s >= BAR_RECORDS_PER_S and sqlite_one.db_ok
+    records = figures[0].records
+    repeats = max(len(run.rates) for run in runs)
     out = [
-        f"\n## Receiver ingest ({datetime.now(UTC):%Y-%m-%d})\n",
+        f"\n## Receiver ingest, binary and JSON ({datetime.now(UTC):%Y-%m-%d})\n",
         f"Command: `{command}`\n",
         f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; mosquitto deployed as receiver/mosquitto/mosquitto.conf "
@@ -431,38 +450,69 @@ def results_section(
         f"{loads[0][0]:.2f} at the start, {loads[1][0]:.2f} at the end (the machine is shared "
         "with other jobs: every run's figure is listed).\n",
         f"Messages: {records:,} records (a 24-hour backlog's worth: one asset, a 49-feature "
-        f"vector + its score per second) as the Uplink cuts them: {len(messages)} parts, "
-        f"{size / 1e6:.1f} MB of JSON, ~{records / len(messages):.0f} records per part. A "
-        "publisher process sends them all at once (QoS 1, 32 in flight); the rate is records / "
-        "(ack of the last seq - publisher start), each run with a fresh broker and database, "
-        "checked afterwards (every seq exactly once).\n",
-        f"| path | instances | pinning | records/s, median of {len(sqlite_one.rates)} (all runs) "
+        "vector + its score per second) as the Uplink cuts them (500 records per range), "
+        + "; ".join(
+            f"{f.fmt}: {len(f.messages)} parts, {f.size / 1e6:.1f} MB "
+            f"({f.size / records:.0f} bytes/record)"
+            for f in figures
+        )
+        + ". A publisher process sends them all at once (QoS 1, 32 in flight); the rate is "
+        "records / (ack of the last seq - publisher start), each run with a fresh broker and "
+        "database, checked afterwards (every seq exactly once). The receiver commits the "
+        "messages waiting at once in one transaction (at most 64).\n",
+        f"| format | path | instances | pinning | records/s, median of {repeats} (all runs) "
         "| / decode-only | split (messages / records per instance) | database check |",
-        "|---|---|---|---|---|---|---|",
-        f"| decode only (decode_part), in process | 1 | CPU 1 | {decode_rate:,.0f} | 1.00 | - "
-        "| - |",
-        f"| decode + Database.ingest (SQLite), in process, no MQTT | 1 | CPU 1 | "
-        f"{in_process_rate:,.0f} | {in_process_rate / decode_rate:.2f} | - | - |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for f in figures:
+        out += [
+            f"| {f.fmt} | decode only (decode_part), in process | 1 | CPU 1 | "
+            f"{f.decode_rate:,.0f} | 1.00 | - | - |",
+            f"| {f.fmt} | decode + Database.ingest (SQLite), in process, no MQTT | 1 | CPU 1 | "
+            f"{f.in_process_rate:,.0f} | {f.in_process_rate / f.decode_rate:.2f} | - | - |",
+        ]
+    decode = {f.fmt: f.decode_rate for f in figures}
     for run in runs:
-        headline = "**" if run is sqlite_one else ""
+        bold = "**" if run is headline(runs, run.fmt) else ""
         out.append(
-            f"| `appliance-receiver` -> {run.backend} | {run.instances} | {run.pinning} | "
-            f"{headline}{run.records_per_s:,.0f}{headline} ({rates_text(run)}) | "
-            f"{run.records_per_s / decode_rate:.2f} "
-            f"| {split_text(run)} | {run.db_detail}: {'ok' if run.db_ok else 'WRONG'} |"
+            f"| {run.fmt} | `appliance-receiver` -> {run.backend} | {run.instances} | "
+            f"{run.pinning} | {bold}{run.records_per_s:,.0f}{bold} ({rates_text(run)}) | "
+            f"{run.records_per_s / decode[run.fmt]:.2f} | {split_text(run)} | "
+            f"{run.db_detail}: {'ok' if run.db_ok else 'WRONG'} |"
         )
     out.append("")
-    out.append(
-        f"Bar (>= {BAR_RECORDS_PER_S:,} records/s on one core into SQLite): "
-        f"**{'met' if met else 'not met'}** ({sqlite_one.records_per_s:,.0f} records/s)."
-        + (f" {pg_note}" if pg_note else "")
-        + "\n"
-    )
+    binary, as_json = headline(runs, "binary"), headline(runs, "json")
+    if binary is not None:
+        met = binary.records_per_s >= BAR_RECORDS_PER_S and binary.db_ok
+        ratio = f" = {binary.records_per_s / as_json.records_per_s:.1f}x JSON's " + (
+            f"{as_json.records_per_s:,.0f}") if as_json is not None else ""  # fmt: skip
+        out.append(
+            f"Bar (>= {BAR_RECORDS_PER_S:,} records/s with binary on one core into SQLite): "
+            f"**{'met' if met else 'not met'}** ({binary.records_per_s:,.0f} records/s{ratio})."
+            + (f" {pg_note}" if pg_note else "")
+            + "\n"
+        )
     return "\n".join(out)
 
 
 # --- main ---------------------------------------------------------------------------------------
+
+
+async def format_figures(fmt: WireFormat, seconds: int, repeat: int, work: Path) -> FormatFigures:
+    messages, records = uplink_messages(seconds, fmt)
+    figures = FormatFigures(fmt, messages, records)
+    print(f"{fmt}: {records:,} records in {len(messages)} parts, {figures.size / 1e6:.1f} MB "
+          f"({figures.size / records:.0f} bytes/record)", flush=True)  # fmt: skip
+    figures.decode_rate = statistics.median(decode_only(messages, records) for _ in range(repeat))
+    print(f"{fmt}: decode only (in process, 1 core): {figures.decode_rate:,.0f} records/s",
+          flush=True)  # fmt: skip
+    figures.in_process_rate = statistics.median([
+        await ingest_in_process(messages, records, work / f"inproc-{fmt}-{repetition}.db")
+        for repetition in range(repeat)
+    ])  # fmt: skip
+    print(f"{fmt}: decode + Database.ingest SQLite (in process, no MQTT): "
+          f"{figures.in_process_rate:,.0f} records/s", flush=True)  # fmt: skip
+    return figures
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -474,79 +524,85 @@ async def bench(args: argparse.Namespace) -> None:
     logging.getLogger("mqtt").setLevel(logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
     os.chmod(work, 0o755)  # the postgres user must reach its data directory below
+    formats: list[WireFormat] = [f for f in ("binary", "json") if f in args.formats.split(",")]
     try:
-        messages, records = uplink_messages(args.seconds)
-        size = sum(len(p) for _, p in messages)
-        print(f"{records:,} records in {len(messages)} parts, {size / 1e6:.1f} MB JSON")
-        messages_file = work / "messages.pickle"
-        with messages_file.open("wb") as file:
-            pickle.dump(messages, file)
         load_before = os.getloadavg()
-        decode_rate = statistics.median(decode_only(messages, records) for _ in range(args.repeat))
-        print(f"decode only (in process, 1 core): {decode_rate:,.0f} records/s", flush=True)
-        in_process = statistics.median([
-            await ingest_in_process(messages, records, work / f"inproc-{repetition}.db")
-            for repetition in range(args.repeat)
-        ])  # fmt: skip
-        print(f"decode + Database.ingest SQLite (in process, no MQTT): {in_process:,.0f} records/s "
-              f"({in_process / decode_rate:.2f} of decode-only)", flush=True)  # fmt: skip
-
         tls = new_tls(work)
+        figures: list[FormatFigures] = []
         runs: list[Run] = []
 
-        async def measure(backend: str, instances: int, new_url: Callable[[int], str]) -> None:
+        async def measure(
+            fmt: WireFormat, backend: str, instances: int, new_url: Callable[[int], str]
+        ) -> None:
+            f = next(f for f in figures if f.fmt == fmt)
+            messages_file = work / f"messages-{fmt}.pickle"
+            with messages_file.open("wb") as file:
+                pickle.dump(f.messages, file)
             repeated = []
             for repetition in range(args.repeat):
                 url = new_url(repetition)
-                repeated.append(await mqtt_run(backend, url, instances, messages_file, records,
-                                               tls, work))  # fmt: skip
-                print(f"  {backend} x{instances} run {repetition + 1}: "
+                repeated.append(await mqtt_run(backend, url, instances, messages_file,
+                                               f.records, tls, work))  # fmt: skip
+                repeated[-1].fmt = fmt
+                print(f"  {fmt} {backend} x{instances} run {repetition + 1}: "
                       f"{repeated[-1].records_per_s:,.0f} records/s", flush=True)  # fmt: skip
             repeated.sort(key=lambda run: run.records_per_s)
             median = repeated[len(repeated) // 2]
             median.rates = [run.records_per_s for run in repeated]
             median.db_ok = all(run.db_ok for run in repeated)
             runs.append(median)
-            print(run_line(median, decode_rate), flush=True)
+            print(run_line(median, f.decode_rate), flush=True)
 
-        for instances in (1, 2):
+        for fmt in formats:
+            figures.append(await format_figures(fmt, args.seconds, args.repeat, work))
+        for fmt in formats:  # the headline runs of both formats first, close together
             await measure(
-                "sqlite", instances, lambda r, i=instances: f"sqlite:///{work}/sqlite-{i}-{r}.db"
+                fmt, "sqlite", 1, lambda r, f=fmt: f"sqlite:///{work}/sqlite-{f}-1-{r}.db"
             )
-        pg_note = ""
-        if args.skip_postgres:
-            pg_note = "PostgreSQL: skipped (--skip-postgres)."
-        else:
-            with postgres_server(work) as server:
-                if server is None:
-                    pg_note = "PostgreSQL: skipped (no server could be started; see the output)."
-                else:
-                    pg_values = await postgres_values_ab(server, messages, records)
-                    for label, rate in pg_values.items():
-                        print(f"PostgreSQL ingest only, feature values as {label}: "
-                              f"{rate:,.0f} records/s", flush=True)  # fmt: skip
-                    pg_note = "PostgreSQL ingest only (pre-decoded parts, no MQTT), feature " + (
-                        "values sent as " + "; as ".join(
-                            f"{label}: {rate:,.0f} records/s" for label, rate in pg_values.items()
-                        ) + "."
-                    )  # fmt: skip
-                    for instances in (1, 2):
-                        await measure("postgresql", instances,
-                                      lambda _, s=server: new_postgres_database(s))  # fmt: skip
-        single = runs[0]
-        print(
-            f"bar >= {BAR_RECORDS_PER_S:,} records/s on one core into SQLite: "
-            f"{'met' if single.records_per_s >= BAR_RECORDS_PER_S and single.db_ok else 'NOT met'}"
-            f" ({single.records_per_s:,.0f})"
-        )
+        if not args.skip_two:
+            for fmt in formats:
+                await measure(fmt, "sqlite", 2,
+                              lambda r, f=fmt: f"sqlite:///{work}/sqlite-{f}-2-{r}.db")  # fmt: skip
+        pg_note = await postgres_runs(args, figures, measure, work)
+        for fmt in formats:
+            single = headline(runs, fmt)
+            assert single is not None
+            met = single.records_per_s >= BAR_RECORDS_PER_S and single.db_ok
+            bar = f"; bar >= {BAR_RECORDS_PER_S:,}: {'met' if met else 'NOT met'}"
+            bar = bar if fmt == "binary" else ""
+            print(f"{fmt}: one receiver on one core into SQLite: "
+                  f"{single.records_per_s:,.0f} records/s{bar}")  # fmt: skip
         if args.append_results is not None:
             command = shlex.join([".venv/bin/python", "bench/bench_receiver.py", *sys.argv[1:]])
             with args.append_results.open("a", encoding="utf-8") as results:
-                results.write(results_section(command, messages, records, decode_rate,
-                                              in_process, runs, pg_note,
+                results.write(results_section(command, figures, runs, pg_note,
                                               (load_before, os.getloadavg())))  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def postgres_runs(
+    args: argparse.Namespace,
+    figures: list[FormatFigures],
+    measure: Callable[..., Awaitable[None]],
+    work: Path,
+) -> str:
+    """The PostgreSQL runs (the first format only); the note for the results."""
+    if args.skip_postgres:
+        return "PostgreSQL: skipped (--skip-postgres)."
+    first = figures[0]
+    with postgres_server(work) as server:
+        if server is None:
+            return "PostgreSQL: skipped (no server could be started; see the output)."
+        pg_values = await postgres_values_ab(server, first.messages, first.records)
+        for label, rate in pg_values.items():
+            print(f"PostgreSQL ingest only, feature values as {label}: {rate:,.0f} records/s",
+                  flush=True)  # fmt: skip
+        for instances in (1, 2):
+            await measure(first.fmt, "postgresql", instances,
+                          lambda _, s=server: new_postgres_database(s))  # fmt: skip
+    sent = "; as ".join(f"{label}: {rate:,.0f} records/s" for label, rate in pg_values.items())
+    return f"PostgreSQL ingest only ({first.fmt}, pre-decoded, no MQTT), feature values as {sent}."
 
 
 def main() -> None:
@@ -556,6 +612,8 @@ def main() -> None:
     for p in (parser, run):
         p.add_argument("--seconds", type=int, default=86_400, help="1 vector + 1 score per s")
         p.add_argument("--skip-postgres", action="store_true")
+        p.add_argument("--skip-two", action="store_true", help="no runs with two receivers")
+        p.add_argument("--formats", default="binary,json", help="wire formats, comma-separated")
         p.add_argument("--repeat", type=int, default=3, help="runs per setup; the median counts")
         p.add_argument("--append-results", type=Path, help="append a markdown section here")
     pub = commands.add_parser("publish", help="internal: the publisher process")
