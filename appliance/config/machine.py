@@ -60,8 +60,11 @@ class BearingConfig(Strict):
     """One rolling bearing: either `geometry` or `orders`, not both."""
 
     name: Name
+    """Names the bearing in the diagnosis's evidence (e.g. "drive-end")."""
     geometry: BearingGeometry | None = None
+    """Dimensions: the defect frequencies are computed from them (appliance/diagnosis)."""
     orders: DefectOrders | None = None
+    """The maker's defect frequencies per shaft revolution, used as given."""
 
     @model_validator(mode="after")
     def _one_description(self) -> BearingConfig:
