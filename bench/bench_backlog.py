@@ -25,7 +25,12 @@ Baselines, same run, same records:
      subscriber gets: the loss is (sent - arrived) / sent.
 
     .venv/bin/python bench/bench_backlog.py [--seconds 86400] [--replay-rate 0]
-        [--skip-bridge] [--append-results bench/RESULTS.md]
+        [--skip-bridge] [--formats-only] [--append-results bench/RESULTS.md]
+
+It starts with the bytes of the backlog's parts in each wire format (binary, JSON: payloads cut
+as the Uplink cuts them, per record and for a day; `--formats-only` stops there). The drain
+sends in the format the Uplink is configured with; the values check accepts float32 values (as
+the binary format carries them) and says which it found.
 
 `--replay-rate 0` lifts the backlog replay cap (replay_records_per_s); the shipped default is
 1000 records/s, at which a 24-hour backlog takes 173 s by design (the cap protects a thin link).
@@ -54,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import structlog
 from uplink_bench_common import (
     GATEWAY,
@@ -73,7 +79,7 @@ from appliance.store import OutboxRange, Store, StoreSettings
 from appliance.store.codec import StoredRecord
 from appliance.uplink.publisher import Uplink
 from appliance.uplink.ranges import encode_range
-from appliance.uplink.schema import Part, encode_part
+from appliance.uplink.schema import Part, WireFormat, encode_part
 from appliance.uplink.settings import UplinkSettings
 
 UNCAPPED = 1e9
@@ -101,20 +107,57 @@ def kind_of(record: StoredRecord) -> Any:
 
 
 def batched_messages(
-    records: Sequence[StoredRecord], settings: UplinkSettings
+    records: Sequence[StoredRecord], settings: UplinkSettings, fmt: WireFormat = "json"
 ) -> list[tuple[str, bytes]]:
     """Our parts for the same records, cut as the Uplink cuts them (max_records_per_message,
-    max_message_bytes)."""
+    max_message_bytes), in wire format `fmt`."""
     messages: list[tuple[str, bytes]] = []
     rows = list(enumerate(records, start=1))
     lo = 0
     while lo < len(rows):
         chunk = rows[lo : lo + settings.max_records_per_message]
         found = OutboxRange(lo, chunk[-1][0], chunk)
-        prepared = encode_range(found, GATEWAY, PREFIX, settings.max_message_bytes)
+        prepared = encode_range(found, GATEWAY, PREFIX, settings.max_message_bytes, fmt)
         messages += prepared.messages
         lo = prepared.hi
     return messages
+
+
+# --- bytes on the wire per format --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WireBytes:
+    fmt: str
+    messages: int
+    bytes: int
+    records: int
+
+    @property
+    def per_record(self) -> float:
+        return self.bytes / self.records
+
+
+def wire_bytes(records: Sequence[StoredRecord]) -> list[WireBytes]:
+    """The backlog's parts (payloads) in each wire format, cut as the Uplink cuts them."""
+    settings = UplinkSettings(GATEWAY, BrokerAddress(True, "x", 1))
+    found = []
+    for fmt in ("json", "binary"):
+        messages = batched_messages(records, settings, fmt)  # type: ignore[arg-type]
+        size = sum(len(payload) for _, payload in messages)
+        found.append(WireBytes(fmt, len(messages), size, len(records)))
+    return found
+
+
+def wire_lines(formats: list[WireBytes], seconds: int) -> list[str]:
+    day = 86_400 / seconds
+    json_bytes = next(w for w in formats if w.fmt == "json").bytes
+    return [
+        f"wire format {w.fmt}: {w.messages} messages, {w.bytes / 1e6:.1f} MB, "
+        f"{w.per_record:.0f} bytes/record; a day's backlog {w.bytes * day / 1e6:.1f} MB; "
+        f"{w.bytes / json_bytes:.3f} of JSON"
+        for w in formats
+    ]
 
 
 # --- ours: the Uplink drains the store into the receiver --------------------------------------
@@ -136,6 +179,7 @@ class Drain:
     db_min: int
     db_max: int
     values_equal: bool
+    values_as: str
     replay_rate: float
 
     @property
@@ -223,9 +267,16 @@ def check_receiver_db(rx_db: Path, store_path: Path) -> dict[str, Any]:
     gw = sqlite3.connect(store_path)
     stored = gw.execute("SELECT seq, values_f64le FROM features ORDER BY seq").fetchall()
     gw.close()
-    values_equal = [(s, bytes(v)) for s, v in received] == [(s, bytes(v)) for s, v in stored]
+    exact = [(s, bytes(v)) for s, v in received] == [(s, bytes(v)) for s, v in stored]
+    as_float32 = [(s, bytes(v)) for s, v in received] == [(s, float32_blob(v)) for s, v in stored]
     return {"db_records": count, "db_distinct": distinct, "db_min": low, "db_max": high,
-            "values_equal": values_equal}  # fmt: skip
+            "values_equal": exact or as_float32,
+            "values_as": "bit for bit" if exact else "as float32"}  # fmt: skip
+
+
+def float32_blob(blob: bytes) -> bytes:
+    """A stored float64 blob as the binary wire format carries it (float32, back to float64)."""
+    return np.frombuffer(blob, "<f8").astype("<f4").astype("<f8").tobytes()
 
 
 # --- baseline 1: raw throughput, one record per message vs our parts ----------------------------
@@ -495,12 +546,13 @@ def report(drain: Drain, raws: list[Raw], bridged: Bridged | None, seconds: int)
         f"{drain.store_write_s:.1f} s",
         f"ours: drained in {drain.seconds:.1f} s = {drain.records_per_s:,.0f} records/s "
         f"(replay cap {rate_text(drain)}; connected after {drain.connect_s:.1f} s); "
-        f"{drain.messages} messages in {drain.ranges} ranges, {drain.bytes / 1e6:.1f} MB JSON, "
+        f"{drain.messages} messages in {drain.ranges} ranges, {drain.bytes / 1e6:.1f} MB, "
         f"resends {drain.resends}",
         f"ours: receiver DB has {drain.db_records:,} records, {drain.db_distinct:,} distinct "
-        f"seqs {drain.db_min}..{drain.db_max}; feature values bit-equal to the store: "
-        f"{drain.values_equal}; receiver: {rx.get('records_inserted')} inserted, "
-        f"{rx.get('duplicates_ignored')} duplicates ignored, rejected {rx.get('rejected')}",
+        f"seqs {drain.db_min}..{drain.db_max}; feature values equal to the store "
+        f"({drain.values_as}): {drain.values_equal}; receiver: "
+        f"{rx.get('records_inserted')} inserted, {rx.get('duplicates_ignored')} duplicates "
+        f"ignored, rejected {rx.get('rejected')}",
         f"ours: exactly once, none missing: {drain.exactly_once}; bar < 60 s: {bar_text(drain)}",
     ]
     for raw in raws:
@@ -535,6 +587,23 @@ def rate_text(drain: Drain) -> str:
     if drain.replay_rate >= UNCAPPED:
         return "lifted (replay_records_per_s 1e9)"
     return f"{drain.replay_rate:,.0f} records/s"
+
+
+def wire_section(command: str, formats: list[WireBytes], seconds: int) -> list[str]:
+    day = 86_400 / seconds
+    json_bytes = next(w for w in formats if w.fmt == "json").bytes
+    return [
+        f"\n## Uplink backlog bytes per wire format ({datetime.now(UTC):%Y-%m-%d})\n",
+        f"Command: `{command}`\n",
+        f"{seconds:,} s of one asset ({formats[0].records:,} records: a 49-feature vector and "
+        "its score per second) cut as the Uplink cuts a backlog (500 records and 256 KiB per "
+        "range, one part per kind); payload bytes (topics and MQTT headers not counted).\n",
+        "| wire format | messages | MB | bytes/record | a day's backlog, MB | / JSON |",
+        "|---|---|---|---|---|---|",
+        *(f"| {w.fmt} | {w.messages:,} | {w.bytes / 1e6:.1f} | {w.per_record:.0f} | "
+          f"{w.bytes * day / 1e6:.1f} | {w.bytes / json_bytes:.3f} |" for w in formats),
+        "",
+    ]  # fmt: skip
 
 
 def results_section(
@@ -573,12 +642,13 @@ def results_section(
     out += [
         "",
         f"Ours: {drain.messages} messages ({drain.ranges} ranges), {drain.bytes / 1e6:.1f} MB "
-        f"of JSON; connected {drain.connect_s:.1f} s after start, then up to 2 s "
+        f"of payload; connected {drain.connect_s:.1f} s after start, then up to 2 s "
         f"(first_ack_wait_s) waiting for a retained ack this new gateway does not have. "
         f"Receiver database: {drain.db_records:,} rows, {drain.db_distinct:,} distinct seqs "
-        f"{drain.db_min}..{drain.db_max}, every feature value bit-equal to the gateway store: "
-        f"{drain.values_equal}; {rx.get('duplicates_ignored')} duplicates ignored, "
-        f"{drain.resends} resends. Exactly once, none missing: **{drain.exactly_once}**. "
+        f"{drain.db_min}..{drain.db_max}, every feature value equal to the gateway store "
+        f"({drain.values_as}): {drain.values_equal}; {rx.get('duplicates_ignored')} "
+        f"duplicates ignored, {drain.resends} resends. Exactly once, none missing: "
+        f"**{drain.exactly_once}**. "
         f"Bar (< 60 s): **{bar_text(drain)}**.\n",
     ]
     if raws:
@@ -639,6 +709,8 @@ async def main() -> None:
     parser.add_argument("--skip-bridge", action="store_true", help="no bridge baseline")
     parser.add_argument("--bridge-quiet-s", type=float, default=10.0,
                         help="the bridge is done when nothing arrived for this long")  # fmt: skip
+    parser.add_argument("--formats-only", action="store_true",
+                        help="only the bytes per wire format (no broker, no drain)")  # fmt: skip
     parser.add_argument("--append-results", type=Path, help="append a markdown section here")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -646,6 +718,14 @@ async def main() -> None:
 
     replay_rate = args.replay_rate if args.replay_rate > 0 else UNCAPPED
     records = demo_records(args.seconds)
+    command = shlex.join([".venv/bin/python", "bench/bench_backlog.py", *sys.argv[1:]])
+    formats = wire_bytes(records)
+    print(*wire_lines(formats, args.seconds), sep="\n", flush=True)
+    if args.append_results is not None:
+        with args.append_results.open("a", encoding="utf-8") as results:
+            results.write("\n".join(wire_section(command, formats, args.seconds)))
+    if args.formats_only:
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-backlog-"))
     tls: TlsFiles = new_tls(work)
     raws: list[Raw] = []
@@ -672,7 +752,6 @@ async def main() -> None:
     print("---")
     print(*report(drain, raws, bridged, args.seconds), sep="\n")
     if args.append_results is not None:
-        command = shlex.join([".venv/bin/python", "bench/bench_backlog.py", *sys.argv[1:]])
         with args.append_results.open("a", encoding="utf-8") as results:
             results.write(results_section(command, drain, raws, bridged, args.seconds))
 
