@@ -11,7 +11,10 @@ whole band (envelope.py), each defect family is looked for at its expected lines
   with sidebands at the cage speed FTF (the ball goes round with the cage);
 - cage: FTF and its harmonics, when no other family is found (a ball defect's impacts are
   modulated at FTF as the ball goes round with the cage, so FTF lines beside a ball family are
-  the ball's).
+  the ball's). A limit: a cage defect strikes once per cage turn, and its comb of FTF harmonics
+  holds BPFO (exactly n x FTF) and, for some bearings, 2 x BSF (11.84 x FTF for the 6205), so
+  such a cage defect is reported as a rolling-element or outer-race defect of the same bearing.
+  Requiring a wide comb for the cage instead named the emulated ball defect a cage.
 
 A family is found when its fundamental stands `fundamental_db` above the floor and a confirming
 line (the second harmonic or a sideband of the fundamental) `confirm_db`; of the families found
