@@ -46,6 +46,20 @@ def config_with_home_assistant(broker: Broker, tmp_path: Path) -> ApplianceConfi
     return parse_config(document, "<test>")
 
 
+def home_assistant_on_its_broker(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> tuple[Broker, ApplianceConfig, set[str]]:
+    """A broker with the shipped ACL and its Home Assistant lines, the rig's config announcing
+    to it, and the discovery topics that config announces."""
+    broker = make_broker(
+        users=(GATEWAY, "homeassistant"), acl=SHIPPED_ACL.read_text() + HA_ACL.read_text()
+    )
+    config = config_with_home_assistant(broker, tmp_path)
+    settings = home_assistant_settings(config)
+    assert settings is not None
+    return broker, config, {topic for topic, _ in discovery_messages(settings)}
+
+
 async def listen(broker: Broker, seen: dict[str, bytes], subscribed: asyncio.Event) -> None:
     """As Home Assistant's user: the latest payload of every topic it reads (retained too)."""
     async with aiomqtt.Client(**broker.client_args("homeassistant")) as client:
@@ -70,13 +84,7 @@ def scored(seen: dict[str, bytes], asset: str) -> bool:
 async def test_discovery_states_and_availability_as_home_assistant_reads_them(
     make_broker: Callable[..., Broker], tmp_path: Path
 ) -> None:
-    broker = make_broker(
-        users=(GATEWAY, "homeassistant"), acl=SHIPPED_ACL.read_text() + HA_ACL.read_text()
-    )
-    config = config_with_home_assistant(broker, tmp_path)
-    settings = home_assistant_settings(config)
-    assert settings is not None
-    announced = {topic for topic, _ in discovery_messages(settings)}
+    broker, config, announced = home_assistant_on_its_broker(make_broker, tmp_path)
     seen: dict[str, bytes] = {}
     subscribed, stop = asyncio.Event(), asyncio.Event()
     board = StatusBoard(GATEWAY)
@@ -155,13 +163,7 @@ asyncio.run(run_appliance(config))
 async def test_an_unclean_stop_makes_home_assistant_read_unavailable_from_the_will(
     make_broker: Callable[..., Broker], tmp_path: Path
 ) -> None:
-    broker = make_broker(
-        users=(GATEWAY, "homeassistant"), acl=SHIPPED_ACL.read_text() + HA_ACL.read_text()
-    )
-    config = config_with_home_assistant(broker, tmp_path)
-    settings = home_assistant_settings(config)
-    assert settings is not None
-    announced = {topic for topic, _ in discovery_messages(settings)}
+    broker, config, announced = home_assistant_on_its_broker(make_broker, tmp_path)
     config_file = tmp_path / "gateway.json"
     config_file.write_text(json.dumps(config.model_dump(mode="json", exclude_none=True)))
     seen: dict[str, bytes] = {}
