@@ -22,6 +22,12 @@ errors, refusals (503 at the connection cap) and event gaps over 2.5 s.
 the default cap of 64 (pass --max-connections 64 to see what a user would meet then).
 
     .venv/bin/python bench/bench_page_clients.py [--clients 100 --seconds 60 --max-connections 256]
+
+`--answer-cost` measures instead, in this process, what one /api/spectrum answer costs to build
+(the PSD summed, the body made and JSON-encoded) against serving the one built for the window
+(web/spectrum.py's SpectrumAnswers), on the demo's pump-1 fed 6 s of noise:
+
+    .venv/bin/python bench/bench_page_clients.py --answer-cost
 """
 
 from __future__ import annotations
@@ -312,6 +318,55 @@ def stop_child(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
+def answer_cost(repeats: int = 2000) -> None:
+    """Print the time to build a spectrum answer and to serve the kept one (same run, ratio)."""
+    import numpy as np
+
+    from appliance.features.from_config import build_feature_engines
+    from appliance.features.spectra import Spectra
+    from appliance.records import SampleBlock
+    from appliance.rig.demo import demo_config
+    from appliance.web.spectrum import SpectrumAnswers, spectrum_body
+
+    with tempfile.TemporaryDirectory(prefix="bench-answer-") as tmp:
+        config = demo_config(Path(tmp), [])
+    asset = next(a for a in config.assets if a.name == "pump-1")
+    engines = build_feature_engines(config)
+    spectra, engine = Spectra(engines), engines[asset.name]
+    noise = np.random.default_rng(0)
+    for second in range(6):
+        for channel in asset.channels:
+            rate = 1000.0 if channel.name.startswith("accel") else 1.0
+            block = SampleBlock(asset.name, channel.name, float(second), rate,
+                                noise.normal(0.0, 0.1, int(rate)))  # fmt: skip
+            for vector in engine.push(block):
+                spectra.emitted(vector)
+    channel = "accel_x"
+
+    def build() -> bytes:
+        spectrum = spectra.latest(asset.name, channel)
+        assert spectrum is not None, "no window yet"
+        return json.dumps(spectrum_body(spectrum, asset, "g")).encode()
+
+    answers, key = SpectrumAnswers(), (asset.name, channel)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        build()
+    built_s = (time.perf_counter() - started) / repeats
+    started = time.perf_counter()
+    for _ in range(repeats):
+        answers.get(key, spectra.stamp(*key), build)
+    served_s = (time.perf_counter() - started) / repeats
+    print(
+        f"one spectrum answer ({len(build())} bytes): built {built_s * 1e6:.0f} us, served from "
+        f"the window's kept answer {served_s * 1e6:.1f} us (ratio {built_s / served_s:.0f}); "
+        f"100 tabs asking every {SPECTRUM_EVERY_S:g} s ({100 / SPECTRUM_EVERY_S:g}/s) would "
+        f"spend {100 / SPECTRUM_EVERY_S * built_s:.4f} core building them, now at most "
+        f"{built_s * 12:.4f} (6 channels, each built for its window and its baseline's update, "
+        f"one window a second)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100)
@@ -320,7 +375,11 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=256)
     parser.add_argument("--fault", action="append", help="on the second asset (default imbalance)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--answer-cost", action="store_true", help="see the module's doc")
     args = parser.parse_args()
+    if args.answer_cost:
+        answer_cost()
+        return
     faults = ["imbalance"] if args.fault is None else args.fault
     if args.serve is not None:
         serve(args.serve, args.max_connections, faults)
