@@ -45,7 +45,7 @@ from sweep_skab import (
     grid,
 )
 
-from appliance.detect.runtime import open_runtime
+from appliance.detect.runtime import open_runtime, reconstruction_error
 from appliance.detect.scorer import AssetDetector, BundleModel
 from appliance.evaluation.skab import find_skab_csvs, load_skab_csv
 from appliance.training.autoencoder import TrainSettings
@@ -226,7 +226,7 @@ def cost(path: Path, directory: Path, setting: Setting, cache: Path, repeat: int
     print(f"per window, {path.name}, {setting.name}: {best * 1e6:.1f} us")
 
 
-SCORES = ("ae", "q", "t2", "ae+q", "ae+t2q")
+SCORES = ("ae", "q", "t2", "ae+q", "ae+t2", "ae+t2q")
 
 
 def pca_statistics(features: np.ndarray, train_rows: int, variance: float = 0.95) -> np.ndarray:
@@ -252,11 +252,48 @@ def with_score(data: FileErrors, path: Path, score: str, precision: str) -> File
     stats = pca_statistics(load_skab_csv(path).features, rows)
     ae = np.concatenate([data.train[precision], data.test[precision]])
     parts = {"q": [stats[:, 1]], "t2": [stats[:, 0]], "ae+q": [ae, stats[:, 1]]}
+    parts["ae+t2"] = [ae, stats[:, 0]]
     parts["ae+t2q"] = [ae, stats[:, 0], stats[:, 1]]
     combined = sum(part / part[:rows].mean() for part in parts[score])
     train = dict(data.train) | {precision: combined[:rows]}
     test = dict(data.test) | {precision: combined[rows:]}
     return replace(data, train=train, test=test)
+
+
+def with_context(
+    data: FileErrors, path: Path, directory: Path, train: TrainSettings, cache: Path,
+    context: Sequence[str],
+) -> FileErrors:  # fmt: skip
+    """The file's int8 errors with the features named in `context` ("name" or "name:weight")
+    weighted down (default weight 0: left out) in the error's mean (a what-if: the model still
+    sees every feature as input, but the context ones count less or not at all as error)."""
+    if not context:
+        return data
+    weight_of = {item.split(":")[0]: float(item.split(":")[1]) if ":" in item else 0.0
+                 for item in context}  # fmt: skip
+    bundle, _ = cached_models(path, directory, train, cache)
+    recording = load_skab_csv(path)
+    _, per_feature = reconstruction_error(bundle, open_runtime(bundle), recording.features)
+    weights = np.array([weight_of.get(name, 1.0) for name in recording.feature_names])
+    errors = per_feature @ weights / weights.sum()
+    rows = len(data.train["int8"])
+    train_errors = dict(data.train) | {"int8": errors[:rows]}
+    return replace(data, train=train_errors, test=dict(data.test) | {"int8": errors[rows:]})
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """Which errors a run replays: the autoencoder's (cached), with `--context` and `--score`."""
+
+    cache: Path
+    context: Sequence[str]
+    score: str
+    precision: str
+
+    def errors(self, path: Path, directory: Path, train: TrainSettings) -> FileErrors:
+        data = file_errors(path, directory, train, self.cache)
+        data = with_context(data, path, directory, train, self.cache, self.context)
+        return with_score(data, path, self.score, self.precision)
 
 
 def main() -> None:
@@ -274,8 +311,13 @@ def main() -> None:
         "--score", choices=SCORES, default="ae",
         help="what-if: replay a PCA statistic or an AE + PCA ensemble instead of the AE error",
     )  # fmt: skip
+    parser.add_argument(
+        "--context", default="",
+        help="what-if: features (comma-separated) left out of the error, e.g. Temperature",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sweep_skab")
     args = parser.parse_args()
+    context = [name for name in args.context.split(",") if name]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     trainings = [TrainSettings(seed=seed) for seed in seeds]
     paths = find_skab_csvs(args.directory)
@@ -284,24 +326,13 @@ def main() -> None:
             cost(paths[0], args.directory, setting, args.cache)
         return
     size = -(-len(paths) // args.folds)
-    runs = [
-        [
-            with_score(file_errors(p, args.directory, t, args.cache), p, args.score, args.precision)
-            for p in paths
-        ]
-        for t in trainings
-    ]
+    what_if = WhatIf(args.cache, context, args.score, args.precision)
+    runs = [[what_if.errors(p, args.directory, t) for p in paths] for t in trainings]
     folded = [[files[i : i + size] for i in range(0, len(files), size)] for files in runs]
     free: list[list[FileErrors]] = []
     if args.free:
         free_paths = find_skab_csvs(args.free)
-        free = [
-            [
-                with_score(file_errors(p, args.free, t, args.cache), p, args.score, args.precision)
-                for p in free_paths
-            ]
-            for t in trainings
-        ]
+        free = [[what_if.errors(p, args.free, t) for p in free_paths] for t in trainings]
     names = [p.name for p in paths]
     print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
     print(f"seeds {seeds}, precision {args.precision}")

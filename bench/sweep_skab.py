@@ -45,7 +45,12 @@ from appliance.detect.alarms import AlarmSettings, AlarmState, decide
 from appliance.detect.bundle import ModelBundle, load_bundle
 from appliance.detect.runtime import open_runtime, reconstruction_error
 from appliance.detect.scorer import MEASURED_ADAPTIVE, DetectorSettings, build_threshold
-from appliance.detect.thresholds import calibrate_fixed
+from appliance.detect.thresholds import (
+    AdaptiveSettings,
+    AdaptiveThreshold,
+    Threshold,
+    calibrate_fixed,
+)
 from appliance.evaluation.evaluate import SKAB_TRAIN_ROWS
 from appliance.evaluation.metrics import (
     NAB_PROFILES,
@@ -129,6 +134,11 @@ class Setting:
     detector: DetectorSettings
     alpha: float
     """EWMA weight of the newest error (1: no smoothing)."""
+    median: int = 1
+    """Causal median over the last `median` errors before the threshold (1: none); a what-if."""
+    tail: float = 0.0
+    """With a rate > 0, the threshold is the error exceeded by that share of normal windows, from
+    a generalised Pareto fit to the upper tail of the baseline (`TailThreshold`); a what-if."""
 
 
 def file_errors(path: Path, directory: Path, train: TrainSettings, cache: Path) -> FileErrors:
@@ -220,6 +230,57 @@ def ewma(errors: FloatArray, alpha: float) -> FloatArray:
     return out
 
 
+def running_median(errors: FloatArray, length: int) -> FloatArray:
+    """Causal median of the last `length` errors (fewer at the start; 1: unchanged)."""
+    if length <= 1:
+        return errors
+    padded = np.concatenate([np.full(length - 1, np.nan), errors])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, length)
+    medians: FloatArray = np.nanmedian(windows, axis=1)
+    return medians
+
+
+def gpd_quantile(values: FloatArray, rate: float, tail_share: float = 0.1) -> float:
+    """The value exceeded with probability `rate`: a generalised Pareto distribution fitted by
+    probability-weighted moments (Hosking & Wallis 1987) to the excesses over the
+    1 - `tail_share` quantile of `values` (peaks over threshold)."""
+    n = len(values)
+    start = float(np.quantile(values, 1 - tail_share))
+    excess = np.sort(values[values > start] - start)
+    m = len(excess)
+    if rate >= m / n or m < 10:
+        return float(np.quantile(values, 1 - min(rate, 1.0)))
+    a0 = float(excess.mean())
+    a1 = float(np.mean((1 - (np.arange(1, m + 1) - 0.35) / m) * excess))
+    shape = -(a0 / (a0 - 2 * a1) - 2)  # xi; Hosking's k is -xi
+    scale = 2 * a0 * a1 / (a0 - 2 * a1)
+    ratio = rate * n / m
+    if abs(shape) < 1e-6:
+        return start + scale * float(np.log(1 / ratio))
+    return float(start + scale / shape * (ratio ** (-shape) - 1))
+
+
+class TailThreshold(AdaptiveThreshold):
+    """The adaptive threshold (same ring, gate, floor and re-baselining) whose statistic is the
+    error exceeded by `rate` of the baseline's windows (a GPD tail fit), not centre + k spread."""
+
+    def __init__(self, settings: AdaptiveSettings, reference: float, baseline: FloatArray,
+                 rate: float) -> None:  # fmt: skip
+        self.rate = rate
+        super().__init__(settings, reference, baseline)
+
+    def _statistical_threshold(self) -> float:
+        return gpd_quantile(self.baseline(), self.rate)
+
+
+def setting_threshold(setting: Setting, fixed: float, seed: FloatArray) -> Threshold:
+    """The threshold `setting` replays with, seeded as AutoencoderDetector.learn seeds it."""
+    if setting.tail > 0:
+        adaptive = replace(setting.detector.adaptive, warmup=min(100, len(seed)))
+        return TailThreshold(adaptive, fixed, seed, setting.tail)
+    return build_threshold(Commissioned(fixed), setting.detector, seed_errors=seed)  # type: ignore[arg-type]
+
+
 def replay(data: FileErrors, setting: Setting, precision: str) -> np.ndarray:
     """The anomaly flags the scorer gives the test rows, from the cached errors.
 
@@ -227,11 +288,12 @@ def replay(data: FileErrors, setting: Setting, precision: str) -> np.ndarray:
     training errors (times the default margin) and those errors seed the adaptive baseline.
     """
     detector = setting.detector
-    smoothed = ewma(np.concatenate([data.train[precision], data.test[precision]]), setting.alpha)
+    both = np.concatenate([data.train[precision], data.test[precision]])
+    smoothed = running_median(ewma(both, setting.alpha), setting.median)
     seed, test = smoothed[: len(data.train[precision])], smoothed[len(data.train[precision]) :]
     defaults = TrainSettings()
     fixed = calibrate_fixed(seed, defaults.threshold_quantile, defaults.threshold_margin).value
-    threshold = build_threshold(Commissioned(fixed), detector, seed_errors=seed)  # type: ignore[arg-type]
+    threshold = setting_threshold(setting, fixed, seed)
     alarm = AlarmState(detector.alarm)
     flags = np.zeros(len(test), dtype=np.bool_)
     for i, (t, error) in enumerate(zip(data.times, test, strict=True)):
@@ -375,7 +437,10 @@ def grid(spec: str) -> Iterable[Setting]:
             on_count=int(v["on"]), off_count=int(v["off"]), clear_ratio=float(v["clear"])
         )
         name = " ".join(f"{axis}={value}" for axis, value in v.items())
-        yield Setting(name, DetectorSettings(adaptive=adaptive, alarm=alarm), float(v["alpha"]))
+        detector = DetectorSettings(adaptive=adaptive, alarm=alarm)
+        yield Setting(
+            name, detector, float(v["alpha"]), int(v.get("median", 1)), float(v.get("tail", 0))
+        )
 
 
 def main() -> None:
