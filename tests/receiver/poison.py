@@ -138,7 +138,7 @@ def issue_12_poisons(gateway: str = "gw-a") -> list[Poison]:
     ]
 
 
-# --- binary payloads (PROTOCOL.md, "Binary payloads") ----------------------------------------
+# --- binary payloads (PROTOCOL.md, "Wire formats") ----------------------------------------
 
 
 def binary_body_of(kind: str, gateway: str) -> dict[str, Any]:

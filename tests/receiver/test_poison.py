@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker
-from poison import Poison, issue_12_poisons, poison, record
+from poison import Poison, binary_poisons, issue_12_poisons, poison, record
 from receiver_helpers import (
     GatewayFactory,
     ReceiverFactory,
@@ -34,7 +34,7 @@ from receiver.settings import PASSWORD_ENV
 FEATURES_UP_TO_10 = [seq for seq, r in outbox_rows(0, 10) if isinstance(r, FeatureVector)]
 
 
-@pytest.mark.parametrize("case", issue_12_poisons(), ids=lambda case: case.name)
+@pytest.mark.parametrize("case", issue_12_poisons() + binary_poisons(), ids=lambda case: case.name)
 async def test_a_poison_message_is_refused_kept_counted_and_the_stream_goes_on(
     case: Poison, start_receiver: ReceiverFactory, gateway: GatewayFactory
 ) -> None:

@@ -1,4 +1,4 @@
-"""The binary wire format (PROTOCOL.md, "Binary payloads"): every part survives it, feature
+"""The binary wire format (PROTOCOL.md, "Wire formats"): every part survives it, feature
 values as float32 (float64 when one is beyond float32's range), and whatever bytes arrive after
 its magic byte, decode_part returns a valid Part or refuses them with a reason: truncated, another
 layout, a deflate bomb, wrong types, NaN or infinities where they are not allowed. Pure."""

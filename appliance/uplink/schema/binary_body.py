@@ -1,4 +1,4 @@
-"""Binary bodies (PROTOCOL.md, "Binary payloads"): a two-byte prefix, then a msgpack map,
+"""Binary bodies (PROTOCOL.md, "Wire formats"): a two-byte prefix, then a msgpack map,
 deflated when that makes it smaller. Bytes to a map for any bytes an outsider may send (a
 decompression bomb is stopped at the size limit, not inflated in full), a map to bytes."""
 

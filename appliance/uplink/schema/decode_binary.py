@@ -1,4 +1,4 @@
-"""The records of a binary part from its columns (PROTOCOL.md, "Binary payloads"), for any map
+"""The records of a binary part from its columns (PROTOCOL.md, "Wire formats"), for any map
 an outsider may send: every refusal is a SchemaError naming the column and the record. The
 rules are those of the JSON records (decode.py); the seq and gap rules are checked by decode.py
 for both formats."""

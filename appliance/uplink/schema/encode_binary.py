@@ -1,4 +1,4 @@
-"""A part's records as the columns of a binary part (PROTOCOL.md, "Binary payloads"): seqs and
+"""A part's records as the columns of a binary part (PROTOCOL.md, "Wire formats"): seqs and
 times delta-coded, feature values as one float32 block per part, scores and alerts one column
 per field."""
 
