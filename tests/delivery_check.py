@@ -31,8 +31,14 @@ def number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def feature_value(value: float) -> float | None:
+    """As the binary wire format carries a feature value (float32: PROTOCOL.md)."""
+    with np.errstate(over="ignore"):
+        return number(float(np.float32(value)))
+
+
 def feature_key(v: FeatureVector) -> Key:
-    return ("features", v.asset, v.window_end, v.names, tuple(number(float(x)) for x in v.values))
+    return ("features", v.asset, v.window_end, v.names, tuple(feature_value(x) for x in v.values))
 
 
 def score_key(s: Score) -> Key:
@@ -115,7 +121,7 @@ def read_receiver_db(path: Path, gateway: str) -> ReceiverDb:
         for seq, asset, t, names_json, blob in db.execute(FEATURES, (gateway,)):
             values = np.frombuffer(blob, dtype="<f8")
             names = tuple(json.loads(names_json))
-            side.add(seq, ("features", asset, t, names, tuple(number(float(x)) for x in values)))
+            side.add(seq, ("features", asset, t, names, tuple(feature_value(x) for x in values)))
         for seq, asset, t, model, error, threshold, anomalous, contributors in db.execute(
             SCORES, (gateway,)
         ):
