@@ -282,7 +282,8 @@ class Senders:
         return prepared
 
     def _encode_range(self, found: OutboxRange, max_bytes: int) -> Prepared:
-        """Every part this connection sends is encoded here."""
+        """Every part this connection sends is encoded here (JSON until the binary format's
+        change passes settings.wire_format here)."""
         return encode_range(found, self._settings.gateway, self._settings.prefix, max_bytes)
 
     async def send(self, prepared: Prepared, *, urgent: bool) -> None:

@@ -35,7 +35,7 @@ from appliance.uplink.publisher import Uplink
 from appliance.uplink.settings import UplinkSettings
 
 WIDE = tuple(f"f{i:03d}" for i in range(100))
-"""100 features: about 1.5 KB of JSON per vector."""
+"""100 features: about 2 KB of JSON per vector (the tests on a thin link send JSON)."""
 
 
 @pytest.fixture
@@ -71,6 +71,7 @@ async def test_a_thin_link_with_a_long_queue_is_not_a_stall(broker: Broker, stor
                 stall_timeout_s=5.0,
                 ack_timeout_s=60.0,  # the receiver's ack may take a while on this link
                 max_records_per_message=500,
+                wire_format="json",  # the sizes above
             ),
             store.delivery,
         )
@@ -192,7 +193,9 @@ async def test_a_live_alert_overtakes_the_backlog_on_a_thin_link(
     await store.recorder.add_records(wide_vectors(150))  # about 225 KB: a minute at 4 KB/s
     receiver = FakeReceiver(broker)
     async with LinkProxy(broker.port, rate_bps=4_000) as proxy:
-        settings = through(proxy, broker, ack_timeout_s=60.0, max_records_per_message=500)
+        settings = through(
+            proxy, broker, ack_timeout_s=60.0, max_records_per_message=500, wire_format="json"
+        )
         uplink = Uplink(settings, store.delivery)
         async with running(receiver.run()), running(uplink.run()):
             await wait_until(lambda: len(receiver.records) >= 5, "the backlog to be under way")
