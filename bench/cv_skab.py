@@ -11,6 +11,10 @@ What it prints, for every setting of `--grid` (sweep_skab's axes, plus `rebaseli
 - the alarmed rows of the anomaly-free directory per seed (`--free`), which must stay < 1 %;
 - with `--files`, each file's false-positive and missed rows, seeds summed (where the errors are).
 
+What-ifs on the errors (the scorer has neither): `--score` replays a PCA statistic or an AE + PCA
+ensemble; `--context Temperature:0.5,Thermocouple:0.5` weights those features' squared residuals
+down in the error's mean (weight 0 or no weight: left out), through the same cached int8 models.
+
 Then the cross-validated choice: for each fold held out, the setting with the smallest
 shortfall from the bars on the other folds (seeds pooled; ties: the higher NAB; a setting that
 alarms >= 1 % of the anomaly-free rows for any seed is not eligible) and its figures on the
@@ -43,6 +47,7 @@ from sweep_skab import (
     evaluate,
     file_errors,
     grid,
+    replay,
 )
 
 from appliance.detect.runtime import open_runtime, reconstruction_error
@@ -186,6 +191,45 @@ def per_file(
     return "    per file, fp/fn rows (seeds summed): " + " ".join(cells)
 
 
+def runs_of(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True, in test rows."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
+    return list(zip(starts, ends, strict=True))
+
+
+def segments(
+    setting: Setting, files: Sequence[FileErrors], paths: Sequence[Path], precision: str
+) -> None:
+    """Why each file is right or wrong (first seed): anomaly and alarm rows, the error's mean on
+    the training rows, before, during and after the anomaly, each feature's mean |z| (against the
+    training rows) before and during it, and the share of normal test rows above the training
+    errors' mean + k sd (what a threshold calibrated on the learnt rows alone would alarm)."""
+    k = setting.detector.adaptive.k
+    for data, path in zip(files, paths, strict=True):
+        anomaly = data.anomaly.astype(bool)
+        flags = replay(data, setting, precision)
+        train, test = data.train[precision], data.test[precision]
+        spans = runs_of(anomaly)
+        start, end = (spans[0][0], spans[-1][1]) if spans else (len(test), len(test))
+        parts = [train, test[:start], test[anomaly], test[end:]]
+        means = " / ".join(f"{p.mean():.2f}" if len(p) else "-" for p in parts)
+        above = float(np.mean(test[~anomaly] > train.mean() + k * train.std()))
+        print(f"  {path.stem}: anomaly {spans} alarms {runs_of(flags)}")
+        print(f"    fp {int((flags & ~anomaly).sum())} fn {int((~flags & anomaly).sum())}; error "
+              f"training / before / during / after: {means}; normal rows above mean + {k:g} sd "
+              f"of the training errors: {100 * above:.1f} %")  # fmt: skip
+        recording = load_skab_csv(path)
+        learnt = recording.features[: len(train)]
+        z = np.abs((recording.features[len(train) :] - learnt.mean(0)) / learnt.std(0))
+        for label, rows in (("before", slice(0, start)), ("during", anomaly)):
+            cells = " ".join(
+                f"{n[:12]} {v:.1f}"
+                for n, v in zip(recording.feature_names, z[rows].mean(0), strict=True)
+            )
+            print(f"    mean |z| {label}: {cells}")
+
+
 def cross_validate(measured: Sequence[Measured]) -> None:
     folds = len(measured[0].by_seed_fold[0])
     eligible = [m for m in measured if m.eligible] or list(measured)
@@ -308,6 +352,10 @@ def main() -> None:
     parser.add_argument("--files", action="store_true", help="per file fp/fn rows too")
     parser.add_argument("--cost", action="store_true", help="time score_row per setting instead")
     parser.add_argument(
+        "--segments", action="store_true",
+        help="per file, first seed: anomaly and alarm rows, error levels, features' drift",
+    )  # fmt: skip
+    parser.add_argument(
         "--score", choices=SCORES, default="ae",
         help="what-if: replay a PCA statistic or an AE + PCA ensemble instead of the AE error",
     )  # fmt: skip
@@ -350,6 +398,8 @@ def main() -> None:
             print(compact(measured[-1], varying), flush=True)
         if args.files:
             print(per_file(setting, runs, names, args.precision), flush=True)
+        if args.segments:
+            segments(setting, runs[0], paths, args.precision)
     cross_validate(measured)
 
 

@@ -16,8 +16,11 @@ counts of all seeds are pooled before the ratios are taken.
 
 Grid axes (`--grid`): statistic, k (adaptive rule), floor (AdaptiveSettings.floor_ratio), window
 (baseline ring), on/off/clear (AlarmSettings on_count/off_count/clear_ratio) and alpha, a causal
-EWMA of the error before the threshold (1: none). The EWMA is a what-if: the scorer has no such
-option (it did not help, docs/DETECTION.md).
+EWMA of the error before the threshold (1: none); optional: median, a causal median of the last n
+errors before the threshold (1: none), and tail, a threshold at a stated exceedance rate per
+window from a generalised Pareto fit to the baseline's upper tail (0: the statistic's centre + k
+spread). The EWMA, median and tail are what-ifs: the scorer has no such option (they did not
+help, docs/DETECTION.md).
 
 `--drift SPEC` (repeatable) instead replays each file row by row through its trained model
 (int8 or float, cached with the errors) with a drift-compensating centre, a what-if the scorer
