@@ -202,7 +202,7 @@ def _feature_lines(vector: FeatureVector, units: Mapping[str, str]) -> list[str]
         channel, _, feature = name.partition(".")
         if feature in VIBRATION_SHOWN or (feature == "mean" and f"{channel}.rms" not in values):
             unit = feature_unit(feature, units.get(channel, ""))
-            words = feature.replace("_", " ")
+            words = feature.removesuffix("_hz").replace("_", " ")  # its unit says Hz
             channels.setdefault(channel, []).append(f"{words} {quantity(value, unit)}")
     return [f"{channel:14s} " + "  ".join(parts) for channel, parts in channels.items()]
 
