@@ -39,7 +39,7 @@ import aiomqtt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chaos"))
-from bench_thin_link import run_old, running
+from bench_thin_link import print_sides, run_old, running
 from chaos_rig import toml_pairs
 from link_proxy import LinkProxy
 from uplink_bench_common import Broker, deployed_broker, new_tls
@@ -161,14 +161,7 @@ def main() -> None:
         print(json.dumps(figures))
         return
     sides["new (this checkout)"] = figures
-    for name, side in sides.items():
-        print(f"--- {name}")
-        for key, value in side.items():
-            print(f"  {key}: {value}")
-    if len(sides) == 2:
-        old, new = sides.values()
-        key = "broker_MB_per_asset_day"
-        print(f"--- new / old {key}: {new[key] / old[key]:.3f}")
+    print_sides(sides)
 
 
 if __name__ == "__main__":

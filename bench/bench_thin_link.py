@@ -277,8 +277,7 @@ async def scenario_outage(args: argparse.Namespace, work: Path) -> dict[str, Any
             await asyncio.sleep(args.warm_s)
             bench.proxy.freeze()
             await asyncio.sleep(args.outage_s)
-            bench.proxy.drop()
-            bench.proxy.thaw()
+            bench.proxy.revive()
             back = time.monotonic()
             target = await bench.store.delivery.latest_seq()
             backlog_at_back = target - await bench.store.delivery.acked_seq()
@@ -345,8 +344,7 @@ async def scenario_reconnect(args: argparse.Namespace, work: Path) -> dict[str, 
             connections = bench.uplink.status.connections
             bench.proxy.freeze()
             await asyncio.sleep(args.dead_s)
-            bench.proxy.drop()
-            bench.proxy.thaw()
+            bench.proxy.revive()
             back = time.monotonic()
             connected_s = await connected_after(bench, connections, back)
             dead = {
@@ -432,6 +430,11 @@ def main() -> None:
         print(json.dumps(figures))
         return
     sides["new (this checkout)"] = figures
+    print_sides(sides)
+
+
+def print_sides(sides: dict[str, dict[str, Any]]) -> None:
+    """Each side's figures, then new / old of every number both have."""
     for name, side in sides.items():
         print(f"--- {name}")
         for key, value in side.items():
@@ -442,7 +445,7 @@ def main() -> None:
         for key, value in new.items():
             base = old.get(key)
             if isinstance(value, int | float) and isinstance(base, int | float) and base:
-                print(f"  {key}: {value / base:.2f}")
+                print(f"  {key}: {value / base:.3f}")
 
 
 if __name__ == "__main__":

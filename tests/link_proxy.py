@@ -2,8 +2,8 @@
 bench/bench_thin_link.py): each direction through its own token bucket (`rate_bps`, changeable
 while it runs; None: unthrottled), `freeze()` stops every byte either way without closing
 anything (a half-open link; new connections are accepted and hang), `thaw()` lets them flow
-again, `drop()` closes every connection (a reset), `refusing` closes new ones at once, and counts
-of what went each way."""
+again, `revive()` thaws with the connections it held gone, `drop()` closes every connection (a
+reset), `refusing` closes new ones at once, and counts of what went each way."""
 
 from __future__ import annotations
 
@@ -80,6 +80,12 @@ class LinkProxy:
 
     def thaw(self) -> None:
         self._flowing.set()
+
+    def revive(self) -> None:
+        """The link is back after being dead: the connections it held are gone (both ends gave
+        up on them meanwhile), new ones flow."""
+        self.drop()
+        self.thaw()
 
     def drop(self) -> None:
         """Close every connection, both sides (new ones are still accepted)."""

@@ -1,8 +1,12 @@
 """What one connection puts on the link (connection.py runs it): the live sender (records
 gathered for up to live_batch_s, at once when an alert is among them), the backlog sender
 (oldest first, at replay_records_per_s), a window of parts awaiting their PUBACK sized by the
-link gauge (flow.py) in which live parts go before backlog parts and a range's alerts before its
-other parts, and the watch that ends a connection whose PUBACKs stopped coming (stall_timeout_s).
+link gauge (flow.py), and the watch that ends a connection whose PUBACKs stopped coming
+(stall_timeout_s).
+
+The window lets live alert parts in first; other live parts and backlog parts take turns, so on a
+link thinner than the live stream the backlog still moves and with it the acknowledged seq (the
+receiver acknowledges a chain without holes: live parts alone would never move it).
 
 Ranges remembered in the ledger (ranges.py) are re-sent with their bounds and split, and only
 their parts the broker has not acknowledged; new ranges stop where a remembered one starts.
@@ -15,7 +19,7 @@ import collections
 import contextlib
 import math
 import time
-from typing import Protocol
+from typing import Literal, Protocol
 
 import aiomqtt
 
@@ -45,25 +49,30 @@ class LinkStalled(UplinkError):
     """No PUBACK for stall_timeout_s while messages were in flight."""
 
 
+Lane = Literal["alert", "live", "backlog"]
+
+
 class PartWindow:
-    """At most `capacity` parts awaiting their PUBACK; urgent (live) waiters are let in before
-    the others; the capacity follows the gauge."""
+    """At most `capacity` parts awaiting their PUBACK (the capacity follows the gauge). A free
+    place goes to a waiting alert part first; live and backlog parts take turns."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_use = 0
-        self._waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
-            True: collections.deque(),
-            False: collections.deque(),
+        self._waiting: dict[Lane, collections.deque[asyncio.Future[None]]] = {
+            "alert": collections.deque(),
+            "live": collections.deque(),
+            "backlog": collections.deque(),
         }
+        self._backlog_next = False
 
-    async def acquire(self, *, urgent: bool) -> None:
-        ahead = self._waiting[True] or (not urgent and self._waiting[False])
-        if self.in_use < self.capacity and not ahead:
+    async def acquire(self, lane: Lane) -> None:
+        if self.in_use < self.capacity and not any(self._waiting.values()):
             self.in_use += 1
             return
         granted = asyncio.get_running_loop().create_future()
-        self._waiting[urgent].append(granted)
+        self._waiting[lane].append(granted)
+        self._let_in()
         try:
             await granted
         except asyncio.CancelledError:
@@ -71,7 +80,7 @@ class PartWindow:
                 self.release()  # let in just as it was cancelled
             else:
                 with contextlib.suppress(ValueError):
-                    self._waiting[urgent].remove(granted)
+                    self._waiting[lane].remove(granted)
             raise
 
     def release(self) -> None:
@@ -83,14 +92,20 @@ class PartWindow:
         self._let_in()
 
     def _let_in(self) -> None:
-        while self.in_use < self.capacity:
-            queue = self._waiting[True] or self._waiting[False]
-            if not queue:
-                return
+        while self.in_use < self.capacity and (queue := self._next_queue()) is not None:
             granted = queue.popleft()
             if not granted.done():
                 self.in_use += 1
                 granted.set_result(None)
+
+    def _next_queue(self) -> collections.deque[asyncio.Future[None]] | None:
+        alert, live, backlog = self._waiting.values()
+        if alert:
+            return alert
+        if live and backlog:
+            self._backlog_next = not self._backlog_next
+            return backlog if self._backlog_next else live
+        return live or backlog or None
 
 
 class LinkWatch:
@@ -190,7 +205,7 @@ class Senders:
     async def send_gap(self, acked: int) -> None:
         """The gap (0, acked] declared at connect (PROTOCOL.md, "Where the chain starts")."""
         ((topic, payload),) = self._encode_range(OutboxRange(0, acked, []), 1).messages
-        await self._window.acquire(urgent=True)
+        await self._window.acquire("alert")
         try:
             await self._watch.publish(topic, payload)
         finally:
@@ -216,7 +231,7 @@ class Senders:
                 await wait_for(new_data, min(left, s.poll_s))
                 continue
             prepared = await self._encode(found)
-            await self.send(prepared, urgent=True)
+            await self.send(prepared, live=True)
             self.cursors.live = prepared.hi
             if isinstance(found, OutboxRange) and prepared.hi == found.hi:
                 gathering_since = math.nan  # all sent; else the rest has waited long enough
@@ -234,7 +249,7 @@ class Senders:
                     break
                 prepared = await self._encode(found)
                 pacer.spend(prepared.records)
-                await self.send(prepared, urgent=False)
+                await self.send(prepared, live=False)
                 cursors.backlog_sent(prepared.hi, epoch)
             await self.rewound.wait()
             self.rewound.clear()
@@ -286,9 +301,10 @@ class Senders:
         change passes settings.wire_format here)."""
         return encode_range(found, self._settings.gateway, self._settings.prefix, max_bytes)
 
-    async def send(self, prepared: Prepared, *, urgent: bool) -> None:
+    async def send(self, prepared: Prepared, *, live: bool) -> None:
         """Hand every part not yet acknowledged to the client (alerts first), each when the
-        window has room; one task per part awaits its PUBACK."""
+        window lets it in (a live alert part before any other); one task per part awaits its
+        PUBACK."""
         if not prepared.messages:
             return
         self._state.sending()
@@ -297,7 +313,8 @@ class Senders:
         for part, topic, payload in alerts_first(prepared.messages):
             if part in entry.acked_parts:
                 continue
-            await self._window.acquire(urgent=urgent)
+            lane: Lane = "backlog" if not live else "alert" if ALERT_LEVEL in topic else "live"
+            await self._window.acquire(lane)
             self._group.create_task(self._publish(topic, payload, entry, part))
 
     async def _publish(self, topic: str, payload: bytes, entry: SentRange, part: int) -> None:

@@ -4,9 +4,12 @@ how range size and parts in flight follow PUBACK times, and who gets a free plac
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+from waiting import wait_until
 
 from appliance.uplink.flow import LinkGauge
-from appliance.uplink.sending import PartWindow, alerts_first
+from appliance.uplink.sending import Lane, PartWindow, alerts_first
 
 
 def gauge() -> LinkGauge:
@@ -65,40 +68,51 @@ def test_records_to_read_follow_the_encoded_size() -> None:
     assert link.records_for(1) == 1
 
 
-async def test_live_waiters_get_a_free_place_before_the_backlog() -> None:
+def count_is(items: list[str], count: int) -> Callable[[], bool]:
+    return lambda: len(items) == count
+
+
+async def test_an_alert_gets_the_next_free_place_and_live_and_backlog_take_turns() -> None:
     window = PartWindow(1)
-    await window.acquire(urgent=False)
+    await window.acquire("backlog")
     order: list[str] = []
 
-    async def take(name: str, urgent: bool) -> None:
-        await window.acquire(urgent=urgent)
+    async def take(name: str, lane: Lane) -> None:
+        await window.acquire(lane)
         order.append(name)
 
-    backlog = asyncio.create_task(take("backlog", False))
+    waiting = [
+        asyncio.create_task(take(name, lane))
+        for name, lane in [
+            ("backlog 1", "backlog"),
+            ("backlog 2", "backlog"),
+            ("live 1", "live"),
+            ("live 2", "live"),
+            ("alert", "alert"),
+        ]
+    ]
     await asyncio.sleep(0)
-    live = asyncio.create_task(take("live", True))
-    await asyncio.sleep(0)
-    window.release()
-    await live
-    assert order == ["live"] and not backlog.done()
-    window.release()
-    await backlog
-    assert order == ["live", "backlog"]
+    for expected in range(1, 6):
+        window.release()
+        await wait_until(count_is(order, expected), "the next part let in")
+    await asyncio.gather(*waiting)
+
+    assert order == ["alert", "backlog 1", "live 1", "backlog 2", "live 2"]
 
 
 async def test_a_waiter_cancelled_gives_its_place_back() -> None:
     window = PartWindow(1)
-    await window.acquire(urgent=True)
-    waiting = asyncio.create_task(window.acquire(urgent=False))
+    await window.acquire("alert")
+    waiting = asyncio.create_task(window.acquire("backlog"))
     await asyncio.sleep(0)
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     window.release()
 
     assert window.in_use == 0
-    await window.acquire(urgent=False)
+    await window.acquire("backlog")
     window.resize(3)
-    await window.acquire(urgent=False)
+    await window.acquire("live")
     assert window.in_use == 2
 
 

@@ -96,8 +96,7 @@ async def test_a_half_open_link_is_given_up_and_the_next_connection_delivers(
             await store.recorder.add_records(mixed_records(10, start=10))
             await wait_until(lambda: not uplink.status.connected, "the stall to be noticed")
             reason = uplink.status.last_error
-            proxy.drop()
-            proxy.thaw()
+            proxy.revive()
             await wait_for_value(store.delivery.acked_seq, 20, "delivery after the link is back")
 
     assert reason is not None and "no PUBACK for" in reason and "in flight" in reason
@@ -116,8 +115,7 @@ async def test_a_silent_half_open_link_is_given_up_by_the_keepalive(
             await wait_until(lambda: uplink.status.connected, "the first connection")
             proxy.freeze()
             await wait_until(lambda: not uplink.status.connected, "the keepalive to give up")
-            proxy.drop()
-            proxy.thaw()
+            proxy.revive()
             await store.recorder.add_records(mixed_records(5))
             await wait_for_value(store.delivery.acked_seq, 5, "delivery on the next connection")
 
