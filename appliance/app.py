@@ -28,7 +28,7 @@ from appliance.detect.stage import run_detect_stage
 from appliance.detect.verdicts import EpisodeVerdicts
 from appliance.devices import EmulatedDevices, emulated
 from appliance.errors import ApplianceError
-from appliance.features import AssetFeatures
+from appliance.features import AssetFeatures, diagnosis_stage
 from appliance.features.from_config import build_feature_engines
 from appliance.features.spectra import Spectra
 from appliance.features.stage import run_feature_stage
@@ -113,6 +113,8 @@ class Pipeline:
     """READY/WATCHDOG/STOPPING to systemd when run as a notify service (image/)."""
     spectra: Spectra | None = None
     """Latest and baseline spectra, kept by the feature stage for the status page."""
+    diagnosers: diagnosis_stage.Diagnosers = field(default_factory=dict)
+    """The vibration diagnosis, inline in the feature stage (appliance/diagnosis/live.py)."""
 
 
 async def run_appliance(
@@ -149,6 +151,7 @@ async def run_appliance(
     engines = build_feature_engines(config)
     health = build_health(config)
     router = build_router(config)
+    router.diagnosis = lambda asset: diagnosis_stage.diagnosis_words(board, asset)
     board.alerts = router
     printer = (
         SummaryPrinter(board, summary_out, summary_heading)
@@ -178,6 +181,7 @@ async def run_appliance(
             store.detector_states, blocks, vectors, alerts, records, models=models,
         )  # fmt: skip
         pipeline.spectra = Spectra(engines)
+        pipeline.diagnosers = diagnosis_stage.diagnosers_on_board(config, board)
         for channel in pipeline.spectra.restore(states):
             log.warning("spectrum_baseline_dropped", channel=channel, reason="does not fit")
         acks = await AlertAcks.load(store.detector_states, pipeline.new_records.set)
@@ -279,8 +283,9 @@ async def _run_tasks(
         if p.models is not None:
             models = group.create_task(p.models.run(), name="models")
         health = group.create_task(run_health_stage(p.health, p.alerts, p.board), name="health")
+        observers = diagnosis_stage.feature_observers(p.health, p.diagnosers)
         features = group.create_task(
-            run_feature_stage(p.engines, p.blocks, p.vectors, p.board, p.health, p.spectra),
+            run_feature_stage(p.engines, p.blocks, p.vectors, p.board, observers, p.spectra),
             name="features",
         )
         saver = group.create_task(_save_states_every(p, STATE_SAVE_EVERY_S), name="state")

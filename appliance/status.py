@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Protocol
 
+from appliance.diagnosis.live import Diagnosed
 from appliance.records import Alert, EpisodeVerdict, FeatureVector, Score, Severity
 
 
@@ -45,6 +46,9 @@ class AssetStatus:
     """Written by the health stage: channel -> rules alarming on it (flatline, dropout, ...)."""
     late_samples: int = 0
     """Samples that arrived after their health window had closed (not checked by the rules)."""
+    diagnosis: Diagnosed | None = None
+    """Written by the asset's diagnoser (appliance/diagnosis/live.py, in the feature stage):
+    its latest diagnosis; None without an [assets.machine] table or before the first window."""
 
 
 @dataclass

@@ -90,6 +90,9 @@ class MachineConfig(Strict):
     25 % above its running speed, flexible otherwise."""
     bearings: list[BearingConfig] = []
     """The rolling bearings whose defect frequencies are looked for (none: shaft patterns only)."""
+    diagnose_every_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
+    """How often the diagnosis runs while the asset is quiet; every window while its detector
+    flags windows or an alarm or a sensor rule is up on it."""
     orientation: dict[Name, Orientation] = {}
     """Vibration channel name -> how its sensor is mounted (horizontal, vertical, axial).
     Only the channels named here are diagnosed; none named: every vibration channel, as radial."""

@@ -74,6 +74,9 @@ class AlertRouter:
         """Alerts passed on, by kind, since start."""
         self._seen_open: dict[AlertKey, Alert] = {}
         """Every alarm open at the source, including those held back as systemic."""
+        self.diagnosis: Callable[[str], str | None] = lambda asset: None
+        """An asset's latest diagnosis in words (appliance/diagnosis/live.py), which leads an
+        anomaly alarm's text; None without one."""
 
     def route(self, t: float, alerts: Sequence[Alert]) -> list[Alert]:
         """This batch's alerts after collapsing and annotating, in order; updates open/recent."""
@@ -159,13 +162,18 @@ class AlertRouter:
         ]
 
     def _annotate(self, alert: Alert) -> Alert:
+        """An anomaly alarm leads with the diagnosis ("pump-1: outer-race defect likely (...),
+        velocity 7.1 mm/s zone C; anomaly: ...") and names the sensors alarming on the asset."""
         if alert.kind not in ("anomaly_raised", "anomaly_escalated"):
             return alert
+        message = alert.message
+        words = self.diagnosis(alert.asset)
+        if words:
+            message = f"{alert.asset}: {words}; {message.removeprefix(f'{alert.asset}:').strip()}"
         faults = self.sensor_faults(alert.asset)
-        if not faults:
-            return alert
-        note = f" - while {', '.join(faults)}: check those sensors before the machine"
-        return Alert(alert.asset, alert.t, alert.severity, alert.kind, alert.message + note)
+        if faults:
+            message += f" - while {', '.join(faults)}: check those sensors before the machine"
+        return Alert(alert.asset, alert.t, alert.severity, alert.kind, message)
 
     @staticmethod
     def _track(table: dict[AlertKey, Alert], alert: Alert) -> None:

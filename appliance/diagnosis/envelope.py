@@ -96,6 +96,13 @@ def envelope_spectra(
     ]
 
 
+def band_envelope_spectrum(signal: FloatArray, rate: float, band: Band) -> EnvelopeSpectrum:
+    """The squared-envelope spectrum of one band (a finding's, for the status page)."""
+    edges = np.array([[band.low_hz, band.high_hz]])
+    envelope = band_envelopes(signal, rate, edges)[0]
+    return _squared_envelope_spectrum(envelope, rate, edges[0], band.kurtosis)
+
+
 def _squared_envelope_spectrum(
     envelope: ComplexArray, rate: float, edges: FloatArray, kurtosis: float
 ) -> EnvelopeSpectrum:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ import structlog
 
 from appliance import app
 from appliance.capture.i2c import SmbusLike
-from appliance.config import ApplianceConfig, I2cSource, SerialConfig
+from appliance.config import ApplianceConfig, I2cSource, SerialConfig, SerialSource
+from appliance.diagnosis.from_config import bearing_orders
 from appliance.errors import ConfigError
 from appliance.rig.i2c import (
     EmulatedChip,
@@ -29,6 +30,9 @@ from appliance.sms.sender import ShownSms
 from appliance.sms.settings import sms_settings
 
 log = structlog.get_logger(__name__)
+
+ORDER_NAMES = ("bpfo", "bpfi", "bsf", "ftf")
+"""DefectOrders fields, each the emulator's <name>_order fault."""
 
 EMULATED_MODEM = EmulatorSettings(
     boot_s=0.2,
@@ -50,7 +54,9 @@ class Rig:
 
     def __init__(self, config: ApplianceConfig, run_dir: Path) -> None:
         self._mcus = {
-            device.name: emulated_mcu(device, device.port or str(run_dir / device.name))
+            device.name: emulated_mcu(
+                device, device.port or str(run_dir / device.name), machine_faults(config, device)
+            )
             for device in config.serial
             if device.emulate is not None
         }
@@ -126,9 +132,11 @@ async def run_appliance(config: ApplianceConfig, **options: Any) -> None:
         await app.run_appliance(config, devices=rig, **options)
 
 
-def emulated_mcu(device: SerialConfig, port: str) -> EmulatedMcu:
+def emulated_mcu(device: SerialConfig, port: str, machine_given: Sequence[str] = ()) -> EmulatedMcu:
+    """`machine_given`: name=value settings of the machine (machine_faults), which the
+    device's own faults override."""
     assert device.emulate is not None
-    faults, machine = _faults(device)
+    faults, machine = _faults(device, machine_given)
     return EmulatedMcu(
         link_path=port,
         rate_hz=device.emulate.rate_hz,
@@ -139,10 +147,32 @@ def emulated_mcu(device: SerialConfig, port: str) -> EmulatedMcu:
     )
 
 
-def _faults(device: SerialConfig) -> tuple[FaultPlan, MachineSignal]:
+def machine_faults(config: ApplianceConfig, device: SerialConfig) -> list[str]:
+    """The emulated machine as the config describes the asset this MCU measures: its shaft
+    speed and its first bearing's defect orders (so an injected defect rings where the
+    diagnosis looks); none for an MCU of no asset with an [assets.machine] table."""
+    for asset in config.assets:
+        fed = any(
+            isinstance(c.source, SerialSource) and c.source.serial == device.name
+            for c in asset.channels
+        )
+        if not fed or asset.machine is None:
+            continue
+        given = [f"shaft_hz={asset.speed_rpm / 60}"] if asset.speed_rpm is not None else []
+        orders = list(bearing_orders(asset.machine).values())
+        if orders:
+            first = orders[0]
+            given += [f"{name}_order={getattr(first, name)}" for name in ORDER_NAMES]
+        return given
+    return []
+
+
+def _faults(
+    device: SerialConfig, machine_given: Sequence[str] = ()
+) -> tuple[FaultPlan, MachineSignal]:
     assert device.emulate is not None
     try:
-        return parse_faults(device.emulate.faults)
+        return parse_faults([*machine_given, *device.emulate.faults])
     except ValueError as exc:
         raise ConfigError(f"serial[{device.name}].emulate.faults: {exc}") from None
 

@@ -20,7 +20,11 @@ from appliance.ota.signing import generate_key
 # Shorthands for `appliance demo --fault NAME`; NAME=VALUE passes through to the emulator.
 FAULT_SHORTHANDS = {
     "imbalance": "imbalance=0.05",  # 1x amplitude grows 5 % of its base per second
-    "bearing": "bearing=0.05",  # outer-race defect tones at BPFO (g)
+    "bearing": "outer_race=0.1",  # was tones at BPFO; now strikes as a real defect gives
+    "outer_race": "outer_race=0.1",  # strikes at BPFO ringing a 380 Hz resonance (g)
+    "inner_race": "inner_race=0.1",  # strikes at BPFI, modulated at shaft speed
+    "ball": "ball=0.1",  # strikes at 2 x BSF, modulated at the cage speed
+    "misalignment": "misalignment=0.2",  # 2x radial, 1x axial (g)
     "spikes": "spikes=0.5",  # shocks per second
     "flatline": "flatline=0",  # channel 0 sticks (from flatline_at, for flatline_for seconds)
     "drops": "drop=0.02",  # probability that a frame is lost
@@ -97,6 +101,19 @@ that would have been sent."""
 
 SHAFT_RPM = 1776.0
 """The emulated machines' shaft speed (29.6 Hz, rig/mcu/signal.py): the page marks its harmonics."""
+DEMO_MACHINE: dict[str, Any] = {
+    "group": 2,
+    "foundation": "rigid",
+    "orientation": {"accel_x": "horizontal", "accel_y": "vertical", "accel_z": "axial"},
+    "bearings": [
+        {
+            "name": "drive-end",  # an SKF 6205, the catalogue's defect orders
+            "orders": {"bpfi": 5.4152, "bpfo": 3.5848, "bsf": 2.357, "ftf": 0.39828},
+        }
+    ],
+}
+"""Both machines' [assets.machine]: the emulated MCU rings its bearing defects at these orders
+(rig/attach.py passes them), and the diagnosis looks for them."""
 DEMO_SIGNING_KEY = "model-signing.key"
 DEMO_STORE = "appliance.db"
 HTTP_TOKEN_FILE = "http-token"
@@ -176,6 +193,7 @@ def demo_config(
                 "name": "pump-1",
                 "description": "healthy cooling-water pump",
                 "speed_rpm": SHAFT_RPM,
+                "machine": DEMO_MACHINE,
                 **_model("pump-1"),
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu0", i) for i, axis in enumerate("xyz")),
@@ -195,6 +213,7 @@ def demo_config(
                 "name": "compressor-2",
                 "description": "air compressor (faults are injected here)",
                 "speed_rpm": SHAFT_RPM,
+                "machine": DEMO_MACHINE,
                 **_model("compressor-2"),
                 "channels": [
                     *(_accel(f"accel_{axis}", "mcu1", i) for i, axis in enumerate("xyz")),

@@ -150,6 +150,7 @@ FAULT_NAMES: dict[str, tuple[str, str]] = {
     "flatline": ("plan", "flatline_channel"),
     "flatline_at": ("plan", "flatline_at_s"),
     "flatline_for": ("plan", "flatline_for_s"),
+    "shaft_hz": ("signal", "shaft_hz"),
     "imbalance": ("signal", "imbalance_growth_per_s"),
     "bearing": ("signal", "bearing_amplitude_g"),
     "bpfo": ("signal", "bpfo_hz"),

@@ -1,0 +1,70 @@
+"""The diagnosis stage's wiring (appliance/diagnosis/live.py does the work): a diagnoser per
+asset with an [assets.machine] table, fed by the feature stage as a block observer beside the
+sensor-health checks, told by the status board whether the asset is raised, and publishing
+each diagnosis on the board, where the alert stage's wording and the page read it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from appliance.config import ApplianceConfig
+from appliance.diagnosis.live import (
+    AssetDiagnoser,
+    BlockObserver,
+    BlockObservers,
+    Diagnosed,
+    Raised,
+    build_diagnosers,
+)
+from appliance.status import StatusBoard
+
+Diagnosers = dict[str, AssetDiagnoser]
+
+
+def diagnosers_on_board(config: ApplianceConfig, board: StatusBoard) -> Diagnosers:
+    """The assets' diagnosers, reading the board's scores and alarms, writing its diagnoses."""
+
+    def raised(asset: str) -> Raised:
+        status = board.asset(asset)
+
+        def now() -> bool:
+            score = status.latest_score
+            flagged = score is not None and score.anomalous
+            rules_up = any(status.sensor_faults.values())
+            return flagged or status.alarm is not None or rules_up
+
+        return now
+
+    features = config.features
+    diagnosers = build_diagnosers(config.assets, features.window_s, features.stride_s, raised)
+    for name, diagnoser in diagnosers.items():
+        diagnoser.on_diagnosed = _publisher(board, name)
+    return diagnosers
+
+
+def _publisher(board: StatusBoard, asset: str) -> Callable[[Diagnosed], None]:
+    status = board.asset(asset)
+
+    def publish(diagnosed: Diagnosed) -> None:
+        status.diagnosis = diagnosed
+
+    return publish
+
+
+def feature_observers(
+    health: Mapping[str, BlockObserver], diagnosers: Mapping[str, AssetDiagnoser]
+) -> dict[str, BlockObserver]:
+    """Each asset's block observers for the feature stage: its health checks, its diagnoser."""
+    return {
+        asset: BlockObservers(
+            [o for o in (health.get(asset), diagnosers.get(asset)) if o is not None]
+        )
+        for asset in {*health, *diagnosers}
+    }
+
+
+def diagnosis_words(board: StatusBoard, asset: str) -> str | None:
+    """The asset's latest diagnosis in words, for an anomaly alarm's text; None without one."""
+    status = board.assets.get(asset)
+    diagnosed = status.diagnosis if status is not None else None
+    return diagnosed.text if diagnosed is not None else None
