@@ -306,23 +306,27 @@ def with_score(data: FileErrors, path: Path, score: str, precision: str) -> File
 
 def with_context(
     data: FileErrors, path: Path, directory: Path, train: TrainSettings, cache: Path,
-    context: Sequence[str],
+    weights: dict[str, float],
 ) -> FileErrors:  # fmt: skip
-    """The file's int8 errors with the features named in `context` ("name" or "name:weight")
-    weighted down (default weight 0: left out) in the error's mean (a what-if: the model still
-    sees every feature as input, but the context ones count less or not at all as error)."""
-    if not context:
+    """The file's int8 errors with the named features' squared residuals weighted (0: left out)
+    in the error's mean (a what-if: the model still sees every feature as input, but those count
+    less or not at all as error)."""
+    if all(weight == 1.0 for weight in weights.values()):
         return data
-    weight_of = {item.split(":")[0]: float(item.split(":")[1]) if ":" in item else 0.0
-                 for item in context}  # fmt: skip
     bundle, _ = cached_models(path, directory, train, cache)
     recording = load_skab_csv(path)
     _, per_feature = reconstruction_error(bundle, open_runtime(bundle), recording.features)
-    weights = np.array([weight_of.get(name, 1.0) for name in recording.feature_names])
-    errors = per_feature @ weights / weights.sum()
+    column = np.array([weights.get(name, 1.0) for name in recording.feature_names])
+    errors = per_feature @ column / column.sum()
     rows = len(data.train["int8"])
     train_errors = dict(data.train) | {"int8": errors[:rows]}
     return replace(data, train=train_errors, test=dict(data.test) | {"int8": errors[rows:]})
+
+
+def context_weights(context: str, weight: float) -> dict[str, float]:
+    """'Temperature,Thermocouple:0.5' -> each named feature's weight (`weight` unless given)."""
+    items = [item.split(":") for item in context.split(",") if item]
+    return {item[0]: float(item[1]) if len(item) > 1 else weight for item in items}
 
 
 @dataclass(frozen=True)
@@ -330,14 +334,41 @@ class WhatIf:
     """Which errors a run replays: the autoencoder's (cached), with `--context` and `--score`."""
 
     cache: Path
-    context: Sequence[str]
     score: str
     precision: str
 
-    def errors(self, path: Path, directory: Path, train: TrainSettings) -> FileErrors:
+    def errors(
+        self, path: Path, directory: Path, train: TrainSettings, weights: dict[str, float]
+    ) -> FileErrors:
         data = file_errors(path, directory, train, self.cache)
-        data = with_context(data, path, directory, train, self.cache, self.context)
+        data = with_context(data, path, directory, train, self.cache, weights)
         return with_score(data, path, self.score, self.precision)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Every seed's files' errors (and folded), and the anomaly-free files', for one weighting."""
+
+    runs: list[list[FileErrors]]
+    folded: list[list[list[FileErrors]]]
+    free: list[list[FileErrors]]
+
+
+def load(
+    what_if: WhatIf, paths: Sequence[Path], directory: Path, free: Path | None,
+    trainings: Sequence[TrainSettings], weights: dict[str, float], size: int,
+) -> Loaded:  # fmt: skip
+    runs = [[what_if.errors(p, directory, t, weights) for p in paths] for t in trainings]
+    folded = [[files[i : i + size] for i in range(0, len(files), size)] for files in runs]
+    free_paths = find_skab_csvs(free) if free else []
+    free_runs = [[what_if.errors(p, free, t, weights) for p in free_paths] for t in trainings]
+    return Loaded(runs, folded, free_runs if free else [])
+
+
+def axis_value(setting: Setting, axis: str, default: float) -> float:
+    """A grid axis the detector settings do not hold (here `weight`), from the setting's name."""
+    values = dict(item.split("=", 1) for item in setting.name.split())
+    return float(values.get(axis, default))
 
 
 def main() -> None:
@@ -361,11 +392,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--context", default="",
-        help="what-if: features (comma-separated) left out of the error, e.g. Temperature",
+        help="what-if: features weighted in the error, 'name[:weight],...' (default weight: the"
+        " grid's weight axis, else 0: left out), e.g. Temperature,Thermocouple",
     )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sweep_skab")
     args = parser.parse_args()
-    context = [name for name in args.context.split(",") if name]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     trainings = [TrainSettings(seed=seed) for seed in seeds]
     paths = find_skab_csvs(args.directory)
@@ -374,32 +405,36 @@ def main() -> None:
             cost(paths[0], args.directory, setting, args.cache)
         return
     size = -(-len(paths) // args.folds)
-    what_if = WhatIf(args.cache, context, args.score, args.precision)
-    runs = [[what_if.errors(p, args.directory, t) for p in paths] for t in trainings]
-    folded = [[files[i : i + size] for i in range(0, len(files), size)] for files in runs]
-    free: list[list[FileErrors]] = []
-    if args.free:
-        free_paths = find_skab_csvs(args.free)
-        free = [[what_if.errors(p, args.free, t) for p in free_paths] for t in trainings]
+    what_if = WhatIf(args.cache, args.score, args.precision)
+    loaded: dict[float, Loaded] = {}
     names = [p.name for p in paths]
     print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
-    print(f"seeds {seeds}, precision {args.precision}")
+    print(f"seeds {seeds}, precision {args.precision}, context {args.context or '-'}")
     varying = [a.split("=")[0] for a in args.grid.split() if "," in a]
     if not args.detail:
         print(COMPACT_HEADER)
     measured = []
     for setting in grid(args.grid):
-        by_seed_fold = [[evaluate(fold, setting, args.precision) for fold in f] for f in folded]
-        free_alarmed = [evaluate(files, setting, args.precision).far for files in free]
+        weight = axis_value(setting, "weight", 0.0)
+        if weight not in loaded:
+            weights = context_weights(args.context, weight)
+            loaded[weight] = load(
+                what_if, paths, args.directory, args.free, trainings, weights, size
+            )
+        data = loaded[weight]
+        by_seed_fold = [
+            [evaluate(fold, setting, args.precision) for fold in f] for f in data.folded
+        ]
+        free_alarmed = [evaluate(files, setting, args.precision).far for files in data.free]
         measured.append(Measured(setting, by_seed_fold, free_alarmed))
         if args.detail:
             report(measured[-1])
         else:
             print(compact(measured[-1], varying), flush=True)
         if args.files:
-            print(per_file(setting, runs, names, args.precision), flush=True)
+            print(per_file(setting, data.runs, names, args.precision), flush=True)
         if args.segments:
-            segments(setting, runs[0], paths, args.precision)
+            segments(setting, data.runs[0], paths, args.precision)
     cross_validate(measured)
 
 
