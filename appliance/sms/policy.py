@@ -261,7 +261,7 @@ def compose_text(
         text = head + candidate + tail
         if count_parts(text) == 1:
             return text
-    return _truncated(head, _compact(body, contributors=False), tail)
+    return _truncated(head, candidate, tail)
 
 
 def gsm_friendly(text: str) -> str:
@@ -289,10 +289,27 @@ def _compact(body: str, *, contributors: bool = True) -> str:
     return body
 
 
+_DIAGNOSIS_ZONE = re.compile(r", velocity [\d.]+ mm/s zone [A-D]")
+_DIAGNOSIS_DETAIL = re.compile(r", \d+ dB above the floor, [^)]*\)")
+_DIAGNOSIS_WHERE = re.compile(r" in the (?:envelope|velocity spectrum)\)")
+_ANOMALY_ERROR = re.compile(r"; anomaly(?: now critical)?: error [^;]*?(?=; |$| - while )")
+
+
 def _shorter_bodies(body: str) -> Iterable[str]:
+    """Each shorter than the one before; a diagnosis ("outer-race defect likely (BPFO 106 Hz +
+    2 lines in the envelope, 32 dB above the floor, accel_y), velocity 6.1 mm/s zone D; anomaly:
+    ...") keeps its verdict, first line, velocity and zone longest."""
     yield body
     yield _compact(body)
-    yield _compact(body, contributors=False)
+    short = _compact(body, contributors=False)
+    yield short
+    if not _DIAGNOSIS_ZONE.search(short):
+        return  # no diagnosis: the anomaly's numbers are the message
+    short = _DIAGNOSIS_DETAIL.sub(")", short)
+    yield short
+    short = _ANOMALY_ERROR.sub("", short)
+    yield short
+    yield _DIAGNOSIS_WHERE.sub(")", short)
 
 
 def _truncated(head: str, body: str, tail: str) -> str:
