@@ -142,6 +142,11 @@ class Database:
             alerts.append(Alert(asset, float(t), level, str(kind), str(message)))
         return alerts
 
+    async def transaction(self, what: str, body: Callable[..., T], *args: Any) -> T:
+        """`body(connection, *args)` in one transaction on the database thread, for the modules
+        that keep tables of their own (receiver/drift/store.py)."""
+        return await self._run(self._transaction, what, body, *args)
+
     # --- on the database thread -----------------------------------------------------------
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:

@@ -1,0 +1,1 @@
+"""Slow-drift analysis across weeks (docs/DRIFT.md): daily aggregates, trend tests, findings."""

@@ -1,0 +1,198 @@
+"""Slow drift in a daily series: daily robust aggregates, a trend test robust to outliers and
+gaps, and whether the trend is material (pure: arrays in, numbers out; docs/DRIFT.md).
+
+A series is one aggregate (median or p95) of one feature, one value per UTC day; days without
+data are simply absent. The test:
+
+  * Mann-Kendall (Kendall's tau of value against day) over the trailing window: significant at
+    `alpha`, with at least `min_days` days with data;
+  * the onset: the day where a flat level turning into a straight line fits best (least absolute
+    residuals), so "since when" is the first day of the trend, not the window's start;
+  * the Theil-Sen slope from the onset (the median of pairwise slopes: one bad day moves it
+    little);
+  * material: at least `min_rate_per_week` of the early level per week, and a total change of at
+    least `min_change_spreads` day-to-day spreads (the robust spread of the residuals), so noise
+    and the daily load cycle (averaged inside each day) do not count;
+  * still going: the last `recent_days` days do not rule out the trend's slope (the upper end of
+    their Theil-Sen 95 % interval, for a rise, reaches it); otherwise the trend has stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import kendalltau, theilslopes
+
+FloatArray = npt.NDArray[np.float64]
+MAD_TO_SD = 1.4826
+QUANTILE = 95.0
+MIN_AFTER_ONSET = 5
+"""Days with data from the onset on, at least: fewer give no slope worth the name."""
+MIN_BEFORE_ONSET = 3
+"""Days with data before an onset inside the window, at least: the flat level is their median."""
+MIN_RECENT = 4
+
+
+@dataclass(frozen=True)
+class TrendParams:
+    window_days: int = 21
+    """Trailing window of the test, in days (the last complete UTC day included)."""
+    min_days: int = 10
+    """Days with data in the window needed before any trend is reported."""
+    alpha: float = 0.01
+    """Significance of Kendall's tau. ~100 series of an asset are tested a day: the materiality
+    test (a change of several spreads) is what keeps noise that passes it by chance out."""
+    min_rate_per_week: float = 0.02
+    """Material: at least this fraction of the early level per week (0.02 = 2 %/week)."""
+    min_change_spreads: float = 3.0
+    """Material: the change since the onset spans at least this many day-to-day spreads."""
+    recent_days: int = 7
+    """The trend has stopped when the last this-many days rule its slope out."""
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A significant, material trend of one daily series."""
+
+    slope_per_day: float
+    rate_per_week: float
+    """Relative to the early level: 0.04 is +4 % a week."""
+    onset_day: int
+    last_day: int
+    level: float
+    """The series' level at the onset (the early-window level)."""
+    spread: float
+    """Robust day-to-day spread (1.4826 x MAD of the residuals of the fit)."""
+    tau: float
+    p_value: float
+    days_with_data: int
+
+    @property
+    def change_spreads(self) -> float:
+        return abs(self.slope_per_day) * (self.last_day - self.onset_day) / self.spread
+
+
+@dataclass(frozen=True)
+class DailyAggregate:
+    """Per column: median, p95 and the number of finite values of one day's rows."""
+
+    median: FloatArray
+    p95: FloatArray
+    count: npt.NDArray[np.int64]
+
+
+def daily_aggregate(rows: FloatArray) -> DailyAggregate:
+    """Median and p95 of each column of a day's rows (rows x columns), ignoring NaN and
+    infinities; NaN where a column has no finite value."""
+    values = np.where(np.isfinite(rows), rows, np.nan)
+    count = np.sum(np.isfinite(values), axis=0).astype(np.int64)
+    median = np.full(values.shape[1], np.nan)
+    p95 = np.full(values.shape[1], np.nan)
+    some = count > 0
+    if np.any(some):
+        median[some] = np.nanmedian(values[:, some], axis=0)
+        p95[some] = np.nanpercentile(values[:, some], QUANTILE, axis=0)
+    return DailyAggregate(median, p95, count)
+
+
+def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) -> Trend | None:
+    """The series' trend if it is significant, material and still going; else None."""
+    x_days = np.asarray(days, dtype=np.int64)
+    y_all = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(y_all)
+    x_days, y = x_days[finite], y_all[finite]
+    if len(y) < params.min_days or np.ptp(y) == 0.0:
+        return None
+    x = (x_days - x_days[0]).astype(np.float64)
+    tau, p_value = kendalltau(x, y)
+    if not np.isfinite(p_value) or p_value >= params.alpha:
+        return None
+    direction = 1.0 if tau > 0 else -1.0
+    onset = find_onset(x, y, direction)
+    after = x >= onset
+    fit = theilslopes(y[after], x[after])
+    slope = float(fit.slope)
+    if slope * direction <= 0:
+        return None
+    level = float(fit.intercept + slope * onset)
+    spread = residual_spread(x, y, onset, level, slope)
+    trend = Trend(
+        slope_per_day=slope,
+        rate_per_week=slope * 7.0 / max(abs(level), 3.0 * spread),
+        onset_day=int(x_days[0] + onset),
+        last_day=int(x_days[-1]),
+        level=level,
+        spread=spread,
+        tau=float(tau),
+        p_value=float(p_value),
+        days_with_data=len(y),
+    )
+    if not is_material(trend, params) or has_stopped(x, y, slope, params.recent_days):
+        return None
+    return trend
+
+
+def find_onset(x: FloatArray, y: FloatArray, direction: float) -> float:
+    """The day (offset from the first) where a flat level turning into a line in `direction`
+    fits the series best by least absolute residuals; the first day when a line fits best."""
+    candidates = x[MIN_BEFORE_ONSET:]
+    candidates = candidates[[np.count_nonzero(x >= k) >= MIN_AFTER_ONSET for k in candidates]]
+    best, best_cost = float(x[0]), line_cost(x, y)
+    for k in candidates:
+        level = float(np.median(y[x < k]))
+        rising = x > k
+        slope = float(np.median((y[rising] - level) / (x[rising] - k)))
+        if slope * direction <= 0:
+            continue
+        cost = float(np.sum(np.abs(y - hinge(x, k, level, slope))))
+        if cost < best_cost:
+            best, best_cost = float(k), cost
+    return best
+
+
+def line_cost(x: FloatArray, y: FloatArray) -> float:
+    fit = theilslopes(y, x)
+    return float(np.sum(np.abs(y - (fit.intercept + fit.slope * x))))
+
+
+def hinge(x: FloatArray, onset: float, level: float, slope: float) -> FloatArray:
+    """Flat at `level` until `onset`, then a line of `slope`."""
+    return level + slope * np.maximum(x - onset, 0.0)
+
+
+def residual_spread(
+    x: FloatArray, y: FloatArray, onset: float, level: float, slope: float
+) -> float:
+    """The robust day-to-day spread of the residuals around the fit; never zero."""
+    residuals = y - hinge(x, onset, level, slope)
+    around_fit = MAD_TO_SD * mad(residuals)
+    # From one day to the next (a trend adds little to it): the larger of the two keeps a
+    # residual MAD that came out small by chance from calling noise material.
+    day_to_day = MAD_TO_SD * mad(np.diff(residuals)) / np.sqrt(2.0)
+    floor = 1e-9 * max(abs(level), 1.0)
+    return float(max(around_fit, day_to_day, floor))
+
+
+def mad(values: FloatArray) -> float:
+    """Median absolute deviation from the median."""
+    return float(np.median(np.abs(values - np.median(values))))
+
+
+def is_material(trend: Trend, params: TrendParams) -> bool:
+    return (
+        abs(trend.rate_per_week) >= params.min_rate_per_week
+        and trend.change_spreads >= params.min_change_spreads
+    )
+
+
+def has_stopped(x: FloatArray, y: FloatArray, slope: float, recent_days: int) -> bool:
+    """The last `recent_days` days rule the slope out (its 95 % interval there excludes it)."""
+    recent = x > x[-1] - recent_days
+    if np.count_nonzero(recent) < MIN_RECENT:
+        return False
+    fit = theilslopes(y[recent], x[recent], alpha=0.95)
+    if slope > 0:
+        return bool(fit.high_slope < slope)
+    return bool(fit.low_slope > slope)
