@@ -205,7 +205,7 @@ def start_publisher(broker: Broker, messages_file: Path, cpu: int | None) -> sub
     command = [sys.executable, str(Path(__file__).resolve()), "publish",
                "--messages", str(messages_file), "--host", broker.host,
                "--port", str(broker.port), "--ca", str(broker.ca_path),
-               "--password", broker.credentials[GATEWAY].password]  # fmt: skip
+               f"--password={broker.credentials[GATEWAY].password}"]  # fmt: skip
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
