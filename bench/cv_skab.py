@@ -48,6 +48,8 @@ from sweep_skab import (
     file_errors,
     grid,
     replay,
+    train_and_score,
+    train_key,
 )
 
 from appliance.detect.runtime import open_runtime, reconstruction_error
@@ -329,6 +331,44 @@ def context_weights(context: str, weight: float) -> dict[str, float]:
     return {item[0]: float(item[1]) if len(item) > 1 else weight for item in items}
 
 
+def trailing_inputs(
+    features: np.ndarray, names: Sequence[str], spec: str
+) -> tuple[np.ndarray, list[str]]:
+    """'W' or 'W:change': each row with its change against the mean of the W rows before it
+    (the first rows: of those there are), beside the row itself ('W') or instead of it."""
+    length, _, mode = spec.partition(":")
+    w = int(length)
+    sums = np.cumsum(np.vstack([np.zeros(features.shape[1]), features]), axis=0)
+    t = np.arange(len(features))
+    start = np.maximum(t - w, 0)
+    count = np.maximum(t - start, 1)[:, None]
+    trailing = np.where(t[:, None] > 0, (sums[t] - sums[start]) / count, features)
+    change = features - trailing
+    change_names = [f"{name} change" for name in names]
+    if mode == "change":
+        return change, change_names
+    return np.hstack([features, change]), [*names, *change_names]
+
+
+def with_trailing(
+    data: FileErrors, path: Path, directory: Path, train: TrainSettings, cache: Path, spec: str
+) -> FileErrors:
+    """The errors of a model trained on each row with its trailing-window change (a what-if: a
+    model of the trailing window; trained once per file and seed, cached)."""
+    if not spec:
+        return data
+    where = cache / f"trailing_{spec.replace(':', '_')}" / train_key(train)
+    cached = where / path.relative_to(directory).with_suffix(".npz")
+    if not cached.exists():
+        recording = load_skab_csv(path)
+        inputs, names = trailing_inputs(recording.features, recording.feature_names, spec)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, **train_and_score(inputs, names, train))  # type: ignore[arg-type]
+    stored = np.load(cached)
+    train_errors = {p: stored[f"train_{p}"] for p in PRECISIONS}
+    return replace(data, train=train_errors, test={p: stored[f"test_{p}"] for p in PRECISIONS})
+
+
 @dataclass(frozen=True)
 class WhatIf:
     """Which errors a run replays: the autoencoder's (cached), with `--context` and `--score`."""
@@ -336,11 +376,13 @@ class WhatIf:
     cache: Path
     score: str
     precision: str
+    trailing: str = ""
 
     def errors(
         self, path: Path, directory: Path, train: TrainSettings, weights: dict[str, float]
     ) -> FileErrors:
         data = file_errors(path, directory, train, self.cache)
+        data = with_trailing(data, path, directory, train, self.cache, self.trailing)
         data = with_context(data, path, directory, train, self.cache, weights)
         return with_score(data, path, self.score, self.precision)
 
@@ -395,6 +437,11 @@ def main() -> None:
         help="what-if: features weighted in the error, 'name[:weight],...' (default weight: the"
         " grid's weight axis, else 0: left out), e.g. Temperature,Thermocouple",
     )  # fmt: skip
+    parser.add_argument(
+        "--trailing", default="",
+        help="what-if: a model of each row and its change against the mean of the W rows before"
+        " it ('W'), or of that change only ('W:change'); trained and cached per file and seed",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sweep_skab")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -405,7 +452,7 @@ def main() -> None:
             cost(paths[0], args.directory, setting, args.cache)
         return
     size = -(-len(paths) // args.folds)
-    what_if = WhatIf(args.cache, args.score, args.precision)
+    what_if = WhatIf(args.cache, args.score, args.precision, args.trailing)
     loaded: dict[float, Loaded] = {}
     names = [p.name for p in paths]
     print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
