@@ -37,10 +37,11 @@ from receiver.settings import (
     PASSWORD_ENV,
     ReceiverSettings,
     parse_broker_url,
+    read_config,
     with_password,
 )
 
-COMMANDS = ("run", "export", "status", "dead-letters", "forget-session")
+COMMANDS = ("run", "export", "status", "dead-letters", "forget-session", "drift")
 DB_HELP = "the receiver's database: sqlite:///PATH or postgresql://..."
 PREVIEW_BYTES = 160
 SUMMARY = {
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_status(commands)
     add_dead_letters(commands)
     add_forget_session(commands)
+    add_drift(commands)
     return parser
 
 
@@ -131,6 +133,7 @@ def add_run(commands: Any) -> None:
         help="larger messages are refused unread (default: %(default)s, "
         f"{MAX_PART_BYTES / 2**20:g} MiB; keep it above the gateways' max_message_bytes)",
     )
+    add_config_argument(run)
     run.set_defaults(handler=run_receiver)
 
 
@@ -185,6 +188,49 @@ def add_forget_session(commands: Any) -> None:
     forget.set_defaults(handler=run_forget_session)
 
 
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="[drift] and [webhooks] settings (docs/DRIFT.md)",
+    )
+
+
+def add_drift(commands: Any) -> None:
+    drift = commands.add_parser(
+        "drift",
+        help="run the slow-drift analysis once and print its changes as JSON lines",
+        description="Bring the daily aggregates up to date, test each asset's trends over the "
+        "trailing window and open, update or close findings (docs/DRIFT.md). Prints a summary "
+        "line, then one line per finding change worth announcing.",
+    )
+    drift.add_argument("--db", required=True, help=DB_HELP)
+    add_config_argument(drift)
+    drift.add_argument(
+        "--as-of",
+        type=utc_day,
+        metavar="YYYY-MM-DD",
+        help="the window's last day (default: yesterday, the last complete UTC day)",
+    )
+    drift.add_argument("--gateways", default="*", metavar="GLOB", help="gateway ids to analyse")
+    drift.add_argument(
+        "--list", action="store_true", help="then print every open finding as a JSON line"
+    )
+    drift.add_argument(
+        "--notify",
+        action="store_true",
+        help="POST the changes to the webhooks of --config and wait until each is delivered "
+        "or dead-lettered",
+    )
+    drift.set_defaults(handler=run_drift_command)
+
+
+def utc_day(text: str) -> int:
+    """A UTC date as a day number (days since 1970-01-01)."""
+    return int(utc_time(text) // 86400)
+
+
 def utc_time(text: str) -> float:
     """ISO 8601; without a zone it is UTC."""
     try:
@@ -201,6 +247,7 @@ def broker_from(args: argparse.Namespace) -> BrokerAddress:
 
 
 def settings_from(args: argparse.Namespace) -> ReceiverSettings:
+    drift, webhooks = read_config(args.config)
     return ReceiverSettings(
         broker=broker_from(args),
         db_url=args.db,
@@ -210,6 +257,8 @@ def settings_from(args: argparse.Namespace) -> ReceiverSettings:
         client_id=args.client_id,
         stats_interval_s=args.stats_interval,
         max_payload_bytes=args.max_payload_bytes,
+        drift=drift,
+        webhooks=webhooks,
     )
 
 
@@ -262,6 +311,24 @@ async def run_dead_letters(args: argparse.Namespace) -> int:
             (args.save / str(letter["id"])).write_bytes(payload)
         preview = payload[:PREVIEW_BYTES].decode("utf-8", "backslashreplace")
         print(json.dumps({**letter, "payload_preview": preview}, default=str))
+    return 0
+
+
+async def run_drift_command(args: argparse.Namespace) -> int:
+    from receiver.drift.command import drift_once
+
+    drift, webhooks = read_config(args.config)
+    if args.notify and not webhooks.routes:
+        raise ReceiverError("--notify needs [[webhooks.routes]] in --config")
+    database = await open_database(args.db)
+    try:
+        lines = await drift_once(database, drift, webhooks if args.notify else None,
+                                 as_of=args.as_of, gateways=args.gateways,
+                                 list_open=args.list)  # fmt: skip
+    finally:
+        await database.close()
+    for line in lines:
+        print(json.dumps(line, default=str))
     return 0
 
 

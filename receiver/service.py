@@ -93,6 +93,8 @@ class Receiver:
         self._acks = AckOutbox()
         self._clock = clock
         self._rng = random.Random()  # for every backoff (seeding one per message takes ~20 µs)
+        self.on_alerts: Callable[[Part], None] | None = None
+        """Called with each alerts part that brought new records (the webhooks; never blocks)."""
 
     async def run(self) -> None:
         """Connect, subscribe and ingest; reconnect after any broker or network failure."""
@@ -246,6 +248,8 @@ class Receiver:
         self.stats.records_inserted += result.inserted
         self.stats.duplicates_ignored += result.duplicates
         self._note_ack(part.gateway, result)
+        if self.on_alerts is not None and part.kind == "alerts" and result.inserted:
+            self.on_alerts(part)
         return result
 
     def _note_ack(self, gateway: str, result: IngestResult) -> None:
@@ -348,11 +352,17 @@ async def log_stats_forever(stats: ReceiverStats, interval_s: float) -> None:
 
 
 async def serve(settings: ReceiverSettings, database: Database) -> None:
-    """Run one instance with periodic stats until cancelled."""
+    """Run one instance with periodic stats, the drift analysis and the webhooks until
+    cancelled."""
+    from receiver.webhooks.tasks import start_drift_and_webhooks
+
     receiver = Receiver(settings, database)
     stats_task = asyncio.create_task(log_stats_forever(receiver.stats, settings.stats_interval_s))
+    cloud_tasks = start_drift_and_webhooks(receiver, settings, database)
     try:
         await receiver.run()
     finally:
         stats_task.cancel()
+        for task in cloud_tasks:
+            task.cancel()
         log.info("receiver_stopped", **receiver.stats.as_dict())

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from appliance.net.broker import BrokerAddress
 from appliance.net.broker import parse_broker_url as parse_address
 from appliance.uplink.schema import MAX_PART_BYTES, SchemaError, check_name, check_prefix
+from receiver.drift.settings import DriftSettings, drift_settings
 from receiver.errors import SettingsError
+from receiver.webhooks.settings import WebhookSettings, webhook_settings
 
 DEFAULT_PREFIX = "appliance"
 DEFAULT_GROUP = "receivers"
@@ -68,6 +71,24 @@ def read_password_file(path: Path) -> str:
     return lines[0]
 
 
+def read_config(path: Path | None) -> tuple[DriftSettings, WebhookSettings]:
+    """The [drift] and [webhooks] sections of a --config TOML file (defaults without one)."""
+    if path is None:
+        return DriftSettings(), WebhookSettings()
+    where = f"--config {str(path)!r}"
+    try:
+        with path.open("rb") as file:
+            config = tomllib.load(file)
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{where}: not valid TOML ({exc})") from None
+    unknown = sorted(set(config) - {"drift", "webhooks"})
+    if unknown:
+        raise SettingsError(f"{where}: unknown section(s) {', '.join(unknown)}")
+    return drift_settings(config, where), webhook_settings(config, where)
+
+
 def default_client_id() -> str:
     """Unique per process; not stable across restarts (see ReceiverSettings.client_id)."""
     return f"appliance-receiver-{socket.gethostname()}-{os.getpid()}"
@@ -92,6 +113,10 @@ class ReceiverSettings:
     db_retry_max_s: float = 30.0
     max_payload_bytes: int = MAX_PART_BYTES
     """Larger messages are refused unread (a gateway's max_message_bytes must stay below)."""
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    """[drift] of --config: the periodic drift analysis (docs/DRIFT.md)."""
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    """[webhooks] of --config: where drift findings and gateway alerts are POSTed."""
 
     def __post_init__(self) -> None:
         try:

@@ -11,7 +11,8 @@ from typing import Literal
 
 import numpy.typing as npt
 
-from receiver.drift.trend import Trend, TrendParams, find_trend
+from receiver.drift.settings import TrendParams
+from receiver.drift.trend import Trend, find_trend
 
 SCORE_NAME = "anomaly_score"
 """The daily series of the gateway's anomaly score (error / threshold, comparable across models)."""

@@ -29,20 +29,14 @@ from receiver.drift.findings import (
     reconcile,
     summary,
 )
+from receiver.drift.settings import DriftSettings, TrendParams
 from receiver.drift.store import DriftSql, drift_sql
-from receiver.drift.trend import DailyAggregate, TrendParams, daily_aggregate
+from receiver.drift.trend import DailyAggregate, daily_aggregate
 from receiver.errors import DatabaseError
 
 log = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DriftSettings:
-    params: TrendParams = field(default_factory=TrendParams)
-    every_s: float = 6 * 3600.0
-    """Seconds between two runs in the receiver service; 0 turns the periodic task off."""
 
 
 @dataclass
@@ -204,7 +198,7 @@ def last_complete_day(now: float) -> int:
 async def drift_forever(
     database: Database,
     settings: DriftSettings,
-    notify: Callable[[Event], None],
+    notify: Callable[[Event], object],
     clock: Callable[[], float] = time.time,
 ) -> None:
     """The receiver's periodic task: a run every `settings.every_s`, its events to `notify`."""

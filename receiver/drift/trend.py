@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import kendalltau, theilslopes
 
+from receiver.drift.settings import TrendParams
+
 FloatArray = npt.NDArray[np.float64]
 MAD_TO_SD = 1.4826
 QUANTILE = 95.0
@@ -33,23 +35,6 @@ MIN_AFTER_ONSET = 5
 MIN_BEFORE_ONSET = 3
 """Days with data before an onset inside the window, at least: the flat level is their median."""
 MIN_RECENT = 4
-
-
-@dataclass(frozen=True)
-class TrendParams:
-    window_days: int = 21
-    """Trailing window of the test, in days (the last complete UTC day included)."""
-    min_days: int = 10
-    """Days with data in the window needed before any trend is reported."""
-    alpha: float = 0.01
-    """Significance of Kendall's tau. ~100 series of an asset are tested a day: the materiality
-    test (a change of several spreads) is what keeps noise that passes it by chance out."""
-    min_rate_per_week: float = 0.02
-    """Material: at least this fraction of the early level per week (0.02 = 2 %/week)."""
-    min_change_spreads: float = 3.0
-    """Material: the change since the onset spans at least this many day-to-day spreads."""
-    recent_days: int = 7
-    """The trend has stopped when the last this-many days rule its slope out."""
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,11 @@ class WebhookSender:
     def pending(self) -> int:
         return sum(queue.qsize() for queue in self._queues.values())
 
+    async def drain(self) -> None:
+        """Until every event queued so far is delivered or dead-lettered (run() must run)."""
+        for queue in self._queues.values():
+            await queue.join()
+
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session, asyncio.TaskGroup() as tasks:

@@ -15,7 +15,7 @@ from receiver.db import Database
 from receiver.drift import store
 from receiver.drift.findings import day_text
 from receiver.drift.run import DriftRun, run_drift
-from receiver.drift.trend import TrendParams
+from receiver.drift.settings import TrendParams
 
 DAY0 = 20_400  # 2025-11-08
 NAMES = ("accel_y.spectral_energy", "accel_y.rms", "accel_y.excess_kurtosis", "temp.mean")
