@@ -79,6 +79,8 @@ class SummaryPrinter:
             samples = "  ".join(self._samples(asset, elapsed_s))
             lines.append(f"    vectors {asset.vectors}  {samples}")
             lines.append("    " + _score_line(asset))
+            if asset.diagnosis is not None:
+                lines.append(f"    diagnosis: {asset.diagnosis.text}")
             if asset.latest is not None:
                 lines.extend("    " + line for line in _feature_lines(asset.latest, asset.units))
         if status.alerts is not None:

@@ -44,6 +44,8 @@ class Mark:
     """E.g. "BPFO", "2xBPFI" (the bearing's name is in `bearing`)."""
     bearing: str
     hz: float
+    harmonic: int
+    """1 for the defect frequency itself, 2, 3 for its harmonics."""
 
 
 @dataclass(frozen=True)
@@ -110,21 +112,28 @@ class AssetDiagnoser:
         self._rates = {c.name: c.rate_hz for c in channels}
         self._axial = {c.name: machine.orientation.get(c.name) == "axial" for c in channels}
         self._rings = {c.name: _Ring(round(window_s * c.rate_hz), to_g(c.unit)) for c in channels}
-        self._clock = channels[0].name if channels else ""
-        self._stride = round(stride_s * channels[0].rate_hz) if channels else 0
-        self._next_check = 0
+        # Checked when every ring has passed the next window boundary, as the feature engine
+        # emits (observers see a block before the engine does: the diagnosis of a window is
+        # there before its score, so an alarm raised on that window can carry it).
+        first = channels[0].rate_hz if channels else 1.0
+        self._stride = round(stride_s * first)
+        self._next_check = round(window_s * first)
         self._last_run = -math.inf
         self.latest: Diagnosed | None = None
         self.on_diagnosed: Callable[[Diagnosed], None] = lambda _: None
         """Told each new diagnosis (the status board's copy)."""
+        self.on_failed: Callable[[str], None] = lambda _: None
+        """Told why a run failed (it is counted; the stage goes on)."""
+        self.failures = 0
 
     def push(self, block: SampleBlock) -> None:
         ring = self._rings.get(block.channel)
         if ring is None:
             return
         ring.write(block.samples)
-        if block.channel == self._clock and ring.written >= self._next_check:
-            self._next_check = ring.written + self._stride
+        if min(r.written for r in self._rings.values()) >= self._next_check:
+            while self._next_check <= ring.written:
+                self._next_check += self._stride
             self.stride_done(block.t_end)
 
     def stride_done(self, t: float) -> None:
@@ -136,7 +145,12 @@ class AssetDiagnoser:
         if windows is None:
             return
         self._last_run = t
-        self.latest = self._diagnose(windows, t, raised)
+        try:
+            self.latest = self._diagnose(windows, t, raised)
+        except ValueError as exc:  # e.g. no speed: never stops the feature stage
+            self.failures += 1
+            self.on_failed(str(exc))
+            return
         self.on_diagnosed(self.latest)
 
     def _windows(self) -> dict[str, ChannelWindow] | None:
@@ -183,7 +197,8 @@ def defect_marks(
                 hz = k * order * shaft_hz
                 multiple = k * 2 if name == "BSF" else k
                 if hz < up_to_hz:
-                    marks.append(Mark(name if multiple == 1 else f"{multiple}x{name}", bearing, hz))
+                    label = name if multiple == 1 else f"{multiple}x{name}"
+                    marks.append(Mark(label, bearing, hz, k))
     return tuple(marks)
 
 

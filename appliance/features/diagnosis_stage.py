@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import structlog
+
 from appliance.config import ApplianceConfig
 from appliance.diagnosis.live import (
     AssetDiagnoser,
@@ -17,6 +19,8 @@ from appliance.diagnosis.live import (
     build_diagnosers,
 )
 from appliance.status import StatusBoard
+
+log = structlog.get_logger(__name__)
 
 Diagnosers = dict[str, AssetDiagnoser]
 
@@ -39,7 +43,20 @@ def diagnosers_on_board(config: ApplianceConfig, board: StatusBoard) -> Diagnose
     diagnosers = build_diagnosers(config.assets, features.window_s, features.stride_s, raised)
     for name, diagnoser in diagnosers.items():
         diagnoser.on_diagnosed = _publisher(board, name)
+        diagnoser.on_failed = _first_failure_logged(name)
     return diagnosers
+
+
+def _first_failure_logged(asset: str) -> Callable[[str], None]:
+    logged = False
+
+    def failed(reason: str) -> None:
+        nonlocal logged
+        if not logged:
+            logged = True
+            log.error("diagnosis_failed", asset=asset, reason=reason)
+
+    return failed
 
 
 def _publisher(board: StatusBoard, asset: str) -> Callable[[Diagnosed], None]:

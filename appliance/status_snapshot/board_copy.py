@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from datetime import tzinfo
 from typing import Any, TypeVar
 
+from appliance.diagnosis.live import Diagnosed
 from appliance.records import Alert, FeatureVector, Score, Severity
 from appliance.status import (
     AcksView,
@@ -45,6 +46,8 @@ class AssetSnapshot:
     late_samples: int
     rejected_blocks: int
     state: AssetState
+    diagnosis: Diagnosed | None = None
+    """The latest vibration diagnosis (frozen, shared with the board, never changed)."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,7 @@ def asset_snapshot(asset: AssetStatus, now: float) -> AssetSnapshot:
         late_samples=asset.late_samples,
         rejected_blocks=asset.rejected_blocks,
         state=asset_state(asset, now),
+        diagnosis=asset.diagnosis,
     )
 
 

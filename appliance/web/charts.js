@@ -1,7 +1,8 @@
 // History and spectrum charts of the status page, drawn as plain SVG (no library: works on a LAN
 // without internet, and every axis value is a <text> a test or a screen reader can read).
 // Data: /api/history/<asset> (downsampled on the gateway: min/max/mean per bucket) and
-// /api/spectrum/<asset>/<channel> (latest Welch PSD, healthy baseline, bands, shaft harmonics).
+// /api/spectrum/<asset>/<channel> (latest Welch PSD, healthy baseline, bands, shaft harmonics),
+// /api/envelope/<asset> (the latest diagnosis's envelope spectrum, defect frequencies to mark).
 "use strict";
 (() => {
 const NS = "http://www.w3.org/2000/svg";
@@ -12,7 +13,8 @@ const COLOURS = {score: "#2563eb", threshold: "#b91c1c", feature: "#0f766e", bas
   psd: "#2563eb", episode: "#fecaca", warning: "#d97706", critical: "#b91c1c"};
 const esc = s => String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const state = {asset: null, range: "1h", chosen: false, channel: null, index: null, spectra: null,
-  history: null, spectrum: null, zone: null};
+  history: null, spectrum: null, envelope: null, zone: null};
+const DEFECT_COLOURS = {BPFO: "#b91c1c", BPFI: "#7c3aed", BSF: "#0f766e", FTF: "#6b7280"};
 
 // --- SVG helpers ---------------------------------------------------------------------------
 
@@ -271,6 +273,41 @@ function renderSpectrum(sp) {
 function loadSpectrum() {
   if (!state.asset || !state.channel || document.hidden) return;
   load(`/api/spectrum/${encodeURIComponent(state.asset)}/${encodeURIComponent(state.channel)}`, "spectrum", renderSpectrum, "spectrum-chart", "spectrum");
+  load(`/api/envelope/${encodeURIComponent(state.asset)}`, "envelope", renderEnvelope, "envelope-chart", "envelope spectrum");
+}
+
+// The squared-envelope spectrum the diagnosis read, with each bearing's defect frequencies
+// (BPFO, BPFI, 2xBSF, FTF and harmonics) as dashed lines and the lines it found as dots.
+function renderEnvelope(en) {
+  const root = document.getElementById("envelope-chart");
+  if (!root) return;
+  root.textContent = "";
+  if (en.freqs_hz === null) { root.textContent = en.reason; return; }
+  const box = svgBox(root, 220, `${en.asset} envelope spectrum`);
+  box.svg.classList.add("envelope-chart");
+  title(box, `${en.asset} ${en.channel}: envelope spectrum, band ${Math.round(en.band_hz[0])}–${Math.round(en.band_hz[1])} Hz`);
+  const top = en.freqs_hz[en.freqs_hz.length - 1] || 1, x = linear(0, top, box.x0, box.x1);
+  const values = en.magnitude.filter(v => v !== null);
+  const y = yAxis(box, 0, (Math.max(...values, 1e-12)) * 1.15, false, "magnitude [g²]");
+  xAxis(box, x, linearTicks(0, top, Math.max(2, Math.floor((box.x1 - box.x0) / 60))).map((v, i, all) => [v, valueText(v, all[1] - all[0])]), "frequency [Hz]");
+  for (const m of en.marks) {
+    const family = m.name.replace(/^\d+x/, ""), xm = x(m.hz).toFixed(1), colour = DEFECT_COLOURS[family] || "#d97706";
+    const mark = el("line", {class: "defect-mark", "data-name": m.name, x1: xm, x2: xm, y1: box.y1, y2: box.y0, stroke: colour, "stroke-dasharray": "3 3"});
+    mark.appendChild(el("title", {}, `${m.bearing} ${m.name} ${m.hz.toFixed(1)} Hz`));
+    box.svg.appendChild(mark);
+    if (m.harmonic === 1) box.svg.appendChild(el("text", {class: "defect-label", x: xm, y: box.y1 + 10, "text-anchor": "middle", "font-size": 9, fill: colour}, `${m.name} ${Math.round(m.hz)}`));
+  }
+  const pts = en.freqs_hz.map((f, i) => en.magnitude[i] === null ? null : `${x(f).toFixed(1)},${y(en.magnitude[i]).toFixed(1)}`).filter(Boolean);
+  box.svg.appendChild(el("polyline", {class: "envelope", points: pts.join(" "), fill: "none", stroke: COLOURS.psd, "stroke-width": 1.2}));
+  for (const line of en.evidence) {
+    const i = en.freqs_hz.findIndex(f => f >= line.found_hz);
+    if (i < 0 || en.magnitude[i] === null) continue;
+    const dot = el("circle", {class: "evidence", cx: x(line.found_hz).toFixed(1), cy: y(en.magnitude[i]).toFixed(1), r: 4, fill: "none", stroke: "#111", "stroke-width": 1.5});
+    dot.appendChild(el("title", {}, `${line.name}: found ${line.found_hz.toFixed(1)} Hz, ${line.db_above_floor === null ? "?" : line.db_above_floor.toFixed(0)} dB above the floor`));
+    box.svg.appendChild(dot);
+  }
+  const when = zoneFormatter(state.zone || {timezone: "UTC", utc_offset_s: 0}, {hour: "2-digit", minute: "2-digit", second: "2-digit"})(en.t);
+  root.appendChild(Object.assign(document.createElement("div"), {className: "small envelope-words", textContent: `diagnosis of the window ending ${when}: ${en.words}. Dashed: defect frequencies (red BPFO, violet BPFI, teal 2xBSF, grey FTF, with harmonics); circles: the lines found.`}));
 }
 
 // --- controls --------------------------------------------------------------------------------
@@ -286,7 +323,7 @@ function renderControls() {
 ${Object.keys(HISTORY_REFRESH_MS).map(r => `<button class="range" data-range="${r}"${r === state.range ? ' aria-pressed="true"' : ""}>${r}</button>`).join("")}</div><div id="history-charts"></div>`;
   const channels = (state.spectra.assets.find(a => a.name === state.asset) || {channels: []}).channels;
   if (!channels.includes(state.channel)) state.channel = channels[0] || null;
-  spectrum.innerHTML = channels.length ? `<h2>Spectrum</h2><div class="small chart-controls">${esc(state.asset)} <label>channel <select id="spectrum-channel">${options(channels, state.channel)}</select></label></div><div id="spectrum-chart"></div>`
+  spectrum.innerHTML = channels.length ? `<h2>Spectrum</h2><div class="small chart-controls">${esc(state.asset)} <label>channel <select id="spectrum-channel">${options(channels, state.channel)}</select></label></div><div id="spectrum-chart"></div><div id="envelope-chart"></div>`
     : `<h2>Spectrum</h2><div class="small">${esc(state.asset)} has no vibration channel</div>`;
   document.getElementById("history-asset").onchange = e => choose(e.target.value);
   for (const b of history.querySelectorAll("button.range")) b.onclick = () => { state.range = b.dataset.range; renderControls(); loadHistory(); };
@@ -337,6 +374,7 @@ async function start() {
     width = window.innerWidth;
     if (state.history) renderHistory(state.history);
     if (state.spectrum) renderSpectrum(state.spectrum);
+    if (state.envelope) renderEnvelope(state.envelope);
   });
 }
 

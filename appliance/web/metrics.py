@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from appliance.diagnosis.live import Diagnosed
 from appliance.status_snapshot import (
     AlertsSnapshot,
     AssetSnapshot,
@@ -151,9 +152,29 @@ def _asset_metrics(m: Families, a: AssetSnapshot) -> None:
             int(a.alarm is not None), asset=a.name)  # fmt: skip
     m.gauge("appliance_inference_seconds", "Time the latest score took.",
             a.inference_s, asset=a.name)  # fmt: skip
+    if a.diagnosis is not None:
+        _diagnosis_metrics(m, a.name, a.diagnosis)
     for channel in a.samples:
         m.gauge("appliance_sensor_faults", "Sensor-health rules alarming on a channel.",
                 len(a.sensor_faults.get(channel, ())), asset=a.name, channel=channel)  # fmt: skip
+
+
+ZONE_NUMBERS = {"A": 1, "B": 2, "C": 3, "D": 4}
+"""ISO 20816-3 zones as gauge values (A good ... D damage occurs)."""
+
+
+def _diagnosis_metrics(m: Families, asset: str, diagnosed: Diagnosed) -> None:
+    for channel, found in diagnosed.diagnosis.channels.items():
+        m.gauge("appliance_velocity_rms_mm_per_second",
+                "Vibration velocity RMS, 10-1000 Hz, of the latest diagnosis.",
+                found.velocity_mm_s, asset=asset, channel=channel)  # fmt: skip
+        m.gauge("appliance_iso_zone", "ISO 20816-3 zone of that velocity: 1 A ... 4 D.",
+                ZONE_NUMBERS[found.zone], asset=asset, channel=channel)  # fmt: skip
+    finding = diagnosed.diagnosis.finding
+    m.gauge("appliance_diagnosis_info", "The latest diagnosis's verdict (always 1).", 1,
+            asset=asset, verdict=finding.verdict)  # fmt: skip
+    m.gauge("appliance_diagnosis_confidence", "Share of the verdict's lines found.",
+            finding.confidence, asset=asset)  # fmt: skip
 
 
 def _serial_metrics(m: Families, link: str, s: SerialSnapshot) -> None:

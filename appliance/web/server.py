@@ -25,7 +25,7 @@ from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
 from appliance.sms.sender import SmsIntake
 from appliance.status import StatusBoard
-from appliance.web import history, spectrum
+from appliance.web import envelope, history, spectrum
 from appliance.web.history import ChartSources
 from appliance.web.limits import (
     DEFAULT_LIMITS,
@@ -112,6 +112,7 @@ def build_app(
     if charts is not None:  # history and spectra: /api/history..., /api/spectrum...
         history.add_routes(app, charts)
         spectrum.add_routes(app)
+    envelope.add_routes(app, state.board)
     app.router.add_get("/api/status", _status)
     app.router.add_get("/events", _events)
     app.router.add_get("/metrics", _metrics)

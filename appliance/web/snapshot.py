@@ -30,6 +30,7 @@ from appliance.status_snapshot.humanize import (
     unit_shown,
 )
 from appliance.summary import VIBRATION_SHOWN
+from appliance.web.envelope import diagnosis_json
 from appliance.web.json_parts import (
     alert_json,
     models_json,
@@ -225,6 +226,7 @@ class WebState:
             },
             "sensor_faults": {ch: list(rules) for ch, rules in asset.sensor_faults.items()},
             "late_samples": asset.late_samples,
+            "diagnosis": diagnosis_json(asset.diagnosis),
             "alerts": alerts,
         }
 
