@@ -11,6 +11,7 @@ from appliance.records import Alert
 from appliance.rig.mcu import MachineSignal
 from appliance.sms.pdu import count_parts
 from appliance.sms.policy import PolicySettings, compose_text
+from appliance.uplink.schema import decode_part, encode_part, split_range
 
 RATE = 1000.0
 ANOMALY = "pump-1: anomaly: error 0.0123 is 3.2x the threshold 0.00385; top features: "
@@ -78,3 +79,14 @@ def test_a_message_without_a_diagnosis_is_shortened_as_before() -> None:
     features = ", ".join(f"accel_{axis}.kurtosis 20 %" for axis in "xyz" * 4)
     text = compose_text(raised(ANOMALY + features), SETTINGS)
     assert text.startswith("CRITICAL pump-1: anomaly: error 0.0123 is 3.2x threshold 0.00385")
+
+
+def test_the_uplink_carries_the_diagnosis_in_the_alerts_message_in_both_wire_formats() -> None:
+    words = emulated_words(inner_race_g=0.1)
+    alert = raised(f"pump-1: {words}; {ANOMALY[8:]}accel_y.kurtosis 41 %")
+    (part,) = split_range("gw-1", 0, 1, [(1, alert)])
+    for wire_format in ("json", "binary"):
+        decoded = decode_part(encode_part(part, wire_format), part.topic("appliance"))
+        ((_, got),) = decoded.records
+        assert isinstance(got, Alert) and got.message == alert.message, wire_format
+        assert got.message.startswith("pump-1: inner-race defect likely (BPFI 160 Hz")
