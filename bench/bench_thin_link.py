@@ -249,6 +249,7 @@ async def scenario_thin(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     async with rig(work, args.rate or 2048.0, args.alert_every_s) as bench:
         async with running(bench.uplink.run()), running(bench.producer.run()):
             await asyncio.sleep(args.seconds)
+        bytes_up = bench.proxy.bytes_up  # through the throttle (not the drain after it)
         async with running(bench.uplink.run()):
             last = await bench.store.delivery.latest_seq()
             drained_s = await bench.drain()
@@ -264,7 +265,7 @@ async def scenario_thin(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "alert_latency_p99_s": rnd(percentile(latencies, 99)),
             "alert_latency_max_s": rnd(max(latencies, default=None)),
             "backlog_every_60s": backlog_series(bench.samples, 60.0),
-            "bytes_up_per_asset_day": round(bench.proxy.bytes_up / args.seconds * 86400 / 2),
+            "wire_bytes_up_per_asset_day": round(bytes_up / args.seconds * 86400 / 2),
             "drained_after_unthrottle_s": rnd(drained_s),
             **bench.delivery_check(last),
         }

@@ -38,10 +38,17 @@ class SentRange:
     parts: int
     records: int
     acked_parts: set[int] = field(default_factory=set)
+    handed_parts: set[int] = field(default_factory=set)
+    """Handed over on the current connection (its PUBACK awaited or received)."""
 
     @property
     def complete(self) -> bool:
         return len(self.acked_parts) == self.parts
+
+    def to_send(self) -> list[int]:
+        """The parts neither acknowledged nor already handed over on this connection."""
+        taken = self.acked_parts | self.handed_parts
+        return [part for part in range(self.parts) if part not in taken]
 
 
 class Ledger:
@@ -86,6 +93,12 @@ class Ledger:
         """Send every part again (a resend: what the broker took may never have arrived)."""
         for entry in self._ranges.values():
             entry.acked_parts.clear()
+            entry.handed_parts.clear()
+
+    def new_connection(self) -> None:
+        """Nothing is handed over on a new connection yet."""
+        for entry in self._ranges.values():
+            entry.handed_parts.clear()
 
     def next_start(self, after: int) -> int | None:
         """The lowest remembered lo above `after` (a new range stops there)."""
@@ -136,6 +149,11 @@ class Cursors:
         self.backlog = self.acked
         self.backlog_end = max(self.backlog_end, self.live)
         self.epoch += 1
+
+    def jump(self, live: int) -> None:
+        """The live sender skips ahead to `live`; what it skipped becomes backlog."""
+        self.live = live
+        self.backlog_end = max(self.backlog_end, live)
 
 
 class Pacer:

@@ -4,9 +4,13 @@ gathered for up to live_batch_s, at once when an alert is among them), the backl
 link gauge (flow.py), and the watch that ends a connection whose PUBACKs stopped coming
 (stall_timeout_s).
 
-The window lets live alert parts in first; other live parts and backlog parts take turns, so on a
-link thinner than the live stream the backlog still moves and with it the acknowledged seq (the
-receiver acknowledges a chain without holes: live parts alone would never move it).
+The window lets live alert parts in first; other live parts and backlog parts take turns (three
+to one), so on a link thinner than the live stream the backlog still moves and with it the
+acknowledged seq (the receiver acknowledges a chain without holes: live parts alone would never
+move it). Live stays live: a live sender more than LAG_RANGES ranges behind the last seq skips to
+the newest range, and what it skipped becomes backlog (so an alert is never queued behind minutes
+of live records). A part is marked handed over before it waits for the window, so a range the
+backlog reaches while the live sender is on it is not sent twice.
 
 Ranges remembered in the ledger (ranges.py) are re-sent with their bounds and split, and only
 their parts the broker has not acknowledged; new ranges stop where a remembered one starts.
@@ -40,6 +44,10 @@ from appliance.uplink.settings import UplinkSettings
 
 ALERT_LEVEL = "/alerts/"
 """A data topic's kind level (`<prefix>/<gateway>/alerts/<asset>`)."""
+LAG_RANGES = 3
+"""The live sender skips ahead when more than this many ranges' worth of records wait behind it."""
+LIVE_TURNS = 3
+"""When live and backlog parts both wait, this many live parts go for each backlog part."""
 RESUME_SLACK = 2
 """A remembered range is re-sent as it was while its unacknowledged parts are within this many
 range budgets; larger (the link got thinner) it is split anew."""
@@ -64,7 +72,7 @@ class PartWindow:
             "live": collections.deque(),
             "backlog": collections.deque(),
         }
-        self._backlog_next = False
+        self._turn = 0
 
     async def acquire(self, lane: Lane) -> None:
         if self.in_use < self.capacity and not any(self._waiting.values()):
@@ -103,8 +111,8 @@ class PartWindow:
         if alert:
             return alert
         if live and backlog:
-            self._backlog_next = not self._backlog_next
-            return backlog if self._backlog_next else live
+            self._turn = (self._turn + 1) % (LIVE_TURNS + 1)
+            return backlog if self._turn == 0 else live
         return live or backlog or None
 
 
@@ -184,23 +192,30 @@ class Senders:
         self._window = PartWindow(state.gauge.window)
         self.cursors = Cursors(0, 0, 0, 0)
         self.live_started = asyncio.Event()
-        self.rewound = asyncio.Event()
+        self.more_backlog = asyncio.Event()
 
     def start(self, acked: int, last_seq: int) -> None:
         """Cursors for a new connection: live from the newest range's worth of records (at the
         start of the remembered range that holds it), the backlog (acked, live start] after."""
         self._ledger.forget_up_to(acked)
-        live = max(acked, last_seq - self._read_limit())
-        remembered = self._ledger.containing(live + 1)
-        if remembered is not None and remembered.lo >= acked:
-            live = remembered.lo
+        self._ledger.new_connection()
+        live = self._live_start(acked, last_seq)
         self.cursors = Cursors(acked, live, acked, live)
+
+    def _live_start(self, floor: int, last_seq: int) -> int:
+        """One range's worth of records before the last seq (at the start of the remembered
+        range holding it), not below `floor`."""
+        live = max(floor, last_seq - self._read_limit())
+        remembered = self._ledger.containing(live + 1)
+        if remembered is not None and remembered.lo >= floor:
+            live = remembered.lo
+        return live
 
     def rewind(self) -> None:
         """Send everything unacknowledged again, every part of it."""
         self.cursors.rewind()
         self._ledger.forget_acks()
-        self.rewound.set()
+        self.more_backlog.set()
 
     async def send_gap(self, acked: int) -> None:
         """The gap (0, acked] declared at connect (PROTOCOL.md, "Where the chain starts")."""
@@ -218,6 +233,7 @@ class Senders:
         while True:
             new_data.clear()  # before reading: a record stored meanwhile sets it again
             limit = self._read_limit()
+            await self._keep_live(limit)
             found = await self._next(self.cursors.live, None, limit)
             if found is None:
                 self.live_started.set()
@@ -236,6 +252,12 @@ class Senders:
             if isinstance(found, OutboxRange) and prepared.hi == found.hi:
                 gathering_since = math.nan  # all sent; else the rest has waited long enough
 
+    async def _keep_live(self, limit: int) -> None:
+        last_seq = await self._delivery.latest_seq()
+        if last_seq - self.cursors.live > LAG_RANGES * limit:
+            self.cursors.jump(self._live_start(self.cursors.live, last_seq))
+            self.more_backlog.set()
+
     async def run_backlog(self) -> None:
         pacer = Pacer(self._settings.replay_records_per_s, self._state.pace)
         await self.live_started.wait()
@@ -251,8 +273,8 @@ class Senders:
                 pacer.spend(prepared.records)
                 await self.send(prepared, live=False)
                 cursors.backlog_sent(prepared.hi, epoch)
-            await self.rewound.wait()
-            self.rewound.clear()
+            await self.more_backlog.wait()
+            self.more_backlog.clear()
 
     def _read_limit(self) -> int:
         gauge = self._gauge
@@ -272,19 +294,16 @@ class Senders:
         known = self._ledger.at(lo)
         if known is None:
             return None
-        if known.complete:  # the broker has every part: nothing to send
+        if not known.to_send():  # the broker has every part, or it is on its way
             return Prepared(known.lo, known.hi, known.records, [])
         found = await self._delivery.outbox_range(lo, known.hi - lo, known.hi)
         if found is not None:
             prepared = await asyncio.to_thread(self._encode_range, found, 2**62)
-            left = sum(
-                len(payload)
-                for part, (_, payload) in enumerate(prepared.messages)
-                if part not in known.acked_parts
-            )
             same_split = (prepared.hi, len(prepared.messages)) == (known.hi, known.parts)
-            if same_split and left <= RESUME_SLACK * self._gauge.range_bytes:
-                return prepared
+            if same_split:
+                left = sum(len(prepared.messages[part][1]) for part in known.to_send())
+                if left <= RESUME_SLACK * self._gauge.range_bytes:
+                    return prepared
         self._ledger.forget(lo)  # split anew (rows evicted meanwhile, or too big for the link)
         return None
 
@@ -310,8 +329,10 @@ class Senders:
         self._state.sending()
         parts = len(prepared.messages)
         entry = self._ledger.sent(prepared.lo, prepared.hi, parts, prepared.records)
+        to_send = set(entry.to_send())
+        entry.handed_parts |= to_send  # claimed now: the other sender skips them
         for part, topic, payload in alerts_first(prepared.messages):
-            if part in entry.acked_parts:
+            if part not in to_send:
                 continue
             lane: Lane = "backlog" if not live else "alert" if ALERT_LEVEL in topic else "live"
             await self._window.acquire(lane)

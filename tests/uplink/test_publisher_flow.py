@@ -72,7 +72,7 @@ def count_is(items: list[str], count: int) -> Callable[[], bool]:
     return lambda: len(items) == count
 
 
-async def test_an_alert_gets_the_next_free_place_and_live_and_backlog_take_turns() -> None:
+async def test_an_alert_goes_first_then_three_live_parts_to_one_backlog_part() -> None:
     window = PartWindow(1)
     await window.acquire("backlog")
     order: list[str] = []
@@ -86,18 +86,17 @@ async def test_an_alert_gets_the_next_free_place_and_live_and_backlog_take_turns
         for name, lane in [
             ("backlog 1", "backlog"),
             ("backlog 2", "backlog"),
-            ("live 1", "live"),
-            ("live 2", "live"),
+            *((f"live {n}", "live") for n in range(1, 5)),
             ("alert", "alert"),
         ]
     ]
     await asyncio.sleep(0)
-    for expected in range(1, 6):
+    for expected in range(1, 8):
         window.release()
         await wait_until(count_is(order, expected), "the next part let in")
     await asyncio.gather(*waiting)
 
-    assert order == ["alert", "backlog 1", "live 1", "backlog 2", "live 2"]
+    assert order == ["alert", "live 1", "live 2", "live 3", "backlog 1", "live 4", "backlog 2"]
 
 
 async def test_a_waiter_cancelled_gives_its_place_back() -> None:
