@@ -74,9 +74,10 @@ class AlertRouter:
         """Alerts passed on, by kind, since start."""
         self._seen_open: dict[AlertKey, Alert] = {}
         """Every alarm open at the source, including those held back as systemic."""
-        self.diagnosis: Callable[[str], str | None] = lambda asset: None
-        """An asset's latest diagnosis in words (appliance/diagnosis/live.py), which leads an
-        anomaly alarm's text; None without one."""
+        self.diagnosis: Callable[[str], tuple[str, bool] | None] = lambda asset: None
+        """An asset's latest diagnosis in words (appliance/diagnosis/live.py) and whether it
+        names a fault; None without one. A fault leads an anomaly alarm's text; "no known
+        pattern, velocity ... zone B" follows the anomaly's numbers."""
 
     def route(self, t: float, alerts: Sequence[Alert]) -> list[Alert]:
         """This batch's alerts after collapsing and annotating, in order; updates open/recent."""
@@ -167,9 +168,12 @@ class AlertRouter:
         if alert.kind not in ("anomaly_raised", "anomaly_escalated"):
             return alert
         message = alert.message
-        words = self.diagnosis(alert.asset)
-        if words:
-            message = f"{alert.asset}: {words}; {message.removeprefix(f'{alert.asset}:').strip()}"
+        diagnosis = self.diagnosis(alert.asset)
+        if diagnosis is not None and diagnosis[1]:
+            rest = message.removeprefix(f"{alert.asset}:").strip()
+            message = f"{alert.asset}: {diagnosis[0]}; {rest}"
+        elif diagnosis is not None:
+            message += f"; {diagnosis[0]}"
         faults = self.sensor_faults(alert.asset)
         if faults:
             message += f" - while {', '.join(faults)}: check those sensors before the machine"

@@ -80,8 +80,11 @@ def feature_observers(
     }
 
 
-def diagnosis_words(board: StatusBoard, asset: str) -> str | None:
-    """The asset's latest diagnosis in words, for an anomaly alarm's text; None without one."""
+def diagnosis_words(board: StatusBoard, asset: str) -> tuple[str, bool] | None:
+    """The asset's latest diagnosis in words, for an anomaly alarm's text, and whether it names
+    a fault (not `none` or `unknown`); None without one."""
     status = board.assets.get(asset)
     diagnosed = status.diagnosis if status is not None else None
-    return diagnosed.text if diagnosed is not None else None
+    if diagnosed is None:
+        return None
+    return diagnosed.text, diagnosed.verdict not in ("none", "unknown")

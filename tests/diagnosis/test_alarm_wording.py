@@ -38,7 +38,7 @@ def raised(message: str) -> Alert:
 def test_an_anomaly_alarm_leads_with_the_diagnosis_and_the_sensor_note_stays() -> None:
     words = emulated_words(outer_race_g=0.1, imbalance_growth_per_s=0.5)
     router = AlertRouter("gw", ["pump-1/accel_z"], ["pump-1"])
-    router.diagnosis = lambda asset: words if asset == "pump-1" else None
+    router.diagnosis = lambda asset: (words, True) if asset == "pump-1" else None
     flat = Alert("pump-1", 1.0, "critical", "flatline_raised", "pump-1: flat", "accel_z")
     router.route(1.0, [flat])
     (alert,) = router.route(2.0, [raised(ANOMALY + "accel_y.kurtosis 41 %")])
@@ -49,12 +49,24 @@ def test_an_anomaly_alarm_leads_with_the_diagnosis_and_the_sensor_note_stays() -
 
 def test_a_cleared_alarm_and_an_asset_without_a_diagnosis_keep_their_text() -> None:
     router = AlertRouter("gw", [], ["pump-1", "fan-2"])
-    router.diagnosis = lambda asset: "imbalance likely, velocity 7.1 mm/s zone C"
+    router.diagnosis = lambda asset: ("imbalance likely, velocity 7.1 mm/s zone C", True)
     cleared = Alert("pump-1", 3.0, "critical", "anomaly_cleared", "pump-1: anomaly cleared")
     assert router.route(3.0, [cleared])[0].message == "pump-1: anomaly cleared"
     router.diagnosis = lambda asset: None
     other = Alert("fan-2", 4.0, "warning", "anomaly_raised", "fan-2: anomaly: error 1")
     assert router.route(4.0, [other])[0].message == "fan-2: anomaly: error 1"
+
+
+def test_no_known_pattern_follows_the_anomaly_and_the_sms_keeps_the_anomaly_first() -> None:
+    router = AlertRouter("gw", [], ["pump-1"])
+    router.diagnosis = lambda asset: ("no known pattern, velocity 1.9 mm/s zone B", False)
+    (alert,) = router.route(2.0, [raised(ANOMALY + "accel_y.kurtosis 41 %")])
+    assert alert.message == (
+        ANOMALY + "accel_y.kurtosis 41 %; no known pattern, velocity 1.9 mm/s zone B"
+    )
+    text = compose_text(alert, SETTINGS)
+    assert text.startswith("CRITICAL pump-1: anomaly: error 0.0123 is 3.2x"), text
+    assert count_parts(text) == 1
 
 
 def test_the_sms_keeps_the_verdict_its_first_line_velocity_and_zone_in_one_part() -> None:
