@@ -138,6 +138,14 @@ class ReceiverProcess:
                 raise RuntimeError(f"{self.name} did not subscribe:\n{self.log_path.read_text()}")
             time.sleep(0.02)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> dict[str, Any]:
         """SIGTERM (the command exits 0 after logging receiver_stopped with its counters)."""
         if self.process.poll() is None:
