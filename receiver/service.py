@@ -358,7 +358,7 @@ async def serve(settings: ReceiverSettings, database: Database) -> None:
 
     receiver = Receiver(settings, database)
     stats_task = asyncio.create_task(log_stats_forever(receiver.stats, settings.stats_interval_s))
-    cloud_tasks = start_drift_and_webhooks(receiver, settings, database)
+    cloud_tasks = start_drift_and_webhooks(receiver, settings)
     try:
         await receiver.run()
     finally:

@@ -4,17 +4,18 @@ gaps, and whether the trend is material (pure: arrays in, numbers out; docs/DRIF
 A series is one aggregate (median or p95) of one feature, one value per UTC day; days without
 data are simply absent. The test:
 
-  * Mann-Kendall (Kendall's tau of value against day) over the trailing window: significant at
-    `alpha`, with at least `min_days` days with data;
   * the onset: the day where a flat level turning into a straight line fits best (least absolute
     residuals), so "since when" is the first day of the trend, not the window's start;
+  * Mann-Kendall (Kendall's tau of value against day) over the trailing window, or from the
+    onset on (Bonferroni for the two): significant at `alpha`, with at least `min_days` days with
+    data in the window;
   * the Theil-Sen slope from the onset (the median of pairwise slopes: one bad day moves it
     little);
   * material: at least `min_rate_per_week` of the early level per week, and a total change of at
     least `min_change_spreads` day-to-day spreads (the robust spread of the residuals), so noise
     and the daily load cycle (averaged inside each day) do not count;
   * still going: the last `recent_days` days do not rule out the trend's slope (the upper end of
-    their Theil-Sen 95 % interval, for a rise, reaches it); otherwise the trend has stopped.
+    their Theil-Sen 99 % interval, for a rise, reaches it); otherwise the trend has stopped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ MIN_AFTER_ONSET = 5
 MIN_BEFORE_ONSET = 3
 """Days with data before an onset inside the window, at least: the flat level is their median."""
 MIN_RECENT = 4
+STOPPED_CONFIDENCE = 0.99
+"""The recent days rule the slope out when it lies beyond this confidence interval of theirs."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,15 @@ def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) 
     if len(y) < params.min_days or np.ptp(y) == 0.0:
         return None
     x = (x_days - x_days[0]).astype(np.float64)
-    tau, p_value = kendalltau(x, y)
-    if not np.isfinite(p_value) or p_value >= params.alpha:
+    tau, p_window = kendalltau(x, y)
+    if not np.isfinite(p_window) or tau == 0:
         return None
     direction = 1.0 if tau > 0 else -1.0
     onset = find_onset(x, y, direction)
     after = x >= onset
+    p_value = significance(x[after], y[after], direction, float(p_window), onset > 0)
+    if p_value >= params.alpha:
+        return None
     fit = theilslopes(y[after], x[after])
     slope = float(fit.slope)
     if slope * direction <= 0:
@@ -117,6 +123,19 @@ def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) 
     if not is_material(trend, params) or has_stopped(x, y, slope, params.recent_days):
         return None
     return trend
+
+
+def significance(
+    x: FloatArray, y: FloatArray, direction: float, p_window: float, onset_inside: bool
+) -> float:
+    """Kendall's p over the window, or twice that from the onset on if smaller (two tests,
+    Bonferroni): a trend that began mid-window is seen before it dominates the whole window."""
+    if not onset_inside:
+        return p_window
+    tau, p_after = kendalltau(x, y)
+    if not np.isfinite(p_after) or tau * direction <= 0:
+        return p_window
+    return min(p_window, 2.0 * float(p_after))
 
 
 def find_onset(x: FloatArray, y: FloatArray, direction: float) -> float:
@@ -173,11 +192,11 @@ def is_material(trend: Trend, params: TrendParams) -> bool:
 
 
 def has_stopped(x: FloatArray, y: FloatArray, slope: float, recent_days: int) -> bool:
-    """The last `recent_days` days rule the slope out (its 95 % interval there excludes it)."""
+    """The last `recent_days` days rule the slope out (their 99 % interval excludes it)."""
     recent = x > x[-1] - recent_days
     if np.count_nonzero(recent) < MIN_RECENT:
         return False
-    fit = theilslopes(y[recent], x[recent], alpha=0.95)
+    fit = theilslopes(y[recent], x[recent], alpha=STOPPED_CONFIDENCE)
     if slope > 0:
         return bool(fit.high_slope < slope)
     return bool(fit.low_slope > slope)

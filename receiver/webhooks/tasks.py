@@ -4,13 +4,14 @@ webhook sender, with the gateway alerts handed over from the ingest path (never 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from appliance.records import Alert
 from appliance.uplink.schema import Part
-from receiver.db import Database
+from receiver.db import open_database
 from receiver.service import Receiver
 from receiver.settings import ReceiverSettings
 from receiver.webhooks.sender import WebhookSender
@@ -19,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 
 def start_drift_and_webhooks(
-    receiver: Receiver, settings: ReceiverSettings, database: Database
+    receiver: Receiver, settings: ReceiverSettings
 ) -> list[asyncio.Task[None]]:
     """Start what the settings ask for; the tasks, for the caller to cancel."""
     tasks = []
@@ -29,11 +30,23 @@ def start_drift_and_webhooks(
         if settings.webhooks.wants_alerts:
             receiver.on_alerts = lambda part: offer_alerts(sender, part)
     if settings.drift.every_s > 0:
-        from receiver.drift.run import drift_forever
-
         notify = sender.offer if sender is not None else log_event
-        tasks.append(asyncio.create_task(drift_forever(database, settings.drift, notify)))
+        tasks.append(asyncio.create_task(drift_on_own_connection(settings, notify)))
     return tasks
+
+
+async def drift_on_own_connection(
+    settings: ReceiverSettings, notify: Callable[[dict[str, Any]], object]
+) -> None:
+    """The periodic drift analysis on a connection (and database thread) of its own: reading a
+    day of records must not hold up the ingest path's transactions."""
+    from receiver.drift.run import drift_forever
+
+    database = await open_database(settings.db_url)
+    try:
+        await drift_forever(database, settings.drift, notify)
+    finally:
+        await database.close()
 
 
 def offer_alerts(sender: WebhookSender, part: Part) -> None:

@@ -4,18 +4,20 @@ the trend stops, and nothing on a healthy asset with a daily load cycle."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
 import pytest
+from receiver_helpers import wait_until
 
 from appliance.records import FeatureVector, Score
 from appliance.uplink.schema import SeqRecord, split_range
 from receiver.db import Database
 from receiver.drift import store
 from receiver.drift.findings import day_text
-from receiver.drift.run import DriftRun, run_drift
-from receiver.drift.settings import TrendParams
+from receiver.drift.run import DriftRun, drift_forever, run_drift
+from receiver.drift.settings import DriftSettings, TrendParams
 
 DAY0 = 20_400  # 2025-11-08
 NAMES = ("accel_y.spectral_energy", "accel_y.rms", "accel_y.excess_kurtosis", "temp.mean")
@@ -135,3 +137,16 @@ async def test_findings_list_as_json(db: Database) -> None:
     rows = await findings(db, closed=False)
     assert len(rows) == 1
     json.dumps(rows)  # what `appliance-receiver drift` prints
+
+
+async def test_the_periodic_task_hands_its_events_over(db: Database) -> None:
+    await store_days(db, range(DAY0, DAY0 + 25), (DAY0 + 3, None), gaps=set())
+    events: list[dict[str, object]] = []
+    settings = DriftSettings(PARAMS, every_s=3600.0)
+    clock = lambda: (DAY0 + 25) * 86400.0 + 60  # noqa: E731 (the day after the data)
+    task = asyncio.create_task(drift_forever(db, settings, events.append, clock))
+    try:
+        await wait_until(lambda: len(events) == 1, "the finding handed over")
+    finally:
+        task.cancel()
+    assert (events[0]["action"], events[0]["cause"]) == ("opened", "accel_y.vibration_level")

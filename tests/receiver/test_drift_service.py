@@ -98,7 +98,7 @@ async def test_the_receiver_forwards_critical_gateway_alerts(
     webhooks = WebhookSettings(routes=(Route(url, SECRET.encode(), alerts="critical"),))
     instance = await start_receiver(webhooks=webhooks, drift=DriftSettings(every_s=0))
     settings = instance.receiver.settings
-    tasks = start_drift_and_webhooks(instance.receiver, settings, instance.database)
+    tasks = start_drift_and_webhooks(instance.receiver, settings)
     try:
         gw = await gateway("gw-a")
         await gw.send_range(0, 20)  # alerts at seqs 7 and 14
