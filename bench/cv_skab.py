@@ -3,7 +3,8 @@
 Each file's autoencoder is trained once per seed and its errors cached (bench/sweep_skab.py's
 cache); every setting is replayed over them with the gateway's own `build_threshold`/`decide`.
 
-What it prints, for every setting of `--grid` (sweep_skab's axes, plus `rebaseline`):
+What it prints, for every setting of `--grid` (sweep_skab's axes, and rebaseline, share, reset,
+return):
 
 - all files, per seed (F1 / FAR / MAR / NAB standard), their mean, standard deviation and range,
   and how many seeds meet the bars (F1 >= 0.78, FAR <= 20 %, MAR <= 25 %, NAB >= 28);

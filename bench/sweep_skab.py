@@ -421,9 +421,9 @@ def report_drift(
 
 
 def grid(spec: str) -> Iterable[Setting]:
-    """'axis=v1,v2 axis=v3 ...' (every axis of DEFAULT_GRID; optional: rebaseline and share,
-    the AdaptiveSettings rebaseline_after (default 0) and rebaseline_share (1)) -> every
-    combination."""
+    """'axis=v1,v2 axis=v3 ...' (every axis of DEFAULT_GRID; optional: rebaseline, share, reset
+    and return, the AdaptiveSettings rebaseline_after (default 0), rebaseline_share (1),
+    rebaseline_reset (1) and rebaseline_after_return (0)) -> every combination."""
     axes = dict(item.split("=", 1) for item in spec.split())
     for values in itertools.product(*(axis.split(",") for axis in axes.values())):
         v = dict(zip(axes, values, strict=True))
@@ -435,6 +435,8 @@ def grid(spec: str) -> Iterable[Setting]:
             window=int(v["window"]),
             rebaseline_after=int(v.get("rebaseline", 0)),
             rebaseline_share=float(v.get("share", 1)),
+            rebaseline_reset=int(v.get("reset", 1)),
+            rebaseline_after_return=int(v.get("return", 0)),
         )
         alarm = AlarmSettings(
             on_count=int(v["on"]), off_count=int(v["off"]), clear_ratio=float(v["clear"])

@@ -113,6 +113,12 @@ class AdaptiveSettings:
     rebaseline_share: float = 1.0
     """Re-baseline when at least this share of that span was refused (1: all, in a row): a
     few windows admitted during a lasting change do not start the count again."""
+    rebaseline_reset: int = 1
+    """With share 1: admitted errors in a row that end a run of refused ones (1: any admitted
+    error, the run is "in a row"); a shorter return inside the run does not restart its count."""
+    rebaseline_after_return: int = 0
+    """Refused errors that re-baseline a run that such a short return interrupted (0: as many
+    as rebaseline_after)."""
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -133,6 +139,14 @@ class AdaptiveSettings:
             )
         if not 0.0 < self.rebaseline_share <= 1.0:
             raise ValueError(f"rebaseline_share: must be in (0, 1], got {self.rebaseline_share}")
+        if self.rebaseline_reset < 1:
+            raise ValueError(f"rebaseline_reset: must be at least 1, got {self.rebaseline_reset}")
+        back = self.rebaseline_after_return
+        if back != 0 and not (after != 0 and self.warmup <= back <= after):
+            raise ValueError(
+                f"rebaseline_after_return: must be 0 or in [warmup={self.warmup},"
+                f" rebaseline_after={after}] with rebaseline_after on, got {back}"
+            )
 
     @property
     def rebaseline_refusals(self) -> int:
@@ -165,6 +179,7 @@ class AdaptiveThreshold:
         self._span: deque[tuple[float, bool]] = deque(maxlen=settings.rebaseline_after or 1)
         """The last rebaseline_after errors offered, each with whether it was refused."""
         self._span_refused = 0
+        self._run = RefusedRun()
         for error in _finite_array(baseline, "baseline")[-settings.window :]:
             self._admit(float(error))
 
@@ -211,6 +226,11 @@ class AdaptiveThreshold:
             run.append(error)
         return run[::-1]
 
+    @property
+    def run(self) -> RefusedRun:
+        """The current run of refused errors (with share 1; short returns kept inside it)."""
+        return self._run
+
     def admit(self, errors: Iterable[float]) -> int:
         """Take `errors` into the baseline as normal, oldest first, whatever the gate said of
         them (an operator's "not a fault": appliance/detect/verdicts.py); the number taken (the
@@ -229,6 +249,7 @@ class AdaptiveThreshold:
             "reference": self.reference,
             "baseline": [float(v) for v in self.baseline()],
             "span": [[error, refused] for error, refused in self._span],
+            "run": asdict(self._run),
         }
 
     @classmethod
@@ -252,6 +273,8 @@ class AdaptiveThreshold:
         threshold = cls(settings, None if reference is None else float(reference), baseline)
         for error, refused in span:
             threshold._remember(error, refused)
+        if "run" in state:
+            threshold._run = _run_from_state(state["run"])
         return threshold
 
     def _excluded(self, error: float, alarmed: bool) -> bool:
@@ -263,20 +286,33 @@ class AdaptiveThreshold:
             self._span_refused -= 1
         self._span.append((error, refused))
         self._span_refused += refused
+        self._run.offer(refused, self.settings.rebaseline_reset)
 
     def _lasting_change(self) -> bool:
         settings = self.settings
-        full = len(self._span) == settings.rebaseline_after
-        return full and self._span_refused >= settings.rebaseline_refusals
+        if settings.rebaseline_share < 1.0:
+            full = len(self._span) == settings.rebaseline_after
+            return full and self._span_refused >= settings.rebaseline_refusals
+        needed = settings.rebaseline_after
+        if self._run.returned and settings.rebaseline_after_return:
+            needed = settings.rebaseline_after_return
+        return self._run.refused >= needed
 
     def _rebaseline(self) -> None:
-        # The error has held this level for the whole span: that is the normal now.
+        # The error has held this level for the whole run: that is the normal now.
         self._count = 0
         self._next_slot = 0
-        for error, _ in self._span:
+        since_run = self._span if self.settings.rebaseline_share < 1.0 else self._run_tail()
+        for error, _ in since_run:
             self._admit(error)
         self._span.clear()
         self._span_refused = 0
+        self._run = RefusedRun()
+
+    def _run_tail(self) -> list[tuple[float, bool]]:
+        """The span's errors offered since the run began (at most the whole span)."""
+        length = min(self._run.length, len(self._span))
+        return list(self._span)[len(self._span) - length :]
 
     def _admit(self, error: float) -> None:
         self._ring[self._next_slot] = error
@@ -292,6 +328,47 @@ class AdaptiveThreshold:
         median = float(np.median(values))
         mad = float(np.median(np.abs(values - median)))
         return median + self.settings.k * MAD_TO_SIGMA * mad
+
+
+@dataclass(slots=True)
+class RefusedRun:
+    """A run of refused errors, which short returns (fewer admitted errors in a row than the
+    reset) interrupt without ending; persisted with the threshold."""
+
+    refused: int = 0
+    """Refused errors in the run."""
+    length: int = 0
+    """Errors offered since the run's first refused one, the admitted ones of returns too."""
+    admitted_in_a_row: int = 0
+    """Admitted errors since the last refused one."""
+    returned: bool = False
+    """Whether an admitted error has come inside the run (a short return)."""
+
+    def offer(self, refused: bool, reset: int) -> None:
+        if refused:
+            self.returned = self.returned or self.admitted_in_a_row > 0
+            self.refused += 1
+            self.length += 1
+            self.admitted_in_a_row = 0
+            return
+        if self.refused == 0:
+            return
+        self.admitted_in_a_row += 1
+        self.length += 1
+        if self.admitted_in_a_row >= reset:
+            self.refused = self.length = self.admitted_in_a_row = 0
+            self.returned = False
+
+
+def _run_from_state(raw: object) -> RefusedRun:
+    if not isinstance(raw, dict) or set(raw) != set(RefusedRun.__dataclass_fields__):
+        raise ValueError(f"run: expected keys {sorted(RefusedRun.__dataclass_fields__)}")
+    counts = [raw[name] for name in ("refused", "length", "admitted_in_a_row")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        raise ValueError("run: refused, length and admitted_in_a_row must be integers >= 0")
+    if not isinstance(raw["returned"], bool):
+        raise ValueError("run.returned: must be true or false")
+    return RefusedRun(**raw)
 
 
 def _finite_array(values: Iterable[float], name: str) -> FloatArray:
@@ -344,9 +421,17 @@ def _settings_from_state(raw: object) -> AdaptiveSettings:
     # States saved before re-baselining, or its share, existed:
     raw.setdefault("rebaseline_after", 0)
     raw.setdefault("rebaseline_share", 1.0)
+    raw.setdefault("rebaseline_reset", 1)
+    raw.setdefault("rebaseline_after_return", 0)
     if set(raw) != expected:
         raise ValueError(f"settings: expected keys {sorted(expected)}, got {sorted(raw)}")
-    for name in ("window", "warmup", "rebaseline_after"):
+    for name in (
+        "window",
+        "warmup",
+        "rebaseline_after",
+        "rebaseline_reset",
+        "rebaseline_after_return",
+    ):
         if not isinstance(raw[name], int) or isinstance(raw[name], bool):
             raise ValueError(f"settings.{name}: must be an integer")
     for name in ("k", "floor_ratio", "rebaseline_share"):

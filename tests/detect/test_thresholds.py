@@ -377,8 +377,9 @@ def test_a_state_saved_with_only_the_refused_run_continues_its_count() -> None:
     # As saved before the share existed: the run of refused errors, no span.
     state = rebaselining(100).to_state()
     assert isinstance(state["settings"], dict)
-    del state["settings"]["rebaseline_share"]
-    del state["span"]
+    for key in ("rebaseline_share", "rebaseline_reset", "rebaseline_after_return"):
+        del state["settings"][key]
+    del state["span"], state["run"]
     state["refused"] = normal_errors(2, 99, level=3.0)
 
     restored = AdaptiveThreshold.from_state(state)
@@ -445,6 +446,96 @@ def test_the_span_survives_a_restart() -> None:
     assert (restored.current() or 0.0) > 3.0
 
 
+def rebaselining_through(reset: int, after_return: int = 0) -> AdaptiveThreshold:
+    settings = AdaptiveSettings(
+        window=200,
+        warmup=20,
+        k=6.5,
+        statistic="mean_std",
+        rebaseline_after=100,
+        rebaseline_reset=reset,
+        rebaseline_after_return=after_return,
+    )
+    return AdaptiveThreshold(settings, reference=1.0, baseline=normal_errors(1, 200))
+
+
+def brief_clear_inside(refused_before: int, admitted: int, refused_after: int) -> list[float]:
+    """A new level the alarm lets go of briefly (`admitted` windows back at the old level)."""
+    return [
+        *normal_errors(2, refused_before, level=3.0),
+        *[1.0] * admitted,
+        *normal_errors(3, refused_after, level=3.0),
+    ]
+
+
+@pytest.mark.parametrize(("reset", "rebaselined"), [(1, False), (10, True)])
+def test_a_brief_clear_inside_a_long_refused_run_does_not_restart_the_count(
+    reset: int, rebaselined: bool
+) -> None:
+    # 60 refused, 9 admitted, 40 refused: 100 refused in the run only if 9 admitted in a row
+    # do not end it.
+    threshold = rebaselining_through(reset)
+    offer(threshold, brief_clear_inside(60, 9, 40))
+
+    assert ((threshold.current() or 0.0) > 3.0) is rebaselined
+    assert threshold.run.refused == (0 if rebaselined else 40)
+
+
+def test_as_many_admitted_in_a_row_as_the_reset_end_the_run() -> None:
+    threshold = rebaselining_through(reset=10)
+    offer(threshold, brief_clear_inside(60, 10, 40))
+
+    assert (threshold.current() or 0.0) < 2.0
+    assert threshold.run.refused == 40 and not threshold.run.returned
+
+
+def test_a_run_with_a_return_re_baselines_after_the_shorter_count() -> None:
+    threshold = rebaselining_through(reset=10, after_return=80)
+    offer(threshold, brief_clear_inside(50, 5, 29))
+    assert (threshold.current() or 0.0) < 2.0
+    assert threshold.run.returned
+
+    offer(threshold, normal_errors(4, 1, level=3.0))
+
+    assert (threshold.current() or 0.0) > 3.0  # 80 refused, the 5 admitted among them too
+    assert threshold.baseline()[-85:].min() == 1.0
+
+
+def test_without_a_return_the_shorter_count_does_not_apply() -> None:
+    threshold = rebaselining_through(reset=10, after_return=80)
+    offer(threshold, normal_errors(2, 99, level=3.0))
+
+    assert (threshold.current() or 0.0) < 2.0
+    offer(threshold, normal_errors(3, 1, level=3.0))
+    assert (threshold.current() or 0.0) > 3.0
+
+
+def test_a_run_with_a_return_survives_a_restart() -> None:
+    threshold = rebaselining_through(reset=10, after_return=80)
+    offer(threshold, brief_clear_inside(50, 5, 10))
+
+    restored = AdaptiveThreshold.from_state(json.loads(json.dumps(threshold.to_state())))
+    assert restored.run == threshold.run
+    later = normal_errors(4, 20, level=3.0)
+    offer(threshold, later)
+    offer(restored, later)
+
+    assert restored.current() == threshold.current()
+    assert (restored.current() or 0.0) > 3.0
+
+
+@pytest.mark.parametrize(
+    "run",
+    [[], {"refused": 1}, {"refused": -1, "length": 0, "admitted_in_a_row": 0, "returned": False},
+     {"refused": 1, "length": 1, "admitted_in_a_row": 0, "returned": 1}],
+)  # fmt: skip
+def test_from_state_refuses_a_bad_run(run: object) -> None:
+    state = rebaselining_through(reset=10).to_state()
+    state["run"] = run
+    with pytest.raises(ValueError, match="run"):
+        AdaptiveThreshold.from_state(state)
+
+
 @pytest.mark.parametrize(
     ("span", "message"),
     [
@@ -468,6 +559,9 @@ def test_from_state_refuses_a_bad_span(span: object, message: str) -> None:
         ("rebaseline_share", 0.0),
         ("rebaseline_share", 1.5),
         ("rebaseline_share", float("nan")),
+        ("rebaseline_reset", 0),
+        ("rebaseline_after_return", 19),
+        ("rebaseline_after_return", 101),
     ],
 )
 def test_rebaseline_share_is_checked(field: str, value: float) -> None:
