@@ -40,8 +40,9 @@ def add_demo_command(commands: Any) -> None:
         action="append",
         default=[],
         metavar="FAULT",
-        help="inject a fault on the second asset's MCU (repeatable): imbalance, bearing, spikes, "
-        "flatline, drops, garbage, unplug, reset, or NAME=VALUE (e.g. drop=0.1, unplug_for=5)",
+        help="inject a fault on the second asset's MCU (repeatable): imbalance, outer_race "
+        "(= bearing), inner_race, ball, misalignment, spikes, flatline, drops, garbage, unplug, "
+        "reset, or NAME=VALUE (e.g. drop=0.1, unplug_for=5)",
     )
     demo.add_argument(
         "--summary-every",
