@@ -119,7 +119,11 @@ async def update_aggregates(
     )
     schema_names: dict[int, tuple[str, ...]] = {}
     for source, day, records in stale:
-        names, aggregate = await aggregate_day(database, sql, key, source, day, schema_names)
+        if records == 0:  # remembered, so that the day is not counted again at every run
+            names: list[str] = []
+            aggregate = daily_aggregate(np.empty((0, 0)))
+        else:
+            names, aggregate = await aggregate_day(database, sql, key, source, day, schema_names)
         await database.transaction(
             "storing daily aggregates", store.store_day, sql, (gateway, asset, day, source),
             records, names, aggregate,

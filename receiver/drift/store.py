@@ -147,23 +147,32 @@ def drift_sql(dialect_name: str) -> DriftSql:
 # --- daily aggregates --------------------------------------------------------------------------
 
 
+RECOUNT_DAYS = 7
+"""The newest days, whose records are counted again at every run (a backlog reaching one of them
+is aggregated again); older days of the window are counted until their aggregates exist."""
+
+
 def days_to_update(
     db: DbApiConnection, sql: DriftSql, gateway: str, asset: str, first_day: int, last_day: int
 ) -> list[tuple[Source, int, int]]:
-    """(source, day, records now) of the days in [first_day, last_day] whose record count differs
-    from the one their aggregates were computed from (new days, and days a backlog reached)."""
+    """(source, day, records now) of the window's days whose record count differs from the one
+    their aggregates were computed from: days never aggregated (a day without records too, as 0)
+    and the last RECOUNT_DAYS days a backlog reached."""
     stored = {
         (str(source), int(day)): int(records)
         for day, source, records in db.execute(
             sql.stored_days, (gateway, asset, first_day)
         ).fetchall()
     }
-    since, until = first_day * 86400.0, (last_day + 1) * 86400.0
     changed = []
     for source, count_sql in sql.day_counts.items():
-        for day, records in db.execute(count_sql, (gateway, asset, since, until)).fetchall():
-            if stored.get((source, int(day))) != int(records):
-                changed.append((source, int(day), int(records)))
+        unseen = [day for day in range(first_day, last_day + 1) if (source, day) not in stored]
+        start = max(first_day, min([last_day - RECOUNT_DAYS + 1, *unseen]))
+        window = (gateway, asset, start * 86400.0, (last_day + 1) * 86400.0)
+        counts = {int(day): int(n) for day, n in db.execute(count_sql, window).fetchall()}
+        for day in range(start, last_day + 1):
+            if stored.get((source, day)) != counts.get(day, 0):
+                changed.append((source, day, counts.get(day, 0)))
     return sorted(changed)
 
 

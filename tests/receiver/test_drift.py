@@ -122,7 +122,8 @@ async def test_aggregates_are_updated_only_for_days_whose_records_changed(db: Da
     await store_days(db, range(DAY0 + 2, DAY0 + 3), (None, None), gaps=set())  # a late backlog
     late = await run_drift(db, PARAMS, last_day=DAY0 + 4, now=(DAY0 + 5) * 86400.0)
 
-    assert (first.days_updated, again.days_updated, late.days_updated) == (8, 0, 2)
+    # the window's 21 days x (features, scores) the first time, empty days included
+    assert (first.days_updated, again.days_updated, late.days_updated) == (42, 0, 2)
     sql = store.drift_sql(db.dialect.name)
     series = await db.transaction("read", store.daily_series, sql, "gw-1", "pump-1", DAY0, DAY0 + 4)
     days, medians = series[("accel_y.spectral_energy", "median")]
