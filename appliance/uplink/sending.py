@@ -7,10 +7,10 @@ link gauge (flow.py), and the watch that ends a connection whose PUBACKs stopped
 The window lets live alert parts in first; other live parts and backlog parts take turns (three
 to one), so on a link thinner than the live stream the backlog still moves and with it the
 acknowledged seq (the receiver acknowledges a chain without holes: live parts alone would never
-move it). Live stays live: a live sender more than LAG_RANGES ranges behind the last seq skips to
-the newest range, and what it skipped becomes backlog (so an alert is never queued behind minutes
-of live records). A part is marked handed over before it waits for the window, so a range the
-backlog reaches while the live sender is on it is not sent twice.
+move it). Live stays live: a live sender that has not caught up for LIVE_LAG_S beyond
+live_batch_s skips to the newest range, and what it skipped becomes backlog (so an alert is never
+queued behind minutes of live records). A part is marked handed over before it waits for the
+window, so a range the backlog reaches while the live sender is on it is not sent twice.
 
 Ranges remembered in the ledger (ranges.py) are re-sent with their bounds and split, and only
 their parts the broker has not acknowledged; new ranges stop where a remembered one starts.
@@ -44,8 +44,9 @@ from appliance.uplink.settings import UplinkSettings
 
 ALERT_LEVEL = "/alerts/"
 """A data topic's kind level (`<prefix>/<gateway>/alerts/<asset>`)."""
-LAG_RANGES = 3
-"""The live sender skips ahead when more than this many ranges' worth of records wait behind it."""
+LIVE_LAG_S = 10.0
+"""The live sender skips ahead when what waits behind it has not fitted in one range for this
+long beyond live_batch_s (the link carries less than the live stream)."""
 LIVE_TURNS = 3
 """When live and backlog parts both wait, this many live parts go for each backlog part."""
 RESUME_SLACK = 2
@@ -230,11 +231,17 @@ class Senders:
         s = self._settings
         new_data = self._state.new_data
         gathering_since = -math.inf  # what waited through the connect goes at once
+        caught_up_at = time.monotonic()
         while True:
             new_data.clear()  # before reading: a record stored meanwhile sets it again
             limit = self._read_limit()
-            await self._keep_live(limit)
             found = await self._next(self.cursors.live, None, limit)
+            if found is None or (isinstance(found, OutboxRange) and len(found.records) < limit):
+                caught_up_at = time.monotonic()  # what waits fits in one range
+            elif time.monotonic() - caught_up_at > s.live_batch_s + LIVE_LAG_S:
+                await self._skip_ahead()
+                caught_up_at = time.monotonic()
+                continue
             if found is None:
                 self.live_started.set()
                 gathering_since = math.nan
@@ -252,11 +259,11 @@ class Senders:
             if isinstance(found, OutboxRange) and prepared.hi == found.hi:
                 gathering_since = math.nan  # all sent; else the rest has waited long enough
 
-    async def _keep_live(self, limit: int) -> None:
+    async def _skip_ahead(self) -> None:
+        """The live sender fell behind: on to the newest range, the rest to the backlog."""
         last_seq = await self._delivery.latest_seq()
-        if last_seq - self.cursors.live > LAG_RANGES * limit:
-            self.cursors.jump(self._live_start(self.cursors.live, last_seq))
-            self.more_backlog.set()
+        self.cursors.jump(self._live_start(self.cursors.live, last_seq))
+        self.more_backlog.set()
 
     async def run_backlog(self) -> None:
         pacer = Pacer(self._settings.replay_records_per_s, self._state.pace)
