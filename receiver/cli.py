@@ -38,8 +38,10 @@ from receiver.settings import (
     ReceiverSettings,
     parse_broker_url,
     read_config,
+    read_http_config,
     with_password,
 )
+from receiver.web.settings import parse_listen
 
 COMMANDS = ("run", "export", "status", "dead-letters", "forget-session", "drift")
 DB_HELP = "the receiver's database: sqlite:///PATH or postgresql://..."
@@ -133,6 +135,11 @@ def add_run(commands: Any) -> None:
         help="larger messages are refused unread (default: %(default)s, "
         f"{MAX_PART_BYTES / 2**20:g} MiB; keep it above the gateways' max_message_bytes)",
     )
+    run.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the fleet page and its JSON API there (overrides [http] of --config)",
+    )
     add_config_argument(run)
     run.set_defaults(handler=run_receiver)
 
@@ -193,7 +200,7 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="FILE.toml",
-        help="[drift] and [webhooks] settings (docs/DRIFT.md)",
+        help="[drift], [webhooks] and [http] settings (docs/DRIFT.md, receiver/README.md)",
     )
 
 
@@ -259,6 +266,7 @@ def settings_from(args: argparse.Namespace) -> ReceiverSettings:
         max_payload_bytes=args.max_payload_bytes,
         drift=drift,
         webhooks=webhooks,
+        http=parse_listen(args.http, "--http") if args.http else read_http_config(args.config),
     )
 
 

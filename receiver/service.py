@@ -352,13 +352,20 @@ async def log_stats_forever(stats: ReceiverStats, interval_s: float) -> None:
 
 
 async def serve(settings: ReceiverSettings, database: Database) -> None:
-    """Run one instance with periodic stats, the drift analysis and the webhooks until
-    cancelled."""
+    """Run one instance with periodic stats, the drift analysis, the webhooks and, with
+    settings.http, the fleet page and the status watch, until cancelled."""
     from receiver.webhooks.tasks import start_drift_and_webhooks
 
     receiver = Receiver(settings, database)
     stats_task = asyncio.create_task(log_stats_forever(receiver.stats, settings.stats_interval_s))
     cloud_tasks = start_drift_and_webhooks(receiver, settings)
+    if settings.http is not None:
+        from receiver.web.server import serve_http
+        from receiver.web.status_watch import StatusWatch
+
+        watch = StatusWatch(settings, database)
+        cloud_tasks += [asyncio.create_task(serve_http(settings.http, database)),
+                        asyncio.create_task(watch.run())]  # fmt: skip
     try:
         await receiver.run()
     finally:

@@ -14,6 +14,7 @@ from appliance.net.broker import parse_broker_url as parse_address
 from appliance.uplink.schema import MAX_PART_BYTES, SchemaError, check_name, check_prefix
 from receiver.drift.settings import DriftSettings, drift_settings
 from receiver.errors import SettingsError
+from receiver.web.settings import HttpSettings, http_settings
 from receiver.webhooks.settings import WebhookSettings, webhook_settings
 
 DEFAULT_PREFIX = "appliance"
@@ -83,10 +84,18 @@ def read_config(path: Path | None) -> tuple[DriftSettings, WebhookSettings]:
         raise SettingsError(f"{where}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{where}: not valid TOML ({exc})") from None
-    unknown = sorted(set(config) - {"drift", "webhooks"})
+    unknown = sorted(set(config) - {"drift", "webhooks", "http"})
     if unknown:
         raise SettingsError(f"{where}: unknown section(s) {', '.join(unknown)}")
     return drift_settings(config, where), webhook_settings(config, where)
+
+
+def read_http_config(path: Path | None) -> HttpSettings | None:
+    """The [http] section of a --config TOML file (the fleet page), None without one."""
+    if path is None:
+        return None
+    with path.open("rb") as file:  # read_config has read it and said what is wrong with it
+        return http_settings(tomllib.load(file), f"--config {str(path)!r}")
 
 
 def default_client_id() -> str:
@@ -117,6 +126,8 @@ class ReceiverSettings:
     """[drift] of --config: the periodic drift analysis (docs/DRIFT.md)."""
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     """[webhooks] of --config: where drift findings and gateway alerts are POSTed."""
+    http: HttpSettings | None = None
+    """[http] of --config or --http: where the fleet page listens (receiver/web/); none: off."""
 
     def __post_init__(self) -> None:
         try:

@@ -142,6 +142,10 @@ class Database:
             alerts.append(Alert(asset, float(t), level, str(kind), str(message)))
         return alerts
 
+    async def read(self, sql: str, parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """One read-only query of a module with SQL of its own (receiver/web/), as dicts."""
+        return await self._run(self._dicts, sql, parameters)
+
     async def transaction(self, what: str, body: Callable[..., T], *args: Any) -> T:
         """`body(connection, *args)` in one transaction on the database thread, for the modules
         that keep tables of their own (receiver/drift/store.py)."""

@@ -14,6 +14,7 @@ import structlog
 from appliance.records import FloatArray
 from receiver.db.dialect import DbApiConnection, Dialect, Migration, Statements
 from receiver.db.drift_tables import POSTGRES_MIGRATION
+from receiver.db.fleet_tables import POSTGRES_MIGRATION as FLEET_MIGRATION
 from receiver.errors import SettingsError
 
 log = structlog.get_logger(__name__)
@@ -162,6 +163,7 @@ MIGRATIONS = (
     Migration("0002_gateway_status_view", GATEWAY_STATUS_VIEW),
     Migration("0003_dead_letters_refused_parts", DEAD_LETTERS),
     POSTGRES_MIGRATION,
+    FLEET_MIGRATION,
 )
 
 STATEMENTS = Statements(

@@ -12,6 +12,7 @@ import numpy as np
 from appliance.records import FloatArray
 from receiver.db.dialect import DbApiConnection, Dialect, Migration, Statements
 from receiver.db.drift_tables import SQLITE_MIGRATION
+from receiver.db.fleet_tables import SQLITE_MIGRATION as FLEET_MIGRATION
 
 BUSY_TIMEOUT_S = 30.0
 PAGE_SIZE = 16384
@@ -164,6 +165,7 @@ MIGRATIONS = (
     Migration("0002_gateway_status_view", GATEWAY_STATUS_VIEW),
     Migration("0003_dead_letters_refused_parts", DEAD_LETTERS),
     SQLITE_MIGRATION,
+    FLEET_MIGRATION,
 )
 
 STATEMENTS = Statements(
