@@ -71,6 +71,9 @@ async def run_drift(
             except DatabaseError as exc:
                 run.failures += 1
                 log.warning("drift_asset_failed", gateway=gateway, asset=asset, reason=str(exc))
+            except Exception:  # a bug of ours on this asset's data: the others still go on
+                run.failures += 1
+                log.exception("drift_asset_failed", gateway=gateway, asset=asset)
             run.assets += 1
     return run
 
@@ -214,6 +217,8 @@ async def drift_forever(
                                   now=now)  # fmt: skip
         except DatabaseError as exc:
             log.warning("drift_run_failed", reason=str(exc))
+        except Exception:  # never end the periodic task: the next run may do better
+            log.exception("drift_run_failed")
         else:
             for event in run.events:
                 notify(event)

@@ -144,3 +144,6 @@ class WebhookSender:
                 return f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # whatever else: this event's failure, not the worker's end
+            log.exception("webhook_post_failed", url=route.url)
+            return f"{type(exc).__name__}: {exc}"

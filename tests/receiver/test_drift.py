@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from receiver_helpers import wait_until
 from appliance.records import FeatureVector, Score
 from appliance.uplink.schema import SeqRecord, split_range
 from receiver.db import Database
+from receiver.drift import run as run_module
 from receiver.drift import store
 from receiver.drift.findings import day_text
 from receiver.drift.run import DriftRun, drift_forever, run_drift
@@ -151,3 +153,25 @@ async def test_the_periodic_task_hands_its_events_over(db: Database) -> None:
     finally:
         task.cancel()
     assert (events[0]["action"], events[0]["cause"]) == ("opened", "accel_y.vibration_level")
+
+
+async def test_one_assets_failure_leaves_the_others_analysed(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store_days(db, range(DAY0, DAY0 + 25), (DAY0 + 3, None), gaps=set())
+    rows = day_rows(DAY0, 0, np.random.default_rng(1), (None, None))
+    other = [(seq + 10_000, replace(record, asset="fan-2")) for seq, record in rows]
+    await db.ingest_many(split_range("gw-1", 10_000, 10_000 + len(other), other), 0.0)
+    detect = run_module.detect
+
+    def failing(
+        series: dict[tuple[str, str], tuple[list[int], list[float]]], params: TrendParams
+    ) -> object:
+        if all(len(days) == 1 for days, _ in series.values()):  # fan-2: one day of data
+            raise ValueError("a bug of ours")
+        return detect(series, params)
+
+    monkeypatch.setattr(run_module, "detect", failing)
+    run = await run_drift(db, PARAMS, last_day=DAY0 + 24, now=(DAY0 + 25) * 86400.0)
+    assert (run.assets, run.failures) == (2, 1)
+    assert [e["asset"] for e in run.events] == ["pump-1"]
