@@ -181,7 +181,9 @@ async def run_appliance(
             store.detector_states, blocks, vectors, alerts, records, models=models,
         )  # fmt: skip
         pipeline.spectra = Spectra(engines)
-        pipeline.diagnosers = diagnosis_stage.diagnosers_on_board(config, board)
+        pipeline.diagnosers = diagnosis_stage.diagnosers_on_board(
+            config, board, router.open_anomaly, diagnosis_stage.to_alert_stage(alerts)
+        )
         for channel in pipeline.spectra.restore(states):
             log.warning("spectrum_baseline_dropped", channel=channel, reason="does not fit")
         acks = await AlertAcks.load(store.detector_states, pipeline.new_records.set)

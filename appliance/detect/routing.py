@@ -104,6 +104,10 @@ class AlertRouter:
         self._seen_open.pop(key, None)
         self.open.pop(key, None)
 
+    def open_anomaly(self, asset: str) -> Alert | None:
+        """The asset's open anomaly alarm as the operator was told it (raised or escalated)."""
+        return self.open.get((asset, None, "anomaly"))
+
     def open_by_id(self) -> dict[str, Alert]:
         """The open alarms by id (alert_id), a copy: the status board's view."""
         return {alert_id(a): a for a in list(self.open.values())}
@@ -182,6 +186,8 @@ class AlertRouter:
     @staticmethod
     def _track(table: dict[AlertKey, Alert], alert: Alert) -> None:
         key = (alert.asset, alert.channel, alert_family(alert.kind))
+        if alert.kind.endswith("_diagnosed"):
+            return  # a follow-up to the open alarm (appliance/diagnosis/followup.py), not one
         if alert.kind.endswith("_cleared"):
             table.pop(key, None)
         else:

@@ -10,6 +10,10 @@ per event, never one per window). The policy then:
     alarm whose raise or escalation went out by SMS (after a restart, when that is not known,
     a cleared alert that reached a configured severity goes);
   * drops a repeat of the same event for the same alarm (e.g. "raised" twice without a clear);
+  * a follow-up ("diagnosed": the diagnosis named the fault after the alarm went up,
+    appliance/diagnosis/followup.py, which already holds and caps them) goes if the alarm's
+    raise or escalation went by SMS (after a restart, when that is not known, if its severity
+    is configured); it is no event of its own, so it never counts as a repeat;
   * per recipient, at most `max_per_hour` in any 60 minutes and `max_per_day` in any 24 hours.
     What the limits hold back is counted and summarised in the next SMS that recipient gets
     ("+3 more alerts not sent since 13:40 (SMS limit)") and on the status board.
@@ -36,6 +40,7 @@ from appliance.sms.pdu import count_parts
 HOUR_S = 3600.0
 DAY_S = 86400.0
 EVENTS = ("raised", "escalated", "cleared")
+FOLLOW_UP = "diagnosed"
 DEFAULT_SEVERITIES = frozenset({"critical"})
 GSM_REPLACEMENTS = str.maketrans(
     {
@@ -160,6 +165,8 @@ class SmsPolicy:
         """The messages `alert` becomes now (none, or one per recipient within its limits)."""
         self.counts.alerts += 1
         key, event = alarm_key(alert), event_of(alert.kind)
+        if event == FOLLOW_UP:
+            return self._follow_up(alert, key, now)
         if not self._eligible(alert, key, event):
             self.counts.not_eligible += 1
             self._forget_if_cleared(key, event)
@@ -190,6 +197,18 @@ class SmsPolicy:
             message=f"test message requested by {requested_by}; no action needed",
         )
         messages = [self._for_recipient(r, alert, now) for r in self.settings.recipients]
+        return [message for message in messages if message is not None]
+
+    def _follow_up(self, alert: Alert, key: AlarmKey, now: float) -> list[NewSms]:
+        s = self.settings
+        notified = self._notified.get(key)
+        family_ok = s.families is None or family_of(alert.kind) in s.families
+        if notified is None:  # not seen since start: the severity decides
+            notified = alert.severity in s.severities
+        if not (family_ok and notified):
+            self.counts.not_eligible += 1
+            return []
+        messages = [self._for_recipient(r, alert, now) for r in s.recipients]
         return [message for message in messages if message is not None]
 
     def _eligible(self, alert: Alert, key: AlarmKey, event: str) -> bool:
