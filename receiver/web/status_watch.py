@@ -27,6 +27,7 @@ from receiver.settings import ReceiverSettings
 
 log = structlog.get_logger(__name__)
 
+SELECT_FIELDS = "SELECT fields_json FROM gateway_states WHERE gateway = ?"
 UPSERT_STATE = (
     "INSERT INTO gateway_states (gateway, state, fields_json, received_at) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (gateway) DO UPDATE SET state = excluded.state,"
@@ -54,15 +55,25 @@ async def store_status(
         return exc.reason
     if status.gateway != gateway_of_status_topic(topic):
         return "gateway_mismatch"
-    sql = UPSERT_STATE.replace("?", "%s") if database.dialect.name == "postgresql" else UPSERT_STATE
-    fields = json.dumps(dict(status.fields))
-    row = (status.gateway, status.state, fields, received_at)
+    postgres = database.dialect.name == "postgresql"
+    sql = [text.replace("?", "%s") if postgres else text for text in (SELECT_FIELDS, UPSERT_STATE)]
+    row = (status.gateway, status.state, dict(status.fields), received_at)
     await database.transaction(f"storing the status of {status.gateway}", upsert, sql, row)
     return None
 
 
-def upsert(db: DbApiConnection, sql: str, row: tuple[Any, ...]) -> None:
-    db.execute(sql, row)
+def upsert(
+    db: DbApiConnection, sql: list[str], row: tuple[str, str, dict[str, Any], float]
+) -> None:
+    """Store the status; one without `models` (the last will names none) keeps the models of
+    the status before, so an offline gateway still shows what it last ran."""
+    gateway, state, fields, received_at = row
+    if "models" not in fields:
+        before = db.execute(sql[0], (gateway,)).fetchone()
+        models = json.loads(before[0]).get("models") if before else None
+        if models is not None:
+            fields = {**fields, "models": models}
+    db.execute(sql[1], (gateway, state, json.dumps(fields), received_at))
 
 
 class StatusWatch:

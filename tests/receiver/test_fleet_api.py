@@ -186,6 +186,14 @@ async def test_a_status_is_refused_when_it_names_another_gateway(fleet_db: Datab
     assert await store_status(fleet_db, "appliance/gw-ok/status", b"{", NOW) is not None
 
 
+async def test_an_offline_status_keeps_the_models_last_named(fleet_db: Database) -> None:
+    will = encode_status("gw-ok", "offline", version="1.4.0")
+    assert await store_status(fleet_db, "appliance/gw-ok/status", will, NOW) is None
+    async with serving(fleet_db) as url:
+        _, body = await get(f"{url}/api/gateways/gw-ok")
+    assert (body["gateway"]["state"], body["gateway"]["models"]) == ("offline", MODELS)
+
+
 @pytest.mark.parametrize(
     ("path", "status", "reason"),
     [
