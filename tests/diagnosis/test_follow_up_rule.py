@@ -12,6 +12,7 @@ from appliance.diagnosis.followup import FOLLOW_UP_KIND, FollowUps, Told, told_b
 from appliance.records import Alert, Severity
 from appliance.sms.pdu import count_parts
 from appliance.sms.policy import PolicySettings, SmsPolicy
+from appliance.uplink.schema import decode_part, encode_part, split_range
 
 T0 = 1_796_619_000.0  # 2026-12-07 04:50 UTC
 NO_FAULT = "no fault pattern, velocity 2.1 mm/s zone B"
@@ -140,3 +141,14 @@ def test_after_a_restart_the_severity_decides() -> None:
     for severity, count in cases:
         alert = Alert("compressor-2", T0, severity, FOLLOW_UP_KIND, f"compressor-2: {IMBALANCE_C}")
         assert len(policy.decide(alert, T0)) == count
+
+
+def test_the_uplink_carries_the_follow_up_in_both_wire_formats() -> None:
+    (follow_up,) = run(
+        FollowUps("compressor-2", UTC, hold=1), routed_alarm(NO_FAULT, False), [("imbalance", "C")]
+    )
+    (part,) = split_range("gw-1", 0, 1, [(1, follow_up)])
+    for wire_format in ("json", "binary"):
+        decoded = decode_part(encode_part(part, wire_format), part.topic("appliance"))
+        ((_, got),) = decoded.records
+        assert got == follow_up, wire_format
