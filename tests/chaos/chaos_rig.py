@@ -70,6 +70,9 @@ def toml_pairs(table: Mapping[str, Any]) -> list[str]:
     return [f"{json.dumps(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
 
 
+LIVE_BATCH_S = 0.5
+
+
 def chaos_config(data_dir: Path, broker: Broker, *, stride_s: float, ack_timeout_s: float) -> str:
     """`appliance demo`'s rig as a config file: a short feature stride (many records), spikes on
     the second asset (alerts too), a size cap far above what the test writes (no eviction)."""
@@ -80,6 +83,9 @@ def chaos_config(data_dir: Path, broker: Broker, *, stride_s: float, ack_timeout
     document["store"].update(max_mb=4096.0, retention_days=None)
     document["features"]["stride_s"] = stride_s
     document["uplink"]["ack_timeout_s"] = ack_timeout_s
+    # The drain ends at a moment when everything stored is acknowledged: at 40 records a second
+    # the default 5 s live batch leaves such a moment only by chance (a batch always waits).
+    document["uplink"]["live_batch_s"] = LIVE_BATCH_S
     return "\n".join(toml_pairs(document)) + "\n"
 
 
