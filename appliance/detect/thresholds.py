@@ -21,8 +21,11 @@ admitted again, so the threshold never moves again either (SKAB valve1 files 0, 
 whole normal segment after the anomaly stayed alarmed). Re-baselining ends that: when at least
 `rebaseline_share` of the last `rebaseline_after` errors were refused (1: every one, in a row),
 the baseline is replaced by them, the level the error has held for that long
-(docs/DETECTION.md). An alarm has been raised by then; what the re-baselining gives up is
-holding it, not raising it.
+(docs/DETECTION.md). With share 1 the run "in a row" has a hysteresis: it ends only after
+`rebaseline_reset` admitted errors in a row, and once it has held such a short return it
+re-baselines after `rebaseline_after_return` refused errors (an alarm that lets go briefly
+inside an anomaly does not restart the count). An alarm has been raised by then; what the
+re-baselining gives up is holding it, not raising it.
 
 Warm-up: while the ring holds fewer than `warmup` errors, `current()` is None (no decision) and
 every finite error is admitted. Seeding the ring with a commissioning baseline, or restoring

@@ -390,7 +390,9 @@ def test_a_state_saved_with_only_the_refused_run_continues_its_count() -> None:
     assert (restored.current() or 0.0) > 3.0
 
 
-def rebaselining_with(share: float) -> AdaptiveThreshold:
+def rebaselining_with(
+    *, share: float = 1.0, reset: int = 1, after_return: int = 0
+) -> AdaptiveThreshold:
     settings = AdaptiveSettings(
         window=200,
         warmup=20,
@@ -398,6 +400,8 @@ def rebaselining_with(share: float) -> AdaptiveThreshold:
         statistic="mean_std",
         rebaseline_after=100,
         rebaseline_share=share,
+        rebaseline_reset=reset,
+        rebaseline_after_return=after_return,
     )
     return AdaptiveThreshold(settings, reference=1.0, baseline=normal_errors(1, 200))
 
@@ -446,19 +450,6 @@ def test_the_span_survives_a_restart() -> None:
     assert (restored.current() or 0.0) > 3.0
 
 
-def rebaselining_through(reset: int, after_return: int = 0) -> AdaptiveThreshold:
-    settings = AdaptiveSettings(
-        window=200,
-        warmup=20,
-        k=6.5,
-        statistic="mean_std",
-        rebaseline_after=100,
-        rebaseline_reset=reset,
-        rebaseline_after_return=after_return,
-    )
-    return AdaptiveThreshold(settings, reference=1.0, baseline=normal_errors(1, 200))
-
-
 def brief_clear_inside(refused_before: int, admitted: int, refused_after: int) -> list[float]:
     """A new level the alarm lets go of briefly (`admitted` windows back at the old level)."""
     return [
@@ -474,7 +465,7 @@ def test_a_brief_clear_inside_a_long_refused_run_does_not_restart_the_count(
 ) -> None:
     # 60 refused, 9 admitted, 40 refused: 100 refused in the run only if 9 admitted in a row
     # do not end it.
-    threshold = rebaselining_through(reset)
+    threshold = rebaselining_with(reset=reset)
     offer(threshold, brief_clear_inside(60, 9, 40))
 
     assert ((threshold.current() or 0.0) > 3.0) is rebaselined
@@ -482,7 +473,7 @@ def test_a_brief_clear_inside_a_long_refused_run_does_not_restart_the_count(
 
 
 def test_as_many_admitted_in_a_row_as_the_reset_end_the_run() -> None:
-    threshold = rebaselining_through(reset=10)
+    threshold = rebaselining_with(reset=10)
     offer(threshold, brief_clear_inside(60, 10, 40))
 
     assert (threshold.current() or 0.0) < 2.0
@@ -490,7 +481,7 @@ def test_as_many_admitted_in_a_row_as_the_reset_end_the_run() -> None:
 
 
 def test_a_run_with_a_return_re_baselines_after_the_shorter_count() -> None:
-    threshold = rebaselining_through(reset=10, after_return=80)
+    threshold = rebaselining_with(reset=10, after_return=80)
     offer(threshold, brief_clear_inside(50, 5, 29))
     assert (threshold.current() or 0.0) < 2.0
     assert threshold.run.returned
@@ -502,7 +493,7 @@ def test_a_run_with_a_return_re_baselines_after_the_shorter_count() -> None:
 
 
 def test_without_a_return_the_shorter_count_does_not_apply() -> None:
-    threshold = rebaselining_through(reset=10, after_return=80)
+    threshold = rebaselining_with(reset=10, after_return=80)
     offer(threshold, normal_errors(2, 99, level=3.0))
 
     assert (threshold.current() or 0.0) < 2.0
@@ -511,7 +502,7 @@ def test_without_a_return_the_shorter_count_does_not_apply() -> None:
 
 
 def test_a_run_with_a_return_survives_a_restart() -> None:
-    threshold = rebaselining_through(reset=10, after_return=80)
+    threshold = rebaselining_with(reset=10, after_return=80)
     offer(threshold, brief_clear_inside(50, 5, 10))
 
     restored = AdaptiveThreshold.from_state(json.loads(json.dumps(threshold.to_state())))
@@ -530,7 +521,7 @@ def test_a_run_with_a_return_survives_a_restart() -> None:
      {"refused": 1, "length": 1, "admitted_in_a_row": 0, "returned": 1}],
 )  # fmt: skip
 def test_from_state_refuses_a_bad_run(run: object) -> None:
-    state = rebaselining_through(reset=10).to_state()
+    state = rebaselining_with(reset=10).to_state()
     state["run"] = run
     with pytest.raises(ValueError, match="run"):
         AdaptiveThreshold.from_state(state)
