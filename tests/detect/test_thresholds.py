@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.detect.alarms import AlarmDecision, AlarmSettings, AlarmState, decide
+from appliance.detect.scorer import MEASURED_ADAPTIVE
 from appliance.detect.thresholds import (
     AdaptiveSettings,
     AdaptiveThreshold,
@@ -470,6 +472,19 @@ def test_a_brief_clear_inside_a_long_refused_run_does_not_restart_the_count(
 
     assert ((threshold.current() or 0.0) > 3.0) is rebaselined
     assert threshold.run.refused == (0 if rebaselined else 40)
+
+
+@pytest.mark.parametrize(("reset", "rebaselined"), [(1, False), (60, True)])
+def test_with_the_measured_defaults_a_brief_clear_does_not_restart_the_count(
+    reset: int, rebaselined: bool
+) -> None:
+    # As on SKAB valve1/0: the alarm lets go for 30 windows inside a long anomaly; 300 + 200
+    # refused around it reach the 425 a run with a return needs, not 550.
+    measured = replace(MEASURED_ADAPTIVE, rebaseline_reset=reset)
+    threshold = AdaptiveThreshold(measured, reference=1.0, baseline=normal_errors(1, 1000))
+    offer(threshold, brief_clear_inside(300, 30, 200))
+
+    assert ((threshold.current() or 0.0) > 3.0) is rebaselined
 
 
 def test_as_many_admitted_in_a_row_as_the_reset_end_the_run() -> None:
