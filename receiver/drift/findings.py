@@ -15,7 +15,7 @@ from receiver.drift.settings import TrendParams
 from receiver.drift.trend import Trend, find_trend
 
 SCORE_NAME = "anomaly_score"
-"""The daily series of the gateway's anomaly score (error / threshold, comparable across models)."""
+"""The cause of the anomaly score's series, one per model: `anomaly_score@<model id>`."""
 STATS = ("median", "p95")
 LEVEL_FEATURES = ("rms", "std", "peak", "spectral_energy")
 IMPACT_FEATURES = ("crest_factor", "excess_kurtosis")
@@ -89,9 +89,17 @@ class Change:
     """Worth announcing (opened, closed, or an update that changed the picture)."""
 
 
+def score_series(model_id: str) -> str:
+    """The name of a model's anomaly-score series."""
+    return f"{SCORE_NAME}@{model_id}"
+
+
 def cause_of(name: str) -> str:
     """What a drifting series points at: `<channel>.vibration_level` (rms, std, peak, energy,
-    bands), `<channel>.impacts` (crest factor, kurtosis), else the feature itself."""
+    bands), `<channel>.impacts` (crest factor, kurtosis), the anomaly score (of any model), else
+    the feature itself."""
+    if name.startswith(f"{SCORE_NAME}@"):
+        return SCORE_NAME
     channel, _, feature = name.partition(".")
     if feature in LEVEL_FEATURES or feature.startswith("band_"):
         return f"{channel}.vibration_level"

@@ -20,13 +20,13 @@ import structlog
 from receiver.db import Database, StoredFeature
 from receiver.drift import store
 from receiver.drift.findings import (
-    SCORE_NAME,
     Change,
     day_of,
     day_text,
     detect,
     recommendation,
     reconcile,
+    score_series,
     summary,
 )
 from receiver.drift.settings import DriftSettings, TrendParams
@@ -144,10 +144,16 @@ async def aggregate_day(
 ) -> tuple[list[str], DailyAggregate]:
     gateway, asset = key
     if source == "scores":
-        ratios = await database.transaction(
-            "reading scores", store.score_ratios, sql, gateway, asset, day
+        errors = await database.transaction(
+            "reading scores", store.score_errors, sql, gateway, asset, day
         )
-        return [SCORE_NAME], daily_aggregate(np.array(ratios, dtype=np.float64).reshape(-1, 1))
+        names = [score_series(model_id) for model_id in errors]
+        columns = [daily_aggregate(np.array(e).reshape(-1, 1)) for e in errors.values()]
+        return names, DailyAggregate(
+            np.concatenate([c.median for c in columns]) if columns else np.empty(0),
+            np.concatenate([c.p95 for c in columns]) if columns else np.empty(0),
+            np.concatenate([c.count for c in columns]) if columns else np.empty(0, np.int64),
+        )
     rows = await database.features(gateway, asset, day * 86400.0, (day + 1) * 86400.0)
     for schema_id in {row.schema_id for row in rows} - schema_names.keys():
         schema_names[schema_id] = await database.schema_names(schema_id)

@@ -22,7 +22,7 @@ Source = str  # "features" or "scores"
 @dataclass(frozen=True)
 class DriftSql:
     day_counts: dict[Source, str]
-    score_ratios: str
+    score_errors: str
     insert_finding: str
     update_finding: str
     close_finding: str
@@ -84,7 +84,7 @@ SQLITE_SQL = DriftSql(
         "features": count_by_day("features", "CAST(t / 86400 AS INTEGER)", "?"),
         "scores": count_by_day("scores", "CAST(t / 86400 AS INTEGER)", "?"),
     },
-    score_ratios="SELECT error, threshold FROM scores WHERE gateway = ? AND asset = ?"
+    score_errors="SELECT model_id, error FROM scores WHERE gateway = ? AND asset = ?"
     " AND t >= ? AND t < ?",
     insert_finding=(
         "INSERT INTO drift_findings ("
@@ -111,7 +111,7 @@ POSTGRES_SQL = DriftSql(
         "features": count_by_day("features", PG_EPOCH_DAY, "to_timestamp(?)"),
         "scores": count_by_day("scores", PG_EPOCH_DAY, "to_timestamp(?)"),
     },
-    score_ratios="SELECT error, threshold FROM scores WHERE gateway = ? AND asset = ?"
+    score_errors="SELECT model_id, error FROM scores WHERE gateway = ? AND asset = ?"
     " AND t >= to_timestamp(?) AND t < to_timestamp(?)",
     insert_finding=(
         "INSERT INTO drift_findings ("
@@ -176,18 +176,17 @@ def days_to_update(
     return sorted(changed)
 
 
-def score_ratios(
+def score_errors(
     db: DbApiConnection, sql: DriftSql, gateway: str, asset: str, day: int
-) -> list[tuple[float, ...]]:
-    """The day's anomaly scores as error / threshold (NaN where either is missing or zero)."""
-    rows = db.execute(sql.score_ratios, (gateway, asset, day * 86400.0, (day + 1) * 86400.0))
-    return [(ratio(error, threshold),) for error, threshold in rows.fetchall()]
-
-
-def ratio(error: float | None, threshold: float | None) -> float:
-    if error is None or threshold is None or threshold <= 0:
-        return math.nan
-    return float(error) / float(threshold)
+) -> dict[str, list[float]]:
+    """The day's anomaly-score errors by model id (NaN where the gateway had none). Per model:
+    a new model has its own error scale, and error / threshold would move with the adaptive
+    threshold, which follows slow drift by design."""
+    rows = db.execute(sql.score_errors, (gateway, asset, day * 86400.0, (day + 1) * 86400.0))
+    errors: dict[str, list[float]] = {}
+    for model_id, error in rows.fetchall():
+        errors.setdefault(str(model_id), []).append(math.nan if error is None else float(error))
+    return errors
 
 
 def store_day(

@@ -131,7 +131,7 @@ async def test_aggregates_are_updated_only_for_days_whose_records_changed(db: Da
     days, medians = series[("accel_y.spectral_energy", "median")]
     assert days == list(range(DAY0, DAY0 + 5))
     assert medians == pytest.approx([1.0] * 5, rel=0.05)
-    assert ("anomaly_score", "p95") in series
+    assert ("anomaly_score@ae@sha256:01", "p95") in series  # per model
 
 
 async def test_findings_list_as_json(db: Database) -> None:

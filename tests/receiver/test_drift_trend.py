@@ -100,7 +100,7 @@ def test_causes_group_related_features() -> None:
     assert cause_of("accel_y.band_100_200hz") == "accel_y.vibration_level"
     assert cause_of("accel_y.excess_kurtosis") == "accel_y.impacts"
     assert cause_of("temp.mean") == "temp.mean"
-    assert cause_of("anomaly_score") == "anomaly_score"
+    assert cause_of("anomaly_score@ae@sha256:01.2") == "anomaly_score"
 
 
 def trend(rate: float, onset: int = 20_000, last: int = 20_020) -> Trend:
