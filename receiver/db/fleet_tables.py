@@ -3,7 +3,9 @@
 gateway_states: each gateway's newest retained status (`<prefix>/<gateway>/status`, whose last
 will says offline): its state, its free fields as JSON (the models per asset among them) and
 when the receiver got it. alerts_by_kind lets "which assets are in alarm" read only the raise and
-clear alerts instead of every alert."""
+clear alerts instead of every alert; parts_refused lets the gateway_status view count a
+gateway's refused parts without reading all its parts (at 2,500 gateways with 200 parts each the
+fleet summary took 352 ms without it: bench/bench_fleet_page.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ CREATE TABLE gateway_states (
     fields_json TEXT NOT NULL,
     received_at REAL NOT NULL
 );
-CREATE INDEX alerts_by_kind ON alerts (kind, gateway, asset, t)
+CREATE INDEX alerts_by_kind ON alerts (kind, gateway, asset, t);
+CREATE INDEX parts_refused ON parts (gateway) WHERE refused = 1
 """
 
 POSTGRES = """
@@ -28,7 +31,8 @@ CREATE TABLE gateway_states (
     fields_json text NOT NULL,
     received_at float8 NOT NULL
 );
-CREATE INDEX alerts_by_kind ON alerts (kind, gateway, asset, t)
+CREATE INDEX alerts_by_kind ON alerts (kind, gateway, asset, t);
+CREATE INDEX parts_refused ON parts (gateway) WHERE refused
 """
 
 SQLITE_MIGRATION = Migration(NAME, SQLITE)

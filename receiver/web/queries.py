@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from receiver.db import Database
+from receiver.db.dialect import DbApiConnection
 
 ALARM_KINDS = ("anomaly_raised", "anomaly_cleared")
 RECENT_ALERTS = 20
@@ -90,6 +91,18 @@ def fleet_sql(dialect_name: str) -> FleetSql:
     return POSTGRES if dialect_name == "postgresql" else SQLITE
 
 
+ANALYZE_EVERY_S = 6 * 3600.0
+
+
+def analyze(db: DbApiConnection) -> None:
+    """Refresh SQLite's table statistics, sampled (a few ms): without any, its planner counts a
+    gateway's refused parts by reading all its parts instead of the parts_refused index (the
+    fleet summary at 2,500 gateways: 250 ms instead of ~50 ms). PostgreSQL's autovacuum keeps
+    its own statistics."""
+    db.execute("PRAGMA analysis_limit = 400", ())
+    db.execute("ANALYZE", ())
+
+
 class FleetReads:
     """The fleet page's queries against one database."""
 
@@ -97,6 +110,10 @@ class FleetReads:
         self.database = database
         self.sql = fleet_sql(database.dialect.name)
         self._placeholder = "%s" if self.sql is POSTGRES else "?"
+
+    async def refresh_statistics(self) -> None:
+        if self.sql is SQLITE:
+            await self.database.transaction("analyzing the tables", analyze)
 
     async def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
         """One row per gateway (or just `gateway`), with `alarm_assets`: its assets in alarm

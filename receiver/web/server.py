@@ -12,9 +12,11 @@ not a number, a search or query string too long, an id that cannot be a gateway'
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -31,7 +33,7 @@ from receiver.web.fleet import (
     gateway_row,
     weekly_medians,
 )
-from receiver.web.queries import TREND_WEEKS, FleetReads
+from receiver.web.queries import ANALYZE_EVERY_S, TREND_WEEKS, FleetReads
 from receiver.web.settings import HttpSettings
 
 log = structlog.get_logger(__name__)
@@ -48,10 +50,35 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",
 }
-READS = web.AppKey("reads", FleetReads)
 Clock = Callable[[], float]
+READS = web.AppKey("reads", FleetReads)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 PAGES = web.AppKey("pages", dict[str, bytes])
+
+
+class FleetRows:
+    """The whole fleet's rows, at most `max_age_s` old: a search, a page and the next request
+    of the same minute share one summary query (two at once wait for the same one)."""
+
+    def __init__(self, reads: FleetReads, clock: Clock, max_age_s: float = 5.0) -> None:
+        self.reads = reads
+        self.clock = clock
+        self.max_age_s = max_age_s
+        self._rows: list[dict[str, Any]] = []
+        self._taken_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> tuple[list[dict[str, Any]], float]:
+        """The rows and the time they were taken."""
+        async with self._lock:
+            now = self.clock()
+            if now - self._taken_at > self.max_age_s:
+                self._rows = [gateway_row(row, now) for row in await self.reads.summary()]
+                self._taken_at = now
+            return self._rows, self._taken_at
+
+
+ROWS = web.AppKey("rows", FleetRows)
 
 
 class Refused(Exception):
@@ -80,10 +107,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def build_app(database: Database, clock: Callable[[], float] = time.time) -> web.Application:
+def build_app(
+    database: Database, clock: Clock = time.time, rows_max_age_s: float = 5.0
+) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=1024)
     app[READS] = FleetReads(database)
     app[CLOCK] = clock
+    app[ROWS] = FleetRows(app[READS], clock, rows_max_age_s)
+    app.cleanup_ctx.append(keep_statistics)
     app[PAGES] = {name: (HERE / name).read_bytes() for name in STATIC}
     app.router.add_get("/", static("fleet.html"))
     app.router.add_get("/fleet.js", static("fleet.js"))
@@ -107,9 +138,24 @@ async def gateway_page(request: web.Request) -> web.StreamResponse:
 
 async def fleet_api(request: web.Request) -> web.StreamResponse:
     query = fleet_query(request)
-    now = request.app[CLOCK]()
-    rows = [gateway_row(row, now) for row in await request.app[READS].summary()]
-    return web.json_response(fleet_page(rows, query, now))
+    rows, taken_at = await request.app[ROWS].get()
+    return web.json_response(fleet_page(rows, query, taken_at))
+
+
+async def keep_statistics(app: web.Application) -> AsyncIterator[None]:
+    """The planner's statistics refreshed at start and every ANALYZE_EVERY_S."""
+
+    async def refresh() -> None:
+        while True:
+            try:
+                await app[READS].refresh_statistics()
+            except DatabaseError as exc:
+                log.warning("fleet_page_analyze_failed", error=str(exc))
+            await asyncio.sleep(ANALYZE_EVERY_S)
+
+    task = asyncio.create_task(refresh())
+    yield
+    task.cancel()
 
 
 async def gateway_api(request: web.Request) -> web.StreamResponse:
