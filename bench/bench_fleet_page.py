@@ -21,26 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "receiver")]
 
-from test_fleet_api import FEW, add_gateway  # noqa: E402
+from test_fleet_api import FEW, add_gateway, serving  # noqa: E402
 from test_fleet_page import ARGS, CHROMIUM  # noqa: E402
 
 from receiver.db import Database, open_database  # noqa: E402
-from receiver.web.queries import ALARMS, FleetReads  # noqa: E402
-from receiver.web.server import build_app  # noqa: E402
+from receiver.web.queries import SQLITE, FleetReads  # noqa: E402
 
 
 def options(index: int) -> dict[str, Any]:
@@ -88,20 +83,6 @@ def add_history(connection: Any, gateways: int, history: int, now: float) -> Non
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             alerts,
         )
-
-
-@contextlib.asynccontextmanager
-async def serving(db: Database, cached: bool) -> AsyncIterator[str]:
-    """The receiver's fleet app on a free port, on the real clock; `cached`: the fleet's rows
-    reused for 5 s as in service, else read for every request (every load is cold)."""
-    runner = web.AppRunner(build_app(db, rows_max_age_s=5.0 if cached else 0.0))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def time_summary(db: Database, repeat: int) -> float:
@@ -190,12 +171,13 @@ async def measure(gateways: int, history: int, loads: int) -> dict[str, float]:
             else:
                 fill_s = await fill_fleet(db, gateways, history, now)
                 needle, found = f"gw-{(gateways - 10) // 10:04d}", 10
-            plan = await db.read("EXPLAIN QUERY PLAN " + ALARMS.format(where=""))
+            plan = await db.read("EXPLAIN QUERY PLAN " + SQLITE.alarms.format(where=""))
             summary_s = await time_summary(db, 5)
-            async with serving(db, cached=False) as url:
+            # every request reads the database (the bar's figure), then the service's 5 s reuse
+            async with serving(db, time.time, rows_max_age_s=0.0) as url:
                 api_s = await time_api(url, 10)
                 cold = await time_page(url, loads, needle, found)
-            async with serving(db, cached=True) as url:
+            async with serving(db, time.time) as url:
                 warm = await time_page(url, loads, needle, found)
         finally:
             await db.close()

@@ -7,7 +7,8 @@ gateways there are; a gateway's page adds a few queries scoped to that gateway."
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from receiver.db import Database
@@ -31,8 +32,12 @@ class FleetSql:
         return FleetSql(**{name: sql.replace("?", "%s") for name, sql in vars(self).items()})
 
 
-SUMMARY = """
-SELECT ids.gateway, s.first_seen, s.last_seen, s.newest_t, s.acked_seq, s.received_seq,
+def summary_sql(epoch: Callable[[str], str]) -> str:
+    """The fleet summary; `epoch` turns a time column into epoch seconds (PostgreSQL keeps
+    timestamptz, SQLite epoch seconds already)."""
+    return f"""
+SELECT ids.gateway, {epoch("s.first_seen")} AS first_seen, {epoch("s.last_seen")} AS last_seen,
+    {epoch("s.newest_t")} AS newest_t, s.acked_seq, s.received_seq,
     coalesce(s.holes, 0) AS holes, coalesce(s.missing_seqs, 0) AS missing_seqs,
     coalesce(s.incomplete_ranges, 0) AS incomplete_ranges,
     coalesce(s.refused_parts, 0) AS refused_parts, coalesce(s.dead_letters, 0) AS dead_letters,
@@ -45,45 +50,45 @@ LEFT JOIN (SELECT gateway, count(*) AS open_findings FROM drift_findings
            WHERE status = 'open' GROUP BY gateway) AS f ON f.gateway = ids.gateway
 """
 
-ALARMS = (
-    "SELECT gateway, asset, max(CASE WHEN kind = 'anomaly_raised' THEN t END) AS raised_t,"
-    " max(CASE WHEN kind = 'anomaly_cleared' THEN t END) AS cleared_t"
-    " FROM alerts WHERE kind IN ('anomaly_raised', 'anomaly_cleared') {where}"
-    " GROUP BY gateway, asset"
-)
 
-SQLITE = FleetSql(
-    summary=SUMMARY,
-    alarms=ALARMS,
-    findings=(
-        "SELECT id, asset, cause, opened_at, updated_at, since_day, rate_pct_per_week,"
-        " features_json, summary, recommendation FROM drift_findings"
-        " WHERE gateway = ? AND status = 'open' ORDER BY asset, id"
-    ),
-    assets=(
-        "SELECT asset, max(received_at) AS last_received FROM parts"
-        " WHERE gateway = ? AND asset <> '_' GROUP BY asset ORDER BY asset"
-    ),
-    recent_alerts=(
-        "SELECT asset, t, severity, kind, message FROM alerts WHERE gateway = ?"
-        f" ORDER BY t DESC LIMIT {RECENT_ALERTS}"
-    ),
-    daily=(
-        "SELECT name, day, median FROM drift_daily WHERE gateway = ? AND asset = ? AND day >= ?"
-        " ORDER BY name, day"
-    ),
-)
+RAISED = "max(CASE WHEN kind = 'anomaly_raised' THEN t END)"
+CLEARED = "max(CASE WHEN kind = 'anomaly_cleared' THEN t END)"
 
-POSTGRES = FleetSql(
-    **{
-        **vars(SQLITE),
-        "findings": (
-            "SELECT id, asset, cause, extract(epoch FROM opened_at) AS opened_at,"
-            " extract(epoch FROM updated_at) AS updated_at, since_day, rate_pct_per_week,"
-            " features::text AS features_json, summary, recommendation FROM drift_findings"
+
+def fleet_statements(epoch: Callable[[str], str]) -> FleetSql:
+    return FleetSql(
+        summary=summary_sql(epoch),
+        alarms=(
+            f"SELECT gateway, asset, {epoch(RAISED)} AS raised_t, {epoch(CLEARED)} AS cleared_t"
+            " FROM alerts WHERE kind IN ('anomaly_raised', 'anomaly_cleared') {where}"
+            " GROUP BY gateway, asset"
+        ),
+        findings=(
+            f"SELECT id, asset, cause, {epoch('opened_at')} AS opened_at,"
+            f" {epoch('updated_at')} AS updated_at, since_day, rate_pct_per_week,"
+            " {features} AS features_json, summary, recommendation FROM drift_findings"
             " WHERE gateway = ? AND status = 'open' ORDER BY asset, id"
         ),
-    }
+        assets=(
+            f"SELECT asset, {epoch('max(received_at)')} AS last_received FROM parts"
+            " WHERE gateway = ? AND asset <> '_' GROUP BY asset ORDER BY asset"
+        ),
+        recent_alerts=(
+            f"SELECT asset, {epoch('t')} AS t, severity, kind, message FROM alerts"
+            f" WHERE gateway = ? ORDER BY t DESC LIMIT {RECENT_ALERTS}"
+        ),
+        daily=(
+            "SELECT name, day, median FROM drift_daily WHERE gateway = ? AND asset = ?"
+            " AND day >= ? ORDER BY name, day"
+        ),
+    )
+
+
+SQLITE = fleet_statements(lambda column: column)
+SQLITE = replace(SQLITE, findings=SQLITE.findings.replace("{features}", "features_json"))
+POSTGRES = fleet_statements(lambda column: f"extract(epoch FROM {column})::float8")
+POSTGRES = replace(
+    POSTGRES, findings=POSTGRES.findings.replace("{features}", "features::text")
 ).for_postgres()
 
 

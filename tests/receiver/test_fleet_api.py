@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -78,18 +77,28 @@ async def add_finding(db: Database, gateway: str, asset: str, now: float) -> Non
                json.dumps(["rms_x"]), "rms_x has risen 4 % a week for 3 weeks",
                "Inspect the bearing at the next stop", "[]")  # fmt: skip
 
+    postgres = db.dialect.name == "postgresql"
+    daily_sql = (
+        "INSERT INTO drift_daily (gateway, asset, day, source, name, records, median, p95)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    finding_sql = (
+        "INSERT INTO drift_findings (gateway, asset, cause, status, opened_at, updated_at,"
+        " since_day, rate_pct_per_week, features_json, summary, recommendation, evidence_json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    if postgres:
+        daily_sql = daily_sql.replace("?", "%s")
+        finding_sql = (
+            finding_sql.replace("features_json", "features")
+            .replace("evidence_json", "evidence")
+            .replace("?, ?, ?, ?, ?, ?,", "?, ?, ?, ?, to_timestamp(?), to_timestamp(?),")
+            .replace("?", "%s")
+        )
+
     def write(connection: Any) -> None:
-        connection.executemany(
-            "INSERT INTO drift_daily (gateway, asset, day, source, name, records, median, p95)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            daily,
-        )
-        connection.execute(
-            "INSERT INTO drift_findings (gateway, asset, cause, status, opened_at, updated_at,"
-            " since_day, rate_pct_per_week, features_json, summary, recommendation,"
-            " evidence_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            finding,
-        )
+        connection.cursor().executemany(daily_sql, daily)
+        connection.execute(finding_sql, finding)
 
     await db.transaction("adding a finding", write)
 
@@ -100,9 +109,10 @@ async def fill(db: Database, gateways: dict[str, dict[str, Any]], now: float = N
 
 
 @contextlib.asynccontextmanager
-async def serving(db: Database, now: float = NOW) -> AsyncIterator[str]:
-    """The fleet page on a free port of 127.0.0.1; its base URL."""
-    runner = web.AppRunner(build_app(db, clock=lambda: now))
+async def serving(db: Database, clock: Callable[[], float] = lambda: NOW,
+                  **options: Any) -> AsyncIterator[str]:  # fmt: skip
+    """The fleet page (build_app's `options`) on a free port of 127.0.0.1; its base URL."""
+    runner = web.AppRunner(build_app(db, clock, **options))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -113,8 +123,9 @@ async def serving(db: Database, now: float = NOW) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def fleet_db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = await open_database(f"sqlite:///{tmp_path / 'fleet.db'}")
+async def fleet_db(any_db_url: str) -> AsyncIterator[Database]:
+    """The few gateways, on SQLite and on PostgreSQL."""
+    db = await open_database(any_db_url)
     try:
         await fill(db, FEW)
         yield db
