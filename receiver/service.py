@@ -359,16 +359,18 @@ async def serve(settings: ReceiverSettings, database: Database) -> None:
     receiver = Receiver(settings, database)
     stats_task = asyncio.create_task(log_stats_forever(receiver.stats, settings.stats_interval_s))
     cloud_tasks = start_drift_and_webhooks(receiver, settings)
-    if settings.http is not None:
-        from receiver.web.server import serve_http
-        from receiver.web.status_watch import StatusWatch
-
-        watch = StatusWatch(settings, database)
-        cloud_tasks += [asyncio.create_task(serve_http(settings.http, database)),
-                        asyncio.create_task(watch.run())]  # fmt: skip
+    page = None
     try:
+        if settings.http is not None:
+            from receiver.web.server import start_http
+            from receiver.web.status_watch import StatusWatch
+
+            page = await start_http(settings.http, database)
+            cloud_tasks.append(asyncio.create_task(StatusWatch(settings, database).run()))
         await receiver.run()
     finally:
+        if page is not None:
+            await page.cleanup()
         stats_task.cancel()
         for task in cloud_tasks:
             task.cancel()

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 
 from appliance.uplink.schema import SchemaError, check_name
 from receiver.db import Database
-from receiver.errors import DatabaseError
+from receiver.errors import DatabaseError, ReceiverError
 from receiver.web.fleet import (
     DAY_S,
     MAX_PER_PAGE,
@@ -219,14 +219,15 @@ def whole_number(request: web.Request, name: str, default: int, low: int, high: 
     return int(text)
 
 
-async def serve_http(settings: HttpSettings, database: Database) -> None:
-    """Serve the fleet page until cancelled."""
+async def start_http(settings: HttpSettings, database: Database) -> web.AppRunner:
+    """Listen; the runner, for the caller to clean up. ReceiverError if the address cannot be
+    had (in use, not ours): the operator asked for the page, so the receiver does not start."""
     runner = web.AppRunner(build_app(database), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        log.info("fleet_page_listening", url=f"http://{settings.host}:{settings.port}/")
-        await asyncio.Event().wait()
-    finally:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except OSError as exc:
         await runner.cleanup()
+        raise ReceiverError(f"--http {settings.host}:{settings.port}: {exc.strerror}") from exc
+    log.info("fleet_page_listening", url=f"http://{settings.host}:{settings.port}/")
+    return runner

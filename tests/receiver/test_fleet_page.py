@@ -170,3 +170,20 @@ async def test_the_fleet_page_shows_the_worst_first_and_a_gateway_page(
         await page.screenshot(path=shots / "fleet-phone-390x844.png", full_page=True)
     for name in ("fleet-1280x800.png", "gateway-1280x800.png", "fleet-phone-390x844.png"):
         assert (shots / name).stat().st_size > 10_000
+
+
+async def test_an_address_in_use_stops_the_receiver_with_a_reason(
+    broker: Broker, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "receiver", "run", "--broker", broker.url("receiver"),
+            "--ca", str(broker.ca_path), "--db", f"sqlite:///{tmp_path / 'rx.db'}",
+            "--http", f"127.0.0.1:{port}", stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert f"error: --http 127.0.0.1:{port}: " in err.decode()
