@@ -20,6 +20,7 @@ data are simply absent. The test:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,9 @@ MIN_AFTER_ONSET = 5
 MIN_BEFORE_ONSET = 3
 """Days with data before an onset inside the window, at least: the flat level is their median."""
 MIN_RECENT = 4
+NEAR_ZERO_SPREADS = 3.0
+"""A series whose level lies within this many spreads of zero has no meaningful % change."""
+MEAN_TO_MEDIAN_AD = 1.2533 / 1.4826
 STOPPED_CONFIDENCE = 0.99
 """The recent days rule the slope out when it lies beyond this confidence interval of theirs."""
 
@@ -111,7 +115,7 @@ def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) 
     spread = residual_spread(x, y, onset, level, slope)
     trend = Trend(
         slope_per_day=slope,
-        rate_per_week=slope * 7.0 / max(abs(level), 3.0 * spread),
+        rate_per_week=slope * 7.0 / abs(level) if abs(level) > 0 else math.inf,
         onset_day=int(x_days[0] + onset),
         last_day=int(x_days[-1]),
         level=level,
@@ -180,13 +184,19 @@ def residual_spread(
 
 
 def mad(values: FloatArray) -> float:
-    """Median absolute deviation from the median."""
-    return float(np.median(np.abs(values - np.median(values))))
+    """Median absolute deviation from the median; for values so coarsely quantised that it is 0
+    (a median of MCU counts), the mean absolute deviation scaled to match (1.2533 / 1.4826)."""
+    deviations = np.abs(values - np.median(values))
+    median = float(np.median(deviations))
+    return median if median > 0 else float(np.mean(deviations)) * MEAN_TO_MEDIAN_AD
 
 
 def is_material(trend: Trend, params: TrendParams) -> bool:
+    """A relative rate that means something (the level stands clear of zero: a vibration
+    channel's mean does not), fast enough, and a change that stands out of the noise."""
     return (
-        abs(trend.rate_per_week) >= params.min_rate_per_week
+        abs(trend.level) >= NEAR_ZERO_SPREADS * trend.spread
+        and abs(trend.rate_per_week) >= params.min_rate_per_week
         and trend.change_spreads >= params.min_change_spreads
     )
 

@@ -150,3 +150,12 @@ def test_the_summary_reads_like_the_crew_would_write_it() -> None:
         "accel_y.spectral_energy rose 4 % a week for 3 weeks since 2025-11-12: inspect the "
         "bearing, its lubrication and the mounting; plan work in the next shift"
     )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_quantised_series_around_zero_is_no_finding(seed: int) -> None:
+    """A vibration channel's mean: daily medians of MCU counts, mostly 0, sometimes +-1 count;
+    its median absolute deviation is 0 and a relative % of a zero level means nothing."""
+    rng = np.random.default_rng(seed)
+    values = np.round(0.4 * rng.standard_normal(21)) * 1e-5
+    assert find_trend(np.arange(21), values, PARAMS) is None
