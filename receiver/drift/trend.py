@@ -7,8 +7,8 @@ data are simply absent. The test:
   * the onset: the day where a flat level turning into a straight line fits best (least absolute
     residuals), so "since when" is the first day of the trend, not the window's start;
   * Mann-Kendall (Kendall's tau of value against day) over the trailing window, or from the
-    onset on (Bonferroni for the two): significant at `alpha`, with at least `min_days` days with
-    data in the window;
+    onset on (Bonferroni over the onsets searched): significant at `alpha`, with at least
+    `min_days` days with data in the window;
   * the Theil-Sen slope from the onset (the median of pairwise slopes: one bad day moves it
     little);
   * material: at least `min_rate_per_week` of the early level per week, and a total change of at
@@ -104,7 +104,8 @@ def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) 
     direction = 1.0 if tau > 0 else -1.0
     onset = find_onset(x, y, direction)
     after = x >= onset
-    p_value = significance(x[after], y[after], direction, float(p_window), onset > 0)
+    searched = max(len(y) - MIN_BEFORE_ONSET - MIN_AFTER_ONSET + 1, 1)
+    p_value = significance(x[after], y[after], direction, float(p_window), onset > 0, searched)
     if p_value >= params.alpha:
         return None
     fit = theilslopes(y[after], x[after])
@@ -130,16 +131,22 @@ def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) 
 
 
 def significance(
-    x: FloatArray, y: FloatArray, direction: float, p_window: float, onset_inside: bool
+    x: FloatArray,
+    y: FloatArray,
+    direction: float,
+    p_window: float,
+    onset_inside: bool,
+    searched: int,
 ) -> float:
-    """Kendall's p over the window, or twice that from the onset on if smaller (two tests,
-    Bonferroni): a trend that began mid-window is seen before it dominates the whole window."""
+    """Kendall's p over the window, or from the onset on if smaller once multiplied by the
+    onsets searched + 1 (Bonferroni: the onset was chosen to fit a trend best). A trend that
+    began mid-window is seen before it dominates the whole window."""
     if not onset_inside:
         return p_window
     tau, p_after = kendalltau(x, y)
     if not np.isfinite(p_after) or tau * direction <= 0:
         return p_window
-    return min(p_window, 2.0 * float(p_after))
+    return min(p_window, (searched + 1) * float(p_after))
 
 
 def find_onset(x: FloatArray, y: FloatArray, direction: float) -> float:

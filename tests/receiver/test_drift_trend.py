@@ -159,3 +159,13 @@ def test_a_quantised_series_around_zero_is_no_finding(seed: int) -> None:
     rng = np.random.default_rng(seed)
     values = np.round(0.4 * rng.standard_normal(21)) * 1e-5
     assert find_trend(np.arange(21), values, PARAMS) is None
+
+
+def test_a_vibration_channels_mean_is_the_sensors_offset_not_a_finding() -> None:
+    days, values = rising(2)
+    series = {
+        ("accel_x.mean", "p95"): (days, values),
+        ("accel_x.spectral_energy", "median"): (days, np.full(len(days), 2.0)),
+        ("bearing_temp.mean", "median"): (days, values * 40),
+    }
+    assert [d.cause for d in detect(series, PARAMS)] == ["bearing_temp.mean"]
