@@ -8,9 +8,10 @@ The window lets live alert parts in first; other live parts and backlog parts ta
 to one), so on a link thinner than the live stream the backlog still moves and with it the
 acknowledged seq (the receiver acknowledges a chain without holes: live parts alone would never
 move it). Live stays live: a live sender that has not caught up for LIVE_LAG_S beyond
-live_batch_s skips to the newest range, and what it skipped becomes backlog (so an alert is never
-queued behind minutes of live records). A part is marked handed over before it waits for the
-window, so a range the backlog reaches while the live sender is on it is not sent twice.
+live_batch_s skips to the newest range (or to the first alert waiting before it), and what it
+skipped becomes backlog (so an alert is not queued behind minutes of live records). A part is
+marked handed over before it waits for the window, so a range the backlog reaches while the live
+sender is on it is not sent twice.
 
 Ranges remembered in the ledger (ranges.py) are re-sent with their bounds and split, and only
 their parts the broker has not acknowledged; new ranges stop where a remembered one starts.
@@ -260,10 +261,19 @@ class Senders:
                 gathering_since = math.nan  # all sent; else the rest has waited long enough
 
     async def _skip_ahead(self) -> None:
-        """The live sender fell behind: on to the newest range, the rest to the backlog."""
-        last_seq = await self._delivery.latest_seq()
-        self.cursors.jump(self._live_start(self.cursors.live, last_seq))
-        self.more_backlog.set()
+        """The live sender fell behind: on to the newest range, or to the first alert waiting
+        before it, and what it skipped to the backlog."""
+        live = self.cursors.live
+        target = self._live_start(live, await self._delivery.latest_seq())
+        skipped = await self._delivery.outbox_range(live, max(1, target - live), target)
+        alerts = (
+            [seq for seq, record in skipped.records if isinstance(record, Alert)] if skipped else []
+        )
+        if alerts:
+            target = alerts[0] - 1
+        if target > live:
+            self.cursors.jump(target)
+            self.more_backlog.set()
 
     async def run_backlog(self) -> None:
         pacer = Pacer(self._settings.replay_records_per_s, self._state.pace)
