@@ -101,8 +101,11 @@ def mixed_records(count: int, start: int = 0) -> list[StoredRecord]:
 
 def same_record(a: StoredRecord, b: StoredRecord) -> bool:
     if isinstance(a, FeatureVector) and isinstance(b, FeatureVector):
+        # float32: what the binary wire format carries (PROTOCOL.md, "Wire formats")
         return (a.asset, a.window_end, a.names) == (b.asset, b.window_end, b.names) and bool(
-            np.array_equal(a.values, b.values, equal_nan=True)
+            np.array_equal(
+                np.asarray(a.values, np.float32), np.asarray(b.values, np.float32), equal_nan=True
+            )
         )
     return a == b
 

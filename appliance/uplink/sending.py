@@ -333,9 +333,14 @@ class Senders:
         return prepared
 
     def _encode_range(self, found: OutboxRange, max_bytes: int) -> Prepared:
-        """Every part this connection sends is encoded here (JSON until the binary format's
-        change passes settings.wire_format here)."""
-        return encode_range(found, self._settings.gateway, self._settings.prefix, max_bytes)
+        """Every part this connection sends is encoded here, in [uplink] format."""
+        return encode_range(
+            found,
+            self._settings.gateway,
+            self._settings.prefix,
+            max_bytes,
+            self._settings.wire_format,
+        )
 
     async def send(self, prepared: Prepared, *, live: bool) -> None:
         """Hand every part not yet acknowledged to the client (alerts first), each when the
