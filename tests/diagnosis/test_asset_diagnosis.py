@@ -7,7 +7,8 @@ import pytest
 from appliance.diagnosis import CWRU_DRIVE_END
 from appliance.diagnosis.asset import ChannelWindow, describe, diagnose_asset
 from appliance.rig.mcu import MachineSignal
-from tests.diagnosis.synthetic import noise
+
+from .synthetic import noise
 
 RATE = 1000.0
 

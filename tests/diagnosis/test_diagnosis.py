@@ -16,7 +16,8 @@ from appliance.diagnosis import (
 )
 from appliance.diagnosis.envelope import envelope_spectra
 from appliance.records import FloatArray
-from tests.diagnosis.synthetic import impacts, noise, shaft
+
+from .synthetic import impacts, noise, shaft
 
 CWRU_RATE = 12_000.0
 CWRU_SHAFT = 1797 / 60

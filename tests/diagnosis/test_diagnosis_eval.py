@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+from evaluation.data_paths import shared_directory
 
 from appliance.diagnosis import BEARING_VERDICTS
 from appliance.evaluation.cwru import load_recording, split_recording
@@ -17,7 +18,6 @@ from appliance.evaluation.diagnosis_eval import (
     run_diagnosis_eval,
 )
 from appliance.evaluation.skab import EvaluationError
-from tests.evaluation.data_paths import shared_directory
 
 WINDOW_S, STRIDE_S, RATE = 0.5, 0.25, 12_000.0
 FAULTS = {
