@@ -220,7 +220,12 @@ def add_drift(commands: Any) -> None:
         metavar="YYYY-MM-DD",
         help="the window's last day (default: yesterday, the last complete UTC day)",
     )
-    drift.add_argument("--gateways", default="*", metavar="GLOB", help="gateway ids to analyse")
+    drift.add_argument(
+        "--gateways",
+        default="*",
+        metavar="GLOB",
+        help="gateway ids to analyse, a glob (default: *)",
+    )
     drift.add_argument(
         "--list", action="store_true", help="then print every open finding as a JSON line"
     )
