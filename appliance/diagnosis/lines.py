@@ -59,4 +59,12 @@ class Spectrum:
             return Line(name, expected_hz, expected_hz, 0.0)
         best = low + int(np.argmax(self.magnitude[low:high]))
         ratio = self.magnitude[best] / self.floor[best]
-        return Line(name, expected_hz, float(self.freqs[best]), float(20 * np.log10(ratio)))
+        return Line(name, expected_hz, float(self.freqs[best]), float(ratio_db(ratio)))
+
+
+MIN_RATIO = 1e-12  # -240 dB: a silent bin (a flat, stuck channel) reads as far below the floor
+
+
+def ratio_db(ratio: FloatArray | float) -> FloatArray:
+    """20 log10 of a magnitude ratio, without -inf for a bin that holds nothing."""
+    return np.asarray(20 * np.log10(np.maximum(ratio, MIN_RATIO)), dtype=np.float64)

@@ -147,9 +147,9 @@ class AssetDiagnoser:
         self._last_run = t
         try:
             self.latest = self._diagnose(windows, t, raised)
-        except ValueError as exc:  # e.g. no speed: never stops the feature stage
+        except Exception as exc:  # e.g. no speed, or a bug of ours: never stops the feature stage
             self.failures += 1
-            self.on_failed(str(exc))
+            self.on_failed(str(exc) if isinstance(exc, ValueError) else repr(exc))
             return
         self.on_diagnosed(self.latest)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.diagnosis.lines import Line, Spectrum
+from appliance.diagnosis.lines import Line, Spectrum, ratio_db
 from appliance.diagnosis.severity import STANDARD_GRAVITY
 from appliance.records import FloatArray
 
@@ -67,12 +67,12 @@ def estimate_shaft_hz(
     candidates = freqs[(freqs >= low_hz) & (freqs <= high_hz)]
     if len(candidates) == 0:
         raise ValueError(f"no spectral bin in the speed range {low_hz}-{high_hz} Hz")
-    ratio_db = 20 * np.log10(spectrum.magnitude / spectrum.floor)
+    above_floor_db = ratio_db(spectrum.magnitude / spectrum.floor)
     harmonics = np.arange(1, HARMONICS_FOR_SPEED + 1)
     positions = np.clip(
         np.searchsorted(freqs, candidates[:, None] * harmonics[None, :]), 0, len(freqs) - 1
     )
-    scores = np.mean(ratio_db[positions], axis=1)
+    scores = np.mean(above_floor_db[positions], axis=1)
     best = int(np.argmax(scores))
     return float(candidates[best]), float(scores[best])
 

@@ -61,6 +61,7 @@ Verdict = Literal[
 ]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 BEARING_VERDICTS = frozenset({"inner_race", "outer_race", "rolling_element", "cage"})
+FLAT_G = 1e-9  # a window whose samples span less than this is a stuck channel, not a machine
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,8 @@ def diagnose_channel(
     ) -> ChannelDiagnosis:
         return ChannelDiagnosis(verdict, confidence, lines, bearing, shaft_hz, band, velocity, zone)
 
+    if float(np.ptp(acceleration_g)) <= FLAT_G:  # a stuck sensor: its empty spectra show no lines
+        return result("none", 0.0, ())
     if matches:
         # a ball's defect is modulated at the cage speed too: FTF lines name the cage only alone
         defects = [match for match in matches if match.family.verdict != "cage"] or matches

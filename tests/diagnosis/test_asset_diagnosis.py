@@ -52,3 +52,18 @@ def test_the_asset_needs_a_window_and_a_speed() -> None:
     window = {"accel_x": ChannelWindow(noise(RATE, 1.0, 0.01), RATE)}
     with pytest.raises(ValueError, match="speed_rpm or speed_range_rpm"):
         diagnose_asset(window, {})
+
+
+@pytest.mark.parametrize("speed", [{"speed_rpm": 1776.0}, {"speed_range_rpm": (1600.0, 1900.0)}])
+def test_a_stuck_channel_reads_no_fault_and_warns_of_nothing(speed: dict[str, object]) -> None:
+    """A flatline (every sample the same) has empty spectra: no -inf dB, no bearing verdict
+    (the suite turns numpy's divide-by-zero warning into an error)."""
+    import numpy as np
+
+    stuck = {
+        name: ChannelWindow(np.full(5000, 0.98), RATE, axial=name == "accel_z")
+        for name in ("accel_x", "accel_y", "accel_z")
+    }
+    diagnosis = diagnose_asset(stuck, {"b": CWRU_DRIVE_END}, **speed)  # type: ignore[arg-type]
+    assert diagnosis.finding.verdict == "none"
+    assert diagnosis.velocity_mm_s == pytest.approx(0.0, abs=1e-9)
