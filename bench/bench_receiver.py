@@ -304,9 +304,10 @@ async def check_database(db_url: str, records: int) -> tuple[bool, str]:
 
 
 @contextlib.contextmanager
-def postgres_server(work: Path) -> Iterator[str | None]:
-    """A throwaway PostgreSQL 15 (defaults: fsync and synchronous_commit on); its base URL, or
-    None (with the reason printed) when it cannot be started here."""
+def postgres_server(work: Path, settings: str = "") -> Iterator[str | None]:
+    """A throwaway PostgreSQL 15 (defaults: fsync and synchronous_commit on; `settings`: more
+    `-c name=value` options); its base URL, or None (with the reason printed) when it cannot
+    be started here."""
     if not (PG_BIN / "initdb").exists():
         print(f"PostgreSQL skipped: no server binaries in {PG_BIN}")
         yield None
@@ -325,7 +326,7 @@ def postgres_server(work: Path) -> Iterator[str | None]:
         subprocess.run(as_owner(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
                                 "--auth=trust", "-E", "UTF8"),
                        check=True, capture_output=True)  # fmt: skip
-        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
+        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 {settings}"
         subprocess.run(as_owner(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
                                 str(directory / "log"), "-w", "-t", "60", "start"),
                        check=True, capture_output=True)  # fmt: skip

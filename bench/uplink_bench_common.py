@@ -168,6 +168,7 @@ def start_receiver(
     group: str = "bench",
     cpu: int | None = None,
     stats_interval_s: float = 60.0,
+    client_id: str | None = None,
 ) -> ReceiverProcess:
     """`appliance-receiver` against `broker` (user receiver), optionally pinned to one CPU."""
     command = [
@@ -178,6 +179,8 @@ def start_receiver(
         "--prefix", PREFIX,
         "--stats-interval", str(stats_interval_s),
     ]  # fmt: skip
+    if client_id is not None:
+        command += ["--client-id", client_id]
     if broker.ca_path is not None:
         command += ["--ca", str(broker.ca_path)]
     if cpu is not None and shutil.which("taskset"):
