@@ -183,3 +183,31 @@ def test_the_commented_http_example_is_valid_and_shows_every_key() -> None:
     assert config.http is not None
     shown = config.http.model_fields_set | {"token"}  # named in token_file's comment
     assert shown == set(type(config.http).model_fields), "the example shows every key"
+
+
+@pytest.mark.parametrize(
+    ("uplink", "key"),
+    [
+        ({"detail": "minimal"}, "uplink.detail"),
+        ({"detail": "summary", "summary_margin_s": -1.0}, "uplink.summary_margin_s"),
+    ],
+)
+def test_an_unknown_uplink_profile_or_a_negative_margin_is_refused_naming_the_key(
+    uplink: dict[str, Any], key: str
+) -> None:
+    error = refusal(broker="mqtt://127.0.0.1", **uplink)
+
+    assert error.startswith(f"site.toml: {key}") and "\n" not in error
+
+
+def test_the_summary_profile_reaches_the_uplink_settings() -> None:
+    document = with_uplink(broker="mqtt://127.0.0.1", detail="summary", summary_margin_s=30.0)
+    config = parse_config(document, "site.toml")
+    assert config.uplink is not None
+
+    settings = uplink_settings("gw-1", config.uplink)
+
+    assert (settings.detail, settings.summary_margin_s) == ("summary", 30.0)
+    assert uplink_settings("gw-1", config.uplink.model_copy(update={"detail": "full"})).detail == (
+        "full"
+    )

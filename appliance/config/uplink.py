@@ -69,6 +69,13 @@ class UplinkConfig(Strict):
     live_batch_s: Annotated[float, Field(ge=0.0, le=600.0)] = 5.0
     """Live records are gathered this long into one range (fewer, larger messages); a range
     holding an alert goes at once. 0: each record as soon as it is stored."""
+    detail: Literal["full", "summary"] = "full"
+    """full: every feature vector and score goes up. summary: per-minute aggregates per asset
+    (min/mean/max of each feature, max score, threshold, alarm state), every alert, and the
+    windows of an alarm episode (and summary_margin_s before it) in full; the full records
+    stay on the gateway (PROTOCOL.md, "Uplink profiles")."""
+    summary_margin_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 60.0
+    """detail = "summary": the windows this long before an alarm's raise go in full too."""
 
     @property
     def address(self) -> BrokerAddress:

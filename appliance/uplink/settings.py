@@ -16,6 +16,7 @@ from appliance.errors import ConfigError
 from appliance.uplink.schema import WireFormat
 
 AckMode = Literal["receiver", "broker"]
+Detail = Literal["full", "summary"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class UplinkSettings:
     replay_records_per_s: float = 1000.0
     wire_format: WireFormat = "binary"
     """How parts are written: "binary" (compact) or "json" (readable, for debugging)."""
+    detail: Detail = "full"
+    """The uplink profile: "full" (every record) or "summary" (PROTOCOL.md, "Uplink profiles")."""
+    summary_margin_s: float = 60.0
+    """detail = "summary": windows this long before an alarm's raise go in full too."""
     keepalive_s: int = 10
     """MQTT keepalive: a link silent this long gets a PINGREQ, and is given up when nothing
     comes back for as long again (a half-open link with nothing to send)."""
@@ -99,6 +104,8 @@ def uplink_settings(gateway: str, config: UplinkConfig) -> UplinkSettings:
         ack_timeout_s=config.ack_timeout_s,
         stall_timeout_s=config.stall_timeout_s,
         live_batch_s=config.live_batch_s,
+        detail=config.detail,
+        summary_margin_s=config.summary_margin_s,
     )
 
 
