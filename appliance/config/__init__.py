@@ -36,6 +36,7 @@ from appliance.config.homeassistant import HomeAssistantConfig
 from appliance.config.http import HOST_LABEL, HOST_NAME, TOKEN_PATTERN, TOKEN_RULE, HttpConfig
 from appliance.config.loading import SECRET_KEYS, load_config, parse_config
 from appliance.config.ota import ModelsConfig
+from appliance.config.release import ReleaseConfig
 from appliance.config.sms import (
     E164,
     UNSTABLE_PORTS,
@@ -84,6 +85,7 @@ __all__ = [
     "Name",
     "PathText",
     "PositiveFloat",
+    "ReleaseConfig",
     "SerialConfig",
     "SerialSource",
     "SimPin",

@@ -20,6 +20,7 @@ from appliance.config.fields import Name, PathText, PositiveFloat, Strict, refus
 from appliance.config.homeassistant import HomeAssistantConfig
 from appliance.config.http import HttpConfig
 from appliance.config.ota import ModelsConfig
+from appliance.config.release import ReleaseConfig
 from appliance.config.sms import SmsConfig
 from appliance.config.uplink import UplinkConfig
 from appliance.config.zones import ZoneName, system_zone
@@ -61,6 +62,8 @@ class ApplianceConfig(Strict):
     models: ModelsConfig | None = None
     """Without a [models] table bundles do not arrive over the air (configured ones still
     score)."""
+    release: ReleaseConfig | None = None
+    """Without a [release] table the appliance's own code is not updated over the air."""
     homeassistant: HomeAssistantConfig | None = None
     """Without a [homeassistant] table nothing is announced to Home Assistant."""
 
