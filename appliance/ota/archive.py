@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +26,18 @@ END_OF_ARCHIVE_BYTES = 2 * tarfile.BLOCKSIZE
 CHUNK_BYTES = 64 * 1024
 MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NAME_RULE = f"1-{MAX_NAME_CHARS} letters, digits, '.', '_' or '-'"
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How big an archive and how many files it may hold: a model bundle is three files, an
+    appliance release (ota/release/) a manifest, a signature and its wheels."""
+
+    max_bytes: int
+    max_members: int
+
+
+MODEL_LIMITS = ArchiveLimits(MAX_ARCHIVE_BYTES, MAX_MEMBERS)
 
 TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError, OverflowError)
 """What tarfile raises on bytes that are not a well-formed tar (ValueError also covers
@@ -64,10 +77,11 @@ def unpack(data: bytes, dest: Path) -> Path:
 class BundleArchive:
     """A tar archive whose headers passed every check; `read` streams one member."""
 
-    def __init__(self, data: bytes) -> None:
-        if len(data) > MAX_ARCHIVE_BYTES:
-            raise BundleError(f"archive: {len(data)} bytes, more than {MAX_ARCHIVE_BYTES}")
+    def __init__(self, data: bytes, limits: ArchiveLimits = MODEL_LIMITS) -> None:
+        if len(data) > limits.max_bytes:
+            raise BundleError(f"archive: {len(data)} bytes, more than {limits.max_bytes}")
         self._size = len(data)
+        self._limits = limits
         try:
             self._tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")  # noqa: SIM115
         except TAR_ERRORS as exc:
@@ -116,9 +130,9 @@ class BundleArchive:
         members: dict[str, tarfile.TarInfo] = {}
         try:
             while (info := self._tar.next()) is not None:
-                if len(members) >= MAX_MEMBERS:
-                    raise BundleError(f"archive: more than {MAX_MEMBERS} files")
-                members[_checked_name(info, members)] = info
+                if len(members) >= self._limits.max_members:
+                    raise BundleError(f"archive: more than {self._limits.max_members} files")
+                members[_checked_name(info, members, self._limits.max_bytes)] = info
                 if info.offset_data + info.size > self._size:
                     raise EOFError(f"{info.name} ends after the archive")
             end = self._tar.offset
@@ -132,7 +146,7 @@ class BundleArchive:
         return members
 
 
-def _checked_name(info: tarfile.TarInfo, seen: dict[str, tarfile.TarInfo]) -> str:
+def _checked_name(info: tarfile.TarInfo, seen: dict[str, tarfile.TarInfo], max_bytes: int) -> str:
     name = info.name
     shown = repr(name) if len(name) <= MAX_NAME_CHARS else f"{name[:40]!r}... ({len(name)} chars)"
     if not info.isreg() or info.issparse():
@@ -141,7 +155,7 @@ def _checked_name(info: tarfile.TarInfo, seen: dict[str, tarfile.TarInfo]) -> st
         raise BundleError(
             f"archive: {shown} is not a plain file of a bundle (a name of {NAME_RULE}, once)"
         )
-    if info.size > MAX_ARCHIVE_BYTES:
+    if info.size > max_bytes:
         raise BundleError(f"archive: {name} claims {info.size} bytes, more than the archive")
     return name
 

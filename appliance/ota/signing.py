@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from appliance.detect.bundle import MANIFEST_FILE, SIGNATURE_FILE
 from appliance.errors import BundleError
+from appliance.ota.archive import BundleArchive
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -113,6 +114,25 @@ def verify_manifest(
         f"wrong signature: {MANIFEST_FILE} was not signed by any of the {len(keys)} configured "
         "public key(s) (signed with another key, or changed after signing)"
     )
+
+
+def read_signed_manifest(
+    archive: BundleArchive, keys: Sequence[Ed25519PublicKey], max_manifest_bytes: int
+) -> tuple[bytes, bytes]:
+    """The manifest's and the signature's bytes, read out of an archive whose headers passed
+    and checked against the keys before anything else of it is read (model bundles and
+    appliance releases alike). BundleError prefixed with "signature:" or "bundle:"."""
+    if SIGNATURE_FILE not in archive.members:
+        raise BundleError(f"signature: unsigned: the bundle has no {SIGNATURE_FILE}")
+    if MANIFEST_FILE not in archive.members:
+        raise BundleError(f"bundle: {MANIFEST_FILE}: missing from the archive")
+    manifest = archive.read(MANIFEST_FILE, max_manifest_bytes)
+    try:
+        signature = archive.read(SIGNATURE_FILE, MAX_SIGNATURE_TEXT_BYTES)
+        verify_manifest(manifest, signature, keys)
+    except BundleError as exc:
+        raise BundleError(f"signature: {exc}") from exc
+    return manifest, signature
 
 
 def _read(path: Path) -> bytes:

@@ -25,7 +25,7 @@ from appliance.detect.runtime import open_runtime
 from appliance.detect.scorer import BundleModel, model_column_order
 from appliance.errors import BundleError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES, BundleArchive
-from appliance.ota.signing import MAX_SIGNATURE_TEXT_BYTES, verify_manifest, verify_signature
+from appliance.ota.signing import read_signed_manifest, verify_signature
 from appliance.records import FeatureVector, FloatArray
 
 
@@ -60,16 +60,7 @@ def stage_signed(data: bytes, dest: Path, keys: Sequence[Ed25519PublicKey]) -> N
     manifest itself (bundle); only then is the model read, with a byte budget, and checked
     against its hash. Only the three files the signed manifest names are ever written."""
     with BundleArchive(data) as archive:
-        if SIGNATURE_FILE not in archive.members:
-            raise BundleError(f"signature: unsigned: the bundle has no {SIGNATURE_FILE}")
-        if MANIFEST_FILE not in archive.members:
-            raise BundleError(f"bundle: {MANIFEST_FILE}: missing from the archive")
-        manifest_bytes = archive.read(MANIFEST_FILE, MAX_MANIFEST_BYTES)
-        try:
-            signature = archive.read(SIGNATURE_FILE, MAX_SIGNATURE_TEXT_BYTES)
-            verify_manifest(manifest_bytes, signature, keys)
-        except BundleError as exc:
-            raise BundleError(f"signature: {exc}") from exc
+        manifest_bytes, signature = read_signed_manifest(archive, keys, MAX_MANIFEST_BYTES)
         manifest = _manifest(manifest_bytes)
         expected = {MANIFEST_FILE, SIGNATURE_FILE, manifest.model_file}
         for name in archive.names:
