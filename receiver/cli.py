@@ -5,6 +5,7 @@ appliance-receiver export --db URL --gateway G --asset A --out FILE.npz [--since
 appliance-receiver status --db URL
 appliance-receiver dead-letters --db URL [--limit N] [--save DIR]
 appliance-receiver forget-session --broker URL [--password-file F] --client-id ID
+appliance-receiver fetch --broker URL --db URL --gateway G --asset A --since T --until T
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from receiver.settings import (
 )
 from receiver.web.settings import parse_listen
 
-COMMANDS = ("run", "export", "status", "dead-letters", "forget-session", "drift")
+COMMANDS = ("run", "export", "status", "dead-letters", "forget-session", "drift", "fetch")
 DB_HELP = "the receiver's database: sqlite:///PATH or postgresql://..."
 PREVIEW_BYTES = 160
 SUMMARY = {
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dead_letters(commands)
     add_forget_session(commands)
     add_drift(commands)
+    add_fetch(commands)
     return parser
 
 
@@ -238,6 +240,46 @@ def add_drift(commands: Any) -> None:
     drift.set_defaults(handler=run_drift_command)
 
 
+def add_fetch(commands: Any) -> None:
+    fetch = commands.add_parser(
+        "fetch",
+        help="ask a gateway for an asset's full records of a time range and wait until they landed",
+        description="Publish a fetch_records command on <prefix>/<gateway>/command (as a user "
+        "whose ACL lets it write commands and read replies and status, e.g. modeller), then "
+        "count the records landing in --db (written by the running receivers) until the "
+        "gateway said done and all are there. Exit 0 landed, 1 refused by the gateway, 2 bad "
+        "arguments or unknown gateway, 3 offline, no answer or stalled (run it again: records "
+        "that landed are not duplicated).",
+    )
+    add_broker_arguments(fetch)
+    fetch.add_argument("--db", required=True, help=DB_HELP)
+    fetch.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id")
+    fetch.add_argument("--asset", required=True, metavar="NAME", help="the asset's name")
+    fetch.add_argument(
+        "--since", required=True, type=utc_time, metavar="ISO8601", help="first record time"
+    )
+    fetch.add_argument(
+        "--until", required=True, type=utc_time, metavar="ISO8601", help="records before this"
+    )
+    fetch.add_argument(
+        "--max-records",
+        type=int,
+        metavar="N",
+        help="the gateway refuses rather than send more (default: its own bound, 200000)",
+    )
+    fetch.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up when no answer and no record came for this long (default: %(default)s)",
+    )
+    fetch.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help="topic prefix (default: %(default)s)"
+    )
+    fetch.set_defaults(handler=run_fetch)
+
+
 def utc_day(text: str) -> int:
     """A UTC date as a day number (days since 1970-01-01)."""
     return int(utc_time(text) // 86400)
@@ -343,6 +385,21 @@ async def run_drift_command(args: argparse.Namespace) -> int:
     for line in lines:
         print(json.dumps(line, default=str))
     return 0
+
+
+async def run_fetch(args: argparse.Namespace) -> int:
+    from receiver.fetch import FetchRequest, fetch
+
+    if not args.since < args.until:
+        raise ReceiverError("--since must be before --until")
+    request = FetchRequest(
+        args.gateway, args.asset, args.since, args.until, args.max_records, args.wait, args.prefix
+    )
+    database = await open_database(args.db)
+    try:
+        return await fetch(request, broker_from(args), args.ca, database)
+    finally:
+        await database.close()
 
 
 async def run_forget_session(args: argparse.Namespace) -> int:

@@ -40,6 +40,11 @@ from appliance.uplink.schema import (
     parse_data_topic,
     shared_subscription,
 )
+from appliance.uplink.schema.fetched import (
+    FETCHED_LEVEL,
+    data_topic_of_fetched,
+    fetched_subscription,
+)
 from receiver.db import Database, IngestResult
 from receiver.db.database import Refusal
 from receiver.db.rows import DeadLetter
@@ -128,10 +133,13 @@ class Receiver:
         # PUBACK only after the transaction committed (paho's manual ack; aiomqtt has no API).
         client._client.manual_ack_set(True)
         async with client:
-            topic = shared_subscription(self.settings.group, self.settings.prefix)
-            granted = await client.subscribe(topic, qos=1)
-            if subscription_refused(granted):
-                raise ReceiverError(f"the broker refused the subscription {topic} (ACL?)")
+            for topic in (
+                shared_subscription(self.settings.group, self.settings.prefix),
+                fetched_subscription(self.settings.group, self.settings.prefix),
+            ):
+                granted = await client.subscribe(topic, qos=1)
+                if subscription_refused(granted):
+                    raise ReceiverError(f"the broker refused the subscription {topic} (ACL?)")
             self.stats.connects += 1
             backoff.reset()
             log.info("receiver_subscribed", topic=topic, client_id=self.client_id,
@@ -202,12 +210,16 @@ class Receiver:
         good, each part is committed (or refused) on its own, so one bad part refuses only
         itself."""
         self.stats.messages += len(messages)
-        parts = {}
+        parts: dict[int, Part] = {}
+        fetched: dict[int, Part] = {}
         for index, (topic, payload) in enumerate(messages):
-            part = await self._decode(topic, payload)
+            data_topic = data_topic_of_fetched(self.settings.prefix, topic)
+            part = await self._decode(topic, payload, data_topic)
             if part is not None:
-                parts[index] = part
+                (parts if data_topic is None else fetched)[index] = part
         results: list[IngestResult | None] = [None] * len(messages)
+        if fetched:
+            await self._commit_fetched(messages, fetched, results)
         if len(parts) > 1:
             try:
                 committed = await self._retrying(
@@ -223,16 +235,51 @@ class Receiver:
             results[index] = await self._commit(*messages[index], part)
         return results
 
-    async def _decode(self, topic: str, payload: bytes) -> Part | None:
-        """The part, or None once the message is refused."""
+    async def _decode(self, topic: str, payload: bytes, data_topic: str | None) -> Part | None:
+        """The part, or None once the message is refused. A fetched part is decoded against
+        `data_topic` and never accounted in a range."""
         try:
-            return decode_part(payload, topic, self.settings.max_payload_bytes)
+            return decode_part(payload, data_topic or topic, self.settings.max_payload_bytes)
         except SchemaError as exc:
             header = exc.header if isinstance(exc, RecordsError) else None
+            if data_topic is not None:
+                header = None
             await self._refuse(topic, payload, exc.reason, str(exc), header)
         except Exception as exc:  # a decoder bug: refused like bad input, never fatal
             await self._refuse(topic, payload, "undecodable", describe_exception(exc), None)
         return None
+
+    async def _commit_fetched(
+        self,
+        messages: list[tuple[str, bytes]],
+        fetched: dict[int, Part],
+        results: list[IngestResult | None],
+    ) -> None:
+        """Store the records of fetched parts (PROTOCOL.md, "Fetch on demand"): one transaction
+        for all, or each on its own if the database refuses them for good; no ack moves."""
+        batches = [fetched] if len(fetched) > 1 else []
+        batches += [{index: part} for index, part in fetched.items()]
+        for batch in batches:
+            if any(results[index] is not None for index in batch):
+                continue
+            try:
+                inserted = await self._retrying(self._fetched_storer(list(batch.values())))
+            except DatabaseError as exc:
+                if len(batch) == 1:
+                    ((index, part),) = batch.items()
+                    await self._refuse(*messages[index], exc.reason, str(exc), None)
+                continue
+            for (index, part), count in zip(batch.items(), inserted, strict=True):
+                results[index] = self._fetched_committed(part, count)
+
+    def _fetched_storer(self, parts: list[Part]) -> Callable[[], Awaitable[list[int]]]:
+        return lambda: self.database.ingest_fetched(parts)
+
+    def _fetched_committed(self, part: Part, inserted: int) -> IngestResult:
+        self.stats.fetched_parts_committed += 1
+        self.stats.records_inserted += inserted
+        self.stats.duplicates_ignored += len(part.records) - inserted
+        return IngestResult(inserted, len(part.records) - inserted, 0, False, False)
 
     async def _commit(self, topic: str, payload: bytes, part: Part) -> IngestResult | None:
         """Commit one part in its own transaction; None if the database refused it."""
@@ -321,8 +368,11 @@ class Receiver:
 
 
 def gateway_of(topic: str) -> str | None:
-    """The gateway named by a data topic; None if it is not one."""
+    """The gateway named by a data topic (or a fetched one); None if it is not one."""
     try:
+        levels = topic.rsplit("/", 4)
+        if len(levels) == 5 and levels[2] == FETCHED_LEVEL:
+            topic = "/".join(levels[:2] + levels[3:])
         return parse_data_topic(topic).gateway
     except SchemaError:
         return None

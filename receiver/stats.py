@@ -13,6 +13,9 @@ class ReceiverStats:
     messages: int = 0
     """Data messages taken from the broker (valid or not)."""
     parts_committed: int = 0
+    fetched_parts_committed: int = 0
+    """Parts of a fetch on demand (their records count in records_inserted and
+    duplicates_ignored too)."""
     records_inserted: int = 0
     duplicates_ignored: int = 0
     """Records that were already in the database (a re-sent or redelivered part)."""
@@ -40,6 +43,7 @@ class ReceiverStats:
         return {
             "messages": self.messages,
             "parts_committed": self.parts_committed,
+            "fetched_parts_committed": self.fetched_parts_committed,
             "records_inserted": self.records_inserted,
             "duplicates_ignored": self.duplicates_ignored,
             "rejected": dict(self.rejected),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from appliance.store.codec import StoredRecord
 from appliance.store.database import Database, fetch_int, fetch_value
+from appliance.store.fetching import FetchSpan, fetch_batch, fetch_span, stored_assets
 from appliance.store.outbox import FeatureSchemas, read_outbox
 
 OUTBOUND_TABLES = ("features", "scores", "alerts")
@@ -93,6 +94,23 @@ class Delivery:
     async def acked_seq(self) -> int:
         """The highest seq acknowledged so far (0 if none)."""
         return await self._db.read("the acknowledged seq", acked_seq)
+
+    async def fetch_span(self, asset: str, since: float, until: float) -> FetchSpan:
+        """How many records of `asset` with since <= t < until are stored (a fetch on demand,
+        fetching.py), delivered or not."""
+        return await self._db.read("a fetch's span", lambda db: fetch_span(db, asset, since, until))
+
+    async def fetch_batch(
+        self, asset: str, since: float, until: float, after_seq: int, limit: int
+    ) -> list[tuple[int, StoredRecord]]:
+        """The next `limit` of those records with seq > after_seq, in seq order."""
+        return await self._db.read(
+            "a fetch's records",
+            lambda db: fetch_batch(db, self._schemas, asset, since, until, after_seq, limit),
+        )
+
+    async def stored_assets(self) -> list[str]:
+        return await self._db.read("the stored assets", stored_assets)
 
     async def acknowledge(self, seq: int) -> int:
         """Mark every row with a seq up to `seq` as delivered, in one transaction; return the

@@ -1,8 +1,9 @@
 """Commands to one gateway over MQTT (pure): the data team's `appliance model publish` sends a
-signed bundle (or a rollback) on the gateway's command topic; the gateway answers on its reply
-topic. Both are three levels deep, so receivers' `<prefix>/+/+/+` data subscription never sees
-them. The broker's ACL decides who may command (receiver/mosquitto/acl.conf); the bundle's own
-signature decides what may score."""
+signed bundle (or a rollback), and `appliance-receiver fetch` asks for an asset's records of a
+time range (PROTOCOL.md, "Fetch on demand"), on the gateway's command topic; the gateway answers
+on its reply topic. Both are three levels deep, so receivers' `<prefix>/+/+/+` data
+subscription never sees them. The broker's ACL decides who may command
+(receiver/mosquitto/acl.conf); the bundle's own signature decides what may score."""
 
 from __future__ import annotations
 
@@ -23,15 +24,20 @@ from appliance.uplink.schema import (
     dump_json,
     load_json,
 )
+from appliance.uplink.schema.values import check_int, check_time
 
 log = structlog.get_logger(__name__)
 
-Action = Literal["install_model", "rollback_model"]
-ACTIONS: Final = ("install_model", "rollback_model")
+Action = Literal["install_model", "rollback_model", "fetch_records"]
+ACTIONS: Final = ("install_model", "rollback_model", "fetch_records")
 MAX_ID_CHARS = 64
 MAX_COMMAND_BYTES = 12 * 1024 * 1024
 """An 8 MiB bundle archive in base64 (10.7 MiB) and the rest of the command."""
-FIELDS: Final = frozenset({"v", "id", "action", "bundle", "asset", "allow_downgrade"})
+FIELDS: Final = frozenset(
+    {"v", "id", "action", "bundle", "asset", "allow_downgrade", "since", "until", "max_records"}
+)
+MAX_FETCH_RECORDS = 10_000_000
+"""The highest max_records a fetch may ask for (the gateway's own bound is usually lower)."""
 
 
 def command_topic(prefix: str, gateway: str) -> str:
@@ -49,9 +55,15 @@ class Command:
     bundle: bytes | None = None
     """install_model: the bundle archive (appliance/ota/archive.py)."""
     asset: str | None = None
-    """rollback_model: the asset whose model is rolled back."""
+    """rollback_model: the asset whose model is rolled back; fetch_records: whose records."""
     allow_downgrade: bool = False
     """install_model: install even if the bundle's version is older than the active one."""
+    since: float | None = None
+    """fetch_records: the records with since <= t < until (UTC epoch seconds)."""
+    until: float | None = None
+    max_records: int | None = None
+    """fetch_records: refuse rather than send more records than this (None: the gateway's
+    bound)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,9 @@ def encode_command(command: Command) -> bytes:
         body["asset"] = command.asset
     if command.allow_downgrade:
         body["allow_downgrade"] = True
+    for key in ("since", "until", "max_records"):
+        if getattr(command, key) is not None:
+            body[key] = getattr(command, key)
     return dump_json(body, "command")
 
 
@@ -159,11 +174,33 @@ def _command(body: dict[str, Any]) -> Command:
             allow_downgrade=_flag(body.get("allow_downgrade", False), command_id),
         )
     if action == "rollback_model":
-        asset = check_name(body.get("asset"), f"command {command_id}: asset")
-        if len(asset) > MAX_ID_CHARS:
-            raise SchemaError(f"command {command_id}: asset longer than {MAX_ID_CHARS}")
-        return Command(command_id, "rollback_model", asset=asset)
+        return Command(command_id, "rollback_model", asset=_asset(body, command_id))
+    if action == "fetch_records":
+        return _fetch(body, command_id)
     raise SchemaError(f"command {command_id}: action must be one of {', '.join(ACTIONS)}")
+
+
+def _asset(body: dict[str, Any], command_id: str) -> str:
+    asset = check_name(body.get("asset"), f"command {command_id}: asset")
+    if len(asset) > MAX_ID_CHARS:
+        raise SchemaError(f"command {command_id}: asset longer than {MAX_ID_CHARS}")
+    return asset
+
+
+def _fetch(body: dict[str, Any], command_id: str) -> Command:
+    where = f"command {command_id}"
+    since = check_time(body.get("since"), f"{where}: since")
+    until = check_time(body.get("until"), f"{where}: until")
+    if not since < until:
+        raise SchemaError(f"{where}: since ({since}) must be before until ({until})")
+    max_records = body.get("max_records")
+    if max_records is not None:
+        max_records = check_int(max_records, f"{where}: max_records")
+        if not 1 <= max_records <= MAX_FETCH_RECORDS:
+            raise SchemaError(f"{where}: max_records must be 1 to {MAX_FETCH_RECORDS}")
+    asset = _asset(body, command_id)
+    return Command(command_id, "fetch_records", asset=asset, since=since, until=until,
+                   max_records=max_records)  # fmt: skip
 
 
 def _readable_id(body: dict[str, Any]) -> str | None:

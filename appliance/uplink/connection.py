@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiomqtt
 import structlog
@@ -19,8 +19,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from appliance.errors import StoreError
 from appliance.net import mqtt
 from appliance.store import OutboxStats
-from appliance.uplink.commands import answer, command_topic, reply_topic
+from appliance.uplink.commands import answer, command_topic, encode_reply, reply_topic
 from appliance.uplink.errors import SchemaError, UplinkError
+from appliance.uplink.fetch import Reply
 from appliance.uplink.flow import LinkGauge
 from appliance.uplink.ranges import Cursors, Ledger, SentRange, Sleep
 from appliance.uplink.schema import ack_topic, decode_ack
@@ -137,8 +138,7 @@ class Connection:
         stats = await self._publish_status(client)
         if s.ack == "receiver":
             await self._subscribe(client, self._ack_topic)
-        if self._uplink.commands is not None:
-            await self._subscribe(client, self._command_topic)
+        await self._subscribe_commands(client)
         self._uplink.came_up(stats.acked_seq, stats.records)
         watch = LinkWatch(client, s.stall_timeout_s)
         async with asyncio.TaskGroup() as group:
@@ -191,6 +191,17 @@ class Connection:
         if any(refused(code) for code in granted):
             raise UplinkError(refusal)
 
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        """Commands: model installs (when there is a model manager) and fetches of records. A
+        broker whose ACL predates fetches may refuse the topic: without a model manager that
+        only costs the fetches."""
+        try:
+            await self._subscribe(client, self._command_topic)
+        except UplinkError as exc:
+            if self._uplink.commands is not None:
+                raise
+            log.warning("uplink_commands_unavailable", reason=str(exc))
+
     async def _start_sending(self, senders: Senders, group: asyncio.TaskGroup) -> None:
         s = self._settings
         if s.ack == "receiver":
@@ -204,6 +215,7 @@ class Connection:
             await self._broker_acknowledged()  # ranges completed on an earlier connection
         group.create_task(senders.run_live())
         group.create_task(senders.run_backlog())
+        group.create_task(self._uplink.fetches.run(senders, self._replier(senders)))
         if s.ack == "receiver":
             group.create_task(self._watch_acks())
         if stats.acked_seq > 0:
@@ -247,13 +259,20 @@ class Connection:
     async def _command(self, watch: LinkWatch, payload: bytes) -> None:
         """Answer one command on the reply topic (its own task: an install's canary must not
         hold up the acks)."""
-        handler = self._uplink.commands
-        if handler is None:
-            return
-        reply = await answer(payload, handler, self._settings.gateway)
+        reply = await answer(payload, self._uplink.handle_command, self._settings.gateway)
         if reply is not None:
             topic = reply_topic(self._settings.prefix, self._settings.gateway)
             await watch.publish(topic, reply)
+
+    def _replier(self, senders: Senders) -> Reply:
+        """How a fetch says it is done: on the reply topic, in turn after its last records."""
+        topic = reply_topic(self._settings.prefix, self._settings.gateway)
+
+        async def reply(command_id: str, outcome: dict[str, Any]) -> None:
+            payload = encode_reply(self._settings.gateway, command_id, outcome)
+            await senders.publish_aside([(topic, payload)])
+
+        return reply
 
     async def _first_ack_of_connection(self, seq: int) -> None:
         """The retained ack, before anything is sent: take it, or renumber a replaced store."""

@@ -67,9 +67,10 @@ from appliance.net.cancellation import raise_if_cancelling
 from appliance.net.mqtt import innermost
 from appliance.status import UplinkStatus
 from appliance.store import Delivery
-from appliance.uplink.commands import CommandHandler
+from appliance.uplink.commands import Command, CommandHandler, RefusedCommand
 from appliance.uplink.connection import Connection, Publish, describe_failure
 from appliance.uplink.errors import UplinkError
+from appliance.uplink.fetch import Fetches
 from appliance.uplink.flow import LinkGauge
 from appliance.uplink.ranges import Ledger, Sleep
 from appliance.uplink.schema import OFFLINE, ONLINE, encode_status, status_topic
@@ -85,7 +86,8 @@ class Uplink:
     `new_data` is set by whoever stores records (the composition root wires the store writer to
     it); without it new records are found by polling every `settings.poll_s`. `pace` is how the
     backlog replay waits for its turn (tests hold it back). `commands` answers what arrives on
-    the gateway's command topic (appliance/uplink/commands.py; None: not subscribed);
+    the gateway's command topic (appliance/uplink/commands.py) but fetches of records, which
+    the uplink answers itself (fetch.py);
     `extra_status` adds fields to the retained online status, which is published again after
     `status_changed()`. `on_connected` runs beside each connection, with a way to publish on
     it, until the connection ends (Home Assistant's discovery and states).
@@ -123,6 +125,21 @@ class Uplink:
             target_ack_s=settings.target_ack_s,
         )
         self.ledger = Ledger()
+        self.fetches = Fetches(settings, delivery, pace)
+
+    async def handle_command(self, command: Command | RefusedCommand) -> dict[str, object]:
+        """What arrived on the command topic: a fetch of records (fetch.py) here, the rest to
+        `commands` (the model manager)."""
+        if isinstance(command, Command) and command.action == "fetch_records":
+            return await self.fetches.accept(command)
+        if self.commands is not None:
+            return await self.commands(command)
+        if isinstance(command, RefusedCommand):
+            reason = command.reason
+        else:
+            reason = f"{command.action}: this gateway takes no model commands (no [models] table)"
+        self.fetches.refused += 1
+        return {"accepted": False, "message": reason}
 
     async def run(self) -> None:
         log.info("uplink_started", broker=self.status.broker, ack=self.settings.ack)

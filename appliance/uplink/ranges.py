@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from appliance.store import OutboxRange
 from appliance.uplink.schema import WireFormat, encode_part, split_range
+from appliance.uplink.summary import Splitter
 
 CUT_MARGIN = 0.9
 """A range cut for size keeps this share of the estimated fit (JSON size is not linear)."""
@@ -174,14 +175,22 @@ class Pacer:
 
 
 def encode_range(
-    found: OutboxRange, gateway: str, prefix: str, max_bytes: int, fmt: WireFormat = "json"
+    found: OutboxRange,
+    gateway: str,
+    prefix: str,
+    max_bytes: int,
+    fmt: WireFormat = "json",
+    split: Splitter | None = None,
 ) -> Prepared:
     """Split and encode a range; while it is over `max_bytes` and has more than one record, keep
     a shorter prefix of its records (the range then ends at the last record kept)."""
     records = found.records
     hi = found.hi
     while True:
-        parts = split_range(gateway, found.lo, hi, records)
+        if split is None:
+            parts = split_range(gateway, found.lo, hi, records)
+        else:  # the summary profile (summary.py)
+            parts = split(found.lo, hi, records)
         messages = [(part.topic(prefix), encode_part(part, fmt)) for part in parts]
         size = sum(len(payload) for _, payload in messages)
         if size <= max_bytes or len(records) <= 1:

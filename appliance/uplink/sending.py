@@ -297,6 +297,33 @@ class Senders:
         gauge = self._gauge
         return min(self._settings.max_records_per_message, gauge.records_for(gauge.range_bytes))
 
+    # --- a fetch on demand (fetch.py's FetchLink) -----------------------------------------
+
+    def read_limit(self) -> int:
+        return self._read_limit()
+
+    def range_bytes(self) -> int:
+        return self._gauge.range_bytes
+
+    async def publish_aside(self, messages: list[tuple[str, bytes]]) -> None:
+        """Messages outside the ranges and the ledger (a fetch's parts): each waits for the
+        window's backlog turn, so live parts keep going first; returns once the broker
+        acknowledged every one."""
+        tasks = []
+        for topic, payload in messages:
+            await self._window.acquire("backlog")
+            tasks.append(self._group.create_task(self._publish_aside(topic, payload)))
+        await asyncio.gather(*tasks)
+
+    async def _publish_aside(self, topic: str, payload: bytes) -> None:
+        handed_at = time.monotonic()
+        try:
+            await self._watch.publish(topic, payload)
+        finally:
+            self._window.release()
+        self._gauge.acknowledged(len(payload), handed_at, time.monotonic())
+        self._window.resize(self._gauge.window)
+
     async def _next(self, lo: int, up_to: int | None, limit: int) -> Prepared | OutboxRange | None:
         """The remembered range at `lo` ready to re-send, or the records of a new one."""
         resumed = await self._resume(lo)

@@ -70,6 +70,9 @@ class UplinkSettings:
     status_every_s: float = 2.0
     """Refresh backlog size and age on the status board this often."""
     connect_timeout_s: float = 15.0
+    fetch_max_records: int = 200_000
+    """A fetch on demand of more records than this is refused (one asset-day of 1 s windows
+    with their scores is 172,800; about 20 MB in the binary format)."""
     version: str = __version__
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from appliance.records import Alert, FloatArray, Severity
 from appliance.uplink.schema import Part, PartHeader
 from receiver.db.dead_letters import DeadLetterLimits, Refusal, refuse
 from receiver.db.dialect import DbApiConnection, Dialect
-from receiver.db.ingest import IngestResult, SchemaIds, ingest_parts
+from receiver.db.ingest import IngestResult, SchemaIds, ingest_fetched, ingest_parts
 from receiver.db.migrations import apply_migrations
 from receiver.db.rows import DeadLetter
 from receiver.errors import DatabaseError
@@ -71,6 +71,11 @@ class Database:
         """Commit several parts in one transaction (one commit, one fsync, for all of them);
         their results in the order given. All or none: on a DatabaseError nothing is stored."""
         return await self._run(self._ingest_many_and_commit, parts, received_at)
+
+    async def ingest_fetched(self, parts: Sequence[Part]) -> list[int]:
+        """Commit the records of fetched parts in one transaction (idempotent; no part rows, no
+        ack); how many records each inserted."""
+        return await self._run(self._ingest_fetched_and_commit, parts)
 
     async def refuse(self, letter: DeadLetter, header: PartHeader | None) -> Refusal:
         """Keep a refused message in dead_letters and, if `header` is given and plausible,
@@ -252,6 +257,17 @@ class Database:
         )  # fmt: skip
         self._schema_ids.update(new_schemas)  # only now: their rows exist
         return results
+
+    def _ingest_fetched_and_commit(self, parts: Sequence[Part]) -> list[int]:
+        new_schemas: SchemaIds = {}
+        what = f"committing fetched {parts[0].where}" + (
+            f" and {len(parts) - 1} more part(s)" if len(parts) > 1 else ""
+        )
+        inserted = self._transaction(
+            what, ingest_fetched, self.dialect, parts, self._schema_ids, new_schemas
+        )
+        self._schema_ids.update(new_schemas)  # only now: their rows exist
+        return inserted
 
     def _refuse(self, letter: DeadLetter, header: PartHeader | None) -> Refusal:
         sql, limits = self.dialect.statements, self.dead_letter_limits

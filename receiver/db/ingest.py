@@ -94,6 +94,23 @@ def ingest_parts(
     return [results[index] for index in range(len(parts))]
 
 
+def ingest_fetched(
+    db: DbApiConnection,
+    dialect: Dialect,
+    parts: Sequence[Part],
+    known_schemas: SchemaIds,
+    new_schemas: SchemaIds,
+) -> list[int]:
+    """Fetched parts (PROTOCOL.md, "Fetch on demand"): their records only, duplicates ignored;
+    no part row, no ack: a fetch stands outside the gateway's ranges. How many records each
+    part inserted."""
+    inserted = []
+    for part in parts:
+        new_schemas.update(resolve_schemas(db, dialect.statements, part, known_schemas))
+        inserted.append(insert_records(db, dialect, part, {**known_schemas, **new_schemas}))
+    return inserted
+
+
 def update_ack(
     db: DbApiConnection,
     sql: Statements,

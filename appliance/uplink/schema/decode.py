@@ -26,6 +26,7 @@ from appliance.uplink.schema.parts import (
     SeqRecord,
     check_gap_rules,
 )
+from appliance.uplink.schema.summary_part import decode_summary_part
 from appliance.uplink.schema.topics import DataTopic, parse_data_topic
 from appliance.uplink.schema.values import (
     SEVERITIES,
@@ -86,6 +87,8 @@ def decode_part(payload: bytes, topic: str, max_bytes: int = MAX_PART_BYTES) -> 
         body = load_json(payload, where, max_bytes=max_bytes, max_depth=PART_JSON_DEPTH)
     header = decode_header(body, where_topic, where)
     try:
+        if header.kind == "summary":
+            return decode_summary_part(body, header, binary, where)
         if binary:
             check_keys(body, BINARY_PART_KEYS[header.kind], where)
             records = decode_binary_records(body, header.kind, header.asset, header.lo, where)

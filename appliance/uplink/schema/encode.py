@@ -13,6 +13,7 @@ from appliance.uplink.schema.binary_body import dump_binary
 from appliance.uplink.schema.encode_binary import binary_columns, feature_values
 from appliance.uplink.schema.json_body import dump_json
 from appliance.uplink.schema.parts import Part, UplinkRecord, check_part
+from appliance.uplink.schema.summary_part import summary_fields
 from appliance.uplink.schema.values import PROTOCOL_VERSION, WireFormat
 
 
@@ -30,6 +31,11 @@ def encode_part(part: Part, wire_format: WireFormat = "json") -> bytes:
         "kind": part.kind,
         "asset": part.asset,
     }
+    if part.summary is not None:
+        body |= summary_fields(part, part.summary, binary=wire_format == "binary")
+        if wire_format == "binary":
+            return dump_binary(body, part.where)
+        return dump_json(body, part.where)
     if wire_format == "binary":
         return dump_binary(body | binary_columns(part), part.where)
     if wire_format != "json":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from appliance.records import Alert, FeatureVector, Score
 from appliance.uplink.errors import SchemaError
@@ -18,6 +18,9 @@ from appliance.uplink.schema.values import (
     check_range,
     check_seq,
 )
+
+if TYPE_CHECKING:
+    from appliance.uplink.schema.summary_part import SummaryBody
 
 RECORD_KINDS: Final = ("features", "scores", "alerts")
 GAP_ASSET: Final = "_"
@@ -64,6 +67,8 @@ class Part(PartHeader):
     """
 
     records: list[SeqRecord] = field(default_factory=list)
+    summary: SummaryBody | None = None
+    """A summary part's fields (summary_part.py; the `summary` profile); None for the others."""
 
     __eq__ = object.__eq__
     __hash__ = object.__hash__
@@ -140,8 +145,14 @@ def check_part(part: Part) -> None:
 
 
 def check_gap_rules(part: Part, where: str) -> None:
-    """A gap is a range's only part, on asset "_", without records; other parts have records."""
-    if part.kind == "gap":
+    """A gap is a range's only part, on asset "_", without records; a summary part has no
+    records but its summary; other parts have records."""
+    if (part.kind == "summary") != (part.summary is not None):
+        raise SchemaError(f"{where}: a summary part, and only one, carries a summary")
+    if part.kind == "summary":
+        if part.records or part.asset != GAP_ASSET:
+            raise SchemaError(f"{where}: a summary part is on asset '_', without records")
+    elif part.kind == "gap":
         if part.records or part.parts != 1 or part.asset != GAP_ASSET:
             raise SchemaError(f"{where}: a gap is the only part, asset '_', no records")
     elif not part.records:

@@ -11,7 +11,7 @@ from typing import Final, Literal, get_args
 from appliance.uplink.errors import SchemaError
 
 PROTOCOL_VERSION: Final = 1
-Kind = Literal["features", "scores", "alerts", "gap"]
+Kind = Literal["features", "scores", "alerts", "gap", "summary"]
 KINDS: Final[tuple[str, ...]] = get_args(Kind)
 WireFormat = Literal["binary", "json"]
 """How a part is written (PROTOCOL.md, "Payloads"): compact binary, or JSON for debugging."""
