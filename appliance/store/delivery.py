@@ -15,6 +15,7 @@ from appliance.store.codec import StoredRecord
 from appliance.store.database import Database, fetch_int, fetch_value
 from appliance.store.fetching import FetchSpan, fetch_batch, fetch_span, stored_assets
 from appliance.store.outbox import FeatureSchemas, read_outbox
+from appliance.store.summary_reads import SummaryInputs, read_summary_inputs
 
 OUTBOUND_TABLES = ("features", "scores", "alerts")
 TIME_COLUMN = {"features": "window_end", "scores": "t", "alerts": "t"}
@@ -111,6 +112,13 @@ class Delivery:
 
     async def stored_assets(self) -> list[str]:
         return await self._db.read("the stored assets", stored_assets)
+
+    async def summary_inputs(self, found: OutboxRange, margin_s: float) -> SummaryInputs:
+        """What the summary profile needs beyond the range's records (summary_reads.py)."""
+        return await self._db.read(
+            "a range's summary",
+            lambda db: read_summary_inputs(db, self._schemas, found.lo, found.records, margin_s),
+        )
 
     async def acknowledge(self, seq: int) -> int:
         """Mark every row with a seq up to `seq` as delivered, in one transaction; return the
