@@ -42,6 +42,7 @@ from receiver.settings import (
     read_http_config,
     with_password,
 )
+from receiver.summary_export import export_summaries
 from receiver.web.settings import parse_listen
 
 COMMANDS = ("run", "export", "status", "dead-letters", "forget-session", "drift", "fetch")
@@ -161,6 +162,11 @@ def add_export(commands: Any) -> None:
     )
     export.add_argument("--since", type=utc_time, metavar="ISO8601", help="first window end")
     export.add_argument("--until", type=utc_time, metavar="ISO8601", help="window ends before")
+    export.add_argument(
+        "--summaries",
+        action="store_true",
+        help="the per-minute aggregates of a gateway in the summary uplink profile instead",
+    )
     export.set_defaults(handler=run_export)
 
 
@@ -330,12 +336,18 @@ async def run_receiver(args: argparse.Namespace) -> int:
 async def run_export(args: argparse.Namespace) -> int:
     database = await open_database(args.db)
     try:
-        export = await export_features(
-            database, args.gateway, args.asset, args.out, args.since, args.until
-        )
+        if args.summaries:
+            what = await export_summaries(
+                database, args.gateway, args.asset, args.out, args.since, args.until
+            )
+        else:
+            export = await export_features(
+                database, args.gateway, args.asset, args.out, args.since, args.until
+            )
+            what = export.summary()
     finally:
         await database.close()
-    print(f"{export.summary()}\nwritten to {args.out}")
+    print(f"{what}\nwritten to {args.out}")
     return 0
 
 

@@ -25,6 +25,8 @@ from receiver.db.dialect import DbApiConnection, Dialect
 from receiver.db.ingest import IngestResult, SchemaIds, ingest_fetched, ingest_parts
 from receiver.db.migrations import apply_migrations
 from receiver.db.rows import DeadLetter
+from receiver.db.summary_tables import SELECT as SELECT_SUMMARIES
+from receiver.db.summary_tables import StoredSummary, stored_summaries
 from receiver.errors import DatabaseError
 
 __all__ = ["Database", "DeadLetterLimits", "IngestResult", "Refusal", "StoredFeature"]
@@ -123,6 +125,15 @@ class Database:
             StoredFeature(int(seq), float(t), int(schema_id), self.dialect.values_from_db(values))
             for seq, t, schema_id, values in rows
         ]
+
+    async def summaries(
+        self, gateway: str, asset: str, since: float, until: float
+    ) -> list[StoredSummary]:
+        """The asset's per-minute aggregates (summary profile), since <= minute < until."""
+        rows = await self._query(
+            SELECT_SUMMARIES[self.dialect.name], (gateway, asset, since, until)
+        )
+        return stored_summaries(self.dialect, rows)
 
     async def schema_names(self, schema_id: int) -> tuple[str, ...]:
         rows = await self._query(self.dialect.statements.select_schema_names, (schema_id,))

@@ -29,6 +29,7 @@ from receiver.db.rows import (
     part_row,
     score_rows,
 )
+from receiver.db.summary_tables import insert_summaries
 from receiver.errors import DatabaseError
 
 SchemaIds = dict[tuple[str, ...], int]
@@ -70,9 +71,38 @@ def ingest(
     sql = dialect.statements
     new_schemas.update(resolve_schemas(db, sql, part, known_schemas))
     inserted = insert_records(db, dialect, part, {**known_schemas, **new_schemas})
+    records = len(part.records)
+    if part.summary is not None:
+        inserted += ingest_summary(db, dialect, part, known_schemas, new_schemas, received_at)
+        records += sum(len(nested.records) for nested in part.summary.promoted)
     db.execute(sql.insert_part, part_row(part, received_at))
     db.execute(sql.upsert_gateway, (part.gateway, received_at, received_at, newest_time(part)))
-    return update_ack(db, sql, where, part.header, received_at, inserted, len(part.records))
+    return update_ack(db, sql, where, part.header, received_at, inserted, records)
+
+
+def ingest_summary(
+    db: DbApiConnection,
+    dialect: Dialect,
+    part: Part,
+    known_schemas: SchemaIds,
+    new_schemas: SchemaIds,
+    received_at: float,
+) -> int:
+    """A summary part (the summary profile): the windows it promotes, stored like any record
+    (a duplicate ignored), and its minutes (summary_tables.py); the records it inserted."""
+    assert part.summary is not None
+    inserted = 0
+    for nested in part.summary.promoted:
+        new_schemas.update(
+            resolve_schemas(db, dialect.statements, nested, {**known_schemas, **new_schemas})
+        )
+        inserted += insert_records(db, dialect, nested, {**known_schemas, **new_schemas})
+    names = [minute.names for minute in part.summary.minutes if minute.names]
+    new_schemas.update(
+        resolve_names(db, dialect.statements, names, {**known_schemas, **new_schemas})
+    )
+    insert_summaries(db, dialect, part, {**known_schemas, **new_schemas}, received_at)
+    return inserted
 
 
 def ingest_parts(
@@ -157,8 +187,14 @@ def plausible(header: PartHeader, start: int) -> bool:
 def resolve_schemas(
     db: DbApiConnection, sql: Statements, part: Part, known: SchemaIds
 ) -> SchemaIds:
+    return resolve_names(db, sql, feature_names(part), known)
+
+
+def resolve_names(
+    db: DbApiConnection, sql: Statements, feature_names: Iterable[tuple[str, ...]], known: SchemaIds
+) -> SchemaIds:
     resolved = {}
-    for names in feature_names(part):
+    for names in dict.fromkeys(feature_names):
         if names in known:
             continue
         key = names_key(names)

@@ -15,6 +15,7 @@ from appliance.records import FloatArray
 from receiver.db.dialect import DbApiConnection, Dialect, Migration, Statements
 from receiver.db.drift_tables import POSTGRES_MIGRATION
 from receiver.db.fleet_tables import POSTGRES_MIGRATION as FLEET_MIGRATION
+from receiver.db.summary_tables import POSTGRES_MIGRATION as SUMMARIES_MIGRATION
 from receiver.errors import SettingsError
 
 log = structlog.get_logger(__name__)
@@ -164,6 +165,7 @@ MIGRATIONS = (
     Migration("0003_dead_letters_refused_parts", DEAD_LETTERS),
     POSTGRES_MIGRATION,
     FLEET_MIGRATION,
+    SUMMARIES_MIGRATION,
 )
 
 STATEMENTS = Statements(

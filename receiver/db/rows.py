@@ -101,7 +101,7 @@ def part_row(part: Part | PartHeader, received_at: float) -> Row:
         part.part,
         part.kind,
         part.asset,
-        len(part.records) if isinstance(part, Part) else 0,
+        records_accounted(part),
         received_at,
     )
 
@@ -143,6 +143,14 @@ def dead_letter_row(letter: DeadLetter) -> Row:
         len(stored),
         letter.received_at,
     )
+
+
+def records_accounted(part: Part | PartHeader) -> int:
+    """The seqs a part accounts for: its records, or those a summary part summarises; a
+    refused part's header none."""
+    if not isinstance(part, Part):
+        return 0
+    return part.summary.summarised if part.summary is not None else len(part.records)
 
 
 def newest_time(part: Part) -> float | None:

@@ -13,6 +13,7 @@ from appliance.records import FloatArray
 from receiver.db.dialect import DbApiConnection, Dialect, Migration, Statements
 from receiver.db.drift_tables import SQLITE_MIGRATION
 from receiver.db.fleet_tables import SQLITE_MIGRATION as FLEET_MIGRATION
+from receiver.db.summary_tables import SQLITE_MIGRATION as SUMMARIES_MIGRATION
 
 BUSY_TIMEOUT_S = 30.0
 PAGE_SIZE = 16384
@@ -166,6 +167,7 @@ MIGRATIONS = (
     Migration("0003_dead_letters_refused_parts", DEAD_LETTERS),
     SQLITE_MIGRATION,
     FLEET_MIGRATION,
+    SUMMARIES_MIGRATION,
 )
 
 STATEMENTS = Statements(
