@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.uplink.commands import (
+    FIELDS,
     MAX_COMMAND_BYTES,
     Command,
     RefusedCommand,
@@ -34,7 +35,9 @@ VALID: dict[str, dict[str, Any]] = {
         "bundle": base64.b64encode(b"archive").decode(),
     },
     "rollback_model": {"v": 1, "id": "c-2", "action": "rollback_model", "asset": "pump-1"},
-}
+    "fetch_records": {"v": 1, "id": "c-5", "action": "fetch_records", "asset": "pump-1",
+                      "since": 1767225600.0, "until": 1767229200, "max_records": 1000},
+}  # fmt: skip
 DEEP = "__deep__"
 
 JSON_VALUES = st.recursive(
@@ -98,7 +101,7 @@ def test_any_bytes_are_a_command_or_a_refusal(payload: bytes) -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     action=st.sampled_from(sorted(VALID)),
-    field=st.sampled_from(["v", "id", "action", "bundle", "asset", "allow_downgrade", "extra"]),
+    field=st.sampled_from(sorted(FIELDS | {"extra"})),
     value=JSON_VALUES,
     depth=st.integers(1, 5000),
 )
