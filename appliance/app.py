@@ -35,6 +35,7 @@ from appliance.features.stage import run_feature_stage
 from appliance.homeassistant import HomeAssistant, home_assistant
 from appliance.net.cancellation import cancel_and_wait
 from appliance.ota.manager import ModelManager, ota_settings
+from appliance.ota.release.manager import ReleaseManager, release_settings
 from appliance.records import Alert, FeatureVector, SampleBlock
 from appliance.sdnotify import SystemdNotifier
 from appliance.sms.gpio import gpio_line, power_cycle_hook
@@ -54,6 +55,7 @@ from appliance.store import (
     store_settings,
 )
 from appliance.summary import SummaryPrinter
+from appliance.uplink.commands import RELEASE_ACTIONS, Command, CommandHandler, RefusedCommand
 from appliance.uplink.publisher import Uplink
 from appliance.uplink.settings import UplinkSettings, uplink_settings
 from appliance.web import serve_status
@@ -107,6 +109,8 @@ class Pipeline:
     sms: SmsService | None = None
     models: ModelManager | None = None
     """Over-the-air bundles; None without a [models] table."""
+    releases: ReleaseManager | None = None
+    """Over-the-air releases of the appliance itself; None without a [release] table."""
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     verdicts: EpisodeVerdicts | None = None
     """Operators' verdicts on anomaly episodes; the detect stage applies "not a fault"."""
@@ -128,13 +132,17 @@ async def run_appliance(
     board: StatusBoard | None = None,
     on_http_started: Callable[[str], None] | None = None,
     devices: EmulatedDevices | None = None,
-) -> None:
+) -> int:
     """Run until SIGINT/SIGTERM, `stop` is set or `seconds` pass; then stop capture, drain
-    features and flush the store. `summary_heading` starts each summary (the demo's page URL);
-    `board` lets a caller watch the run (tests do);
-    `on_http_started` gets the status page's URL once it listens (with an [http] table);
-    `devices` are the emulated ones the config asks for (appliance/rig/ attaches them)."""
+    features and flush the store. Returns the exit status: 0, or RESTART_EXIT after a switch of
+    releases (systemd starts the appliance again, from the release now linked).
+    `summary_heading` starts each summary (the demo's page URL); `board` lets a caller watch
+    the run (tests do); `on_http_started` gets the status page's URL once it listens (with an
+    [http] table); `devices` are the emulated ones the config asks for (appliance/rig/
+    attaches them)."""
     board = board or StatusBoard(config.gateway.id)
+    stop = stop or asyncio.Event()
+    releases = open_releases(config, board, stop)
     board.zone = config.gateway.zone()
     http_token = config.http.read_token() if config.http is not None else None
     blocks: asyncio.Queue[SampleBlock] = asyncio.Queue(QUEUE_BLOCKS)
@@ -195,9 +203,12 @@ async def run_appliance(
         if uplink_config is not None:
             pipeline.uplink = build_uplink(
                 uplink_config, store.delivery, pipeline.new_records, models,
-                home_assistant(config, board),
+                home_assistant(config, board), releases,
             )  # fmt: skip
             board.uplink = pipeline.uplink.status
+            if releases is not None:
+                releases.on_change = pipeline.uplink.status_changed
+        pipeline.releases = releases
         if sms_config is not None:
             pipeline.sms = await open_sms(
                 sms_config, store.sms_queue, board, devices, pipeline.new_records.set
@@ -225,11 +236,13 @@ async def run_appliance(
                             {name: engine.feature_names for name, engine in engines.items()},
                             board.zone,
                         ),
+                        releases=releases,
                     )
                 )
             if devices is not None:  # the emulated MCUs stream from now on, as capture starts
                 await stack.enter_async_context(devices.running(_on_sms_delivered(pipeline.sms)))
-            await _run_tasks(pipeline, stop or asyncio.Event(), seconds, printer, summary_every)
+            await _run_tasks(pipeline, stop, seconds, printer, summary_every)
+    return releases.exit_status if releases is not None else 0
 
 
 def _on_sms_delivered(sms: SmsService | None) -> Callable[[ShownSms], None]:
@@ -297,6 +310,9 @@ async def _run_tasks(
             summary = group.create_task(printer.run(summary_every), name="summary")
         watchdog = group.create_task(p.notifier.feed_watchdog(), name="watchdog")
         p.notifier.notify("READY=1")
+        releases = None
+        if p.releases is not None:  # a release on trial counts from READY on
+            releases = group.create_task(p.releases.run(lambda: unhealthy(p)), name="releases")
         log.info("appliance_started", gateway=p.board.gateway_id, assets=sorted(p.engines))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -305,6 +321,8 @@ async def _run_tasks(
         p.notifier.notify("STOPPING=1")
         if models is not None:
             await _cancel(models)  # an install in progress finishes or never happened
+        if releases is not None:
+            await _cancel(releases)
         await _cancel(*capture)
         await _drain(p.blocks)
         await _cancel(features)
@@ -323,6 +341,38 @@ async def _run_tasks(
             printer.print_once(final=True)
         await _cancel(watchdog)
     log.info("appliance_stopped", rows_written=p.recorder.stats.rows_written)
+
+
+def unhealthy(p: Pipeline) -> str | None:
+    """What a release on trial still lacks (READY is sent before this is asked): a feature
+    window from every asset, a scored window from every asset with a model, the uplink
+    connected when there is one. None once it has it all."""
+    quiet = [asset for asset in p.engines if p.board.asset(asset).vectors == 0]
+    if quiet:
+        return f"no feature window yet from {', '.join(sorted(quiet))}"
+    unscored = [
+        asset
+        for asset, scoring in p.scorings.items()
+        if scoring.detector is not None and p.board.asset(asset).scores == 0
+    ]
+    if unscored:
+        return f"no window scored yet for {', '.join(sorted(unscored))}"
+    if p.board.uplink is not None and not p.board.uplink.connected:
+        return "the uplink has not connected"
+    return None
+
+
+def open_releases(
+    config: ApplianceConfig, board: StatusBoard, stop: asyncio.Event
+) -> ReleaseManager | None:
+    """The release manager (None without a [release] table), its status on the board."""
+    if config.release is None:
+        return None
+    settings = release_settings(config.release, Path(config.store.path))
+    manager = ReleaseManager(settings, board, stop)
+    manager.open()
+    board.release = manager.status
+    return manager
 
 
 async def _drain(queue: asyncio.Queue[Any]) -> None:
@@ -399,23 +449,57 @@ def build_uplink(
     new_data: asyncio.Event,
     models: ModelManager | None,
     home: HomeAssistant | None = None,
+    releases: ReleaseManager | None = None,
 ) -> Uplink:
     """The uplink; with a model manager it also takes model commands and publishes the active
-    models in its retained status; with Home Assistant it announces to it on each connection."""
+    models in its retained status, with a release manager release commands and the release;
+    with Home Assistant it announces to it on each connection."""
     on_connected = home.serve if home is not None else None
-    if models is None:
+    if models is None and releases is None:
         return Uplink(settings, delivery, new_data=new_data, on_connected=on_connected)
-    status = models.status
     uplink = Uplink(
         settings,
         delivery,
         new_data=new_data,
-        commands=models.handle_command,
-        extra_status=lambda: {"models": dict(status.active)},
+        commands=command_handler(models, releases),
+        extra_status=lambda: extra_status(models, releases),
         on_connected=on_connected,
     )
-    models.on_change = uplink.status_changed
+    if models is not None:
+        models.on_change = uplink.status_changed
     return uplink
+
+
+def extra_status(models: ModelManager | None, releases: ReleaseManager | None) -> dict[str, Any]:
+    """What the retained online status adds: the active models, the release."""
+    extra: dict[str, Any] = {}
+    if models is not None:
+        extra["models"] = dict(models.status.active)
+    if releases is not None:
+        status = releases.status
+        trial = status.trial["version"] if status.trial is not None else None
+        failed = [f["version"] for f in status.failed]
+        extra["release"] = {"running": status.release, "confirmed": status.confirmed,
+                            "trial": trial, "failed": failed}  # fmt: skip
+    return extra
+
+
+def command_handler(models: ModelManager | None, releases: ReleaseManager | None) -> CommandHandler:
+    """Release commands to the release manager, the others to the model manager; a command
+    for a manager this gateway does not have is refused."""
+
+    async def handle(command: Command | RefusedCommand) -> dict[str, Any]:
+        if isinstance(command, Command) and command.action in RELEASE_ACTIONS:
+            if releases is None:
+                return {"accepted": False, "message": "no [release] table: this gateway "
+                        "takes no appliance updates over the air"}  # fmt: skip
+            return await releases.handle_command(command)
+        if models is None:
+            return {"accepted": False, "message": "no [models] table: this gateway takes "
+                    "no model commands"}  # fmt: skip
+        return await models.handle_command(command)
+
+    return handle
 
 
 def build_uplink_settings(config: ApplianceConfig) -> UplinkSettings | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
-from typing import Protocol
+from typing import Any, Protocol
 
 from appliance.diagnosis.live import Diagnosed
 from appliance.records import Alert, EpisodeVerdict, FeatureVector, Score, Severity
@@ -283,6 +283,12 @@ class ModelsView(Protocol):
     def outcomes(self) -> Iterable[OutcomeView]: ...
 
 
+class ReleaseView(Protocol):
+    """The release manager's status (appliance/ota/release/manager.py)."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 class QueueView(Protocol):
     def qsize(self) -> int: ...
 
@@ -316,6 +322,8 @@ class StatusBoard:
     """The SMS sender's status; None without an [sms] table."""
     models: ModelsView | None = None
     """The model manager's status; None without a [models] table."""
+    release: ReleaseView | None = None
+    """The release manager's status; None without a [release] table."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def asset(self, name: str) -> AssetStatus:

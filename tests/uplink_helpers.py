@@ -24,7 +24,7 @@ from waiting import cancel_and_wait
 from appliance.config import BrokerAddress
 from appliance.records import Alert, FeatureVector, Score
 from appliance.store import StoredRecord
-from appliance.uplink.schema import SeqRecord, decode_part, encode_ack
+from appliance.uplink.schema import Part, SeqRecord, decode_part, encode_ack
 from appliance.uplink.settings import UplinkSettings
 
 GATEWAY = "gw-a"
@@ -138,6 +138,8 @@ class FakeReceiver:
     records: dict[int, StoredRecord] = field(default_factory=dict)
     duplicates: int = 0
     acked: int = 0
+    summaries: list[Part] = field(default_factory=list)
+    """Summary parts (the summary profile), as received."""
     _splits: dict[tuple[int, int, int], set[int]] = field(default_factory=dict)
     _complete: set[tuple[int, int]] = field(default_factory=set)
     _client: aiomqtt.Client | None = None
@@ -152,6 +154,17 @@ class FakeReceiver:
                 if lo <= end < hi:
                     end, moved = hi, True
         return end
+
+    def summarised(self) -> set[int]:
+        """Seqs accounted only by the summary part of a complete range: neither received in
+        full nor absent on the gateway (PROTOCOL.md, "Uplink profiles")."""
+        seqs: set[int] = set()
+        for part in self.summaries:
+            assert part.summary is not None
+            if len(self._splits.get((part.lo, part.hi, part.parts), ())) == part.parts:
+                absent = {s for first, last in part.summary.absent for s in range(first, last + 1)}
+                seqs |= set(range(part.lo + 1, part.hi + 1)) - absent
+        return seqs - self.records.keys()
 
     def ranges(self) -> list[tuple[int, int]]:
         """Distinct ranges in the order their first part arrived."""
@@ -183,6 +196,10 @@ class FakeReceiver:
             )
         )  # fmt: skip
         self._store_records(part.records)
+        if part.summary is not None:
+            self.summaries.append(part)
+            for nested in part.summary.promoted:
+                self._store_records(nested.records)
         split = self._splits.setdefault((part.lo, part.hi, part.parts), set())
         split.add(part.part)
         if len(split) == part.parts:

@@ -22,6 +22,7 @@ from appliance.config import ApplianceConfig, load_config
 from appliance.errors import ApplianceError, ConfigError
 from appliance.logging import configure_logging
 from appliance.ota.cli import add_model_commands
+from appliance.ota.release.cli import add_release_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(commands)
     add_train_command(commands)
     add_model_commands(commands)
+    add_release_commands(commands)
     return parser
 
 
@@ -115,6 +117,10 @@ def _check_usable(config: ApplianceConfig) -> None:
         sms_settings(config.gateway.id, config.sms)  # the PIN file is readable
     if config.models is not None:
         ota_settings(config.models, Path(config.store.path))  # the keys parse, files readable
+    if config.release is not None:
+        from appliance.ota.release.manager import release_settings
+
+        release_settings(config.release, Path(config.store.path))
     build_feature_engines(config)
     rig.check(config)  # the emulated faults parse
 
@@ -123,5 +129,4 @@ def _run(args: argparse.Namespace) -> int:
     from appliance.rig import run_appliance
 
     config = load_checked_config(args.config)
-    asyncio.run(run_appliance(config, seconds=args.seconds))
-    return 0
+    return asyncio.run(run_appliance(config, seconds=args.seconds))

@@ -38,9 +38,18 @@ Record = Callable[[Outcome], Outcome]
 
 class Inbox:
     def __init__(
-        self, directory: Path, poll_s: float, install: Install, rollback: Rollback, record: Record
+        self,
+        directory: Path,
+        poll_s: float,
+        install: Install,
+        rollback: Rollback,
+        record: Record,
+        max_bytes: int = MAX_ARCHIVE_BYTES,
     ) -> None:
+        """`max_bytes`: the biggest archive taken (model bundles; appliance releases are
+        bigger)."""
         self.directory = directory
+        self._max_bytes = max_bytes
         self._poll_s = poll_s
         self._install = install
         self._rollback = rollback
@@ -82,12 +91,12 @@ class Inbox:
     async def _take(self, path: Path) -> None:
         source = f"inbox:{path.name}"
         try:
-            data = await asyncio.to_thread(_read_limited, path, MAX_ARCHIVE_BYTES)
+            data = await asyncio.to_thread(_read_limited, path, self._max_bytes)
         except OSError as exc:
             self._leave(path, f"unreadable: {exc}")
             return
         if data is None:
-            problem = f"archive: more than {MAX_ARCHIVE_BYTES} bytes"
+            problem = f"archive: more than {self._max_bytes} bytes"
             outcome = self._record(Outcome(False, "install", source, None, None, problem))
         elif path.suffix == SUFFIX:
             outcome = await self._install(data, source)

@@ -3,6 +3,7 @@ the library and inbox directories resolved, the canary and probation limits."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +34,10 @@ class OtaSettings:
 
 def ota_settings(models: ModelsConfig, store_path: Path) -> OtaSettings:
     """ConfigError naming the key or file that is wrong."""
-    keys = []
-    for i, text in enumerate(models.public_keys):
-        keys.append(_key(text, f"models.public_keys[{i}]"))
-    for path in models.public_key_files:
-        text = read_text_file("models.public_key_files", path)  # bounded: not /dev/zero
-        keys.append(_key(text, f"models.public_key_files: {path}"))
+    keys = trusted_keys("models", models.public_keys, models.public_key_files)
     here = store_path.parent
     return OtaSettings(
-        keys=tuple(keys),
+        keys=keys,
         directory=Path(models.directory) if models.directory else here / "ota-models",
         inbox=Path(models.inbox) if models.inbox else here / "model-inbox",
         inbox_poll_s=models.inbox_poll_s,
@@ -61,6 +57,20 @@ def models_settings(config: ApplianceConfig, path: Path) -> OtaSettings:
     if config.models is None:
         raise ConfigError(f"{path}: no [models] table: this gateway takes no over-the-air models")
     return ota_settings(config.models, Path(config.store.path))
+
+
+def trusted_keys(
+    table: str, texts: Sequence[str], files: Sequence[str]
+) -> tuple[Ed25519PublicKey, ...]:
+    """The keys of a table's public_keys and public_key_files; ConfigError naming the one that
+    is wrong ([models] and [release] alike)."""
+    keys = []
+    for i, text in enumerate(texts):
+        keys.append(_key(text, f"{table}.public_keys[{i}]"))
+    for path in files:
+        text = read_text_file(f"{table}.public_key_files", path)  # bounded: not /dev/zero
+        keys.append(_key(text, f"{table}.public_key_files: {path}"))
+    return tuple(keys)
 
 
 def _key(text: str, where: str) -> Ed25519PublicKey:

@@ -126,10 +126,11 @@ def check(config: ApplianceConfig) -> None:
             _faults(device)
 
 
-async def run_appliance(config: ApplianceConfig, **options: Any) -> None:
-    """appliance.app.run_appliance with the rig attached for the config's emulated parts."""
+async def run_appliance(config: ApplianceConfig, **options: Any) -> int:
+    """appliance.app.run_appliance with the rig attached for the config's emulated parts;
+    its exit status."""
     async with attach(config) as rig:
-        await app.run_appliance(config, devices=rig, **options)
+        return await app.run_appliance(config, devices=rig, **options)
 
 
 def emulated_mcu(device: SerialConfig, port: str, machine_given: Sequence[str] = ()) -> EmulatedMcu:

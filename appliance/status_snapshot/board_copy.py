@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from datetime import tzinfo
 from typing import Any, TypeVar
 
+from appliance import __version__
 from appliance.diagnosis.live import Diagnosed
 from appliance.records import Alert, FeatureVector, Score, Severity
 from appliance.status import (
@@ -213,6 +214,10 @@ class StatusSnapshot:
     uplink: UplinkSnapshot | None
     sms: SmsSnapshot | None
     models: ModelsSnapshot | None
+    version: str
+    """Of the appliance code running."""
+    release: Mapping[str, Any] | None
+    """The release manager's status (its own JSON-ready copy); None without [release]."""
 
 
 def snapshot(board: StatusBoard, now: float) -> StatusSnapshot:
@@ -232,6 +237,8 @@ def snapshot(board: StatusBoard, now: float) -> StatusSnapshot:
         uplink=uplink_snapshot(board.uplink, now) if board.uplink is not None else None,
         sms=sms_snapshot(board.sms) if board.sms is not None else None,
         models=models_snapshot(board.models) if board.models is not None else None,
+        version=__version__,
+        release=board.release.describe() if board.release is not None else None,
     )
 
 

@@ -30,6 +30,10 @@ log = structlog.get_logger(__name__)
 
 Action = Literal["install_model", "rollback_model", "fetch_records"]
 ACTIONS: Final = ("install_model", "rollback_model", "fetch_records")
+RELEASE_ACTIONS: Final = ("install_release", "rollback_release")
+"""Appliance updates (appliance/ota/release/): a signed release bundle, or back to the release
+before."""
+ReleaseAction = Literal["install_release", "rollback_release"]
 MAX_ID_CHARS = 64
 MAX_COMMAND_BYTES = 12 * 1024 * 1024
 """An 8 MiB bundle archive in base64 (10.7 MiB) and the rest of the command."""
@@ -51,7 +55,7 @@ def reply_topic(prefix: str, gateway: str) -> str:
 @dataclass(frozen=True)
 class Command:
     id: str
-    action: Action
+    action: Action | ReleaseAction
     bundle: bytes | None = None
     """install_model: the bundle archive (appliance/ota/archive.py)."""
     asset: str | None = None
@@ -166,6 +170,8 @@ def _command(body: dict[str, Any]) -> Command:
     if unknown:
         raise SchemaError(f"command {command_id}: unknown field(s) {', '.join(unknown[:5])}")
     action = body.get("action")
+    if action in RELEASE_ACTIONS:
+        return _release(body, command_id, action)
     if action == "install_model":
         return Command(
             command_id,
@@ -201,6 +207,12 @@ def _fetch(body: dict[str, Any], command_id: str) -> Command:
     asset = _asset(body, command_id)
     return Command(command_id, "fetch_records", asset=asset, since=since, until=until,
                    max_records=max_records)  # fmt: skip
+
+
+def _release(body: dict[str, Any], command_id: str, action: ReleaseAction) -> Command:
+    if action == "install_release":
+        return Command(command_id, action, bundle=_bundle(body.get("bundle"), command_id))
+    return Command(command_id, action)
 
 
 def _readable_id(body: dict[str, Any]) -> str | None:

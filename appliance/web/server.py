@@ -23,6 +23,8 @@ from appliance.detect.verdicts import MAX_NOTE_CHARS
 from appliance.errors import ConfigError, StoreError
 from appliance.ota.archive import MAX_ARCHIVE_BYTES
 from appliance.ota.manager import ModelManager, Outcome
+from appliance.ota.release.bundle import RELEASE_LIMITS
+from appliance.ota.release.manager import ReleaseManager
 from appliance.sms.sender import SmsIntake
 from appliance.status import StatusBoard
 from appliance.web import envelope, history, spectrum
@@ -49,6 +51,7 @@ STATE: web.AppKey[WebState] = web.AppKey("state", WebState)
 TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 MODELS: web.AppKey[ModelManager | None] = web.AppKey("models", ModelManager)
+RELEASES: web.AppKey[ReleaseManager | None] = web.AppKey("releases", ReleaseManager)
 SMS: web.AppKey[SmsIntake | None] = web.AppKey("sms", SmsIntake)
 LIMITS: web.AppKey[ConnectionLimits] = web.AppKey("limits", ConnectionLimits)
 
@@ -95,15 +98,18 @@ def build_app(
     limits: ConnectionLimits = DEFAULT_LIMITS,
     guard: ConnectionGuard | None = None,
     charts: ChartSources | None = None,
+    releases: ReleaseManager | None = None,
 ) -> web.Application:
     # Bodies are read only after the token is checked; the largest legitimate one is a bundle.
-    app = web.Application(client_max_size=MAX_ARCHIVE_BYTES, middlewares=[track_requests, refusals])
+    biggest = RELEASE_LIMITS.max_bytes if releases is not None else MAX_ARCHIVE_BYTES
+    app = web.Application(client_max_size=biggest, middlewares=[track_requests, refusals])
     app[LIMITS] = limits
     app[GUARD] = guard if guard is not None else ConnectionGuard(limits.max_connections)
     app[STATE] = state
     app[METRICS] = metrics_registry(state, app[GUARD].stats)
     app[TOKEN] = token
     app[MODELS] = models
+    app[RELEASES] = releases
     app[SMS] = sms
     app[STOPPING] = asyncio.Event()
     app[FEED] = EventFeed()
@@ -120,6 +126,8 @@ def build_app(
     app.router.add_post("/api/alerts/verdict", _judge)
     app.router.add_post("/api/models", _install_model)
     app.router.add_post("/api/models/rollback", _roll_back_model)
+    app.router.add_post("/api/release", _install_release)
+    app.router.add_post("/api/release/rollback", _roll_back_release)
     app.router.add_post("/api/sms/test", _test_sms)
 
     async def on_shutdown(app: web.Application) -> None:
@@ -142,11 +150,12 @@ async def serve_status(
     on_started: Callable[[str], None] | None = None,
     limits: ConnectionLimits = DEFAULT_LIMITS,
     charts: ChartSources | None = None,
+    releases: ReleaseManager | None = None,
 ) -> AsyncIterator[str]:
     """Serve the page while inside; yields its URL (the actual port when `port` is 0)."""
     state = WebState(board, store_dir, token_set=token is not None)
     guard = ConnectionGuard(limits.max_connections)
-    app = build_app(state, token, models, sms, limits, guard, charts)
+    app = build_app(state, token, models, sms, limits, guard, charts, releases)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -399,6 +408,40 @@ async def _roll_back_model(request: web.Request) -> web.Response:
     log.info("model_rollback_requested", peer=request.remote, asset=asset)
     reason = "rollback requested on the status page"
     return _answer(await models.rollback(asset, reason, source=f"http:{request.remote}"), 409)
+
+
+def _releases(request: web.Request) -> ReleaseManager | web.Response:
+    """The release manager once the token is checked, or the refusal to answer."""
+    if (refusal := _unauthorised(request)) is not None:
+        return refusal
+    releases = request.app[RELEASES]
+    if releases is None:
+        return _refuse(403, "appliance updates are disabled: no [release] table in the config")
+    return releases
+
+
+async def _install_release(request: web.Request) -> web.Response:
+    """The body is a release archive (ota/release/bundle.py); accepted, the appliance restarts
+    into it for its trial."""
+    releases = _releases(request)
+    if isinstance(releases, web.Response):
+        return releases
+    if request.content_type not in ARCHIVE_TYPES:
+        return _refuse(
+            415, f"send the release archive as the body, as {' or '.join(ARCHIVE_TYPES)}"
+        )
+    data = await _read_body(request, RELEASE_LIMITS.max_bytes, "release archive")
+    log.info("release_upload", peer=request.remote, bytes=len(data))
+    return _answer(await releases.install(data, source=f"http:{request.remote}"), 422)
+
+
+async def _roll_back_release(request: web.Request) -> web.Response:
+    releases = _releases(request)
+    if isinstance(releases, web.Response):
+        return releases
+    log.info("release_rollback_requested", peer=request.remote)
+    reason = "rollback requested on the status page"
+    return _answer(await releases.rollback(reason, source=f"http:{request.remote}"), 409)
 
 
 async def _test_sms(request: web.Request) -> web.Response:

@@ -166,6 +166,8 @@ class WebState:
                 "uplink": uplink_json(status.uplink),
                 "sms": sms_json(status.sms),
                 "models": models_json(status.models, zone),
+                "version": status.version,
+                "release": status.release if status.release is not None else {"enabled": False},
                 "process": self._process(),
             }
         )

@@ -6,6 +6,7 @@ table (a re-sent one ignored) and are exported."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -55,14 +56,20 @@ async def ranges(store: Store) -> list[list[Part]]:
     his.append(await windows(store, T0 + 80, 10))
     his.append(await windows(store, T0 + 90, 100))
     sent = []
-    for lo, hi in zip(his, his[1:], strict=False):
+    for lo, hi in itertools.pairwise(his):
         found = await store.delivery.outbox_range(lo, hi - lo, hi)
         assert found is not None
         inputs = await store.delivery.summary_inputs(found, MARGIN_S)
         parts = summary_parts("gw-a", lo, hi, found.records, inputs, MARGIN_S)
         topics = [f"appliance/gw-a/{part.kind}/{part.asset}" for part in parts]
-        sent.append([decode_part(encode_part(p, "binary"), t) for p, t in zip(parts, topics, strict=True)])
+        sent.append(
+            [decode_part(encode_part(p, "binary"), t) for p, t in zip(parts, topics, strict=True)]
+        )
     return sent
+
+
+def through_the_wire(part: Part) -> Part:
+    return decode_part(encode_part(part, "binary"), f"appliance/gw-a/{part.kind}/{part.asset}")
 
 
 async def status(db: Database) -> dict[str, object]:
@@ -108,9 +115,7 @@ async def test_summarised_seqs_are_accounted_and_windows_in_full_stored_once(
     assert tuple(exported["names"]) == NAMES
 
 
-async def test_a_range_that_never_came_is_still_a_hole(
-    db: Database, gateway_store: Store
-) -> None:
+async def test_a_range_that_never_came_is_still_a_hole(db: Database, gateway_store: Store) -> None:
     first, second, third = await ranges(gateway_store)
 
     for part in [*first, *third]:

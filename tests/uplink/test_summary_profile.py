@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from broker import Broker
+from uplink_helpers import FakeReceiver, running, settings_for, wait_for_value
 
 from appliance.records import Alert, FeatureVector, Score
 from appliance.store import Store, StoredRecord, StoreSettings
+from appliance.uplink.publisher import Uplink
 from appliance.uplink.schema import Part, decode_part, encode_part
 from appliance.uplink.summary import record_time, summary_parts
 
@@ -137,3 +140,32 @@ async def test_windows_summarised_before_a_raise_are_promoted_exactly_once(store
     expected = [seq for seq, r in history if not isinstance(r, Alert) and record_time(r) >= T0 + 30]
     assert delivered == expected, "every window from the margin on, in full, once"
     assert all(seq <= first_hi for seq in promoted)
+
+
+async def test_live_in_the_summary_profile_alarms_arrive_in_full_and_the_rest_is_accounted(
+    broker: Broker, store: Store
+) -> None:
+    receiver = FakeReceiver(broker)
+    settings = settings_for(broker, detail="summary", summary_margin_s=MARGIN_S, live_batch_s=0.0)
+    uplink = Uplink(settings, store.delivery)
+    raise_alert = Alert("pump-1", T0 + 50, "critical", "anomaly_raised", "x")
+    clear_alert = Alert("pump-1", T0 + 60.5, "warning", "anomaly_cleared", "x")
+
+    async with running(receiver.run()), running(uplink.run()):
+        await stored_windows(store, "pump-1", T0, 50)
+        await wait_for_value(store.delivery.acked_seq, 100, "the windows before the alarm")
+        await store.recorder.add_records([raise_alert])
+        await stored_windows(store, "pump-1", T0 + 50, 11)
+        await store.recorder.add_records([clear_alert])
+        await stored_windows(store, "pump-1", T0 + 61, 70)
+        last = await store.delivery.latest_seq()
+        await wait_for_value(store.delivery.acked_seq, last, "everything accounted")
+
+    history = await store.history.outbox(limit=1000)
+    in_alarm = {seq for seq, r in history if T0 + 30 <= record_time(r) <= T0 + 60.5}
+    assert in_alarm <= receiver.records.keys(), "the margin and the episode in full"
+    assert receiver.duplicates == 0
+    assert receiver.records.keys() | receiver.summarised() == set(range(1, last + 1))
+    assert not receiver.records.keys() & receiver.summarised()
+    minutes = [m.minute for p in receiver.summaries if p.summary for m in p.summary.minutes]
+    assert minutes == [int(T0), int(T0) + 60], "each closed minute once"
