@@ -120,7 +120,8 @@ async def ask(
     answers: list[dict[str, object]] = []
     async with aiomqtt.Client(**broker.client_args(MODELLER)) as client:
         await client.subscribe(f"appliance/{GATEWAY}/reply", qos=1)
-        await client.publish(f"appliance/{GATEWAY}/command", unanswerable, qos=1)
+        if unanswerable:
+            await client.publish(f"appliance/{GATEWAY}/command", unanswerable, qos=1)
         for payload in payloads:
             await client.publish(f"appliance/{GATEWAY}/command", payload, qos=1)
             async with asyncio.timeout(20):
@@ -212,3 +213,48 @@ async def test_the_fetch_command_end_to_end_and_its_errors(
     assert refused[0] == EXIT_REFUSED and "unknown asset 'pump-9'" in refused[1], refused[1]
     assert unknown[0] == 2 and "unknown gateway 'gw-z'" in unknown[1], unknown[1]
     assert offline[0] == EXIT_NOT_LANDED and "gateway gw-a is offline" in offline[1], offline[1]
+
+
+async def test_a_fetch_cut_by_a_broker_restart_goes_on_from_its_last_acknowledged_batch(
+    broker: Broker, store: Store, start_receiver: ReceiverFactory, db_url: str
+) -> None:
+    await start_receiver(client_id="rx-fetch")  # a persistent session: nothing lost meanwhile
+    gate = asyncio.Event()
+    gate.set()
+    held = asyncio.Event()
+
+    async def pace(seconds: float) -> None:  # the replay's wait: held while the gate is shut
+        held.set()
+        await gate.wait()
+        await asyncio.sleep(seconds)
+
+    settings = settings_for(broker, replay_records_per_s=200.0, max_records_per_message=4)
+    uplink = Uplink(settings, store.delivery, pace=pace)
+    async with running(uplink.run()):
+        await wait_for_value(store.delivery.acked_seq, 60, "everything acknowledged")
+        with sqlite3.connect(db_path(db_url)) as db:
+            for table in ("features", "scores", "alerts"):
+                db.execute(f"DELETE FROM {table} WHERE asset = 'pump-1'")
+        gate.clear()
+        held.clear()
+        (accepted,) = await ask(broker, b"", [command("cut")])
+        await held.wait()  # a batch went, the next one waits for its turn
+        sent_before = uplink.fetches.job.sent if uplink.fetches.job else 0
+        broker.stop()
+        await wait_for_value(lambda: asyncio.sleep(0, uplink.status.connected), False, "down")
+        broker.start()
+        gate.set()
+        await wait_for_value(lambda: asyncio.sleep(0, uplink.fetches.done), 1, "the fetch done")
+        connections = uplink.status.connections
+
+    wanted = [
+        seq for seq, record in await store.history.outbox(limit=100)
+        if record.asset == "pump-1" and SINCE <= record_time(record) < UNTIL
+    ]  # fmt: skip
+    assert accepted["records"] == len(wanted) and 0 < sent_before < len(wanted)
+    assert connections >= 2, "the fetch went on on the next connection"
+    await wait_for_value(lambda: landed_seqs(db_url), wanted, "every record of the fetch")
+
+
+async def landed_seqs(db_url: str) -> list[int]:
+    return sorted(itertools.chain(*rows_of(db_url, "pump-1").values()))
