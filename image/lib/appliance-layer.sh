@@ -53,25 +53,52 @@ fetch_wheels() {
     log "appliance wheel: $(basename "$APP_WHEEL")"
 }
 
+# The first release (docs/IMAGE.md "Appliance updates over the air"): the pinned wheels and the
+# appliance wheel in /opt/appliance/wheels (the pool later releases are built from), a venv in
+# /opt/appliance/releases/<version>, its release-manifest.json (every wheel with its sha256,
+# written last: the release is complete), and the `current` and `confirmed` links to it.
 install_venv() {
-    local stage=/tmp/appliance-install
-    mkdir -p "$R$stage"
-    cp "$WHEELS"/*.whl "$APP_WHEEL" "$SRC/image/requirements-arm64.txt" "$R$stage/"
-    in_root /usr/bin/python3 -m venv /opt/appliance/venv
-    in_root /opt/appliance/venv/bin/python -m pip install --quiet --no-index --no-deps \
-        --require-hashes --find-links "$stage" -r "$stage/requirements-arm64.txt" \
+    local opt=/opt/appliance version venv
+    version="$(basename "$APP_WHEEL" | cut -d- -f2)"
+    venv="$opt/releases/$version"
+    mkdir -p "$R$opt/wheels" "$R$opt/releases"
+    python3 - "$SRC/image/requirements-arm64.txt" "$WHEELS" "$APP_WHEEL" "$R$opt/wheels" \
+        > "$W/release-manifest.json" <<'PY' || die "the first release's wheels do not match the lock"
+import hashlib, json, re, shutil, sys
+from pathlib import Path
+lock, cache, app, pool = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+pinned = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", Path(lock).read_text()))
+wheels = {}
+for path in [*sorted(cache.glob("*.whl")), app]:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if path == app or digest in pinned:  # the cache keeps wheels of older locks too
+        wheels[path.name] = digest
+        shutil.copyfile(path, pool / path.name)
+version = app.name.split("-")[1]
+print(json.dumps({"format": "appliance-release/1", "version": version,
+                  "wheels": dict(sorted(wheels.items()))}, indent=1))
+PY
+    in_root /usr/bin/python3 -m venv "$venv"
+    install -m 0644 "$SRC/image/requirements-arm64.txt" "$R/tmp/requirements-arm64.txt"
+    in_root "$venv/bin/python" -m pip install --quiet --no-index --no-deps \
+        --require-hashes --find-links "$opt/wheels" -r /tmp/requirements-arm64.txt \
         || die "pip install of the pinned wheels in the image failed"
-    in_root /opt/appliance/venv/bin/python -m pip install --quiet --no-index --no-deps \
-        "$stage/$(basename "$APP_WHEEL")" || die "pip install of the appliance wheel failed"
-    rm -rf "${R:?}$stage"
-    in_root /opt/appliance/venv/bin/python -m pip check || die "pip check in the image venv failed"
+    rm -f "$R/tmp/requirements-arm64.txt"
+    in_root "$venv/bin/python" -m pip install --quiet --no-index --no-deps \
+        "$opt/wheels/$(basename "$APP_WHEEL")" || die "pip install of the appliance wheel failed"
+    in_root "$venv/bin/python" -m pip check || die "pip check in the image venv failed"
+    install -m 0644 "$W/release-manifest.json" "$R$venv/release-manifest.json"
+    ln -sfn "releases/$version" "$R$opt/current"
+    ln -sfn "releases/$version" "$R$opt/confirmed"
     # Imports every runtime module that needs a native library (arm64 wheels, under qemu-user).
-    in_root /opt/appliance/venv/bin/python -c '
+    in_root "$venv/bin/python" -c '
 import numpy, scipy.signal, aiohttp, pydantic, yarl, ai_edge_litert.interpreter, serial_asyncio
 import appliance.cli, appliance.app
 print("imports ok: numpy", numpy.__version__, "scipy", scipy.__version__)' \
         || die "the appliance does not import in the image (arm64)"
-    ln -sf /opt/appliance/venv/bin/appliance "$R/usr/local/bin/appliance"
+    in_root "$opt/confirmed/bin/python" -m appliance.ota.release.guard "$opt" \
+        | grep -q "running $version" || die "the release guard does not see release $version"
+    ln -sf /opt/appliance/current/bin/appliance "$R/usr/local/bin/appliance"
 }
 
 # The config.txt overlays of image/boot/overlays/ (docs/IMAGE.md "Pins"): compiled on the host,
@@ -131,6 +158,8 @@ install_system_files() {
     in_root useradd --system --user-group --home-dir /var/lib/appliance --no-create-home \
         --shell /usr/sbin/nologin --groups dialout,i2c --comment "edge appliance" appliance
     in_root chgrp appliance /etc/appliance
+    # the service builds new releases beside the running one and switches the links (ReadWritePaths)
+    in_root chown -R appliance:appliance /opt/appliance
     in_root useradd --create-home --shell /bin/bash --groups sudo,adm,systemd-journal --comment "appliance admin" admin
     in_root passwd -l admin >/dev/null
     in_root passwd -l root >/dev/null

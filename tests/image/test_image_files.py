@@ -60,8 +60,14 @@ def test_appliance_unit_contract() -> None:
     assert unit["StateDirectory"] == ["appliance"]
     assert unit["Restart"] == ["on-failure"]
     assert unit["WatchdogSec"] and unit["ExecStart"] == [
-        "/opt/appliance/venv/bin/appliance run --config /etc/appliance/gateway.toml"
+        "/opt/appliance/current/bin/appliance run --config /etc/appliance/gateway.toml"
     ]
+    # releases: the start guard first, from the confirmed release; a switch restarts (75)
+    assert unit["ExecStartPre"][0] == (
+        "/opt/appliance/confirmed/bin/python -m appliance.ota.release.guard /opt/appliance"
+    )
+    assert unit["RestartForceExitStatus"] == ["75"]
+    assert unit["ReadWritePaths"] == ["/opt/appliance"]
     assert unit["CapabilityBoundingSet"] == [""]
     assert unit["DevicePolicy"] == ["closed"]
     assert "AF_UNIX" in unit["RestrictAddressFamilies"][0]  # sd_notify
