@@ -185,7 +185,9 @@ class Exchange:
                 if reply.outcome.get("accepted") is not True:
                     raise FetchFailed(f"gateway {reply.gateway}: {reply.outcome.get('message')}",
                                       EXIT_REFUSED)  # fmt: skip
-                done = done or reply.outcome.get("state") == "done"
+                if reply.outcome.get("state") == "done":
+                    done = True
+                    total = int(reply.outcome.get("sent", total))  # less if evicted meanwhile
                 progress_at = time.monotonic()
             count = await self._count(first, last)
             if count != landed:

@@ -102,12 +102,13 @@ class Delivery:
         return await self._db.read("a fetch's span", lambda db: fetch_span(db, asset, since, until))
 
     async def fetch_batch(
-        self, asset: str, since: float, until: float, after_seq: int, limit: int
+        self, asset: str, since: float, until: float, seqs: tuple[int, int], limit: int
     ) -> list[tuple[int, StoredRecord]]:
-        """The next `limit` of those records with seq > after_seq, in seq order."""
+        """The next `limit` of those records with seqs[0] < seq <= seqs[1], in seq order."""
+        after, up_to = seqs
         return await self._db.read(
             "a fetch's records",
-            lambda db: fetch_batch(db, self._schemas, asset, since, until, after_seq, limit),
+            lambda db: fetch_batch(db, self._schemas, asset, since, until, after, up_to, limit),
         )
 
     async def stored_assets(self) -> list[str]:

@@ -67,16 +67,17 @@ def fetch_batch(
     since: float,
     until: float,
     after_seq: int,
+    up_to_seq: int,
     limit: int,
 ) -> list[tuple[int, StoredRecord]]:
-    """The asset's records with since <= t < until and seq > after_seq, at most `limit`, in seq
-    order."""
+    """The asset's records with since <= t < until and after_seq < seq <= up_to_seq, at most
+    `limit`, in seq order."""
     merged: list[tuple[int, StoredRecord]] = []
     for table, (time_column, columns) in TABLES.items():
         rows = db.execute(
-            f"SELECT seq, {columns} FROM {table} WHERE asset = ? AND seq > ? "
+            f"SELECT seq, {columns} FROM {table} WHERE asset = ? AND seq > ? AND seq <= ? "
             f"AND {time_column} >= ? AND {time_column} < ? ORDER BY seq LIMIT ?",
-            (asset, after_seq, since, until, limit),
+            (asset, after_seq, up_to_seq, since, until, limit),
         ).fetchall()
         if table == "features":
             merged.extend(feature_rows(db, schemas, rows))

@@ -169,7 +169,7 @@ class Fetches:
         while job.after_seq < job.last_seq:
             await pacer.wait()
             batch = await self._delivery.fetch_batch(
-                job.asset, job.since, job.until, job.after_seq, link.read_limit()
+                job.asset, job.since, job.until, (job.after_seq, job.last_seq), link.read_limit()
             )
             if not batch:  # evicted meanwhile: nothing more to send
                 job.after_seq = job.last_seq
