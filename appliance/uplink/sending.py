@@ -42,6 +42,7 @@ from appliance.uplink.ranges import (
     encode_range,
 )
 from appliance.uplink.settings import UplinkSettings
+from appliance.uplink.summary import Splitter, summary_splitter
 
 ALERT_LEVEL = "/alerts/"
 """A data topic's kind level (`<prefix>/<gateway>/alerts/<asset>`)."""
@@ -342,7 +343,8 @@ class Senders:
             return Prepared(known.lo, known.hi, known.records, [])
         found = await self._delivery.outbox_range(lo, known.hi - lo, known.hi)
         if found is not None:
-            prepared = await asyncio.to_thread(self._encode_range, found, 2**62)
+            split = await self._summary_split(found)
+            prepared = await asyncio.to_thread(self._encode_range, found, 2**62, split)
             same_split = (prepared.hi, len(prepared.messages)) == (known.hi, known.parts)
             if same_split:
                 left = sum(len(prepared.messages[part][1]) for part in known.to_send())
@@ -355,11 +357,23 @@ class Senders:
         if isinstance(found, Prepared):
             return found
         # Encoding hundreds of records takes a while: keep it off the event loop.
-        prepared = await asyncio.to_thread(self._encode_range, found, self._gauge.range_bytes)
+        split = await self._summary_split(found)
+        budget = self._gauge.range_bytes
+        prepared = await asyncio.to_thread(self._encode_range, found, budget, split)
         self._gauge.encoded(prepared.records, sum(len(p) for _, p in prepared.messages))
         return prepared
 
-    def _encode_range(self, found: OutboxRange, max_bytes: int) -> Prepared:
+    async def _summary_split(self, found: OutboxRange) -> Splitter | None:
+        """[uplink] detail = "summary": how the range is split, from what the store knows."""
+        s = self._settings
+        if s.detail != "summary":
+            return None
+        inputs = await self._delivery.summary_inputs(found, s.summary_margin_s)
+        return summary_splitter(s.gateway, inputs, s.summary_margin_s)
+
+    def _encode_range(
+        self, found: OutboxRange, max_bytes: int, split: Splitter | None = None
+    ) -> Prepared:
         """Every part this connection sends is encoded here, in [uplink] format."""
         return encode_range(
             found,
@@ -367,6 +381,7 @@ class Senders:
             self._settings.prefix,
             max_bytes,
             self._settings.wire_format,
+            split=split,
         )
 
     async def send(self, prepared: Prepared, *, live: bool) -> None:
