@@ -13,7 +13,9 @@ return):
 - with `--files`, each file's false-positive and missed rows, seeds summed (where the errors are).
 
 What-ifs on the errors (the scorer has neither): `--score` replays a PCA statistic or an AE + PCA
-ensemble; `--context Temperature:0.5,Thermocouple:0.5` weights those features' squared residuals
+ensemble; grid keys `adapt`, `n`, `centre`, `scale`, `recentre`, `slow` replay each file row by
+row with the model's input centred on a gated running estimate of normal (bench/cv_adapt.py);
+`--context Temperature:0.5,Thermocouple:0.5` weights those features' squared residuals
 down in the error's mean (weight 0 or no weight: left out), through the same cached int8 models.
 
 Then the cross-validated choice: for each fold held out, the setting with the smallest
@@ -39,6 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from cv_adapt import Adapt, Model, evaluate_adapted, open_model
 from sweep_skab import (
     PRECISIONS,
     FileErrors,
@@ -421,7 +424,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--folds", type=int, default=4, help="contiguous groups of files")
     parser.add_argument("--precision", choices=PRECISIONS, default="int8")
-    parser.add_argument("--grid", required=True)
+    parser.add_argument(
+        "--grid", action="append", required=True,
+        help="settings (every combination); repeat to measure the union of several grids",
+    )  # fmt: skip
     parser.add_argument("--detail", action="store_true", help="per seed and fold blocks")
     parser.add_argument("--files", action="store_true", help="per file fp/fn rows too")
     parser.add_argument("--cost", action="store_true", help="time score_row per setting instead")
@@ -448,8 +454,9 @@ def main() -> None:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     trainings = [TrainSettings(seed=seed) for seed in seeds]
     paths = find_skab_csvs(args.directory)
+    settings = [setting for spec in args.grid for setting in grid(spec)]
     if args.cost:
-        for setting in grid(args.grid):
+        for setting in settings:
             cost(paths[0], args.directory, setting, args.cache)
         return
     size = -(-len(paths) // args.folds)
@@ -458,11 +465,30 @@ def main() -> None:
     names = [p.name for p in paths]
     print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
     print(f"seeds {seeds}, precision {args.precision}, context {args.context or '-'}")
-    varying = [a.split("=")[0] for a in args.grid.split() if "," in a]
+    axes = [dict(a.split("=", 1) for a in spec.split()) for spec in args.grid]
+    keys = dict.fromkeys(key for spec in axes for key in spec)
+    values = {key: {spec.get(key) for spec in axes} for key in keys}
+    varying = [k for k in keys if len(values[k]) > 1 or any("," in (v or "") for v in values[k])]
     if not args.detail:
         print(COMPACT_HEADER)
     measured = []
-    for setting in grid(args.grid):
+    models: list[list[list[Model]]] = []
+    free_models: list[list[Model]] = []
+    for setting in settings:
+        adapt = Adapt.of(setting)
+        if adapt is not None:
+            if not models:
+                opened = [[open_model(p, args.directory, t, args.cache) for p in paths]
+                          for t in trainings]  # fmt: skip
+                models = [[m[i : i + size] for i in range(0, len(m), size)] for m in opened]
+                free_paths = find_skab_csvs(args.free) if args.free else []
+                free_models = [[open_model(p, args.free, t, args.cache) for p in free_paths]
+                               for t in trainings]  # fmt: skip
+            by_seed_fold = [[evaluate_adapted(fold, setting, adapt) for fold in f] for f in models]
+            free_alarmed = [evaluate_adapted(m, setting, adapt).far for m in free_models if m]
+            measured.append(Measured(setting, by_seed_fold, free_alarmed))
+            print(compact(measured[-1], varying), flush=True)
+            continue
         weight = axis_value(setting, "weight", 0.0)
         if weight not in loaded:
             weights = context_weights(args.context, weight)
