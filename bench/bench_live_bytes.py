@@ -12,9 +12,12 @@ message on, for --seconds:
 each scaled to a day and divided by the two assets.
 
 With --old REV the same runs first against that revision (a git worktree on PYTHONPATH) as the
-baseline.
+baseline. With --detail summary the rig runs twice, in the full profile first (the baseline of
+the same run) and then with [uplink] detail = "summary"; each run also checks delivery at the
+receiver: every seq up to its ack received in full or accounted by a summary part (none
+missing), none twice, every alert in full.
 
-    .venv/bin/python bench/bench_live_bytes.py [--seconds 180] [--old 7b09add]
+    .venv/bin/python bench/bench_live_bytes.py [--seconds 180] [--old 7b09add] [--detail summary]
 """
 
 from __future__ import annotations
@@ -77,28 +80,49 @@ class TopicCounter:
                 self.messages[kind] += 1
 
 
-def config_text(work: Path, broker: Broker, port: int) -> str:
+def config_text(work: Path, broker: Broker, port: int, detail: str = "full") -> str:
     url = broker.url(GATEWAY).replace(f":{broker.port}", f":{port}")
     uplink = demo_uplink(url, broker.ca_path)
+    if detail != "full":
+        uplink["detail"] = detail
     document = demo_config(work / "data", [], uplink=uplink, sms=False).model_dump(
         exclude_unset=True
     )
     return "\n".join(toml_pairs(document)) + "\n"
 
 
-async def measure(seconds: float) -> dict[str, Any]:
+async def measure(seconds: float, detail: str = "full") -> dict[str, Any]:
     logging.getLogger("mqtt").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="bench-live-bytes-") as directory:
         work = Path(directory)
         with deployed_broker(new_tls(work), users=(GATEWAY,)) as broker:
             async with LinkProxy(broker.port) as proxy:
                 config = work / "gateway.toml"
-                config.write_text(config_text(work, broker, proxy.port))
+                config.write_text(config_text(work, broker, proxy.port, detail))
                 counter = TopicCounter()
                 receiver = FakeReceiver(broker, gateway=GATEWAY, client_id="bench-receiver")
                 async with running(counter.run(broker)), running(receiver.run()):
                     with appliance_process(config, work / "appliance.log") as process:
-                        return await count_for(seconds, counter, proxy, process, work)
+                        figures = await count_for(seconds, counter, proxy, process, work)
+                return figures | delivery(receiver)
+
+
+def delivery(receiver: FakeReceiver) -> dict[str, Any]:
+    """Up to the receiver's ack: every seq in full or summarised, none twice."""
+    acked = receiver.acked
+    full = {seq for seq in receiver.records if seq <= acked}
+    summarised = {seq for seq in receiver.summarised() if seq <= acked}
+    alerts = sum(type(receiver.records[seq]).__name__ == "Alert" for seq in full)
+    minutes = sum(len(p.summary.minutes) for p in receiver.summaries if p.summary is not None)
+    return {
+        "receiver_acked_seq": acked,
+        "records_in_full": len(full),
+        "alerts_in_full": alerts,
+        "records_summarised": len(summarised),
+        "minutes_summarised": minutes,
+        "missing": acked - len(full | summarised),
+        "duplicates_dropped_by_receiver": receiver.duplicates,
+    }
 
 
 @contextlib.contextmanager
@@ -150,17 +174,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--old", help="also run this revision first, as the baseline")
+    parser.add_argument(
+        "--detail",
+        choices=("full", "summary"),
+        default="full",
+        help="the [uplink] profile; summary runs the full profile first as the baseline",
+    )
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sides: dict[str, dict[str, Any]] = {}
     if args.old:
         argv = ["--seconds", str(args.seconds)]
         sides[f"old {args.old}"] = run_old(args.old, argv, script=Path(__file__))
-    figures = asyncio.run(measure(args.seconds))
+    if args.detail != "full" and not args.json_only:
+        sides["full profile (this checkout)"] = asyncio.run(measure(args.seconds))
+        print(f"full: {json.dumps(sides['full profile (this checkout)'])}", flush=True)
+    figures = asyncio.run(measure(args.seconds, args.detail))
     if args.json_only:
         print(json.dumps(figures))
         return
-    sides["new (this checkout)"] = figures
+    sides[f"{args.detail} profile (this checkout)"] = figures
     print_sides(sides)
 
 

@@ -22,8 +22,13 @@ Scenarios:
 
 With --old REV the same scenario runs first against that revision (a git worktree on
 PYTHONPATH, this script and its helpers unchanged) as the baseline, then against this checkout.
+--detail summary runs the gateway in the summary uplink profile ([uplink] detail); the alerts
+then alternate between a raise and its clear (alarm episodes of --alert-every-s), and the
+delivery check counts a seq accounted by a summary part as delivered and checks that every
+alert and every window of an episode (and MARGIN_S before its raise) arrived in full.
 
     .venv/bin/python bench/bench_thin_link.py thin [--seconds 600] [--old 7b09add]
+    .venv/bin/python bench/bench_thin_link.py thin --detail summary [--seconds 600]
     .venv/bin/python bench/bench_thin_link.py outage [--outage-s 300] [--old 7b09add]
     .venv/bin/python bench/bench_thin_link.py reconnect [--old 7b09add]
 """
@@ -72,6 +77,8 @@ from appliance.uplink.schema import SeqRecord
 from appliance.uplink.settings import UplinkSettings
 
 ASSETS = ("pump-1", "compressor-2")
+MARGIN_S = 60.0
+"""[uplink] summary_margin_s in the summary profile (its default)."""
 
 
 @dataclass
@@ -94,8 +101,12 @@ class Producer:
     store: Store
     new_data: asyncio.Event
     alert_every_s: float
+    episodes: bool = False
+    """Alerts alternate between a raise and its clear (else all raises, never cleared)."""
     stored_at: dict[int, float] = field(default_factory=dict)
     alerts: list[int] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    """The episodes' (raise - MARGIN_S, clear) times of ASSETS[1] (episodes only)."""
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     async def run(self) -> None:
@@ -112,9 +123,7 @@ class Producer:
             alert = time.monotonic() >= next_alert
             if alert:
                 next_alert += self.alert_every_s
-                records.append(
-                    Alert(ASSETS[1], now_utc, "critical", "spike_raised", "accel_x spikes")
-                )
+                records.append(self._alert(now_utc))
             seqs = await self.store.recorder.add_records(records)
             stored = time.monotonic()
             for seq in seqs:
@@ -124,6 +133,15 @@ class Producer:
             self.new_data.set()
             tick += 1.0
             await asyncio.sleep(max(0.0, tick - time.monotonic()))
+
+    def _alert(self, now_utc: float) -> Alert:
+        raising = not self.episodes or len(self.alerts) % 2 == 0
+        if self.episodes and raising:
+            self.spans.append((now_utc - MARGIN_S, float("inf")))
+        elif self.episodes:
+            self.spans[-1] = (self.spans[-1][0], now_utc)
+        kind = "spike_raised" if raising else "spike_cleared"
+        return Alert(ASSETS[1], now_utc, "critical", kind, "accel_x spikes")
 
 
 @dataclass
@@ -155,12 +173,26 @@ class Rig:
             await asyncio.sleep(0.1)
         return time.monotonic() - started
 
-    def delivery_check(self, last: int) -> dict[str, int]:
+    async def delivery_check(self, last: int) -> dict[str, int]:
+        """Every seq received in full or accounted by a summary part, none twice; every alert
+        and every window of an episode (with the margin before it) in full."""
         got = set(self.receiver.records)
+        summarised = self.receiver.summarised()
+        stored = await self.store.history.outbox(limit=last + 1)
+        spans = self.producer.spans
+        in_alarm = {
+            seq
+            for seq, record in stored
+            if record.asset == ASSETS[1] and any(a <= time_of(record) <= b for a, b in spans)
+        }
+        wanted_in_full = in_alarm | set(self.producer.alerts)
         return {
             "last_seq": last,
-            "missing": len(set(range(1, last + 1)) - got),
+            "received_in_full": len(got),
+            "summarised": len(summarised),
+            "missing": len(set(range(1, last + 1)) - got - summarised),
             "unexpected": len(got - set(range(1, last + 1))),
+            "alerts_and_alarm_windows_not_in_full": len(wanted_in_full - got),
             "duplicates_dropped_by_receiver": self.receiver.duplicates,
         }
 
@@ -172,9 +204,16 @@ class Rig:
         ]
 
 
-def uplink_settings(broker: Broker, port: int) -> UplinkSettings:
-    """The defaults of the revision under test, pointed at the proxy."""
+def time_of(record: StoredRecord) -> float:
+    return record.window_end if isinstance(record, FeatureVector) else record.t
+
+
+def uplink_settings(broker: Broker, port: int, detail: str = "full") -> UplinkSettings:
+    """The defaults of the revision under test, pointed at the proxy (and the summary profile
+    when asked: older revisions have none)."""
+    profile: dict[str, Any] = {} if detail == "full" else {"detail": detail}
     return UplinkSettings(
+        **profile,
         gateway=GATEWAY,
         broker=BrokerAddress(True, broker.host, port),
         username=GATEWAY,
@@ -199,7 +238,9 @@ async def running(coroutine: Any) -> AsyncIterator[asyncio.Task[Any]]:
 
 
 @contextlib.asynccontextmanager
-async def rig(work: Path, rate: float | None, alert_every_s: float) -> AsyncIterator[Rig]:
+async def rig(
+    work: Path, rate: float | None, alert_every_s: float, detail: str = "full"
+) -> AsyncIterator[Rig]:
     with deployed_broker(new_tls(work)) as broker:
         async with (
             LinkProxy(broker.port, rate_bps=rate) as proxy,
@@ -207,8 +248,9 @@ async def rig(work: Path, rate: float | None, alert_every_s: float) -> AsyncIter
         ):
             new_data = asyncio.Event()
             receiver = TimedReceiver(broker, gateway=GATEWAY, client_id="bench-receiver")
-            producer = Producer(store, new_data, alert_every_s)
-            uplink = Uplink(uplink_settings(broker, proxy.port), store.delivery, new_data=new_data)
+            producer = Producer(store, new_data, alert_every_s, episodes=detail != "full")
+            settings = uplink_settings(broker, proxy.port, detail)
+            uplink = Uplink(settings, store.delivery, new_data=new_data)
             bench = Rig(broker, proxy, store, receiver, producer, uplink)
             async with running(receiver.run()), running(bench.sample_forever()):
                 yield bench
@@ -246,7 +288,7 @@ def backlog_series(samples: list[tuple[float, int, int]], every_s: float) -> lis
 
 
 async def scenario_thin(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    async with rig(work, args.rate or 2048.0, args.alert_every_s) as bench:
+    async with rig(work, args.rate or 2048.0, args.alert_every_s, args.detail) as bench:
         async with running(bench.uplink.run()), running(bench.producer.run()):
             await asyncio.sleep(args.seconds)
         bytes_up = bench.proxy.bytes_up  # through the throttle (not the drain after it)
@@ -267,7 +309,7 @@ async def scenario_thin(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "backlog_every_60s": backlog_series(bench.samples, 60.0),
             "wire_bytes_up_per_asset_day": round(bytes_up / args.seconds * 86400 / 2),
             "drained_after_unthrottle_s": rnd(drained_s),
-            **bench.delivery_check(last),
+            **await bench.delivery_check(last),
         }
 
 
@@ -307,7 +349,7 @@ async def scenario_outage(args: argparse.Namespace, work: Path) -> dict[str, Any
             "alert_latency_after_link_back_p99_s": rnd(percentile(live_latencies, 99)),
             "longest_ack_stall_after_link_back_s": round(longest_stall(after_back), 1),
             "backlog_every_60s": backlog_series(bench.samples, 60.0),
-            **bench.delivery_check(last),
+            **await bench.delivery_check(last),
         }
 
 
@@ -361,7 +403,7 @@ async def scenario_reconnect(args: argparse.Namespace, work: Path) -> dict[str, 
             "dead_s": args.dead_s,
             **dead,
             "connections": bench.uplink.status.connections,
-            **bench.delivery_check(last),
+            **await bench.delivery_check(last),
         }
 
 
@@ -418,6 +460,7 @@ def main() -> None:
     parser.add_argument("--restart-s", type=float, default=5.0)
     parser.add_argument("--dead-s", type=float, default=120.0)
     parser.add_argument("--alert-every-s", type=float, default=20.0)
+    parser.add_argument("--detail", choices=("full", "summary"), default="full")
     parser.add_argument("--old", help="also run this revision first, as the baseline")
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
