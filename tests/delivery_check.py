@@ -166,3 +166,58 @@ def compare(gateway: Side, last_seq: int, receiver: Side) -> Comparison:
 
 def first(seqs: Sequence[int], n: int = 10) -> str:
     return ", ".join(map(str, seqs[:n])) + (" ..." if len(seqs) > n else "")
+
+
+# --- the summary uplink profile (PROTOCOL.md, "Uplink profiles") ------------------------------
+
+COMPLETE_SUMMARISED_RANGES = """
+SELECT lo, hi, sum(records), max(kind = 'summary') FROM parts WHERE gateway = ?
+GROUP BY lo, hi, parts HAVING count(*) = parts
+"""
+
+
+@dataclass(frozen=True)
+class SummaryAccounting:
+    summarised: set[int]
+    """Seqs of complete ranges with a summary part that the receiver has not in full."""
+    ranges_not_adding_up: int
+    """Complete ranges with a summary part whose parts account for other than hi - lo seqs."""
+    minutes: int
+
+
+def summary_accounting(path: Path, gateway: str, in_full: set[int]) -> SummaryAccounting:
+    """From the receiver's parts table: which seqs complete ranges summarised (no eviction:
+    absent seqs are none), and whether each such range's parts add up to its span."""
+    summarised: set[int] = set()
+    wrong = 0
+    with sqlite3.connect(path) as db:
+        for lo, hi, records, has_summary in db.execute(COMPLETE_SUMMARISED_RANGES, (gateway,)):
+            if has_summary:
+                summarised |= set(range(lo + 1, hi + 1))
+                wrong += int(records) != hi - lo
+        (minutes,) = db.execute("SELECT count(*) FROM summaries WHERE gateway = ?", (gateway,))
+    db.close()
+    return SummaryAccounting(summarised - in_full, wrong, int(minutes[0]))
+
+
+def alarm_windows(gateway: Side, margin_s: float) -> set[int]:
+    """The gateway's windows (features and scores) in one of their asset's alarm episodes, or
+    within margin_s before its raise: `<family>_raised` to `<family>_cleared` per channel."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    opened: dict[tuple[str, str, Any], float] = {}
+    for _, key in sorted(gateway.records.items()):
+        if key[0] != "alerts":
+            continue
+        _, asset, t, _, kind, _, channel = key
+        family, _, edge = str(kind).rpartition("_")
+        if edge == "raised":
+            opened.setdefault((asset, family, channel), t)
+        elif edge == "cleared" and (asset, family, channel) in opened:
+            spans.setdefault(asset, []).append((opened.pop((asset, family, channel)), t))
+    for (asset, _, _), t in opened.items():
+        spans.setdefault(asset, []).append((t, math.inf))
+    return {
+        seq
+        for seq, key in gateway.records.items()
+        if key[0] != "alerts" and any(a - margin_s <= key[2] <= b for a, b in spans.get(key[1], []))
+    }

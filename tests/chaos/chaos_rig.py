@@ -73,7 +73,9 @@ def toml_pairs(table: Mapping[str, Any]) -> list[str]:
 LIVE_BATCH_S = 0.5
 
 
-def chaos_config(data_dir: Path, broker: Broker, *, stride_s: float, ack_timeout_s: float) -> str:
+def chaos_config(
+    data_dir: Path, broker: Broker, *, stride_s: float, ack_timeout_s: float, detail: str = "full"
+) -> str:
     """`appliance demo`'s rig as a config file: a short feature stride (many records), spikes on
     the second asset (alerts too), a size cap far above what the test writes (no eviction)."""
     uplink = demo_uplink(broker.url(GATEWAY), broker.ca_path)
@@ -86,6 +88,8 @@ def chaos_config(data_dir: Path, broker: Broker, *, stride_s: float, ack_timeout
     # The drain ends at a moment when everything stored is acknowledged: at 40 records a second
     # the default 5 s live batch leaves such a moment only by chance (a batch always waits).
     document["uplink"]["live_batch_s"] = LIVE_BATCH_S
+    if detail != "full":
+        document["uplink"]["detail"] = detail
     return "\n".join(toml_pairs(document)) + "\n"
 
 

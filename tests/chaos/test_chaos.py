@@ -1,8 +1,14 @@
 """Chaos: nothing the appliance stored is lost, duplicated or reordered on its way to the receiver,
 whatever is killed or restarted meanwhile (issue 4, the chaos bar).
 
-    .venv/bin/python -m pytest -m slow tests/chaos -q        (3-8 minutes; CHAOS_SEED=n repeats
-                                                              a run, CHAOS_SCALE=3 runs longer)
+    .venv/bin/python -m pytest -m slow tests/chaos -q        (3-8 minutes a profile; CHAOS_SEED=n
+                                                              repeats a run, CHAOS_SCALE=3 runs
+                                                              longer; -k summary one profile)
+
+Once per uplink profile ([uplink] detail): in `summary` a record need not reach the receiver in
+full: every seq must then be in full or in a complete range with a summary part whose parts add
+up to its span, every alert and every window of an alarm episode (and the margin before its
+raise) in full, and nothing in full twice or different.
 
 A real mosquitto (TLS, passwords, the shipped ACL), a real receiver process on SQLite and the
 appliance as a process (`appliance run --config`, the emulated rig with a 0.1 s feature stride
@@ -50,10 +56,12 @@ from delivery_check import (
     Comparison,
     GatewayStore,
     ReceiverDb,
+    alarm_windows,
     compare,
     first,
     read_gateway_store,
     read_receiver_db,
+    summary_accounting,
 )
 
 SCHEDULE = {
@@ -75,6 +83,8 @@ DWELL_S = (2.5, 10.0)
 DOWN_S = {"appliance": (0.0, 3.0), "broker": (0.5, 8.0), "receiver": (0.5, 12.0)}
 """How long a component stays down after its event (outages of different components overlap)."""
 STRIDE_S = 0.1
+SUMMARY_MARGIN_S = 60.0
+"""[uplink] summary_margin_s's default, which the summary run keeps."""
 ACK_TIMEOUT_S = 2.0
 WAL_WRITES = (3, 60)
 """The kill lands on the n-th write to the WAL after strace attached, n drawn from this range
@@ -104,12 +114,14 @@ class Rig:
         return 0 if state is None else state.acked_seq
 
 
-def build_rig(broker: Broker, tmp_path: Path) -> Rig:
+def build_rig(broker: Broker, tmp_path: Path, detail: str = "full") -> Rig:
     data, logs = tmp_path / "appliance", tmp_path / "logs"
     data.mkdir()
     logs.mkdir()
     config = tmp_path / "gateway.toml"
-    config.write_text(chaos_config(data, broker, stride_s=STRIDE_S, ack_timeout_s=ACK_TIMEOUT_S))
+    config.write_text(
+        chaos_config(data, broker, stride_s=STRIDE_S, ack_timeout_s=ACK_TIMEOUT_S, detail=detail)
+    )
     env = child_env(tmp_path / "tmp")
     receiver_db = tmp_path / "receiver" / "receiver.db"
     receiver_db.parent.mkdir()
@@ -341,8 +353,9 @@ def report(seed: int, chaos: Chaos, outcome: Outcome, rig: Rig, timings: dict[st
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+@pytest.mark.parametrize("detail", ["full", "summary"])
 def test_nothing_is_lost_duplicated_or_reordered_under_chaos(
-    make_broker: BrokerFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_broker: BrokerFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str], detail: str
 ) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(2**32))
 
@@ -351,7 +364,7 @@ def test_nothing_is_lost_duplicated_or_reordered_under_chaos(
             print(text, flush=True)
 
     say(f"\nchaos seed {seed} (CHAOS_SEED={seed} repeats the schedule)")
-    rig = build_rig(make_broker(users=(GATEWAY,)), tmp_path)
+    rig = build_rig(make_broker(users=(GATEWAY,)), tmp_path, detail)
     chaos = Chaos(rig, random.Random(seed), say)
     try:
         final, timings = run_chaos(rig, chaos)
@@ -359,8 +372,46 @@ def test_nothing_is_lost_duplicated_or_reordered_under_chaos(
         rig.appliance.kill9()
         rig.receiver.kill9()
     outcome = compared(rig)
-    say(report(seed, chaos, outcome, rig, timings))
-    check_outcome(chaos, outcome, final)
+    say(f"uplink profile: {detail}\n" + report(seed, chaos, outcome, rig, timings))
+    if detail == "summary":
+        check_summary_outcome(chaos, outcome, final, rig, say)
+    else:
+        check_outcome(chaos, outcome, final)
+
+
+def check_summary_outcome(
+    chaos: Chaos, outcome: Outcome, final: OutboxState, rig: Rig, say: Say
+) -> None:
+    """The summary profile's bar: the accounting closes with no hole, nothing missing (in full
+    or summarised), alerts and alarm windows in full, nothing twice or different."""
+    gateway, comparison, receiver = outcome.gateway, outcome.comparison, outcome.receiver
+    in_full = set(receiver.side.records)
+    accounting = summary_accounting(rig.receiver_db, GATEWAY, in_full)
+    alerts = {s for s, key in gateway.side.records.items() if key[0] == "alerts"}
+    wanted = alerts | alarm_windows(gateway.side, SUMMARY_MARGIN_S)
+    missing = sorted(set(comparison.missing) - accounting.summarised)
+    figures = {
+        "records": gateway.last_seq,
+        "in_full": len(in_full),
+        "summarised": len(accounting.summarised),
+        "minutes": accounting.minutes,
+        "missing": len(missing),
+        "alerts_and_alarm_windows_not_in_full": len(wanted - in_full),
+        "ranges_not_adding_up": accounting.ranges_not_adding_up,
+        "unexpected": len(comparison.unexpected),
+        "different": len(comparison.different),
+        "duplicates": comparison.duplicates,
+    }
+    say("  summary profile: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    assert sum(chaos.cycles.values()) >= 30 * min(1.0, SCALE)
+    assert outcome.integrity == {"appliance": "ok", "receiver": "ok"}
+    assert (gateway.last_seq, gateway.acked_seq) == (final.last_seq, final.last_seq)
+    assert gateway.lost_before_delivery == 0 and comparison.gateway_gaps == [], "no eviction"
+    assert receiver.acked_seq == gateway.last_seq and receiver.status["holes"] == 0
+    assert missing == [], f"missing: {first(missing)}"
+    assert figures["alerts_and_alarm_windows_not_in_full"] == 0
+    assert figures["ranges_not_adding_up"] == 0
+    assert (figures["unexpected"], figures["different"], figures["duplicates"]) == (0, 0, 0)
 
 
 def run_chaos(rig: Rig, chaos: Chaos) -> tuple[OutboxState, dict[str, float]]:
