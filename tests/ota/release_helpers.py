@@ -26,8 +26,8 @@ BROKEN = "raise SystemExit(1)"
 
 
 def make_wheel(out: Path, dist: str, version: str, body: str = GOOD) -> Path:
-    """A pure-Python wheel; for dist "appliance" its console script `appliance` runs `body`
-    (with VERSION defined)."""
+    """A pure-Python wheel; for dist "edge_appliance" (the project's) its console script
+    `appliance` runs `body` (with VERSION defined)."""
     module = f"fake_{dist}"
     info = f"{dist}-{version}.dist-info"
     files = {
@@ -36,7 +36,7 @@ def make_wheel(out: Path, dist: str, version: str, body: str = GOOD) -> Path:
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         "Tag: py3-none-any\n",
     }
-    if dist == "appliance":
+    if dist == "edge_appliance":
         files[f"{info}/entry_points.txt"] = f"[console_scripts]\nappliance = {module}:main\n"
     record = [f"{name},sha256={_digest(text)},{len(text.encode())}" for name, text in files.items()]
     files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
@@ -54,7 +54,7 @@ def _digest(text: str) -> str:
 
 
 def release_wheels(out: Path, version: str, body: str = GOOD, lib: str = "1.0") -> Path:
-    make_wheel(out, "appliance", version, body)
+    make_wheel(out, "edge_appliance", version, body)
     make_wheel(out, "helperlib", lib)
     return out
 

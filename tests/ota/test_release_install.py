@@ -34,7 +34,7 @@ def update(tmp_path: Path, key: Ed25519PrivateKey, root: ReleaseRoot, body: str 
     running = ReleaseManifest("1.0", _pooled(root))
     manifest, data = pack_release(wheels, key, already_there=running)
     assert set(manifest.wheels) == {
-        "appliance-2.0-py3-none-any.whl",
+        "edge_appliance-2.0-py3-none-any.whl",
         "helperlib-1.0-py3-none-any.whl",
     }
     return data
@@ -52,7 +52,7 @@ def test_a_good_release_runs_its_trial_and_is_confirmed(
     data = update(tmp_path, key, root)
     with BundleArchive(data, RELEASE_LIMITS) as archive:  # helperlib stays home
         assert sorted(archive.names) == [
-            "appliance-2.0-py3-none-any.whl",
+            "edge_appliance-2.0-py3-none-any.whl",
             "manifest.json",
             "signature.ed25519",
         ]

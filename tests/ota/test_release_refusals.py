@@ -68,8 +68,10 @@ def test_unsigned_and_foreign_signatures_are_refused(
 
 def test_a_tampered_wheel_or_manifest_is_refused(good: dict[str, bytes], tmp_path: Path) -> None:
     tampered = dict(good)
-    wheel = "appliance-2.0-py3-none-any.whl"
-    tampered[wheel] = make_wheel(tmp_path / "evil", "appliance", "2.0", "import os").read_bytes()
+    wheel = "edge_appliance-2.0-py3-none-any.whl"
+    tampered[wheel] = make_wheel(
+        tmp_path / "evil", "edge_appliance", "2.0", "import os"
+    ).read_bytes()
     assert f"{wheel}: sha256" in refusal(tar(tampered), tmp_path / "a")
     manifest = json.loads(good[MANIFEST_FILE])
     manifest["version"] = "9.9"
@@ -80,7 +82,7 @@ def test_a_tampered_wheel_or_manifest_is_refused(good: dict[str, bytes], tmp_pat
 @pytest.mark.parametrize(
     ("name", "kind", "reason"),
     [
-        ("../appliance-2.0-py3-none-any.whl", tarfile.REGTYPE, "not a plain file"),
+        ("../edge_appliance-2.0-py3-none-any.whl", tarfile.REGTYPE, "not a plain file"),
         ("/etc/passwd", tarfile.REGTYPE, "not a plain file"),
         ("evil.whl", tarfile.SYMTYPE, "not a plain file"),
         ("extra-1.0-py3-none-any.whl", tarfile.REGTYPE, "not a wheel the signed manifest names"),

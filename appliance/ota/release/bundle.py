@@ -29,7 +29,8 @@ FORMAT = "appliance-release/1"
 RELEASE_LIMITS = ArchiveLimits(max_bytes=64 * 1024 * 1024, max_members=64)
 MAX_MANIFEST_BYTES = 64 * 1024
 MAX_WHEELS = 200
-APPLIANCE_DIST = "appliance"
+APPLIANCE_DIST = "edge_appliance"
+"""The project's distribution (pyproject.toml `name`, as wheel file names spell it)."""
 WHEEL_NAME = re.compile(r"([A-Za-z0-9_.]+)-([A-Za-z0-9_.+!]+)(-[A-Za-z0-9_.]+){2,3}\.whl")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 

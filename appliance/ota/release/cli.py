@@ -38,7 +38,7 @@ def add_release_commands(commands: Any) -> None:
     pack = actions.add_parser(
         "pack",
         help="a wheel directory into a signed release archive",
-        description="Every *.whl in WHEEL_DIR (exactly one appliance-*.whl, whose version is "
+        description="Every *.whl in WHEEL_DIR (exactly one edge_appliance-*.whl, whose version is "
         "the release's) is named with its sha256 in the signed manifest; with --since, the "
         "wheels a gateway already has are left out of the archive.",
     )
