@@ -249,7 +249,7 @@ def add_drift(commands: Any) -> None:
 def add_fetch(commands: Any) -> None:
     fetch = commands.add_parser(
         "fetch",
-        help="ask a gateway for an asset's full records of a time range and wait until they landed",
+        help="fetch an asset's full records of a time range from a gateway",
         description="Publish a fetch_records command on <prefix>/<gateway>/command (as a user "
         "whose ACL lets it write commands and read replies and status, e.g. modeller), then "
         "count the records landing in --db (written by the running receivers) until the "
