@@ -33,7 +33,9 @@ from appliance.uplink.schema import (
     Part,
     PartHeader,
     RecordsError,
+    SchemaBook,
     SchemaError,
+    UnknownSchemas,
     ack_topic,
     decode_part,
     encode_ack,
@@ -67,11 +69,18 @@ class AckOutbox:
     def __init__(self) -> None:
         self._pending: dict[str, int] = {}
         self._ready = asyncio.Event()
+        self.schema_requests: dict[str, tuple[int, frozenset[bytes]]] = {}
 
     def put(self, gateway: str, seq: int) -> None:
         if seq >= self._pending.get(gateway, -1):
             self._pending[gateway] = seq
             self._ready.set()
+
+    def ask_for_schemas(self, gateway: str, seq: int, refs: frozenset[bytes]) -> None:
+        """Ask the gateway (once, not retained) for the names of these feature schemas."""
+        _, asked = self.schema_requests.get(gateway, (seq, frozenset()))
+        self.schema_requests[gateway] = (seq, asked | refs)
+        self._ready.set()
 
     async def take(self) -> dict[str, int]:
         await self._ready.wait()
@@ -98,6 +107,7 @@ class Receiver:
         self._acks = AckOutbox()
         self._clock = clock
         self._rng = random.Random()  # for every backoff (seeding one per message takes ~20 µs)
+        self._schemas = SchemaBook()
         self.on_alerts: Callable[[Part], None] | None = None
         """Called with each alerts part that brought new records (the webhooks; never blocks)."""
 
@@ -239,7 +249,10 @@ class Receiver:
         """The part, or None once the message is refused. A fetched part is decoded against
         `data_topic` and never accounted in a range."""
         try:
-            return decode_part(payload, data_topic or topic, self.settings.max_payload_bytes)
+            return await self._decode_part(payload, data_topic or topic)
+        except UnknownSchemas as exc:
+            await self._refuse(topic, payload, exc.reason, str(exc), None)  # never accounted
+            await self._ask_for_schemas(exc)
         except SchemaError as exc:
             header = exc.header if isinstance(exc, RecordsError) else None
             if data_topic is not None:
@@ -280,6 +293,35 @@ class Receiver:
         self.stats.records_inserted += inserted
         self.stats.duplicates_ignored += len(part.records) - inserted
         return IngestResult(inserted, len(part.records) - inserted, 0, False, False)
+
+    async def _decode_part(self, payload: bytes, topic: str) -> Part:
+        """decode_part with the schemas seen so far; a reference to one not seen is looked up
+        in the database (another instance, or this one before a restart, stored it)."""
+        max_bytes = self.settings.max_payload_bytes
+        try:
+            return decode_part(payload, topic, max_bytes, self._schemas)
+        except UnknownSchemas as exc:
+            unknown, refs = exc, exc.refs
+            try:
+                stored = await self._retrying(lambda: self.database.schemas_by_ref(refs))
+            except DatabaseError:
+                raise unknown from None
+            for names in stored:
+                self._schemas.learn(names)
+            return decode_part(payload, topic, max_bytes, self._schemas)
+
+    async def _ask_for_schemas(self, exc: UnknownSchemas) -> None:
+        """Tell the gateway which schemas to send the names of (PROTOCOL.md, "Schema
+        references"): it then sends everything unacknowledged again, names included."""
+        if exc.header is None:
+            return
+        gateway = exc.header.gateway
+        try:
+            seq = await self.database.acked_seq(gateway)
+        except DatabaseError:
+            seq = None
+        self.stats.schema_requests += 1
+        self._acks.ask_for_schemas(gateway, seq or 0, exc.refs)
 
     async def _commit(self, topic: str, payload: bytes, part: Part) -> IngestResult | None:
         """Commit one part in its own transaction; None if the database refused it."""
@@ -350,11 +392,19 @@ class Receiver:
                         max_rows=self.database.dead_letter_limits.max_rows,
                         max_bytes=self.database.dead_letter_limits.max_bytes)  # fmt: skip
 
+    async def _publish_schema_requests(self, client: aiomqtt.Client) -> None:
+        requests = self._acks.schema_requests
+        while requests:
+            gateway, (seq, refs) = requests.popitem()
+            payload = encode_ack(gateway, seq, refs)
+            await client.publish(ack_topic(self.settings.prefix, gateway), payload, qos=1)
+
     async def _publish_acks(self, client: aiomqtt.Client) -> None:
         prefix = self.settings.prefix
         while True:
             raise_if_cancelling()
             pending = await self._acks.take()
+            await self._publish_schema_requests(client)
             for gateway, seq in list(pending.items()):
                 try:
                     await client.publish(ack_topic(prefix, gateway), encode_ack(gateway, seq),

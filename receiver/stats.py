@@ -29,6 +29,9 @@ class ReceiverStats:
     """Older dead letters dropped to keep the table within its limits."""
     dead_letter_failures: int = 0
     """Refused messages that could not even be kept (logged as receiver_dead_letter_failed)."""
+    schema_requests: int = 0
+    """Parts refused for a feature schema this receiver does not know (the gateway is asked
+    for its names)."""
     acks_published: int = 0
     db_retries: int = 0
     """Transactions that failed transiently and were tried again."""
@@ -51,6 +54,7 @@ class ReceiverStats:
             "refused_parts_accounted": self.refused_parts_accounted,
             "dead_letters_dropped": self.dead_letters_dropped,
             "dead_letter_failures": self.dead_letter_failures,
+            "schema_requests": self.schema_requests,
             "acks_published": self.acks_published,
             "db_retries": self.db_retries,
             "connects": self.connects,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
+import msgpack
 import numpy as np
 import waiting
 from broker import Broker
@@ -24,7 +26,14 @@ from waiting import cancel_and_wait
 from appliance.config import BrokerAddress
 from appliance.records import Alert, FeatureVector, Score
 from appliance.store import StoredRecord
-from appliance.uplink.schema import Part, SeqRecord, decode_part, encode_ack
+from appliance.uplink.schema import (
+    Part,
+    SchemaBook,
+    SeqRecord,
+    UnknownSchemas,
+    decode_part,
+    encode_ack,
+)
 from appliance.uplink.settings import UplinkSettings
 
 GATEWAY = "gw-a"
@@ -121,12 +130,22 @@ class ReceivedPart:
     seqs: list[int]
 
 
+def schema_by_reference(payload: bytes) -> bool:
+    """A binary features part naming a schema by its reference (layout 2)."""
+    if payload[:1] != b"\xb2":
+        return False
+    packed = zlib.decompress(payload[2:]) if payload[1] == 1 else payload[2:]
+    return any(type(item) is bytes for item in msgpack.unpackb(packed)["schemas"])
+
+
 @dataclass
 class FakeReceiver:
     """Subscribes as user "receiver" to every data topic and acks per PROTOCOL.md.
 
     `hold_at`: acknowledge no further than this seq (None: as far as the chain goes).
-    `acking`: False to receive without ever acknowledging.
+    `acking`: False to receive without ever acknowledging. Feature schemas sent by reference
+    are resolved from `schemas` (replace it to play a receiver with a new database): a part
+    naming one not there is refused unaccounted and its names asked for, as the receiver does.
     """
 
     broker: Broker
@@ -138,6 +157,10 @@ class FakeReceiver:
     records: dict[int, StoredRecord] = field(default_factory=dict)
     duplicates: int = 0
     acked: int = 0
+    schemas: SchemaBook = field(default_factory=SchemaBook)
+    by_reference: int = 0
+    """Features parts that named their schema by reference."""
+    schema_requests: int = 0
     summaries: list[Part] = field(default_factory=list)
     """Summary parts (the summary profile), as received."""
     _splits: dict[tuple[int, int, int], set[int]] = field(default_factory=dict)
@@ -188,7 +211,15 @@ class FakeReceiver:
                 await asyncio.sleep(0.05)
 
     async def _take(self, payload: bytes, topic: str) -> None:
-        part = decode_part(payload, topic)
+        try:
+            part = decode_part(payload, topic, schemas=self.schemas)
+        except UnknownSchemas as exc:
+            self.schema_requests += 1
+            if self._client is not None:
+                request = encode_ack(self.gateway, self.acked, exc.refs)
+                await self._client.publish(f"{PREFIX}/{self.gateway}/ack", request, qos=1)
+            return
+        self.by_reference += part.kind == "features" and schema_by_reference(payload)
         self.received.append(
             ReceivedPart(
                 part.lo, part.hi, part.part, part.parts, part.kind, part.asset,

@@ -25,6 +25,7 @@ from appliance.uplink.fetch import Reply
 from appliance.uplink.flow import LinkGauge
 from appliance.uplink.ranges import Cursors, Ledger, SentRange, Sleep
 from appliance.uplink.schema import ack_topic, decode_ack
+from appliance.uplink.schema_memory import SchemaMemory
 from appliance.uplink.sending import LinkWatch, Senders
 from appliance.uplink.settings import UplinkSettings
 
@@ -84,6 +85,10 @@ class Connection:
     @property
     def pace(self) -> Sleep:
         return self._uplink.pace
+
+    @property
+    def schemas(self) -> SchemaMemory:
+        return self._uplink.schemas
 
     def sending(self) -> None:
         if self._waiting_since is None:
@@ -250,6 +255,9 @@ class Connection:
             except SchemaError as exc:
                 log.warning("uplink_ack_refused", reason=str(exc))
                 continue
+            if ack.unknown_schemas:
+                self._schemas_unknown(ack.unknown_schemas)
+                continue
             if self._first_ack.is_set():
                 await self._receiver_acknowledged(ack.seq)
             else:
@@ -325,9 +333,19 @@ class Connection:
         self._status.last_error = f"receiver acknowledges seq {seq}, beyond our last seq"
         self._status.last_error_utc = time.time()
 
+    def _schemas_unknown(self, refs: frozenset[bytes]) -> None:
+        """The receiver refused a part that named these schemas by reference (a new database):
+        send everything unacknowledged again, names included. Each refused part asks, and each
+        request resends: a part encoded with references before the first resend may go out
+        after it (rare: a receiver's database was replaced)."""
+        listed = ", ".join(sorted(ref.hex() for ref in refs))
+        self._resend(f"the receiver does not know feature schema(s) {listed}",
+                     next_timeout_s=self._ack_timeout_s)  # fmt: skip
+
     async def _acknowledge(self, seq: int) -> None:
         """Mark rows up to `seq` delivered; a failing store is logged, the next ack retries."""
         self.cursors.acknowledged(seq)
+        self.schemas.acknowledged(seq)
         self.ledger.forget_up_to(seq)
         self.delivered = True
         self._ack_timeout_s = self._settings.ack_timeout_s
@@ -367,6 +385,7 @@ class Connection:
             acked_seq=self.cursors.acked,
             sent_up_to=self.cursors.live,
         )
+        self.schemas.forget()  # a resend carries every part's names
         if self._senders is not None:
             self._senders.rewind()
         self._status.resends += 1

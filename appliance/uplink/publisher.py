@@ -74,6 +74,7 @@ from appliance.uplink.fetch import Fetches
 from appliance.uplink.flow import LinkGauge
 from appliance.uplink.ranges import Ledger, Sleep
 from appliance.uplink.schema import OFFLINE, ONLINE, encode_status, status_topic
+from appliance.uplink.schema_memory import SchemaMemory
 from appliance.uplink.sending import LinkStalled
 from appliance.uplink.settings import UplinkSettings
 
@@ -125,6 +126,7 @@ class Uplink:
             target_ack_s=settings.target_ack_s,
         )
         self.ledger = Ledger()
+        self.schemas = SchemaMemory(settings.ack == "receiver" and settings.wire_format == "binary")
         self.fetches = Fetches(settings, delivery, pace)
 
     async def handle_command(self, command: Command | RefusedCommand) -> dict[str, object]:

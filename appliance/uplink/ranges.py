@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from appliance.store import OutboxRange
@@ -180,10 +180,12 @@ def encode_range(
     prefix: str,
     max_bytes: int,
     fmt: WireFormat = "json",
+    known_schemas: Collection[bytes] = (),
     split: Splitter | None = None,
 ) -> Prepared:
     """Split and encode a range; while it is over `max_bytes` and has more than one record, keep
-    a shorter prefix of its records (the range then ends at the last record kept)."""
+    a shorter prefix of its records (the range then ends at the last record kept). Feature
+    schemas in `known_schemas` go by reference (binary)."""
     records = found.records
     hi = found.hi
     while True:
@@ -191,7 +193,7 @@ def encode_range(
             parts = split_range(gateway, found.lo, hi, records)
         else:  # the summary profile (summary.py)
             parts = split(found.lo, hi, records)
-        messages = [(part.topic(prefix), encode_part(part, fmt)) for part in parts]
+        messages = [(part.topic(prefix), encode_part(part, fmt, known_schemas)) for part in parts]
         size = sum(len(payload) for _, payload in messages)
         if size <= max_bytes or len(records) <= 1:
             return Prepared(found.lo, hi, len(records), messages)

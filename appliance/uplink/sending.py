@@ -41,6 +41,7 @@ from appliance.uplink.ranges import (
     Sleep,
     encode_range,
 )
+from appliance.uplink.schema_memory import SchemaMemory
 from appliance.uplink.settings import UplinkSettings
 from appliance.uplink.summary import Splitter, summary_splitter
 
@@ -166,6 +167,8 @@ class SendingState(Protocol):
     def new_data(self) -> asyncio.Event: ...
     @property
     def pace(self) -> Sleep: ...
+    @property
+    def schemas(self) -> SchemaMemory: ...
 
     def sending(self) -> None:
         """Records are about to be outstanding (the ack timeout's clock starts)."""
@@ -374,15 +377,22 @@ class Senders:
     def _encode_range(
         self, found: OutboxRange, max_bytes: int, split: Splitter | None = None
     ) -> Prepared:
-        """Every part this connection sends is encoded here, in [uplink] format."""
-        return encode_range(
+        """Every part this connection sends is encoded here, in [uplink] format, with the
+        feature schemas the receiver is known to have by reference (the summary profile's
+        windows in full always carry their names: the others' are not sent)."""
+        schemas = self._state.schemas
+        known = schemas.known_for_encoding() if split is None else frozenset()
+        prepared = encode_range(
             found,
             self._settings.gateway,
             self._settings.prefix,
             max_bytes,
             self._settings.wire_format,
-            split=split,
+            known,
+            split,
         )
+        schemas.encoded(prepared.hi, [row for row in found.records if row[0] <= prepared.hi], known)
+        return prepared
 
     async def send(self, prepared: Prepared, *, live: bool) -> None:
         """Hand every part not yet acknowledged to the client (alerts first), each when the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -125,6 +125,15 @@ class Database:
             StoredFeature(int(seq), float(t), int(schema_id), self.dialect.values_from_db(values))
             for seq, t, schema_id, values in rows
         ]
+
+    async def schemas_by_ref(self, refs: Iterable[bytes]) -> list[tuple[str, ...]]:
+        """The stored feature schemas whose key starts with one of these 8-byte references
+        (PROTOCOL.md, "Schema references"; the caller checks each against its names)."""
+        sql = self.dialect.statements.select_schemas_by_ref
+        found = []
+        for ref in refs:
+            found += [tuple(json.loads(row[0])) for row in await self._query(sql, (ref.hex(),))]
+        return found
 
     async def summaries(
         self, gateway: str, asset: str, since: float, until: float

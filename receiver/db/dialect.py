@@ -60,6 +60,9 @@ class Statements:
         " GROUP BY lo, hi, parts HAVING count(*) = parts ORDER BY lo, hi"
     )
     select_schema_names: str = "SELECT names_json FROM feature_schemas WHERE id = ?"
+    select_schemas_by_ref: str = (
+        "SELECT names_json FROM feature_schemas WHERE substr(names_sha256, 1, 16) = ?"
+    )
     select_assets: str = "SELECT DISTINCT asset FROM features WHERE gateway = ? ORDER BY asset"
     select_gateways: str = "SELECT gateway FROM gateways ORDER BY gateway"
     select_acks: str = "SELECT gateway, acked_seq FROM gateways"

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class FakeGateway:
         self.broker = broker
         self.gateway = gateway
         self.acks: list[int] = []
+        self.schema_requests: list[frozenset[bytes]] = []
         self._stack = contextlib.AsyncExitStack()
         self.client: aiomqtt.Client | None = None
 
@@ -117,26 +118,38 @@ class FakeGateway:
         async for message in client.messages:
             payload = message.payload
             assert isinstance(payload, bytes)
-            self.acks.append(decode_ack(payload, self.gateway).seq)
+            ack = decode_ack(payload, self.gateway)
+            if ack.unknown_schemas:
+                self.schema_requests.append(ack.unknown_schemas)
+            else:
+                self.acks.append(ack.seq)
 
     @property
     def acked(self) -> int:
         return max(self.acks, default=0)
 
-    async def publish(self, parts: Sequence[Part], fmt: WireFormat = "json") -> None:
+    async def publish(
+        self, parts: Sequence[Part], fmt: WireFormat = "json", known: Collection[bytes] = ()
+    ) -> None:
+        """`known`: feature schemas sent by reference (binary)."""
         assert self.client is not None
         for part in parts:
-            await self.client.publish(part.topic(PREFIX), encode_part(part, fmt), qos=1)
+            await self.client.publish(part.topic(PREFIX), encode_part(part, fmt, known), qos=1)
 
     async def publish_raw(self, topic: str, payload: bytes) -> None:
         assert self.client is not None
         await self.client.publish(topic, payload, qos=1)
 
     async def send_range(
-        self, lo: int, hi: int, rows: Sequence[SeqRecord] | None = None, fmt: WireFormat = "json"
+        self,
+        lo: int,
+        hi: int,
+        rows: Sequence[SeqRecord] | None = None,
+        fmt: WireFormat = "json",
+        known: Collection[bytes] = (),
     ) -> list[Part]:
         parts = split_range(self.gateway, lo, hi, outbox_rows(lo, hi) if rows is None else rows)
-        await self.publish(parts, fmt)
+        await self.publish(parts, fmt, known)
         return parts
 
     async def wait_ack(self, seq: int) -> None:

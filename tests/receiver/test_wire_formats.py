@@ -5,11 +5,19 @@ one transaction, and a part the database refuses in such a batch refuses only it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from receiver_helpers import GatewayFactory, ReceiverFactory, outbox_rows
+from receiver_helpers import (
+    NAMES,
+    GatewayFactory,
+    ReceiverFactory,
+    outbox_rows,
+    wait_until,
+)
 
 from appliance.records import FeatureVector
-from appliance.uplink.schema import encode_part, split_range
+from appliance.uplink.schema import encode_part, schema_ref, split_range
 
 
 def as_float32(values: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
@@ -79,3 +87,36 @@ async def test_a_batch_of_parts_completing_each_others_range_moves_the_ack_once_
     assert all(result is not None for result in results)
     assert await rx.database.acks() == {"gw-a": 40}
     assert rx.stats.records_inserted == 40
+
+
+async def test_a_schema_reference_resolves_after_a_restart_and_a_new_database_asks_for_names(
+    start_receiver: ReceiverFactory, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """PROTOCOL.md, "Schema references": a receiver with an empty memory finds the names in its
+    database; one with a new database refuses the part without accounting it (nothing written
+    off) and asks the gateway, whose part with the names is then stored."""
+    gw = await gateway("gw-a")
+    ref = schema_ref(NAMES)
+    first = await start_receiver()  # clean sessions: a stopped one takes no share
+    await gw.send_range(0, 10, fmt="binary")  # the names
+    await gw.wait_ack(10)
+    await first.stop()
+
+    restarted = await start_receiver()
+    await gw.send_range(10, 20, fmt="binary", known={ref})
+    await gw.wait_ack(20)
+    assert restarted.stats.rejected == {} and restarted.stats.records_inserted == 10
+    await restarted.stop()
+
+    new_db = await start_receiver(url=f"sqlite:///{tmp_path / 'new.db'}")
+    await gw.send_range(0, 20, rows=[], fmt="binary")  # the gap a gateway declares at connect
+    by_ref = await gw.send_range(20, 30, fmt="binary", known={ref})
+    await wait_until(lambda: gw.schema_requests == [{ref}], "the gateway asked for names")
+    features_parts = [p for p in by_ref if p.kind == "features"]
+    assert new_db.stats.rejected == {"unknown_schema": len(features_parts)}
+    assert new_db.stats.refused_parts_accounted == 0 and gw.acked == 20
+    await gw.send_range(20, 30, fmt="binary")  # again, with the names
+    await gw.wait_ack(30)
+    stored = await new_db.database.features("gw-a", "pump-1", 0, 1e11)
+    assert sorted(f.seq for f in stored) == [seq for seq, r in outbox_rows(20, 30)
+                                               if isinstance(r, FeatureVector)]  # fmt: skip

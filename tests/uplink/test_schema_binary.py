@@ -5,11 +5,13 @@ layout, a deflate bomb, wrong types, NaN or infinities where they are not allowe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tracemalloc
 import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_schema import assert_same_record, merged, ranges, vector
+from test_schema import NAMES, assert_same_record, merged, ranges, vector
 from test_schema_poison import (
     HEADER,
     assert_refused_or_valid,
@@ -34,13 +36,18 @@ from appliance.uplink.schema import (
     MAX_PART_BYTES,
     Part,
     RecordsError,
+    SchemaBook,
     SchemaError,
     SeqRecord,
+    UnknownSchemas,
     UplinkRecord,
     decode_part,
     encode_part,
+    names_text,
+    schema_ref,
     split_range,
 )
+from appliance.uplink.schema.encode_binary import shuffled
 
 PREFIX = "appliance"
 F32_MAX = float(np.finfo(np.float32).max)
@@ -128,8 +135,9 @@ def binary_body(kind: str) -> dict[str, Any]:
 
 
 def packed(body: object, compression: int = 1) -> bytes:
+    """As the gateway writes it: layout 2."""
     raw = msgpack.packb(body, use_bin_type=True)
-    return bytes((0xB1, compression)) + (zlib.compress(raw) if compression else raw)
+    return bytes((0xB2, compression)) + (zlib.compress(raw) if compression else raw)
 
 
 def change(kind: str, mutate: Callable[[dict[str, Any]], None]) -> bytes:
@@ -160,8 +168,9 @@ RECORD_CASES: list[Case] = [
     ("values as a list", "features", lambda b: b.update(values=[1.0]), "invalid", "values must"),
     ("values block short", "features", lambda b: b.update(values=b["values"][:-4]), "invalid",
      "values has 12"),
-    ("infinite value", "features", lambda b: b.update(values=np.float32([1, 2, np.inf, 4])
-     .tobytes()), "invalid", "records[1]: values[0] must be a finite number or NaN"),
+    ("infinite value", "features",
+     lambda b: b.update(values=shuffled(np.float32([1, 2, np.inf, 4]))), "invalid",
+     "records[1]: values[0] must be a finite number or NaN"),
     ("dtype f2", "features", lambda b: b.update(dtype="f2"), "invalid", "dtype must be f4"),
     ("schema index out of range", "features", lambda b: b.update(schema=np.uint32([0, 1])
      .tobytes()), "invalid", "records[1]: schema 1"),
@@ -197,7 +206,7 @@ def test_binary_records_that_break_a_rule_are_refused_with_the_header(case: Case
 
 
 HEADER_CASES = [
-    ("another layout", b"\xb2\x01" + zlib.compress(b"\x80"), "bad_version", "layout 0xb2"),
+    ("another layout", b"\xb3\x01" + zlib.compress(b"\x80"), "bad_version", "layout 0xb3"),
     ("the magic byte alone", b"\xb1", "bad_binary", "ends after its first byte"),
     ("an unknown compression", packed({}, 0)[:1] + b"\x07" + b"\x80", "bad_binary",
      "compression 7"),
@@ -312,6 +321,83 @@ def test_the_formats_are_told_apart_by_the_first_byte() -> None:
     part: Part = decode_part(json.dumps(good_body("alerts")).encode(), topic("alerts"))
     as_json, as_binary = encode_part(part, "json"), encode_part(part, "binary")
 
-    assert as_json[:1] == b"{" and as_binary[:1] == b"\xb1"
+    assert as_json[:1] == b"{" and as_binary[:1] == b"\xb2"
     assert decode_part(as_json, topic("alerts")).records == part.records
     assert decode_part(as_binary, topic("alerts")).records == part.records
+
+
+# --- layout 2: schemas by reference, values byte-shuffled -------------------------------------
+
+WIRE = Path(__file__).parent / "wire"
+
+
+def features_part() -> Part:
+    rows: list[SeqRecord] = [(seq, vector(1e9 + seq, values=(seq / 3, -seq * 1e-3)))
+                             for seq in (3, 4, 7)]  # fmt: skip
+    (part,) = split_range("gw-1", 2, 7, rows)
+    return part
+
+
+def test_a_known_schema_goes_by_an_8_byte_reference_the_receiver_resolves_from_its_book() -> None:
+    part, book = features_part(), SchemaBook()
+    ref = schema_ref(NAMES[:2])
+    with_names = encode_part(part, "binary")
+    by_ref = encode_part(part, "binary", known_schemas={ref})
+
+    assert len(ref) == 8 and NAMES[1].encode() not in zlib.decompress(by_ref[2:])
+    assert decode_part(with_names, part.topic(PREFIX), schemas=book).records  # learns it
+    got = decode_part(by_ref, part.topic(PREFIX), schemas=book)
+    for (seq, record), (want_seq, want) in zip(got.records, part.records, strict=True):
+        assert seq == want_seq
+        assert_same_over_binary(record, want, wide=False)
+
+
+def test_an_unknown_reference_is_refused_with_its_header_but_not_as_a_records_error() -> None:
+    part = features_part()
+    ref = schema_ref(NAMES[:2])
+
+    with pytest.raises(UnknownSchemas) as caught:
+        decode_part(encode_part(part, "binary", known_schemas={ref}), part.topic(PREFIX),
+                    schemas=SchemaBook())  # fmt: skip
+
+    assert not isinstance(caught.value, RecordsError)  # a RecordsError would be accounted
+    assert caught.value.reason == "unknown_schema" and caught.value.refs == {ref}
+    assert caught.value.header is not None and caught.value.header.hi == 7
+    assert ref.hex() in str(caught.value)
+
+
+def test_the_reference_is_the_head_of_the_receivers_sha256_key_of_the_names() -> None:
+    names = ("accel_x.rms", "température", "z")
+    key = hashlib.sha256(json.dumps(list(names), ensure_ascii=False,
+                                    separators=(",", ":")).encode()).hexdigest()  # fmt: skip
+    assert names_text(names) == '["accel_x.rms","température","z"]'
+    assert key.startswith(schema_ref(names).hex())
+
+
+@pytest.mark.parametrize("item", [b"short", b"x" * 9, 7, None, {"a": 1}])
+def test_a_schema_that_is_neither_names_nor_a_reference_is_refused(item: object) -> None:
+    body = binary_body("features")
+    body["schemas"] = [item]
+
+    error = refused(packed(body), "features")
+
+    assert isinstance(error, RecordsError) and "schemas" in str(error), str(error)
+
+
+@pytest.mark.parametrize("kind", ["features", "scores", "alerts"])
+def test_parts_of_binary_layout_1_written_by_the_previous_release_still_decode(kind: str) -> None:
+    """tests/uplink/wire/layout1_*.bin were written by encode_part at fb53637 (layout 1:
+    names in every part, values not shuffled)."""
+    payload = (WIRE / f"layout1_{kind}.bin").read_bytes()
+    assert payload[0] == 0xB1
+
+    part = decode_part(payload, f"appliance/gw-1/{kind}/pump-1")
+
+    assert (part.lo, part.hi, part.kind) == (10, 15, kind)
+    first_seq, first = part.records[0]
+    if kind == "features":
+        assert isinstance(first, FeatureVector) and first_seq == 11
+        assert first.names == ("accel_x.rms", "accel_x.kurtosis", "temp.mean")
+        assert first.values[0] == 0.125 and math.isnan(first.values[1]) and first.values[2] == 41.5
+    else:
+        assert first_seq == (12 if kind == "scores" else 15)

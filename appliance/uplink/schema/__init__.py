@@ -37,6 +37,12 @@ from appliance.uplink.schema.parts import (
     record_kind,
     split_range,
 )
+from appliance.uplink.schema.schema_refs import (
+    SchemaBook,
+    UnknownSchemas,
+    names_text,
+    schema_ref,
+)
 from appliance.uplink.schema.topics import (
     DataTopic,
     ack_topic,
@@ -75,9 +81,11 @@ __all__ = [
     "Part",
     "PartHeader",
     "RecordsError",
+    "SchemaBook",
     "SchemaError",
     "SeqRecord",
     "Status",
+    "UnknownSchemas",
     "UplinkRecord",
     "WireFormat",
     "ack_topic",
@@ -93,8 +101,10 @@ __all__ = [
     "encode_part",
     "encode_status",
     "load_json",
+    "names_text",
     "parse_data_topic",
     "record_kind",
+    "schema_ref",
     "shared_subscription",
     "split_range",
     "status_topic",

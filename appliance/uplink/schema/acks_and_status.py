@@ -3,12 +3,13 @@ gateway's status (its last will says offline)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from appliance.uplink.errors import SchemaError
 from appliance.uplink.schema.json_body import check_keys, check_version, dump_json, load_json
+from appliance.uplink.schema.schema_refs import SCHEMA_REF_BYTES
 from appliance.uplink.schema.values import PROTOCOL_VERSION, check_int, check_name
 
 
@@ -19,30 +20,55 @@ class Ack:
 
     gateway: str
     seq: int
+    unknown_schemas: frozenset[bytes] = frozenset()
+    """Not an ack but a request, never retained: the receiver refused parts referring to these
+    feature schemas (it does not know them): send their names again (PROTOCOL.md)."""
 
 
 ACK_KEYS: Final = frozenset({"v", "gateway", "seq"})
+SCHEMA_REQUEST_KEYS: Final = ACK_KEYS | {"unknown_schemas"}
 
 
-def encode_ack(gateway: str, seq: int) -> bytes:
+def encode_ack(gateway: str, seq: int, unknown_schemas: Iterable[bytes] = ()) -> bytes:
     check_name(gateway, "gateway")
     if check_int(seq, "ack seq") < 0:
         raise SchemaError(f"ack seq must not be negative, not {seq}")
-    return dump_json({"v": PROTOCOL_VERSION, "gateway": gateway, "seq": seq}, "ack")
+    body: dict[str, object] = {"v": PROTOCOL_VERSION, "gateway": gateway, "seq": seq}
+    refs = sorted(ref.hex() for ref in unknown_schemas)
+    if refs:
+        body["unknown_schemas"] = refs
+    return dump_json(body, "ack")
 
 
 def decode_ack(payload: bytes, gateway: str | None = None) -> Ack:
-    """Parse an ack; if `gateway` is given, an ack for another gateway is refused."""
+    """Parse an ack (or a request for schemas); if `gateway` is given, one for another gateway
+    is refused."""
     where = "ack" if gateway is None else f"ack for {gateway}"
     body = load_json(payload, where)
     check_version(body, where)
-    check_keys(body, ACK_KEYS, where)
-    ack = Ack(check_name(body["gateway"], f"{where}: gateway"), check_int(body["seq"], where))
+    check_keys(body, SCHEMA_REQUEST_KEYS if "unknown_schemas" in body else ACK_KEYS, where)
+    ack = Ack(
+        check_name(body["gateway"], f"{where}: gateway"),
+        check_int(body["seq"], where),
+        schema_refs(body.get("unknown_schemas", []), where),
+    )
     if ack.seq < 0:
         raise SchemaError(f"{where}: seq must not be negative, not {ack.seq}")
     if gateway is not None and ack.gateway != gateway:
         raise SchemaError(f"{where}: is for gateway {ack.gateway!r}", "gateway_mismatch")
     return ack
+
+
+def schema_refs(value: object, where: str) -> frozenset[bytes]:
+    """unknown_schemas: a list of 8-byte references as 16 hex digits."""
+    if not isinstance(value, list) or not all(
+        isinstance(ref, str) and len(ref) == 2 * SCHEMA_REF_BYTES for ref in value
+    ):
+        raise SchemaError(f"{where}: unknown_schemas must be a list of 16-hex-digit references")
+    try:
+        return frozenset(bytes.fromhex(ref) for ref in value)
+    except ValueError:
+        raise SchemaError(f"{where}: unknown_schemas holds a reference that is not hex") from None
 
 
 ONLINE: Final = "online"

@@ -12,10 +12,14 @@ import msgpack
 
 from appliance.uplink.errors import SchemaError
 
-BINARY_MAGIC: Final = 0xB1
-"""The first byte of a binary part: layout 1. No JSON text starts with it (it is not even a
+LAYOUT_1: Final = 0xB1
+"""The first byte of a binary part of layout 1. No JSON text starts with it (it is not even a
 UTF-8 lead byte), so a receiver tells the formats apart by the first byte. A layout an old
 receiver could misread gets another magic byte from BINARY_LAYOUTS."""
+LAYOUT_2: Final = 0xB2
+"""Layout 2 (what the gateway writes): layout 1, plus a features part may name a schema by
+reference instead of its names, and its values block is byte-shuffled (PROTOCOL.md)."""
+READ_LAYOUTS: Final = frozenset({LAYOUT_1, LAYOUT_2})
 BINARY_LAYOUTS: Final = range(0xB0, 0xC0)
 """First bytes kept for binary layouts: one of these that this release does not read is
 refused as "bad_version" rather than "bad_binary"."""
@@ -31,7 +35,7 @@ def is_binary(payload: bytes) -> bool:
     return bool(payload) and payload[0] in BINARY_LAYOUTS
 
 
-def dump_binary(body: Mapping[str, Any], where: str) -> bytes:
+def dump_binary(body: Mapping[str, Any], where: str, layout: int = LAYOUT_2) -> bytes:
     """The prefix and the msgpack map, deflated unless that would not be smaller."""
     try:
         packed: bytes = msgpack.packb(body, use_bin_type=True)
@@ -39,20 +43,21 @@ def dump_binary(body: Mapping[str, Any], where: str) -> bytes:
         raise SchemaError(f"{where}: cannot be encoded as msgpack: {exc}") from exc
     deflated = zlib.compress(packed, DEFLATE_LEVEL)
     if len(deflated) < len(packed):
-        return bytes((BINARY_MAGIC, DEFLATE)) + deflated
-    return bytes((BINARY_MAGIC, RAW)) + packed
+        return bytes((layout, DEFLATE)) + deflated
+    return bytes((layout, RAW)) + packed
 
 
-def load_binary(payload: bytes, where: str, *, max_bytes: int) -> dict[str, Any]:
-    """The map of a binary part, for any bytes: refused with SchemaError ("too_large" for more
-    than `max_bytes` sent or inflated, "bad_version" for a layout this release does not read,
-    "bad_binary") and never another exception."""
+def load_binary(payload: bytes, where: str, *, max_bytes: int) -> tuple[int, dict[str, Any]]:
+    """The layout (first byte) and map of a binary part, for any bytes: refused with SchemaError
+    ("too_large" for more than `max_bytes` sent or inflated, "bad_version" for a layout this
+    release does not read, "bad_binary") and never another exception."""
     if len(payload) > max_bytes:
         raise SchemaError(f"{where}: {len(payload)} bytes, more than {max_bytes}", "too_large")
-    if not payload or payload[0] != BINARY_MAGIC:
+    if not payload or payload[0] not in READ_LAYOUTS:
         layout = f"0x{payload[0]:02x}" if payload else "none"
         raise SchemaError(
-            f"{where}: binary layout {layout}; this release reads 0x{BINARY_MAGIC:02x}",
+            f"{where}: binary layout {layout}; this release reads 0x{LAYOUT_1:02x} and "
+            f"0x{LAYOUT_2:02x}",
             "bad_version",
         )
     if len(payload) < PREFIX_BYTES:
@@ -66,7 +71,7 @@ def load_binary(payload: bytes, where: str, *, max_bytes: int) -> dict[str, Any]
         raise SchemaError(f"{where}: not a msgpack map", "bad_binary")
     if not all(type(key) is str for key in body):
         raise SchemaError(f"{where}: a msgpack map key is not a string", "bad_binary")
-    return body
+    return payload[0], body
 
 
 def unpacked_bytes(stored: bytes, compression: int, where: str, max_bytes: int) -> bytes:

@@ -26,6 +26,7 @@ from appliance.uplink.schema.parts import (
     SeqRecord,
     check_gap_rules,
 )
+from appliance.uplink.schema.schema_refs import SchemaBook, UnknownSchemas
 from appliance.uplink.schema.summary_part import decode_summary_part
 from appliance.uplink.schema.topics import DataTopic, parse_data_topic
 from appliance.uplink.schema.values import (
@@ -63,7 +64,12 @@ MAX_PART_BYTES: Final = 16 * 1024 * 1024
 PART_JSON_DEPTH: Final = 4
 
 
-def decode_part(payload: bytes, topic: str, max_bytes: int = MAX_PART_BYTES) -> Part:
+def decode_part(
+    payload: bytes,
+    topic: str,
+    max_bytes: int = MAX_PART_BYTES,
+    schemas: SchemaBook | None = None,
+) -> Part:
     """Parse and check one part received on `topic`; safe for any bytes.
 
     A payload whose first byte is a binary layout's (binary_body.py) is read as binary, any
@@ -76,13 +82,17 @@ def decode_part(payload: bytes, topic: str, max_bytes: int = MAX_PART_BYTES) -> 
     ("topic_mismatch"), a range or part number out of bounds ("implausible"). Once the header is
     valid, every other refusal is a RecordsError carrying it: a time outside [MIN_TIME, MAX_TIME)
     ("implausible"), text a database cannot store ("bad_text"), or any field that breaks the
-    rules (the message names it).
+    rules (the message names it). A binary part of layout 2 referring to a feature schema
+    that is neither in it nor in `schemas` is refused with UnknownSchemas ("unknown_schema",
+    carrying the header and the references; not a RecordsError: such a part must not be
+    accounted); the names of every part read are learned into `schemas`.
     """
     where_topic = parse_data_topic(topic)
     where = f"payload on {topic}"
     binary = is_binary(payload)
+    layout = 0
     if binary:
-        body = load_binary(payload, where, max_bytes=max_bytes)
+        layout, body = load_binary(payload, where, max_bytes=max_bytes)
     else:
         body = load_json(payload, where, max_bytes=max_bytes, max_depth=PART_JSON_DEPTH)
     header = decode_header(body, where_topic, where)
@@ -91,11 +101,15 @@ def decode_part(payload: bytes, topic: str, max_bytes: int = MAX_PART_BYTES) -> 
             return decode_summary_part(body, header, binary, where)
         if binary:
             check_keys(body, BINARY_PART_KEYS[header.kind], where)
-            records = decode_binary_records(body, header.kind, header.asset, header.lo, where)
+            records = decode_binary_records(
+                body, header.kind, header.asset, header.lo, where, layout, schemas
+            )
         else:
             check_keys(body, PART_KEYS[header.kind], where)
             records = decode_records(body, header.kind, header.asset, where)
         return checked_part(header, records, where)
+    except UnknownSchemas as exc:
+        raise UnknownSchemas(str(exc), exc.refs, header) from None
     except SchemaError as exc:
         raise RecordsError(str(exc), exc.reason, header) from None
 

@@ -13,8 +13,15 @@ import numpy as np
 
 from appliance.records import Alert, FeatureVector, Score
 from appliance.uplink.errors import SchemaError
-from appliance.uplink.schema.encode_binary import F32, F64, SCHEMA_INDEX, U64
+from appliance.uplink.schema.binary_body import LAYOUT_1
+from appliance.uplink.schema.encode_binary import F32, F64, SCHEMA_INDEX, U64, unshuffled
 from appliance.uplink.schema.parts import SeqRecord
+from appliance.uplink.schema.schema_refs import (
+    SCHEMA_REF_BYTES,
+    SchemaBook,
+    UnknownSchemas,
+    schema_ref,
+)
 from appliance.uplink.schema.values import (
     MAX_TIME,
     MIN_TIME,
@@ -39,9 +46,16 @@ VALUE_DTYPES: Final[dict[str, np.dtype[Any]]] = {"f4": F32, "f8": F64}
 
 
 def decode_binary_records(
-    body: Mapping[str, Any], kind: Kind, asset: str, lo: int, where: str
+    body: Mapping[str, Any],
+    kind: Kind,
+    asset: str,
+    lo: int,
+    where: str,
+    layout: int = LAYOUT_1,
+    book: SchemaBook | None = None,
 ) -> list[SeqRecord]:
-    """The part's records, in the order sent (decode.py checks their seqs against the range)."""
+    """The part's records, in the order sent (decode.py checks their seqs against the range).
+    Schema references (layout 2) are resolved from `book`; UnknownSchemas names those it lacks."""
     seqs = seqs_from(body["seq"], lo, where)
     times = times_from(body["t"], len(seqs), where)
     if kind == "gap":
@@ -49,7 +63,7 @@ def decode_binary_records(
             raise SchemaError(f"{where}: a gap is the only part, asset '_', no records")
         return []
     if kind == "features":
-        vectors = feature_records(body, asset, times, where)
+        vectors = feature_records(body, asset, times, where, layout, book)
         return list(zip(seqs, vectors, strict=True))
     make = score_records if kind == "scores" else alert_records
     return list(zip(seqs, make(body, asset, times, where), strict=True))
@@ -89,9 +103,17 @@ def times_from(value: object, count: int, where: str) -> list[float]:
 
 
 def feature_records(
-    body: Mapping[str, Any], asset: str, times: list[float], where: str
+    body: Mapping[str, Any],
+    asset: str,
+    times: list[float],
+    where: str,
+    layout: int,
+    book: SchemaBook | None,
 ) -> list[FeatureVector]:
-    schemas = check_schemas(body["schemas"], where)
+    if layout == LAYOUT_1:
+        schemas = check_schemas(body["schemas"], where)
+    else:
+        schemas = resolved_schemas(body["schemas"], where, book)
     indexes = np.frombuffer(block(body["schema"], 4, len(times), f"{where}: schema"),
                             dtype=SCHEMA_INDEX)  # fmt: skip
     if len(indexes) and int(indexes.max()) >= len(schemas):
@@ -103,7 +125,10 @@ def feature_records(
         raise SchemaError(f"{where}: dtype must be f4 or f8, not {shown(body['dtype'])}")
     widths = np.array([len(names) for names in schemas], dtype=np.int64)[indexes]
     raw = block(body["values"], dtype.itemsize, int(widths.sum()), f"{where}: values")
-    values = np.frombuffer(raw, dtype=dtype).astype(np.float64)
+    if layout == LAYOUT_1:
+        values = np.frombuffer(raw, dtype=dtype).astype(np.float64)
+    else:
+        values = unshuffled(raw, dtype).astype(np.float64)
     ends = np.cumsum(widths)
     if bool(np.isinf(values).any()):
         flat = int(np.flatnonzero(np.isinf(values))[0])
@@ -119,6 +144,39 @@ def feature_records(
         FeatureVector(asset, t, schemas[index], row)
         for t, index, row in zip(times, indexes.tolist(), rows, strict=True)
     ]
+
+
+def resolved_schemas(value: object, where: str, book: SchemaBook | None) -> list[tuple[str, ...]]:
+    """Layout 2's schemas: each a list of names (learned into `book`) or the 8-byte reference
+    of names sent before; UnknownSchemas if a reference is neither in this part nor in `book`."""
+    if not isinstance(value, list):
+        raise SchemaError(f"{where}: schemas must be a list of name lists or references")
+    named = check_schemas([item for item in value if isinstance(item, list)], where)
+    here = {schema_ref(names): names for names in named}
+    if book is not None:
+        for names in named:
+            book.learn(names)
+    listed = iter(named)
+    schemas: list[tuple[str, ...]] = []
+    missing = set()
+    for i, item in enumerate(value):
+        if isinstance(item, list):
+            schemas.append(next(listed))
+            continue
+        if type(item) is not bytes or len(item) != SCHEMA_REF_BYTES:
+            raise SchemaError(f"{where}: schemas[{i}] must be a list of names or a "
+                              f"{SCHEMA_REF_BYTES}-byte reference, not {shown(item)}")  # fmt: skip
+        found = here.get(item)
+        if found is None and book is not None:
+            found = book.get(item)
+        if found is None:
+            missing.add(item)
+        else:
+            schemas.append(found)
+    if missing:
+        refs = ", ".join(sorted(ref.hex() for ref in missing))
+        raise UnknownSchemas(f"{where}: unknown feature schema(s) {refs}", frozenset(missing))
+    return schemas
 
 
 def numbers_from(value: object, count: int, what: str) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,13 @@ from appliance.uplink.schema.summary_part import summary_fields
 from appliance.uplink.schema.values import PROTOCOL_VERSION, WireFormat
 
 
-def encode_part(part: Part, wire_format: WireFormat = "json") -> bytes:
-    """One part as binary (the gateway's default, [uplink] format) or UTF-8 JSON; SchemaError
-    if the part breaks the protocol's rules."""
+def encode_part(
+    part: Part, wire_format: WireFormat = "json", known_schemas: Collection[bytes] = ()
+) -> bytes:
+    """One part as binary (the gateway's default, [uplink] format; layout 2) or UTF-8 JSON;
+    SchemaError if the part breaks the protocol's rules. In binary, a feature schema whose
+    reference (schema_ref) is in `known_schemas` is sent by reference; JSON always carries the
+    names."""
     check_part(part)
     body: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
@@ -37,7 +42,7 @@ def encode_part(part: Part, wire_format: WireFormat = "json") -> bytes:
             return dump_binary(body, part.where)
         return dump_json(body, part.where)
     if wire_format == "binary":
-        return dump_binary(body | binary_columns(part), part.where)
+        return dump_binary(body | binary_columns(part, known_schemas), part.where)
     if wire_format != "json":
         raise SchemaError(f"{part.where}: wire format {wire_format!r} is not binary or json")
     if part.kind == "features":
