@@ -64,7 +64,7 @@ def test_appliance_unit_contract() -> None:
     ]
     # releases: the start guard first, from the confirmed release; a switch restarts (75)
     assert unit["ExecStartPre"][0] == (
-        "/opt/appliance/confirmed/bin/python -m appliance.ota.release.guard /opt/appliance"
+        "/opt/appliance/confirmed/bin/python -I -m appliance.ota.release.guard /opt/appliance"
     )
     assert unit["RestartForceExitStatus"] == ["75"]
     assert unit["ReadWritePaths"] == ["/opt/appliance"]
