@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -106,25 +107,29 @@ def build_export(
 
 
 def write_export(export: FeatureExport, path: Path) -> None:
+    save_npz(
+        path,
+        format=np.array(EXPORT_FORMAT),
+        gateway=np.array(export.gateway),
+        asset=np.array(export.asset),
+        names=np.array(export.names, dtype=np.str_),
+        seq=export.seq,
+        window_end=export.window_end,
+        values=export.values,
+        anomalous=export.anomalous,
+        scored=export.scored,
+        skipped_other_names=np.array(export.skipped_other_names),
+        verdict=export.labels(),
+    )
+
+
+def save_npz(path: Path, **arrays: npt.NDArray[Any]) -> None:
     """Write atomically (a temporary file in the same directory, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as out:
-            np.savez(
-                out,
-                format=np.array(EXPORT_FORMAT),
-                gateway=np.array(export.gateway),
-                asset=np.array(export.asset),
-                names=np.array(export.names, dtype=np.str_),
-                seq=export.seq,
-                window_end=export.window_end,
-                values=export.values,
-                anomalous=export.anomalous,
-                scored=export.scored,
-                skipped_other_names=np.array(export.skipped_other_names),
-                verdict=export.labels(),
-            )
+            np.savez(out, **arrays)  # type: ignore[arg-type]
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

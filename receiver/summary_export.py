@@ -20,8 +20,6 @@ Format "appliance-summaries/1" (numpy .npz):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import numpy as np
 from receiver.db import Database
 from receiver.db.summary_tables import StoredSummary
 from receiver.errors import ReceiverError
-from receiver.export import END_OF_TIME, listed
+from receiver.export import END_OF_TIME, listed, save_npz
 
 SUMMARY_FORMAT = "appliance-summaries/1"
 
@@ -78,29 +76,21 @@ def write_npz(
     def column(attribute: str, dtype: type) -> np.ndarray:
         return np.array([getattr(row, attribute) for row in rows], dtype=dtype)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(
-                out,
-                format=np.array(SUMMARY_FORMAT),
-                gateway=np.array(gateway),
-                asset=np.array(asset),
-                names=np.array(names, dtype=np.str_),
-                minute=column("minute", np.int64),
-                windows=column("windows", np.int64),
-                min=stats("minimum"),
-                mean=stats("mean"),
-                max=stats("maximum"),
-                scores=column("scores", np.int64),
-                max_error=np.array([np.nan if r.max_error is None else r.max_error for r in rows]),
-                threshold=np.array([np.nan if r.threshold is None else r.threshold for r in rows]),
-                anomalous=column("anomalous", np.int64),
-                alarm=column("alarm", np.bool_),
-                skipped_other_names=np.array(skipped),
-            )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    save_npz(
+        path,
+        format=np.array(SUMMARY_FORMAT),
+        gateway=np.array(gateway),
+        asset=np.array(asset),
+        names=np.array(names, dtype=np.str_),
+        minute=column("minute", np.int64),
+        windows=column("windows", np.int64),
+        min=stats("minimum"),
+        mean=stats("mean"),
+        max=stats("maximum"),
+        scores=column("scores", np.int64),
+        max_error=np.array([np.nan if r.max_error is None else r.max_error for r in rows]),
+        threshold=np.array([np.nan if r.threshold is None else r.threshold for r in rows]),
+        anomalous=column("anomalous", np.int64),
+        alarm=column("alarm", np.bool_),
+        skipped_other_names=np.array(skipped),
+    )
