@@ -15,15 +15,23 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from broker import TEST_GATEWAYS, Broker
-from receiver_helpers import ReceiverFactory
+from receiver_helpers import ReceiverFactory, outbox_rows
 from uplink_helpers import T0, mixed_records, running, same_record, settings_for, wait_for_value
 
 from appliance.records import FeatureVector
 from appliance.store import Store, StoredRecord, StoreSettings
 from appliance.uplink.commands import decode_reply
 from appliance.uplink.publisher import Uplink
-from receiver.db import open_database
-from receiver.fetch import EXIT_LANDED, EXIT_NOT_LANDED, EXIT_REFUSED, FetchRequest, fetch
+from appliance.uplink.schema import split_range
+from receiver.db import Database, open_database
+from receiver.fetch import (
+    EXIT_LANDED,
+    EXIT_NOT_LANDED,
+    EXIT_REFUSED,
+    FetchRequest,
+    count_records,
+    fetch,
+)
 from receiver.settings import parse_broker_url
 
 GATEWAY = "gw-a"
@@ -258,3 +266,22 @@ async def test_a_fetch_cut_by_a_broker_restart_goes_on_from_its_last_acknowledge
 
 async def landed_seqs(db_url: str) -> list[int]:
     return sorted(itertools.chain(*rows_of(db_url, "pump-1").values()))
+
+
+async def test_fetched_records_are_stored_once_and_counted_by_range_on_each_backend(
+    db: Database,
+) -> None:
+    rows = outbox_rows(0, 40)
+    parts = split_range(GATEWAY, 0, 40, rows)
+    first = await db.ingest_fetched(parts)
+    again = await db.ingest_fetched(parts)
+    since, until = T0 + 5, T0 + 15
+    expected = [
+        seq for seq, record in rows
+        if record.asset == "pump-1" and since <= record_time(record) < until and 3 <= seq <= 30
+    ]  # fmt: skip
+
+    assert sum(first) == len(rows) and sum(again) == 0, "a second fetch inserts nothing"
+    assert expected and len(expected) < len(rows)
+    assert await count_records(db, GATEWAY, "pump-1", since, until, 3, 30) == len(expected)
+    assert await db.acked_seq(GATEWAY) is None, "no part, no ack: the chain never sees a fetch"
