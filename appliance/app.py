@@ -494,6 +494,8 @@ def command_handler(models: ModelManager | None, releases: ReleaseManager | None
                 return {"accepted": False, "message": "no [release] table: this gateway "
                         "takes no appliance updates over the air"}  # fmt: skip
             return await releases.handle_command(command)
+        if isinstance(command, RefusedCommand) and models is None:
+            return {"accepted": False, "message": command.reason}
         if models is None:
             return {"accepted": False, "message": "no [models] table: this gateway takes "
                     "no model commands"}  # fmt: skip

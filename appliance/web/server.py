@@ -12,7 +12,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -52,6 +52,9 @@ TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 MODELS: web.AppKey[ModelManager | None] = web.AppKey("models", ModelManager)
 RELEASES: web.AppKey[ReleaseManager | None] = web.AppKey("releases", ReleaseManager)
+MODELS_OFF = "model updates are disabled: no [models] table in the config"
+RELEASES_OFF = "appliance updates are disabled: no [release] table in the config"
+T = TypeVar("T")
 SMS: web.AppKey[SmsIntake | None] = web.AppKey("sms", SmsIntake)
 LIMITS: web.AppKey[ConnectionLimits] = web.AppKey("limits", ConnectionLimits)
 
@@ -377,30 +380,38 @@ async def _judge(request: web.Request) -> web.Response:
     return web.json_response(verdict_json(judged))
 
 
-def _manager(request: web.Request) -> ModelManager | web.Response:
-    """The model manager once the token is checked, or the refusal to answer."""
+def _enabled(request: web.Request, key: web.AppKey[T | None], disabled: str) -> T | web.Response:
+    """The manager under `key` once the token is checked, or the refusal to answer."""
     if (refusal := _unauthorised(request)) is not None:
         return refusal
-    models = request.app[MODELS]
-    if models is None:
-        return _refuse(403, "model updates are disabled: no [models] table in the config")
-    return models
+    manager = request.app[key]
+    if manager is None:
+        return _refuse(403, disabled)
+    return manager
+
+
+async def _archive(request: web.Request, limit: int, what: str) -> bytes | web.Response:
+    """An upload's body: a plain tar (ota/archive.py), at most `limit` bytes."""
+    if request.content_type not in ARCHIVE_TYPES:
+        return _refuse(415, f"send the {what} as the body, as {' or '.join(ARCHIVE_TYPES)}")
+    data = await _read_body(request, limit, what)
+    log.info("archive_upload", what=what, peer=request.remote, bytes=len(data))
+    return data
 
 
 async def _install_model(request: web.Request) -> web.Response:
     """The body is a bundle archive: a plain tar of a signed bundle's files (ota/archive.py)."""
-    models = _manager(request)
+    models = _enabled(request, MODELS, MODELS_OFF)
     if isinstance(models, web.Response):
         return models
-    if request.content_type not in ARCHIVE_TYPES:
-        return _refuse(415, f"send the bundle archive as the body, as {' or '.join(ARCHIVE_TYPES)}")
-    data = await _read_body(request, MAX_ARCHIVE_BYTES, "bundle archive")
-    log.info("model_upload", peer=request.remote, bytes=len(data))
+    data = await _archive(request, MAX_ARCHIVE_BYTES, "bundle archive")
+    if isinstance(data, web.Response):
+        return data
     return _answer(await models.install(data, source=f"http:{request.remote}"), 422)
 
 
 async def _roll_back_model(request: web.Request) -> web.Response:
-    models = _manager(request)
+    models = _enabled(request, MODELS, MODELS_OFF)
     if isinstance(models, web.Response):
         return models
     body = await _json_object(request, '{"asset": "<asset name>"}')
@@ -410,33 +421,20 @@ async def _roll_back_model(request: web.Request) -> web.Response:
     return _answer(await models.rollback(asset, reason, source=f"http:{request.remote}"), 409)
 
 
-def _releases(request: web.Request) -> ReleaseManager | web.Response:
-    """The release manager once the token is checked, or the refusal to answer."""
-    if (refusal := _unauthorised(request)) is not None:
-        return refusal
-    releases = request.app[RELEASES]
-    if releases is None:
-        return _refuse(403, "appliance updates are disabled: no [release] table in the config")
-    return releases
-
-
 async def _install_release(request: web.Request) -> web.Response:
     """The body is a release archive (ota/release/bundle.py); accepted, the appliance restarts
     into it for its trial."""
-    releases = _releases(request)
+    releases = _enabled(request, RELEASES, RELEASES_OFF)
     if isinstance(releases, web.Response):
         return releases
-    if request.content_type not in ARCHIVE_TYPES:
-        return _refuse(
-            415, f"send the release archive as the body, as {' or '.join(ARCHIVE_TYPES)}"
-        )
-    data = await _read_body(request, RELEASE_LIMITS.max_bytes, "release archive")
-    log.info("release_upload", peer=request.remote, bytes=len(data))
+    data = await _archive(request, RELEASE_LIMITS.max_bytes, "release archive")
+    if isinstance(data, web.Response):
+        return data
     return _answer(await releases.install(data, source=f"http:{request.remote}"), 422)
 
 
 async def _roll_back_release(request: web.Request) -> web.Response:
-    releases = _releases(request)
+    releases = _enabled(request, RELEASES, RELEASES_OFF)
     if isinstance(releases, web.Response):
         return releases
     log.info("release_rollback_requested", peer=request.remote)
