@@ -5,6 +5,7 @@ summary part's accounting, through both wire formats."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from uplink_helpers import FakeReceiver, running, settings_for, wait_for_value
 from appliance.records import Alert, FeatureVector, Score
 from appliance.store import Store, StoredRecord, StoreSettings
 from appliance.uplink.publisher import Uplink
-from appliance.uplink.schema import Part, decode_part, encode_part
+from appliance.uplink.schema import Part, RecordsError, decode_part, encode_part
+from appliance.uplink.schema.summary_part import SummaryBody
 from appliance.uplink.summary import record_time, summary_parts
 
 T0 = 1_767_225_600.0  # a minute's start (2026-01-01 00:00 UTC)
@@ -169,3 +171,25 @@ async def test_live_in_the_summary_profile_alarms_arrive_in_full_and_the_rest_is
     assert not receiver.records.keys() & receiver.summarised()
     minutes = [m.minute for p in receiver.summaries if p.summary for m in p.summary.minutes]
     assert minutes == [int(T0), int(T0) + 60], "each closed minute once"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"extra": 1}, "unknown field(s) 'extra'"),
+        ({"assets": ["pump-1"]}, "missing field(s)"),
+        ({"absent": [[5, 9]]}, "absent[0]: (5, 9) is not a run above 10"),
+        ({"summarised": 200}, "summarised and absent seqs exceed the range's"),
+        ({"summarised": -1}, "summarised must not be negative"),
+    ],
+)
+def test_a_broken_summary_part_is_refused_naming_the_field(
+    change: dict[str, object], named: str
+) -> None:
+    part = Part("gw-1", 10, 110, 0, 1, "summary", "_", [], SummaryBody(summarised=100))
+    body = json.loads(encode_part(part, "json")) | change
+
+    with pytest.raises(RecordsError) as refused:
+        decode_part(json.dumps(body).encode(), "appliance/gw-1/summary/_")
+
+    assert named in str(refused.value) and refused.value.header.kind == "summary"

@@ -25,15 +25,16 @@ from appliance.uplink.schema.values import (
 )
 
 SUMMARY_ASSET: Final = "_"
+HEADER_KEYS: Final = frozenset({"v", "gateway", "lo", "hi", "part", "parts", "kind", "asset"})
 MINUTE_S: Final = 60
 PROMOTED_KINDS: Final = ("features", "scores")
 MINUTE_COLUMNS: Final = ("assets", "minute", "windows", "schema", "scores", "anomalous", "alarm")
 FLOAT_COLUMNS: Final = ("max_error", "threshold")
 STAT_COLUMNS: Final = ("min", "mean", "max")
-SUMMARY_KEYS: Final = frozenset(
-    {"summarised", "absent", "schemas", "promoted", *MINUTE_COLUMNS, *FLOAT_COLUMNS,
-     *STAT_COLUMNS}
-)  # fmt: skip
+MINUTE_KEYS: Final = frozenset({"schemas", *MINUTE_COLUMNS, *FLOAT_COLUMNS, *STAT_COLUMNS})
+"""Present all together, or none (no minute)."""
+SUMMARY_KEYS: Final = frozenset({"summarised", "absent", "promoted", *MINUTE_KEYS})
+""""summarised" always; "absent" and "promoted" only when not empty (bytes matter here)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,7 +107,8 @@ def summary_fields(part: Part, summary: SummaryBody, binary: bool) -> dict[str, 
             fields[name] = np.where(np.isfinite(joined), joined, np.nan).astype("<f4").tobytes()
         else:
             fields[name] = [nullable(array) for array in arrays]
-    return fields
+    empty = {key for key in ("absent", "promoted") if not fields[key]}
+    return {k: v for k, v in fields.items() if k not in empty and (minutes or k not in MINUTE_KEYS)}
 
 
 def fmt(binary: bool) -> Any:
@@ -129,20 +131,18 @@ def decode_summary(
     body: Mapping[str, Any], header: PartHeader, binary: bool, where: str
 ) -> SummaryBody:
     """The summary fields of a part whose header is valid; SchemaError naming the field."""
-    from appliance.uplink.schema.json_body import check_keys
-
-    check_keys(body, SUMMARY_KEYS | header_keys(body), where)
+    check_summary_keys(body, where)
     if header.asset != SUMMARY_ASSET:
         raise SchemaError(f"{where}: a summary part is on asset '_'")
     summarised = count(body["summarised"], f"{where}: summarised")
-    absent = absent_runs(body["absent"], header.lo, header.hi, f"{where}: absent")
+    absent = absent_runs(body.get("absent", []), header.lo, header.hi, f"{where}: absent")
     if summarised + sum(last - first + 1 for first, last in absent) > header.hi - header.lo:
         raise SchemaError(f"{where}: summarised and absent seqs exceed the range's")
     return SummaryBody(
         summarised=summarised,
         absent=absent,
-        minutes=minutes_from(body, binary, where),
-        promoted=promoted_parts(body["promoted"], header, binary, where),
+        minutes=minutes_from(body, binary, where) if "assets" in body else [],
+        promoted=promoted_parts(body.get("promoted", []), header, binary, where),
     )
 
 
@@ -154,8 +154,17 @@ def decode_summary_part(
                 header.asset, [], summary)  # fmt: skip
 
 
-def header_keys(body: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset({"v", "gateway", "lo", "hi", "part", "parts", "kind", "asset"})
+def check_summary_keys(body: Mapping[str, Any], where: str) -> None:
+    fields = body.keys() - HEADER_KEYS
+    unknown = sorted(map(shown, fields - SUMMARY_KEYS))
+    if unknown:
+        raise SchemaError(f"{where}: unknown field(s) {', '.join(unknown[:5])}", "unknown_field")
+    missing = {"summarised"} - fields
+    if fields & MINUTE_KEYS:
+        missing |= MINUTE_KEYS - fields
+    if missing:
+        raise SchemaError(f"{where}: missing field(s) {', '.join(sorted(missing))}",
+                          "missing_field")  # fmt: skip
 
 
 def count(value: object, what: str) -> int:
