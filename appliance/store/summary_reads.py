@@ -110,7 +110,10 @@ def read_summary_inputs(
         inputs.open_at_lo[asset] = open_episodes(db, asset, lo)
         raises = [r.t for _, r in records if isinstance(r, Alert) and is_raise(r, asset)]
         if raises:
-            inputs.earlier[asset] = windows_from(db, schemas, asset, min(raises) - margin_s, lo)
+            earlier = windows_from(db, schemas, asset, min(raises) - margin_s, lo)
+            episodes = episodes_up_to(db, asset, lo)
+            inputs.earlier[asset] = [(seq, r) for seq, r in earlier
+                                     if not sent_in_full(seq, r, episodes, margin_s)]  # fmt: skip
         features = [(seq, r) for seq, r in records
                     if isinstance(r, FeatureVector) and r.asset == asset]  # fmt: skip
         previous = db.execute(PREVIOUS_FEATURE_T, (asset, lo)).fetchone()
@@ -121,6 +124,56 @@ def read_summary_inputs(
                 inputs.minutes.append((seq, summary))
     inputs.minutes.sort(key=lambda item: item[0])
     return inputs
+
+
+RECENT_EPISODE_ALERTS = """
+SELECT seq, kind, channel, t FROM alerts WHERE asset = ? AND seq <= ?
+    AND (kind LIKE '%\\_raised' ESCAPE '\\' OR kind LIKE '%\\_cleared' ESCAPE '\\')
+ORDER BY seq DESC LIMIT 500
+"""
+
+
+@dataclass(frozen=True)
+class KnownEpisode:
+    raise_seq: int
+    raise_t: float
+    clear_seq: int | None
+    clear_t: float
+
+
+def episodes_up_to(db: sqlite3.Connection, asset: str, up_to_seq: int) -> list[KnownEpisode]:
+    """The asset's latest episodes (raise and clear, by seq) among its alerts up to a seq."""
+    rows = db.execute(RECENT_EPISODE_ALERTS, (asset, up_to_seq)).fetchall()
+    opened: dict[Episode, tuple[int, float]] = {}
+    episodes = []
+    for seq, kind, channel, t in reversed(rows):
+        family = episode_family(str(kind))
+        if family is None:
+            continue
+        key = (family[0], channel)
+        if family[1]:  # the latest raise: the one a range's open episodes start from
+            opened[key] = (int(seq), float(t))
+        elif key in opened:
+            raised = opened.pop(key)
+            episodes.append(KnownEpisode(raised[0], raised[1], int(seq), float(t)))
+    episodes += [KnownEpisode(seq, t, None, math.inf) for seq, t in opened.values()]
+    return episodes
+
+
+def sent_in_full(
+    seq: int, record: StoredRecord, episodes: list[KnownEpisode], margin_s: float
+) -> bool:
+    """Whatever range carried this window knew an episode it lies in (raised before the window
+    was stored, not cleared before that range began), so sent it in full: a raise later need
+    not promote it again. Conservative: a window this cannot vouch for is promoted (a repeat is
+    only a duplicate at the receiver)."""
+    t = record.window_end if isinstance(record, FeatureVector) else record.t
+    return any(
+        e.raise_seq < seq
+        and (e.clear_seq is None or e.clear_seq > seq)
+        and e.raise_t - margin_s <= t <= e.clear_t
+        for e in episodes
+    )
 
 
 def is_raise(record: StoredRecord, asset: str) -> bool:

@@ -193,3 +193,31 @@ def test_a_broken_summary_part_is_refused_naming_the_field(
         decode_part(json.dumps(body).encode(), "appliance/gw-1/summary/_")
 
     assert named in str(refused.value) and refused.value.header.kind == "summary"
+
+
+async def test_a_window_stored_in_a_known_episode_is_not_promoted_again(store: Store) -> None:
+    await stored_windows(store, "pump-1", T0, 20)
+    (raised,) = await store.recorder.add_records(
+        [Alert("pump-1", T0 + 20, "critical", "anomaly_raised", "")]
+    )
+    await stored_windows(store, "pump-1", T0 + 20, 10)
+    await store.recorder.add_records([Alert("pump-1", T0 + 30, "warning", "anomaly_cleared", "")])
+    first_hi = await store.delivery.latest_seq()
+    first = await range_parts(store, 0, first_hi)
+    await store.recorder.add_records([Alert("pump-1", T0 + 35, "critical", "anomaly_raised", "")])
+    await stored_windows(store, "pump-1", T0 + 35, 5)
+    last = await store.delivery.latest_seq()
+
+    second = await range_parts(store, first_hi, last)
+
+    summary = summary_of(second).summary
+    assert summary is not None
+    promoted = {seq for part in summary.promoted for seq, _ in part.records}
+    in_full = {seq for p in first if p.kind in ("features", "scores") for seq, _ in p.records}
+    history = await store.history.outbox(limit=1000)
+    windows = [(seq, r) for seq, r in history if not isinstance(r, Alert) and seq <= first_hi]
+    margin = {seq for seq, r in windows if record_time(r) >= T0 + 15}
+    assert margin <= promoted | in_full, "the new raise's margin in full"
+    stored_in_episode = {seq for seq in in_full if seq > raised}
+    assert stored_in_episode and not promoted & stored_in_episode, "not sent twice"
+    assert promoted == margin - stored_in_episode, "the earlier margin's windows, to be sure"
