@@ -5,7 +5,9 @@ The command talks to the broker as the data team's user (its ACL lets it write c
 read replies and status: receiver/mosquitto/acl.conf) and reads the database the receivers
 write; the records themselves reach the database through the running receiver instances.
 Landed means: the gateway said done, and the database holds at least as many records of that
-asset, range and seq span as the gateway counted.
+asset, range and seq span as the gateway counted. Records still missing a few seconds after
+done were acknowledged by the broker but lost on the way (a broker restart): the command asks
+again (MAX_REASKS times); what already landed is a duplicate there, ignored.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ STATUS_WAIT_S = 5.0
 """How long to wait for the gateway's retained status (it comes right after SUBACK)."""
 POLL_S = 0.5
 """How often the database is counted while records land."""
+MAX_REASKS = 2
+"""How often records missing after the gateway said done are asked for again."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class FetchRequest:
     wait_s: float
     """Give up when neither an answer nor a new record came for this long."""
     prefix: str = "appliance"
+    settle_s: float = 3.0
+    """After the gateway said done, records still missing this long are asked for again."""
 
 
 class FetchFailed(Exception):
@@ -84,7 +90,10 @@ async def fetch(
         say(f"fetch: {exc}")
         return exc.code
     except aiomqtt.MqttError as exc:
-        raise ReceiverError(f"{broker.redacted()}: {exc}") from exc
+        raise ReceiverError(
+            f"{broker.redacted()}: {exc} (run the command again: records that landed are not "
+            "duplicated)"
+        ) from exc
 
 
 @contextlib.asynccontextmanager
@@ -125,14 +134,19 @@ class Exchange:
         await self.client.subscribe(self._status_topic, qos=1)
         await self.client.subscribe(reply_topic(r.prefix, r.gateway), qos=1)
         await self._check_online()
+        return await self._landing(await self._ask())
+
+    async def _ask(self) -> dict[str, Any]:
+        """Publish the command (with a new id) and return the gateway's acceptance."""
+        r = self.request
+        self.id = secrets.token_hex(8)
         command = Command(self.id, "fetch_records", asset=r.asset, since=r.since, until=r.until,
                           max_records=r.max_records)  # fmt: skip
         await self.client.publish(command_topic(r.prefix, r.gateway), encode_command(command),
                                   qos=1)  # fmt: skip
         self.say(f"asked gateway {r.gateway} for {r.asset} records {r.since} <= t < {r.until} "
                  f"(fetch {self.id})")  # fmt: skip
-        accepted = await self._answer()
-        return await self._landing(accepted)
+        return await self._answer()
 
     async def _check_online(self) -> None:
         message = await self._next(STATUS_WAIT_S)
@@ -173,36 +187,42 @@ class Exchange:
         return outcome
 
     async def _landing(self, accepted: dict[str, Any]) -> int:
-        total = int(accepted.get("records", 0))
         started = time.monotonic()
-        first, last = int(accepted.get("first_seq", 0)), int(accepted.get("last_seq", 0))
-        before = landed = await self._count(first, last)
-        done = accepted.get("state") == "done"
+        span = Span.of(accepted)
+        before = landed = await self._count(span)
         progress_at = time.monotonic()
-        while not (done and landed >= total):
+        asked = 1
+        while True:
+            if span.done and landed >= span.total:
+                landed = await self._count(span)  # once more: what was counted may be gone
+                if landed >= span.total:
+                    break
+            settled = time.monotonic() - progress_at > self.request.settle_s
+            if span.done and settled and asked <= MAX_REASKS:
+                # Sent and acknowledged by the broker, yet missing: lost on the way (a broker
+                # restart drops what it took for a shared subscription not yet restored).
+                self.say(f"{span.total - landed} of {span.total} records missing after the "
+                         f"gateway said done; asking again ({asked} of {MAX_REASKS})")  # fmt: skip
+                asked += 1
+                span, progress_at = Span.of(await self._ask()), time.monotonic()
             reply = await self._reply(POLL_S)
             if reply is not None:
-                if reply.outcome.get("accepted") is not True:
-                    raise FetchFailed(f"gateway {reply.gateway}: {reply.outcome.get('message')}",
-                                      EXIT_REFUSED)  # fmt: skip
-                if reply.outcome.get("state") == "done":
-                    done = True
-                    total = int(reply.outcome.get("sent", total))  # less if evicted meanwhile
-                progress_at = time.monotonic()
-            count = await self._count(first, last)
+                span, progress_at = answered(span, reply), time.monotonic()
+            count = await self._count(span)
             if count != landed:
                 landed, progress_at = count, time.monotonic()
-                self.say(f"landed {landed} of {total}")
+                self.say(f"landed {landed} of {span.total}")
             if time.monotonic() - progress_at > self.request.wait_s:
                 raise FetchFailed(
-                    f"{landed} of {total} records landed, then nothing for "
-                    f"{self.request.wait_s:g} s (gateway said done: {done}; are receivers running? "
-                    "`appliance-receiver dead-letters` shows refused parts); run the same "
-                    "command again: what landed is not duplicated",
+                    f"{landed} of {span.total} records landed, then nothing for "
+                    f"{self.request.wait_s:g} s (gateway said done: {span.done}; are receivers "
+                    "running? `appliance-receiver dead-letters` shows refused parts); run the "
+                    "same command again: what landed is not duplicated",
                     EXIT_NOT_LANDED,
                 )
+        took = time.monotonic() - started
         self.say(f"done: {landed} records of {self.request.asset} in the database "
-                 f"({landed - before} new) after {time.monotonic() - started:.1f} s")  # fmt: skip
+                 f"({max(0, landed - before)} new) after {took:.1f} s")  # fmt: skip
         return EXIT_LANDED
 
     async def _reply(self, timeout_s: float) -> Reply | None:
@@ -227,10 +247,36 @@ class Exchange:
         except TimeoutError:
             return None
 
-    async def _count(self, first_seq: int, last_seq: int) -> int:
+    async def _count(self, span: Span) -> int:
         r = self.request
         return await count_records(self.database, r.gateway, r.asset, r.since, r.until,
-                                   first_seq, last_seq)  # fmt: skip
+                                   span.first_seq, span.last_seq)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Span:
+    """What the gateway said it sends: how many records, their seqs, whether all went."""
+
+    total: int
+    first_seq: int
+    last_seq: int
+    done: bool
+
+    @classmethod
+    def of(cls, outcome: dict[str, Any]) -> Span:
+        return cls(int(outcome.get("records", 0)), int(outcome.get("first_seq", 0)),
+                   int(outcome.get("last_seq", 0)), outcome.get("state") == "done")  # fmt: skip
+
+
+def answered(span: Span, reply: Reply) -> Span:
+    """The span after a later answer: done (with what was sent: fewer if rows were evicted
+    meanwhile), or FetchFailed when the gateway gave up."""
+    outcome = reply.outcome
+    if outcome.get("accepted") is not True:
+        raise FetchFailed(f"gateway {reply.gateway}: {outcome.get('message')}", EXIT_REFUSED)
+    if outcome.get("state") != "done":
+        return span
+    return Span(int(outcome.get("sent", span.total)), span.first_seq, span.last_seq, True)
 
 
 async def count_records(

@@ -287,3 +287,48 @@ async def test_fetched_records_are_stored_once_and_counted_by_range_on_each_back
     assert expected and len(expected) < len(rows)
     assert await count_records(db, GATEWAY, "pump-1", since, until, 3, 30) == len(expected)
     assert await db.acked_seq(GATEWAY) is None, "no part, no ack: the chain never sees a fetch"
+
+
+async def test_records_lost_after_the_gateway_said_done_are_asked_for_again(
+    broker: Broker, store: Store, start_receiver: ReceiverFactory, db_url: str
+) -> None:
+    await start_receiver()
+    said: list[str] = []
+
+    def lose(lost: bool) -> None:
+        """While lost, the receiver's database drops pump-1's rows (as if lost on the way)."""
+        with sqlite3.connect(db_path(db_url)) as db:
+            for table in ("features", "scores", "alerts"):
+                db.execute(f"DROP TRIGGER IF EXISTS lose_{table}")
+                if lost:
+                    db.execute(f"CREATE TRIGGER lose_{table} BEFORE INSERT ON {table} WHEN "
+                               "NEW.asset = 'pump-1' BEGIN SELECT RAISE(IGNORE); END")  # fmt: skip
+
+    def say(line: str) -> None:
+        if "asking again" in line:
+            lose(False)
+        said.append(line)
+
+    uplink = Uplink(settings_for(broker), store.delivery)
+    async with running(uplink.run()):
+        await wait_for_value(store.delivery.acked_seq, 60, "everything acknowledged")
+        with sqlite3.connect(db_path(db_url)) as db:
+            for table in ("features", "scores", "alerts"):
+                db.execute(f"DELETE FROM {table} WHERE asset = 'pump-1'")
+        lose(True)
+        database = await open_database(db_url)
+        try:
+            address = parse_broker_url(broker.url(MODELLER))
+            code = await fetch(request(settle_s=0.3), address, broker.ca_path, database, say)
+        finally:
+            await database.close()
+        fetched = uplink.fetches.done
+
+    wanted = [
+        seq for seq, record in await store.history.outbox(limit=100)
+        if record.asset == "pump-1" and SINCE <= record_time(record) < UNTIL
+    ]  # fmt: skip
+    assert code == EXIT_LANDED, said
+    assert any(f"{len(wanted)} of {len(wanted)} records missing after the gateway said done; "
+               "asking again (1 of 2)" in line for line in said), said  # fmt: skip
+    assert fetched == 2 and await landed_seqs(db_url) == wanted
