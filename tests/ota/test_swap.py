@@ -5,6 +5,7 @@ breaks its probation is rolled back automatically; rollbacks walk back to the co
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ async def test_swap_at_64_channels_loses_and_doubles_no_window(tmp_path: Path) -
     inbox = tmp_path / "model-inbox"
     run = Run(config)
     await run.until(lambda: run.board.asset(ASSET).scores >= 6, "6 windows scored")
+    await until_the_canary_has_windows(run, tmp_path / "appliance.db")
     old = run.board.models.active[ASSET]
     outcome = await install(run, inbox, "new.tar", archive(tmp_path, "swap-2", key))
     assert outcome["accepted"] is True, outcome
@@ -79,6 +81,24 @@ async def test_swap_at_64_channels_loses_and_doubles_no_window(tmp_path: Path) -
     await run.finish()
     assert all(rate == 0 for rate in dropped(run.board))
     await check_every_window_scored_once(tmp_path / "appliance.db", [old, new])
+
+
+async def until_the_canary_has_windows(run: Run, db: Path, needed: int = 5) -> None:
+    """Under load the store and the slow sensors can lag the scores: wait until the canary
+    would find `needed` stored windows with every feature finite."""
+    store = await Store.open(StoreSettings(path=db))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90
+        while True:
+            windows = await store.history.recent_normal_features(ASSET, 60)
+            if sum(all(math.isfinite(v) for v in w.values) for w in windows) >= needed:
+                return
+            assert not run.task.done(), "the appliance stopped before the canary had windows"
+            assert loop.time() < deadline, "timed out waiting for windows the canary can use"
+            await asyncio.sleep(0.2)
+    finally:
+        await store.close()
 
 
 def dropped(board: StatusBoard) -> list[int]:
