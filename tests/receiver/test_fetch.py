@@ -58,6 +58,12 @@ def db_path(db_url: str) -> Path:
     return Path(db_url.removeprefix("sqlite:///"))
 
 
+def forget_pump_1(db_url: str, where: str = "1") -> None:
+    with sqlite3.connect(db_path(db_url)) as db:
+        for table in ("features", "scores", "alerts"):
+            db.execute(f"DELETE FROM {table} WHERE asset = 'pump-1' AND {where}")
+
+
 def rows_of(db_url: str, asset: str) -> dict[str, list[int]]:
     with sqlite3.connect(db_path(db_url)) as db:
         return {
@@ -82,10 +88,9 @@ async def test_a_fetch_brings_exactly_the_assets_records_of_the_range_without_du
     uplink = Uplink(settings_for(broker), store.delivery)
     async with running(uplink.run()):
         await wait_for_value(store.delivery.acked_seq, 60, "everything acknowledged")
-        with sqlite3.connect(db_path(db_url)) as db:  # what the summary profile never sent
+        with sqlite3.connect(db_path(db_url)) as db:
             parts_before = db.execute("SELECT count(*) FROM parts").fetchone()
-            for table in ("features", "scores", "alerts"):
-                db.execute(f"DELETE FROM {table} WHERE asset = 'pump-1' AND seq % 4 <> 1")
+        forget_pump_1(db_url, "seq % 4 <> 1")  # what the summary profile never sent
         kept = sum(map(len, rows_of(db_url, "pump-1").values()))
         other_asset = rows_of(db_url, "compressor-2")
         duplicates_before = instance.stats.duplicates_ignored
@@ -245,9 +250,7 @@ async def test_a_fetch_cut_by_a_lost_connection_goes_on_from_its_last_acknowledg
         uplink = Uplink(replace(settings, broker=address), store.delivery, pace=pace)
         async with running(uplink.run()):
             await wait_for_value(store.delivery.acked_seq, 60, "everything acknowledged")
-            with sqlite3.connect(db_path(db_url)) as db:
-                for table in ("features", "scores", "alerts"):
-                    db.execute(f"DELETE FROM {table} WHERE asset = 'pump-1'")
+            forget_pump_1(db_url)  # what the summary profile never sent
             gate.clear()
             held.clear()
             (accepted,) = await ask(broker, b"", [command("cut")])
@@ -312,9 +315,7 @@ async def test_records_lost_after_the_gateway_said_done_are_asked_for_again(
     uplink = Uplink(settings_for(broker), store.delivery)
     async with running(uplink.run()):
         await wait_for_value(store.delivery.acked_seq, 60, "everything acknowledged")
-        with sqlite3.connect(db_path(db_url)) as db:
-            for table in ("features", "scores", "alerts"):
-                db.execute(f"DELETE FROM {table} WHERE asset = 'pump-1'")
+        forget_pump_1(db_url)  # what the summary profile never sent
         lose(True)
         database = await open_database(db_url)
         try:
