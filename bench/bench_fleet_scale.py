@@ -388,6 +388,42 @@ async def count_rows(db_url: str) -> int:
     return await asyncio.to_thread(count)
 
 
+# --- the receiver's database path alone ----------------------------------------------------------
+
+
+async def ingest_probe(server: str, gateways: int = 64, rounds: int = 20) -> str:
+    """Database.ingest_many in this process (no MQTT) of the parts `gateways` simulated gateways
+    send in `rounds` live ranges of 5 records, 64 parts a transaction as the receiver batches
+    them: wall and CPU per part, what one receiver instance's database path can take."""
+    from appliance.uplink.schema import decode_part
+
+    names = gateway_names(gateways)
+    fleet = Fleet(names, FleetSettings("unused", 1, dict.fromkeys(names, "")))
+    parts = []
+    for _ in range(rounds):
+        now = time.time()
+        for gateway in fleet.gateways:
+            for _ in range(5):
+                gateway.make_record(now)
+            for entry in gateway.cut_ranges(now):
+                parts += [decode_part(payload, topic) for topic, payload in entry.messages]
+    database = await open_database(new_postgres_database(server))
+    try:
+        cpu0, started = os.times(), time.perf_counter()
+        for start in range(0, len(parts), 64):
+            await database.ingest_many(parts[start : start + 64], time.time())
+        wall, cpu1 = time.perf_counter() - started, os.times()
+    finally:
+        await database.close()
+    cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    return (
+        f"in process, no MQTT: {len(parts):,} parts of 2-3 records, 64 a transaction: "
+        f"{1000 * wall / len(parts):.2f} ms wall and {1000 * cpu / len(parts):.2f} ms of the "
+        f"receiver's CPU per part = {len(parts) / wall:,.0f} parts/s for one instance "
+        f"(load {os.getloadavg()[0]:.1f})"
+    )
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -460,13 +496,17 @@ async def bench(args: argparse.Namespace) -> None:
     with more_files(), postgres_server(work, "-c track_commit_timestamp=on") as server:
         if server is None:
             raise SystemExit("PostgreSQL is needed")
+        probe = await ingest_probe(server)
+        print(probe, flush=True)
+        if args.probe_only:
+            return
         sizes = [int(n) for n in args.gateways.split(",")]
         plan = [(n, args.baseline_minutes) for n in sizes[:-1]] + [(sizes[-1], args.minutes)]
         for gateways, minutes in plan:
             print(f"phase N={gateways} ({minutes} min)", flush=True)
             phases.append(await run_phase(args, gateways, minutes, server, work))
             print("\n".join(phase_lines(phases[-1], args.records_per_s)), flush=True)
-    lines = [f"Command: `{command}`", machine_line(args)]
+    lines = [f"Command: `{command}`", machine_line(args), f"Receiver database path: {probe}"]
     for phase in phases:
         lines += phase_lines(phase, args.records_per_s)
     for phase in phases[1:]:
@@ -510,6 +550,11 @@ def main() -> None:
     parser.add_argument("--storm-window-s", type=float, default=150.0)
     parser.add_argument("--drain-deadline-s", type=float, default=300.0)
     parser.add_argument("--no-tls", dest="tls", action="store_false")
+    parser.add_argument(
+        "--probe-only",
+        action="store_true",
+        help="only the in-process ingest probe (no MQTT, no fleet)",
+    )
     parser.add_argument("--append-results", default=None)
     asyncio.run(bench(parser.parse_args()))
 
