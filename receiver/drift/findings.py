@@ -12,7 +12,7 @@ from typing import Literal
 import numpy.typing as npt
 
 from receiver.drift.settings import TrendParams
-from receiver.drift.trend import Trend, find_trend
+from receiver.drift.trend import Trend, assess
 
 SCORE_NAME = "anomaly_score"
 """The cause of the anomaly score's series, one per model: `anomaly_score@<model id>`."""
@@ -41,6 +41,9 @@ class Detection:
     trends: tuple[SeriesTrend, ...]
     first_day: int | None = None
     """Set for an open finding's update: the day its trend began."""
+    corroborated: bool = True
+    """At least `min_series` of the cause's series trend: enough to open a finding (one keeps
+    an open finding open)."""
 
     @property
     def headline(self) -> SeriesTrend:
@@ -111,17 +114,50 @@ def cause_of(name: str) -> str:
 def detect(
     series: Mapping[tuple[str, str], tuple[npt.ArrayLike, npt.ArrayLike]], params: TrendParams
 ) -> list[Detection]:
-    """The asset's detections, one per cause, from its daily series {(name, stat): (days,
-    values)}."""
-    by_cause: dict[str, list[SeriesTrend]] = {}
+    """The asset's detections, one per cause with a trending series, from its daily series
+    {(name, stat): (days, values)}; corroborated where `params.min_series` of them trend."""
+    detections = []
+    for cause, (strength, trends) in sorted(assess_causes(series, params).items()):
+        found = tuple(SeriesTrend(*t.key, t.trend) for t in trends if t.strength >= 1.0)
+        if found:
+            detections.append(Detection(cause, found, corroborated=strength >= 1.0))
+    return detections
+
+
+@dataclass(frozen=True)
+class Assessed:
+    key: tuple[str, str]
+    trend: Trend
+    strength: float
+
+
+def assess_causes(
+    series: Mapping[tuple[str, str], tuple[npt.ArrayLike, npt.ArrayLike]], params: TrendParams
+) -> dict[str, tuple[float, list[Assessed]]]:
+    """Per cause: its strength (the `min_series`-th strongest series trending in one direction:
+    a finding where >= 1) and those series, strongest first. A physical change shows in more
+    than one of a cause's series (a band on two axes, a feature's median and its p95); one
+    series of ~100 an asset has crossing the line by chance does not make a finding (the 30-day
+    healthy scenario's false finding was one p95 alone)."""
     names = {name for name, _ in series}
+    by_cause: dict[tuple[str, bool], list[Assessed]] = {}
     for (name, stat), (days, values) in sorted(series.items()):
         if is_sensor_offset(name, names):
             continue
-        trend = find_trend(days, values, params)
-        if trend is not None:
-            by_cause.setdefault(cause_of(name), []).append(SeriesTrend(name, stat, trend))
-    return [Detection(cause, tuple(trends)) for cause, trends in sorted(by_cause.items())]
+        assessment = assess(days, values, params)
+        if assessment.trend is not None:
+            rising = assessment.trend.slope_per_day > 0
+            by_cause.setdefault((cause_of(name), rising), []).append(
+                Assessed((name, stat), assessment.trend, assessment.strength)
+            )
+    result: dict[str, tuple[float, list[Assessed]]] = {}
+    for (cause, _), assessed in by_cause.items():
+        assessed.sort(key=lambda a: -a.strength)
+        enough = len(assessed) >= params.min_series
+        strength = assessed[params.min_series - 1].strength if enough else 0.0
+        if cause not in result or strength > result[cause][0]:
+            result[cause] = (strength, assessed)
+    return result
 
 
 def is_sensor_offset(name: str, names: set[str]) -> bool:
@@ -135,15 +171,16 @@ def is_sensor_offset(name: str, names: set[str]) -> bool:
 def reconcile(
     open_findings: Sequence[OpenFinding], detections: Sequence[Detection]
 ) -> list[Change]:
-    """What to do with the asset's findings: open new causes, update open ones, close the open
-    ones whose trend went away."""
+    """What to do with the asset's findings: open new causes (corroborated ones), update open
+    ones, close the open ones whose trend went away (no series of the cause trends)."""
     open_by_cause = {finding.cause: finding for finding in open_findings}
     detected = {detection.cause for detection in detections}
     changes = []
     for detection in detections:
         finding = open_by_cause.get(detection.cause)
         if finding is None:
-            changes.append(Change("opened", detection.cause, None, detection))
+            if detection.corroborated:
+                changes.append(Change("opened", detection.cause, None, detection))
         else:
             detection = replace(detection, first_day=finding.since_day)
             notable = is_notable(finding, detection)

@@ -17,7 +17,7 @@ SECTION = "drift"
 class TrendParams:
     window_days: int = 21
     """Trailing window of the test, in days (the last complete UTC day included)."""
-    min_days: int = 10
+    min_days: int = 14
     """Days with data in the window needed before any trend is reported."""
     alpha: float = 0.01
     """Significance of Kendall's tau. ~100 series of an asset are tested a day: the materiality
@@ -28,6 +28,9 @@ class TrendParams:
     """Material: the change since the onset spans at least this many day-to-day spreads."""
     recent_days: int = 7
     """The trend has stopped when the last this-many days rule its slope out."""
+    min_series: int = 2
+    """A cause is a finding when at least this many of its series trend the same way (two
+    features, or a feature's median and its p95): one series alone is chance among ~100."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import kendalltau, theilslopes
+from scipy.stats import kendalltau, norm, rankdata, theilslopes
 
 from receiver.drift.settings import TrendParams
 
@@ -40,6 +40,8 @@ MIN_RECENT = 4
 NEAR_ZERO_SPREADS = 3.0
 """A series whose level lies within this many spreads of zero has no meaningful % change."""
 MEAN_TO_MEDIAN_AD = 1.2533 / 1.4826
+SIGNIFICANT_Z = 1.96
+"""An autocorrelation of the ranks counts in the variance correction where beyond z / sqrt(n)."""
 STOPPED_CONFIDENCE = 0.99
 """The recent days rule the slope out when it lies beyond this confidence interval of theirs."""
 
@@ -89,31 +91,69 @@ def daily_aggregate(rows: FloatArray) -> DailyAggregate:
     return DailyAggregate(median, p95, count)
 
 
-def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) -> Trend | None:
-    """The series' trend if it is significant, material and still going; else None."""
+@dataclass(frozen=True)
+class Assessment:
+    """How far one series is from a finding: each test's margin, >= 1 where it passes."""
+
+    trend: Trend | None
+    """The fitted trend (None where the series has too few days or no direction)."""
+    significance: float = 0.0
+    """log(p) / log(alpha per series): 1 at the threshold, 2 at its square."""
+    rate: float = 0.0
+    """|rate| / min_rate_per_week."""
+    change: float = 0.0
+    """Change since the onset in spreads / min_change_spreads."""
+    clear_of_zero: bool = False
+    stopped: bool = False
+
+    @property
+    def strength(self) -> float:
+        """The weakest margin: a finding where >= 1 (0 when the level is near zero or the
+        trend stopped)."""
+        if self.trend is None or not self.clear_of_zero or self.stopped:
+            return 0.0
+        return min(self.significance, self.rate, self.change)
+
+
+def find_trend(
+    days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams, tests: int = 1
+) -> Trend | None:
+    """The series' trend if it is significant, material and still going; else None. `tests`:
+    how many series of the asset are tested at once (alpha is shared among them)."""
+    assessment = assess(days, values, params, tests)
+    return assessment.trend if assessment.strength >= 1.0 else None
+
+
+def assess(
+    days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams, tests: int = 1
+) -> Assessment:
+    """The series' candidate trend and its margins on every test (find_trend's verdict)."""
     x_days = np.asarray(days, dtype=np.int64)
     y_all = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(y_all)
     x_days, y = x_days[finite], y_all[finite]
     if len(y) < params.min_days or np.ptp(y) == 0.0:
-        return None
+        return Assessment(None)
     x = (x_days - x_days[0]).astype(np.float64)
-    tau, p_window = kendalltau(x, y)
-    if not np.isfinite(p_window) or tau == 0:
-        return None
-    direction = 1.0 if tau > 0 else -1.0
+    line = theilslopes(y, x)
+    direction = 1.0 if line.slope > 0 else -1.0
+    if line.slope == 0:
+        return Assessment(None)
     onset = find_onset(x, y, direction)
     after = x >= onset
-    searched = max(len(y) - MIN_BEFORE_ONSET - MIN_AFTER_ONSET + 1, 1)
-    p_value = significance(x[after], y[after], direction, float(p_window), onset > 0, searched)
-    if p_value >= params.alpha:
-        return None
     fit = theilslopes(y[after], x[after])
     slope = float(fit.slope)
     if slope * direction <= 0:
-        return None
+        return Assessment(None)
     level = float(fit.intercept + slope * onset)
-    spread = residual_spread(x, y, onset, level, slope)
+    residuals = y - hinge(x, onset, level, slope)
+    p_window = mann_kendall_p(x, y, direction, residuals)
+    searched = max(len(y) - MIN_BEFORE_ONSET - MIN_AFTER_ONSET + 1, 1)
+    p_value = p_window
+    if onset > 0:  # Bonferroni: the onset was chosen to fit a trend best
+        p_after = mann_kendall_p(x[after], y[after], direction, residuals[after])
+        p_value = min(p_window, (searched + 1) * p_after)
+    spread = residual_spread(residuals, level)
     trend = Trend(
         slope_per_day=slope,
         rate_per_week=slope * 7.0 / abs(level) if abs(level) > 0 else math.inf,
@@ -121,32 +161,66 @@ def find_trend(days: npt.ArrayLike, values: npt.ArrayLike, params: TrendParams) 
         last_day=int(x_days[-1]),
         level=level,
         spread=spread,
-        tau=float(tau),
+        tau=kendall_tau(x, y),
         p_value=float(p_value),
         days_with_data=len(y),
     )
-    if not is_material(trend, params) or has_stopped(x, y, slope, params.recent_days):
-        return None
-    return trend
+    alpha = params.alpha / max(tests, 1)
+    return Assessment(
+        trend,
+        significance=math.log(max(p_value, 1e-300)) / math.log(alpha),
+        rate=abs(trend.rate_per_week) / params.min_rate_per_week,
+        change=trend.change_spreads / params.min_change_spreads,
+        clear_of_zero=abs(level) >= NEAR_ZERO_SPREADS * spread,
+        stopped=has_stopped(x, y, slope, params.recent_days),
+    )
 
 
-def significance(
-    x: FloatArray,
-    y: FloatArray,
-    direction: float,
-    p_window: float,
-    onset_inside: bool,
-    searched: int,
-) -> float:
-    """Kendall's p over the window, or from the onset on if smaller once multiplied by the
-    onsets searched + 1 (Bonferroni: the onset was chosen to fit a trend best). A trend that
-    began mid-window is seen before it dominates the whole window."""
-    if not onset_inside:
-        return p_window
-    tau, p_after = kendalltau(x, y)
-    if not np.isfinite(p_after) or tau * direction <= 0:
-        return p_window
-    return min(p_window, (searched + 1) * float(p_after))
+def kendall_tau(x: FloatArray, y: FloatArray) -> float:
+    tau = kendalltau(x, y).statistic
+    return float(tau) if np.isfinite(tau) else 0.0
+
+
+def mann_kendall_p(x: FloatArray, y: FloatArray, direction: float, residuals: FloatArray) -> float:
+    """Two-sided p of the Mann-Kendall test (1 where S points against `direction`), its variance
+    corrected for the autocorrelation of the residuals' ranks (Hamed and Rao 1998): days that
+    follow each other's wander are fewer independent days than they look. Days are in order; a
+    gap counts as one step (the correction's lags are in observations)."""
+    n = len(y)
+    if n < 3:
+        return 1.0
+    order = np.argsort(x, kind="stable")
+    y = y[order]
+    signs = np.sign(y[None, :] - y[:, None])
+    s = float(np.sum(np.triu(signs, k=1)))
+    _, ties = np.unique(y, return_counts=True)
+    variance = (n * (n - 1) * (2 * n + 5) - float(np.sum(ties * (ties - 1) * (2 * ties + 5)))) / 18
+    variance *= autocorrelation_factor(residuals[order])
+    if variance <= 0:
+        return 1.0
+    if s * direction <= 0:
+        return 1.0
+    z = (abs(s) - 1.0) / math.sqrt(variance)  # continuity correction
+    return float(2.0 * norm.sf(z))
+
+
+def autocorrelation_factor(residuals: FloatArray) -> float:
+    """Hamed and Rao's n / n*: 1 + 2 / (n (n-1) (n-2)) x sum over lags k of (n-k) (n-k-1) (n-k-2)
+    rho_k, rho_k the autocorrelation of the residuals' ranks at lag k where significant at 5 %;
+    never below 1 (a negative correlation by chance must not make the test bolder)."""
+    n = len(residuals)
+    ranks = rankdata(residuals)
+    centred = ranks - ranks.mean()
+    denominator = float(np.sum(centred**2))
+    if n < 4 or denominator == 0:
+        return 1.0
+    bound = SIGNIFICANT_Z / math.sqrt(n)
+    total = 0.0
+    for lag in range(1, n - 2):
+        rho = float(np.sum(centred[:-lag] * centred[lag:])) / denominator
+        if abs(rho) > bound:
+            total += (n - lag) * (n - lag - 1) * (n - lag - 2) * rho
+    return max(1.0, 1.0 + 2.0 * total / (n * (n - 1) * (n - 2)))
 
 
 def find_onset(x: FloatArray, y: FloatArray, direction: float) -> float:
@@ -177,11 +251,8 @@ def hinge(x: FloatArray, onset: float, level: float, slope: float) -> FloatArray
     return level + slope * np.maximum(x - onset, 0.0)
 
 
-def residual_spread(
-    x: FloatArray, y: FloatArray, onset: float, level: float, slope: float
-) -> float:
+def residual_spread(residuals: FloatArray, level: float) -> float:
     """The robust day-to-day spread of the residuals around the fit; never zero."""
-    residuals = y - hinge(x, onset, level, slope)
     around_fit = MAD_TO_SD * mad(residuals)
     # From one day to the next (a trend adds little to it): the larger of the two keeps a
     # residual MAD that came out small by chance from calling noise material.
@@ -196,16 +267,6 @@ def mad(values: FloatArray) -> float:
     deviations = np.abs(values - np.median(values))
     median = float(np.median(deviations))
     return median if median > 0 else float(np.mean(deviations)) * MEAN_TO_MEDIAN_AD
-
-
-def is_material(trend: Trend, params: TrendParams) -> bool:
-    """A relative rate that means something (the level stands clear of zero: a vibration
-    channel's mean does not), fast enough, and a change that stands out of the noise."""
-    return (
-        abs(trend.level) >= NEAR_ZERO_SPREADS * trend.spread
-        and abs(trend.rate_per_week) >= params.min_rate_per_week
-        and trend.change_spreads >= params.min_change_spreads
-    )
 
 
 def has_stopped(x: FloatArray, y: FloatArray, slope: float, recent_days: int) -> bool:
