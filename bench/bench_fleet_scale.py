@@ -2,7 +2,8 @@
 (tests/receiver/fleet_sim.py: one asyncio process, the gateway's own encoder and ack rules)
 against a real mosquitto (the deployed config: TLS, passwords, the shipped ACL, persistence)
 and `--receivers` instances of `appliance-receiver` (persistent sessions, one shared
-subscription) into PostgreSQL (fsync and synchronous_commit on, track_commit_timestamp on).
+subscription; a list such as 1,4 runs the last fleet size once per count) into PostgreSQL
+(fsync and synchronous_commit on, track_commit_timestamp on).
 
 Each phase (one per fleet size in `--gateways`) gets a fresh broker and database. Timeline:
 every gateway connects (a connect storm of its own); 30 s to settle; the steady part
@@ -29,7 +30,7 @@ The first fleet size is the baseline, measured in the same run: the ratios say w
 fleet costs per record.
 
     .venv/bin/python bench/bench_fleet_scale.py [--gateways 250,2500] [--minutes 10]
-        [--baseline-minutes 2] [--receivers 2] [--live-batch-s 5] [--outage-s 30]
+        [--baseline-minutes 2] [--receivers 2[,4]] [--live-batch-s 5] [--outage-s 30]
         [--append-results bench/RESULTS.md]
 """
 
@@ -251,7 +252,7 @@ class Phase:
 
     @property
     def bytes_per_record(self) -> float:
-        return sum(self.sizes.values()) / max(1, self.records_total)
+        return sum(self.sizes.values()) / max(1, self.check.rows if self.check else 0)
 
     def cpu_per_record_ms(self, name: str) -> float:
         return 1000 * self.cpu_steady.get(name, 0.0) / max(self.ingest_per_s, 1e-9)
@@ -285,9 +286,9 @@ async def sample_load(phase: Phase, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 10)
 
 
-async def run_phase(args: argparse.Namespace, gateways: int, minutes: float, server: str,
-                    work: Path) -> Phase:  # fmt: skip
-    phase = Phase(gateways, args.receivers, minutes * 60)
+async def run_phase(args: argparse.Namespace, gateways: int, receiver_count: int, minutes: float,
+                    server: str, work: Path) -> Phase:  # fmt: skip
+    phase = Phase(gateways, receiver_count, minutes * 60)
     names = gateway_names(gateways)
     tls = new_tls(work / f"tls-{gateways}") if args.tls else None
     broker = Broker.create(names, tls=tls)
@@ -296,10 +297,10 @@ async def run_phase(args: argparse.Namespace, gateways: int, minutes: float, ser
     receivers: list[ReceiverProcess] = []
     stop, load_stop = asyncio.Event(), asyncio.Event()
     try:
-        for index in range(args.receivers):
-            name = f"rx-{index + 1}"
-            receivers.append(start_receiver(broker, db_url, work / f"{name}-{gateways}.log",
-                                            name=name, client_id=f"{name}-{gateways}",
+        for index in range(receiver_count):
+            name, run = f"rx-{index + 1}", f"{gateways}-{receiver_count}"
+            receivers.append(start_receiver(broker, db_url, work / f"{name}-{run}.log",
+                                            name=name, client_id=f"{name}-{run}",
                                             stats_interval_s=30))  # fmt: skip
         postmaster = int((work / "pg" / "data" / "postmaster.pid").read_text().split()[0])
         components = Components(broker, receivers, postmaster)
@@ -469,7 +470,8 @@ def phase_lines(phase: Phase, records_per_s: float) -> list[str]:
 
 
 def ratio_lines(base: Phase, main: Phase) -> list[str]:
-    lines = [f"ratios N={main.gateways:,} / N={base.gateways:,} (same run):"]
+    lines = [f"ratios N={main.gateways:,} x{main.receivers} / N={base.gateways:,} "
+             f"x{base.receivers} receivers (same run):"]  # fmt: skip
     lines.append(f"  ingest {main.ingest_per_s / base.ingest_per_s:.2f}x for "
                  f"{main.gateways / base.gateways:.1f}x the gateways")  # fmt: skip
     for name in main.cpu_steady:
@@ -501,10 +503,12 @@ async def bench(args: argparse.Namespace) -> None:
         if args.probe_only:
             return
         sizes = [int(n) for n in args.gateways.split(",")]
-        plan = [(n, args.baseline_minutes) for n in sizes[:-1]] + [(sizes[-1], args.minutes)]
-        for gateways, minutes in plan:
-            print(f"phase N={gateways} ({minutes} min)", flush=True)
-            phases.append(await run_phase(args, gateways, minutes, server, work))
+        counts = [int(n) for n in args.receivers.split(",")]
+        plan = [(n, counts[0], args.baseline_minutes) for n in sizes[:-1]]
+        plan += [(sizes[-1], count, args.minutes) for count in counts]
+        for gateways, receiver_count, minutes in plan:
+            print(f"phase N={gateways}, {receiver_count} receivers ({minutes} min)", flush=True)
+            phases.append(await run_phase(args, gateways, receiver_count, minutes, server, work))
             print("\n".join(phase_lines(phases[-1], args.records_per_s)), flush=True)
     lines = [f"Command: `{command}`", machine_line(args), f"Receiver database path: {probe}"]
     for phase in phases:
@@ -542,7 +546,12 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--baseline-minutes", type=float, default=2.0)
-    parser.add_argument("--receivers", type=int, default=2)
+    parser.add_argument(
+        "--receivers",
+        default="2",
+        help="receiver instances, comma-separated: the baseline sizes run with "
+        "the first, the last size with each",
+    )
     parser.add_argument("--records-per-s", type=float, default=1.0)
     parser.add_argument("--live-batch-s", type=float, default=5.0)
     parser.add_argument("--flap-share", type=float, default=0.02)
