@@ -14,8 +14,9 @@ retraining; an alarmed or refused window never updates it (frozen while alarmed)
   the threshold's new baseline (otherwise the estimate stays where the change left it).
 
 Grid axes (read from the setting's name): adapt=all|slow|off|Name+Name, n=ROWS,
-centre=mean|median, scale=0|1, recentre=0|1, slow=0.7. `adapt=off` runs this row-by-row path
-with nothing adapted (it must give the cached replay's figures exactly).
+centre=mean|median, scale=0|1, recentre=0|1, slow=0.7, gate=1 (a row updates the estimate only
+if it is admitted and its error is at most gate x the threshold). `adapt=off` runs this
+row-by-row path with nothing adapted (it gives the cached replay's figures exactly).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Adapt:
     scale: bool
     recentre: bool
     slow: float
+    gate: float
 
     @classmethod
     def of(cls, setting: Setting) -> Adapt | None:
@@ -65,6 +67,7 @@ class Adapt:
             scale=v.get("scale", "0") == "1",
             recentre=v.get("recentre", "0") == "1",
             slow=float(v.get("slow", 0.7)),
+            gate=float(v.get("gate", 1.0)),
         )
 
     def mask(self, names: Sequence[str], training: np.ndarray) -> np.ndarray:
@@ -169,7 +172,8 @@ def replay_adapted(model: Model, setting: Setting, adapt: Adapt) -> np.ndarray:
         flags[i] = decision.anomalous
         run = adaptive.run
         admitted = threshold.observe(error, alarmed=decision.anomalous)
-        centre.offer(row, admitted)
+        limit = decision.threshold
+        centre.offer(row, admitted and (limit is None or error <= adapt.gate * limit))
         if adapt.recentre and adaptive.run is not run:  # the threshold re-baselined
             length = min(run.length, keep)
             recent = centre.recentre(length)

@@ -197,6 +197,21 @@ def per_file(
     return "    per file, fp/fn rows (seeds summed): " + " ".join(cells)
 
 
+def per_file_adapted(
+    setting: Setting,
+    adapt: Adapt,
+    models: Sequence[Sequence[Sequence[Model]]],
+    names: Sequence[str],
+) -> str:
+    """As per_file, for a setting replayed with the adapted input centre."""
+    per_seed = [[m for fold in folds for m in fold] for folds in models]
+    cells = []
+    for i, name in enumerate(names):
+        counts = [evaluate_adapted([files[i]], setting, adapt).counts for files in per_seed]
+        cells.append(f"{Path(name).stem}:{sum(c.fp for c in counts)}/{sum(c.fn for c in counts)}")
+    return "    per file, fp/fn rows (seeds summed): " + " ".join(cells)
+
+
 def runs_of(flags: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) of each run of True, in test rows."""
     edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
@@ -487,7 +502,11 @@ def main() -> None:
             by_seed_fold = [[evaluate_adapted(fold, setting, adapt) for fold in f] for f in models]
             free_alarmed = [evaluate_adapted(m, setting, adapt).far for m in free_models if m]
             measured.append(Measured(setting, by_seed_fold, free_alarmed))
-            print(compact(measured[-1], varying), flush=True)
+            print(compact(measured[-1], varying) if not args.detail else "", flush=True)
+            if args.detail:
+                report(measured[-1])
+            if args.files:
+                print(per_file_adapted(setting, adapt, models, names), flush=True)
             continue
         weight = axis_value(setting, "weight", 0.0)
         if weight not in loaded:
