@@ -65,6 +65,8 @@ ASSET = "pump-1"
 MODEL_ID = "sim-1"
 NAMES = tuple(f"f{index:02d}" for index in range(49))
 VECTOR_POOL = 64
+STOP_GRACE_S = 5.0
+"""After `stop`, gateways still waiting on a PUBACK or a DISCONNECT are cancelled."""
 """Distinct value vectors (drawn once); record seq uses vector seq % VECTOR_POOL."""
 
 
@@ -84,6 +86,7 @@ class FleetSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 30.0
     keepalive_s: int = 10
+    stall_timeout_s: float = 20.0
     wire_format: WireFormat = "binary"
     max_in_flight: int = 32
     seed: int = 0
@@ -217,7 +220,7 @@ class SimGateway:
             try:
                 await self.session(stop)
                 return
-            except (aiomqtt.MqttError, OSError, ssl.SSLError):
+            except (aiomqtt.MqttError, OSError, ssl.SSLError, TimeoutError):
                 self.fleet.counters.connect_failures += 1
             finally:
                 self.client = None
@@ -293,10 +296,13 @@ class SimGateway:
         await client.publish(gap.topic(self.settings.prefix), encode_part(gap, "binary"), qos=1)
 
     async def publish(self, client: aiomqtt.Client, ranges: Sequence[SentRange]) -> None:
+        """Each part with QoS 1; no PUBACK within stall_timeout_s ends the connection (MqttError),
+        as the gateway does."""
+        s = self.settings
         for entry in ranges:
             self.fleet.counters.ranges_sent += 1
             for topic, payload in entry.messages:
-                await client.publish(topic, payload, qos=1, timeout=120)
+                await client.publish(topic, payload, qos=1, timeout=s.stall_timeout_s)
                 self.fleet.counters.messages_sent += 1
 
     def drop_link(self, down_s: float) -> bool:
@@ -329,10 +335,15 @@ class Fleet:
         self.producing = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.produce(stop))
-            for gateway in self.gateways:
-                tasks.create_task(gateway.run(stop))
+        tasks = [asyncio.create_task(self.produce(stop))]
+        tasks += [asyncio.create_task(gateway.run(stop)) for gateway in self.gateways]
+        try:
+            await stop.wait()
+            await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def produce(self, stop: asyncio.Event) -> None:
         """Every gateway makes records_per_s records a second (one tick for all)."""
