@@ -116,7 +116,9 @@ class FleetCounters:
     acked_at: array[float] = field(default_factory=lambda: array("d"))
     """For every record an ack covered: when the ack came (in arrival order)..."""
     ack_lag_s: array[float] = field(default_factory=lambda: array("d"))
-    """...and that time minus the record's t."""
+    """...that time minus the record's t..."""
+    sent_ack_lag_s: array[float] = field(default_factory=lambda: array("d"))
+    """...and minus when its range was first sent (without the gateway's batching wait)."""
 
 
 class SimGateway:
@@ -191,8 +193,10 @@ class SimGateway:
         self.resent_in_vain = False
         counters = self.fleet.counters
         while self.outbox and self.outbox[0][0] <= seq:
+            seq_done, t = self.outbox.popleft()
             counters.acked_at.append(now)
-            counters.ack_lag_s.append(now - self.outbox.popleft()[1])
+            counters.ack_lag_s.append(now - t)
+            counters.sent_ack_lag_s.append(now - self.first_sent(seq_done))
         for lo in [lo for lo, entry in self.ranges.items() if entry.hi <= seq]:
             del self.ranges[lo]
         self.cut_to = max(self.cut_to, seq)
@@ -375,11 +379,13 @@ class Fleet:
     def last_seqs(self) -> dict[str, int]:
         return {gateway.name: gateway.last_seq for gateway in self.gateways}
 
-    def ack_lags_between(self, start: float, end: float) -> list[float]:
-        """Record time -> ack seen by its gateway, for acks that came in [start, end)."""
+    def ack_lags_between(self, start: float, end: float, *, from_send: bool = False) -> list[float]:
+        """Record time (or, from_send, the first send of its range) -> the ack seen by its
+        gateway, for acks that came in [start, end)."""
         times = self.counters.acked_at
         low, high = bisect.bisect_left(times, start), bisect.bisect_left(times, end)
-        return self.counters.ack_lag_s[low:high].tolist()
+        lags = self.counters.sent_ack_lag_s if from_send else self.counters.ack_lag_s
+        return lags[low:high].tolist()
 
 
 async def flap_links(
