@@ -211,3 +211,21 @@ def test_the_summary_profile_reaches_the_uplink_settings() -> None:
     assert uplink_settings("gw-1", config.uplink.model_copy(update={"detail": "full"})).detail == (
         "full"
     )
+
+
+@pytest.mark.parametrize(
+    ("uplink", "live_batch"),
+    [
+        ({}, 5.0),
+        ({"detail": "summary"}, 20.0),
+        ({"detail": "summary", "live_batch_s": 7.5}, 7.5),
+        ({"live_batch_s": 0.0}, 0.0),
+    ],
+)
+def test_the_live_batch_is_the_profiles_default_unless_set(
+    uplink: dict[str, Any], live_batch: float
+) -> None:
+    config = parse_config(with_uplink(broker="mqtt://127.0.0.1", **uplink), "site.toml")
+    assert config.uplink is not None
+
+    assert uplink_settings("gw-1", config.uplink).live_batch == live_batch

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from appliance.store import OutboxRange
 from appliance.uplink.schema import WireFormat, encode_part, split_range
+from appliance.uplink.schema.summary_part import part_schemas
 from appliance.uplink.summary import Splitter
 
 CUT_MARGIN = 0.9
@@ -27,6 +28,8 @@ class Prepared:
     hi: int
     records: int
     messages: list[tuple[str, bytes]]
+    schemas: frozenset[tuple[str, ...]] = frozenset()
+    """The feature schemas its parts name (by names or by reference)."""
 
 
 @dataclass
@@ -196,7 +199,8 @@ def encode_range(
         messages = [(part.topic(prefix), encode_part(part, fmt, known_schemas)) for part in parts]
         size = sum(len(payload) for _, payload in messages)
         if size <= max_bytes or len(records) <= 1:
-            return Prepared(found.lo, hi, len(records), messages)
+            named = frozenset(names for part in parts for names in part_schemas(part))
+            return Prepared(found.lo, hi, len(records), messages, named)
         keep = int(len(records) * max_bytes / size * CUT_MARGIN)
         records = records[: max(1, min(keep, len(records) - 1))]
         hi = records[-1][0]

@@ -13,8 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from appliance.records import FeatureVector
-from appliance.uplink.schema import SeqRecord, schema_ref
+from appliance.uplink.schema import schema_ref
 
 
 class SchemaMemory:
@@ -34,12 +33,12 @@ class SchemaMemory:
         with self._lock:
             return frozenset(self._known) if self.enabled else frozenset()
 
-    def encoded(self, hi: int, records: Iterable[SeqRecord], known: frozenset[bytes]) -> None:
-        """A range ending at `hi` was encoded with `known` by reference, the other schemas'
-        names in full."""
+    def encoded(self, hi: int, schemas: Iterable[tuple[str, ...]], known: frozenset[bytes]) -> None:
+        """A range ending at `hi` named `schemas`: those in `known` by reference, the others
+        by their names."""
         if not self.enabled:
             return
-        refs = {schema_ref(r.names) for _, r in records if isinstance(r, FeatureVector)}
+        refs = {schema_ref(names) for names in schemas}
         with self._lock:
             for ref in refs - known:
                 self._sent[ref] = min(self._sent.get(ref, hi), hi)

@@ -243,7 +243,7 @@ class Senders:
             found = await self._next(self.cursors.live, None, limit)
             if found is None or (isinstance(found, OutboxRange) and len(found.records) < limit):
                 caught_up_at = time.monotonic()  # what waits fits in one range
-            elif time.monotonic() - caught_up_at > s.live_batch_s + LIVE_LAG_S:
+            elif time.monotonic() - caught_up_at > s.live_batch + LIVE_LAG_S:
                 await self._skip_ahead()
                 caught_up_at = time.monotonic()
                 continue
@@ -254,7 +254,7 @@ class Senders:
                 continue
             if math.isnan(gathering_since):
                 gathering_since = time.monotonic()
-            left = gathering_since + s.live_batch_s - time.monotonic()
+            left = gathering_since + s.live_batch - time.monotonic()
             if left > 0 and not goes_at_once(found, limit):
                 await wait_for(new_data, min(left, s.poll_s))
                 continue
@@ -378,10 +378,10 @@ class Senders:
         self, found: OutboxRange, max_bytes: int, split: Splitter | None = None
     ) -> Prepared:
         """Every part this connection sends is encoded here, in [uplink] format, with the
-        feature schemas the receiver is known to have by reference (the summary profile's
-        windows in full always carry their names: the others' are not sent)."""
+        feature schemas the receiver is known to have by reference (features parts, and the
+        summary profile's minutes and promoted windows)."""
         schemas = self._state.schemas
-        known = schemas.known_for_encoding() if split is None else frozenset()
+        known = schemas.known_for_encoding()
         prepared = encode_range(
             found,
             self._settings.gateway,
@@ -391,7 +391,7 @@ class Senders:
             known,
             split,
         )
-        schemas.encoded(prepared.hi, [row for row in found.records if row[0] <= prepared.hi], known)
+        schemas.encoded(prepared.hi, prepared.schemas, known)
         return prepared
 
     async def send(self, prepared: Prepared, *, live: bool) -> None:

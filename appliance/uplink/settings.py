@@ -17,6 +17,9 @@ from appliance.uplink.schema import WireFormat
 
 AckMode = Literal["receiver", "broker"]
 Detail = Literal["full", "summary"]
+LIVE_BATCH_S: dict[Detail, float] = {"full": 5.0, "summary": 20.0}
+"""live_batch_s by profile when not set: a summary range of 20 s costs one small summary part
+where 5 s cost four (its alerts still go at once; the ack moves every ~20 s)."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,9 @@ class UplinkSettings:
     target_ack_s: float = 4.0
     """The window holds about this long of the link's measured rate (a live part handed over
     behind it is acknowledged within about this)."""
-    live_batch_s: float = 5.0
-    """Live records are gathered this long into one range (an alert goes at once)."""
+    live_batch_s: float | None = None
+    """Live records are gathered this long into one range (an alert goes at once); None: the
+    profile's default (LIVE_BATCH_S), see live_batch."""
     stall_timeout_s: float = 20.0
     """End the connection when messages are in flight and no PUBACK came for this long."""
     backoff_initial_s: float = 1.0
@@ -78,10 +82,15 @@ class UplinkSettings:
     def __post_init__(self) -> None:
         if self.max_records_per_message < 1 or self.max_in_flight < 1:
             raise ValueError("max_records_per_message and max_in_flight must be at least 1")
-        if not (self.stall_timeout_s > 0 and self.live_batch_s >= 0):
+        if not (self.stall_timeout_s > 0 and self.live_batch >= 0):
             raise ValueError("stall_timeout_s must be positive and live_batch_s not negative")
         if not self.replay_records_per_s > 0:
             raise ValueError("replay_records_per_s must be positive")
+
+    @property
+    def live_batch(self) -> float:
+        """live_batch_s, or the profile's default when it is not set."""
+        return LIVE_BATCH_S[self.detail] if self.live_batch_s is None else self.live_batch_s
 
 
 def uplink_settings(gateway: str, config: UplinkConfig) -> UplinkSettings:

@@ -17,7 +17,9 @@ from receiver_helpers import (
 )
 
 from appliance.records import FeatureVector
-from appliance.uplink.schema import encode_part, schema_ref, split_range
+from appliance.uplink.schema import Part, encode_part, schema_ref, split_range
+from appliance.uplink.schema.summary_part import SUMMARY_ASSET, MinuteSummary, SummaryBody
+from receiver.db import Database
 
 
 def as_float32(values: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
@@ -120,3 +122,46 @@ async def test_a_schema_reference_resolves_after_a_restart_and_a_new_database_as
     stored = await new_db.database.features("gw-a", "pump-1", 0, 1e11)
     assert sorted(f.seq for f in stored) == [seq for seq, r in outbox_rows(20, 30)
                                                if isinstance(r, FeatureVector)]  # fmt: skip
+
+
+def summary_range(lo: int, hi: int, minute: int) -> list[Part]:
+    """(lo, hi] as one summary part: every seq summarised, one minute of NAMES closed."""
+    stats = np.arange(len(NAMES), dtype=np.float64)
+    aggregate = MinuteSummary("pump-1", minute, 60, NAMES, stats, stats + 1, stats + 2, 60,
+                              1.5, 2.0, 0, False)  # fmt: skip
+    body = SummaryBody(hi - lo, minutes=[aggregate])
+    return [Part("gw-a", lo, hi, 0, 1, "summary", SUMMARY_ASSET, [], body)]
+
+
+async def test_a_summary_parts_schema_reference_is_resolved_or_asked_for_then_stored(
+    start_receiver: ReceiverFactory, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """A summary part names its minutes' features by reference like a features part: resolved
+    from the names the receiver has; a new database refuses it unaccounted and asks, and the
+    part sent again with the names is stored (its minute too: nothing lost)."""
+    gw = await gateway("gw-a")
+    ref = schema_ref(NAMES)
+    minute = 1_767_225_600
+    rx = await start_receiver()
+    await gw.send_range(0, 10, fmt="binary")  # the names
+    await gw.wait_ack(10)
+    await gw.publish(summary_range(10, 20, minute), "binary", {ref})
+    await gw.wait_ack(20)
+    assert rx.stats.rejected == {}
+    assert await stored_minutes(rx.database) == [(minute, NAMES)]
+    await rx.stop()
+
+    new_db = await start_receiver(url=f"sqlite:///{tmp_path / 'new.db'}")
+    await gw.send_range(0, 20, rows=[], fmt="binary")  # the gap a gateway declares at connect
+    await gw.publish(summary_range(20, 30, minute + 60), "binary", {ref})
+    await wait_until(lambda: gw.schema_requests == [{ref}], "the gateway asked for names")
+    assert new_db.stats.rejected == {"unknown_schema": 1}
+    assert new_db.stats.refused_parts_accounted == 0 and gw.acked == 20
+    await gw.publish(summary_range(20, 30, minute + 60), "binary", ())  # again, with the names
+    await gw.wait_ack(30)
+    assert await stored_minutes(new_db.database) == [(minute + 60, NAMES)]
+
+
+async def stored_minutes(db: Database) -> list[tuple[int, tuple[str, ...]]]:
+    minutes = await db.summaries("gw-a", "pump-1", 0, 1e11)
+    return [(m.minute, await db.schema_names(m.schema_id or 0)) for m in minutes]

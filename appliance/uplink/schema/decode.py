@@ -98,7 +98,7 @@ def decode_part(
     header = decode_header(body, where_topic, where)
     try:
         if header.kind == "summary":
-            return decode_summary_part(body, header, binary, where)
+            return decode_summary_part(body, header, binary, where, schemas)
         if binary:
             check_keys(body, BINARY_PART_KEYS[header.kind], where)
             records = decode_binary_records(

@@ -37,7 +37,7 @@ def encode_part(
         "asset": part.asset,
     }
     if part.summary is not None:
-        body |= summary_fields(part, part.summary, binary=wire_format == "binary")
+        body |= summary_fields(part, part.summary, wire_format == "binary", known_schemas)
         if wire_format == "binary":
             return dump_binary(body, part.where)
         return dump_json(body, part.where)

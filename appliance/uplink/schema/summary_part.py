@@ -6,15 +6,18 @@ them (nested features and scores parts of (0, lo]). One per range, on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
-from appliance.records import FloatArray
+from appliance.records import FeatureVector, FloatArray
 from appliance.uplink.errors import SchemaError
+from appliance.uplink.schema.decode_binary import resolved_schemas
+from appliance.uplink.schema.encode_binary import schema_or_ref
 from appliance.uplink.schema.parts import Part, PartHeader
+from appliance.uplink.schema.schema_refs import SchemaBook
 from appliance.uplink.schema.values import (
     check_int,
     check_name,
@@ -72,10 +75,17 @@ class SummaryBody:
     raised in this range puts in its margin."""
 
 
-def summary_fields(part: Part, summary: SummaryBody, binary: bool) -> dict[str, Any]:
+def summary_fields(
+    part: Part, summary: SummaryBody, binary: bool, known_schemas: Collection[bytes] = ()
+) -> dict[str, Any]:
     """The summary part's fields after the header: floats as float32/float64 blocks in binary,
-    lists (NaN as null) in JSON; promoted parts nested as encoded payloads."""
+    lists (NaN as null) in JSON; promoted parts nested as encoded payloads. In binary, a
+    feature schema whose reference is in `known_schemas` goes by reference (as in a features
+    part, nested ones included)."""
     from appliance.uplink.schema.encode import encode_part
+
+    def encoded(nested: Part) -> bytes:
+        return encode_part(nested, fmt(binary), known_schemas)
 
     minutes = summary.minutes
     schema_index: dict[tuple[str, ...], int] = {}
@@ -84,7 +94,9 @@ def summary_fields(part: Part, summary: SummaryBody, binary: bool) -> dict[str, 
     fields: dict[str, Any] = {
         "summarised": summary.summarised,
         "absent": [[first, last] for first, last in summary.absent],
-        "schemas": [list(names) for names in schema_index],
+        "schemas": [
+            schema_or_ref(names, known_schemas if binary else ()) for names in schema_index
+        ],
         "assets": [m.asset for m in minutes],
         "minute": [m.minute for m in minutes],
         "windows": [m.windows for m in minutes],
@@ -93,7 +105,7 @@ def summary_fields(part: Part, summary: SummaryBody, binary: bool) -> dict[str, 
         "anomalous": [m.anomalous for m in minutes],
         "alarm": [m.alarm for m in minutes],
         "promoted": [
-            [nested.kind, nested.asset, nested_payload(encode_part(nested, fmt(binary)), binary)]
+            [nested.kind, nested.asset, nested_payload(encoded(nested), binary)]
             for nested in summary.promoted
         ],
     }
@@ -128,9 +140,14 @@ def nullable(values: FloatArray) -> list[float | None]:
 
 
 def decode_summary(
-    body: Mapping[str, Any], header: PartHeader, binary: bool, where: str
+    body: Mapping[str, Any],
+    header: PartHeader,
+    binary: bool,
+    where: str,
+    book: SchemaBook | None = None,
 ) -> SummaryBody:
-    """The summary fields of a part whose header is valid; SchemaError naming the field."""
+    """The summary fields of a part whose header is valid; SchemaError naming the field. In
+    binary, schema references are resolved from `book` (UnknownSchemas names those it lacks)."""
     check_summary_keys(body, where)
     if header.asset != SUMMARY_ASSET:
         raise SchemaError(f"{where}: a summary part is on asset '_'")
@@ -141,15 +158,19 @@ def decode_summary(
     return SummaryBody(
         summarised=summarised,
         absent=absent,
-        minutes=minutes_from(body, binary, where) if "assets" in body else [],
-        promoted=promoted_parts(body.get("promoted", []), header, binary, where),
+        minutes=minutes_from(body, binary, where, book) if "assets" in body else [],
+        promoted=promoted_parts(body.get("promoted", []), header, binary, where, book),
     )
 
 
 def decode_summary_part(
-    body: Mapping[str, Any], header: PartHeader, binary: bool, where: str
+    body: Mapping[str, Any],
+    header: PartHeader,
+    binary: bool,
+    where: str,
+    book: SchemaBook | None = None,
 ) -> Part:
-    summary = decode_summary(body, header, binary, where)
+    summary = decode_summary(body, header, binary, where, book)
     return Part(header.gateway, header.lo, header.hi, header.part, header.parts, header.kind,
                 header.asset, [], summary)  # fmt: skip
 
@@ -196,10 +217,15 @@ def absent_runs(value: object, lo: int, hi: int, what: str) -> list[tuple[int, i
     return runs
 
 
-def minutes_from(body: Mapping[str, Any], binary: bool, where: str) -> list[MinuteSummary]:
+def minutes_from(
+    body: Mapping[str, Any], binary: bool, where: str, book: SchemaBook | None
+) -> list[MinuteSummary]:
     n = len(listed(body["assets"], f"{where}: assets"))
     columns = {name: listed(body[name], f"{where}: {name}", n) for name in MINUTE_COLUMNS}
-    schemas = check_schemas(body["schemas"], where)
+    if binary:
+        schemas = resolved_schemas(body["schemas"], where, book)
+    else:
+        schemas = check_schemas(body["schemas"], where)
     indexes = [check_int(i, f"{where}: schema") for i in columns["schema"]]
     if any(not 0 <= i < len(schemas) for i in indexes):
         raise SchemaError(f"{where}: schema must index schemas")
@@ -272,7 +298,9 @@ def stat_rows(value: object, widths: list[int], binary: bool, what: str) -> list
     return list(rows)
 
 
-def promoted_parts(value: object, header: PartHeader, binary: bool, where: str) -> list[Part]:
+def promoted_parts(
+    value: object, header: PartHeader, binary: bool, where: str, book: SchemaBook | None
+) -> list[Part]:
     """The nested features and scores parts: each of (0, lo] of this gateway, on its own."""
     from appliance.uplink.schema.decode import decode_part
 
@@ -286,8 +314,20 @@ def promoted_parts(value: object, header: PartHeader, binary: bool, where: str) 
         if type(raw) is not bytes:
             raise SchemaError(f"{what}: must be an encoded part")
         asset = check_name(asset, f"{what}: asset")
-        nested = decode_part(raw, f"p/{header.gateway}/{kind}/{asset}")
+        nested = decode_part(raw, f"p/{header.gateway}/{kind}/{asset}", schemas=book)
         if (nested.lo, nested.hi, nested.parts) != (0, header.lo, 1):
             raise SchemaError(f"{what}: must be the only part of (0, {header.lo}]")
         parts.append(nested)
     return parts
+
+
+def part_schemas(part: Part) -> Iterator[tuple[str, ...]]:
+    """The feature schemas a part names (by names or by reference): its feature vectors', and
+    a summary part's minutes' and promoted windows'."""
+    for _, record in part.records:
+        if isinstance(record, FeatureVector):
+            yield record.names
+    if part.summary is not None:
+        yield from (minute.names for minute in part.summary.minutes)
+        for nested in part.summary.promoted:
+            yield from part_schemas(nested)
