@@ -66,9 +66,11 @@ class UplinkConfig(Strict):
     """End the connection (and reconnect) when messages are in flight and no PUBACK came for
     this long: a half-open link, or one far thinner than what was put on it. Time a message
     waits for its turn is not counted."""
-    live_batch_s: Annotated[float, Field(ge=0.0, le=600.0)] = 5.0
+    live_batch_s: Annotated[float, Field(ge=0.0, le=600.0)] | None = None
     """Live records are gathered this long into one range (fewer, larger messages); a range
-    holding an alert goes at once. 0: each record as soon as it is stored."""
+    holding an alert goes at once. 0: each record as soon as it is stored. Not set: 5 s in the
+    full profile, 20 s in the summary profile (fewer summary parts; the ack then moves about
+    every 20 s)."""
     detail: Literal["full", "summary"] = "full"
     """full: every feature vector and score goes up. summary: per-minute aggregates per asset
     (min/mean/max of each feature, max score, threshold, alarm state), every alert, and the
