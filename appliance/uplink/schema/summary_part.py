@@ -323,11 +323,12 @@ def promoted_parts(
 
 def part_schemas(part: Part) -> Iterator[tuple[str, ...]]:
     """The feature schemas a part names (by names or by reference): its feature vectors', and
-    a summary part's minutes' and promoted windows'."""
+    a summary part's minutes' and promoted windows'. Not the empty schema of a minute without
+    windows: the receiver stores no such schema, so it always goes as its (empty) names."""
     for _, record in part.records:
         if isinstance(record, FeatureVector):
             yield record.names
     if part.summary is not None:
-        yield from (minute.names for minute in part.summary.minutes)
+        yield from (minute.names for minute in part.summary.minutes if minute.names)
         for nested in part.summary.promoted:
             yield from part_schemas(nested)
