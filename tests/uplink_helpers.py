@@ -131,11 +131,11 @@ class ReceivedPart:
 
 
 def schema_by_reference(payload: bytes) -> bool:
-    """A binary features part naming a schema by its reference (layout 2)."""
+    """A binary features or summary part naming a schema by its reference (layout 2)."""
     if payload[:1] != b"\xb2":
         return False
     packed = zlib.decompress(payload[2:]) if payload[1] == 1 else payload[2:]
-    return any(type(item) is bytes for item in msgpack.unpackb(packed)["schemas"])
+    return any(type(item) is bytes for item in msgpack.unpackb(packed).get("schemas", []))
 
 
 @dataclass
@@ -159,7 +159,7 @@ class FakeReceiver:
     acked: int = 0
     schemas: SchemaBook = field(default_factory=SchemaBook)
     by_reference: int = 0
-    """Features parts that named their schema by reference."""
+    """Features and summary parts that named a schema by reference."""
     schema_requests: int = 0
     summaries: list[Part] = field(default_factory=list)
     """Summary parts (the summary profile), as received."""
@@ -219,7 +219,7 @@ class FakeReceiver:
                 request = encode_ack(self.gateway, self.acked, exc.refs)
                 await self._client.publish(f"{PREFIX}/{self.gateway}/ack", request, qos=1)
             return
-        self.by_reference += part.kind == "features" and schema_by_reference(payload)
+        self.by_reference += part.kind in ("features", "summary") and schema_by_reference(payload)
         self.received.append(
             ReceivedPart(
                 part.lo, part.hi, part.part, part.parts, part.kind, part.asset,

@@ -17,7 +17,7 @@ from uplink_helpers import FakeReceiver, running, settings_for, wait_for_value
 from appliance.records import Alert, FeatureVector, Score
 from appliance.store import Store, StoredRecord, StoreSettings
 from appliance.uplink.publisher import Uplink
-from appliance.uplink.schema import Part, RecordsError, decode_part, encode_part
+from appliance.uplink.schema import Part, RecordsError, SchemaBook, decode_part, encode_part
 from appliance.uplink.schema.summary_part import SummaryBody
 from appliance.uplink.summary import record_time, summary_parts
 
@@ -221,3 +221,28 @@ async def test_a_window_stored_in_a_known_episode_is_not_promoted_again(store: S
     stored_in_episode = {seq for seq in in_full if seq > raised}
     assert stored_in_episode and not promoted & stored_in_episode, "not sent twice"
     assert promoted == margin - stored_in_episode, "the earlier margin's windows, to be sure"
+
+
+async def test_minutes_name_their_features_by_reference_once_acknowledged_and_again_if_asked(
+    broker: Broker, store: Store
+) -> None:
+    """PROTOCOL.md, "Schema references": the first minute carries the names; once the receiver
+    acknowledged it, later minutes carry the reference; a receiver that lost them (a new
+    database) asks and gets every minute anyway."""
+    receiver = FakeReceiver(broker)
+    settings = settings_for(broker, detail="summary", live_batch_s=0.0, ack_timeout_s=60.0)
+    uplink = Uplink(settings, store.delivery)
+
+    async with running(receiver.run()), running(uplink.run()):
+        for batch in range(4):  # batch k closes minute k - 1 (a window at or after its + 65 s)
+            if batch == 3:
+                by_reference = receiver.by_reference
+                receiver.schemas = SchemaBook()  # a receiver with a new database
+            await stored_windows(store, "pump-1", T0 + 60 * batch + bool(batch) * 5, 60)
+            last = await store.delivery.latest_seq()
+            await wait_for_value(store.delivery.acked_seq, last, f"batch {batch} accounted")
+
+    assert by_reference > 0, "a minute named its features by reference"
+    assert receiver.schema_requests > 0, "the new database asked for the names"
+    minutes = {m.minute for p in receiver.summaries if p.summary for m in p.summary.minutes}
+    assert minutes == {int(T0) + 60 * i for i in range(3)}, "every minute arrived"
