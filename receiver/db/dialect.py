@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,3 +104,8 @@ class Dialect:
     lock_migrations: str | None = None
     after_migrations: Callable[[DbApiConnection], None] | None = None
     is_closed: Callable[[DbApiConnection], bool] = lambda connection: False
+    pipeline: Callable[[DbApiConnection], AbstractContextManager[Any]] = lambda connection: (
+        nullcontext()
+    )
+    """Statements run inside are sent without waiting for their answers, which arrive at the
+    first read (PostgreSQL's pipeline mode); SQLite runs them one by one."""

@@ -13,7 +13,8 @@ part"), as plain functions of the DB-API connection run by Database on its threa
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from appliance.uplink.schema import Part, PartHeader
 from receiver.chain import extend_chain
@@ -57,52 +58,17 @@ class IngestResult:
         return self.acked_seq if self.advanced or self.resent else None
 
 
-def ingest(
-    db: DbApiConnection,
-    dialect: Dialect,
-    where: str,
-    part: Part,
-    received_at: float,
-    known_schemas: SchemaIds,
-    new_schemas: SchemaIds,
-) -> IngestResult:
-    """Steps 1 to 4; the schema ids added on the way go into `new_schemas` (for the cache, once
-    committed)."""
-    sql = dialect.statements
-    new_schemas.update(resolve_schemas(db, sql, part, known_schemas))
-    inserted = insert_records(db, dialect, part, {**known_schemas, **new_schemas})
-    records = len(part.records)
-    if part.summary is not None:
-        inserted += ingest_summary(db, dialect, part, known_schemas, new_schemas, received_at)
-        records += sum(len(nested.records) for nested in part.summary.promoted)
-    db.execute(sql.insert_part, part_row(part, received_at))
-    db.execute(sql.upsert_gateway, (part.gateway, received_at, received_at, newest_time(part)))
-    return update_ack(db, sql, where, part.header, received_at, inserted, records)
+@dataclass(frozen=True)
+class Written:
+    """A part whose statements are sent (steps 1 to 3) and whose gateway's chain is asked for,
+    the answers not read yet: in a pipeline they arrive together at the next read."""
 
-
-def ingest_summary(
-    db: DbApiConnection,
-    dialect: Dialect,
-    part: Part,
-    known_schemas: SchemaIds,
-    new_schemas: SchemaIds,
-    received_at: float,
-) -> int:
-    """A summary part (the summary profile): the windows it promotes, stored like any record
-    (a duplicate ignored), and its minutes (summary_tables.py); the records it inserted."""
-    assert part.summary is not None
-    inserted = 0
-    for nested in part.summary.promoted:
-        new_schemas.update(
-            resolve_schemas(db, dialect.statements, nested, {**known_schemas, **new_schemas})
-        )
-        inserted += insert_records(db, dialect, nested, {**known_schemas, **new_schemas})
-    names = [minute.names for minute in part.summary.minutes if minute.names]
-    new_schemas.update(
-        resolve_names(db, dialect.statements, names, {**known_schemas, **new_schemas})
-    )
-    insert_summaries(db, dialect, part, {**known_schemas, **new_schemas}, received_at)
-    return inserted
+    header: PartHeader
+    records: int
+    inserts: list[Any]
+    """The cursors of its record inserts: their rowcounts, once read, are the records inserted."""
+    chain: Any
+    """The cursor of its gateway's (acked_seq, chain_start)."""
 
 
 def ingest_parts(
@@ -114,14 +80,87 @@ def ingest_parts(
     known_schemas: SchemaIds,
     new_schemas: SchemaIds,
 ) -> list[IngestResult]:
-    """ingest() for each part in one transaction, their results in the order given. The parts
-    go in by gateway, so two receivers' transactions take the gateways' row locks in the same
-    order (PostgreSQL: no deadlock between them)."""
+    """Steps 1 to 4 for each part, in one transaction; their results in the order given. The
+    parts go in rounds of at most one part per gateway, each round pipelined (dialect.pipeline:
+    PostgreSQL sends its statements without waiting for each answer), so that a round costs
+    three round trips to the server whatever its size: write the parts and read their chains,
+    count the ranges they may complete, move the acks. The schema ids added on the way go into
+    `new_schemas` (for the cache, once committed).
+
+    The parts go in by gateway, and a later round holds only gateways of the first, so two
+    receivers' transactions take the gateways' row locks in the same order (PostgreSQL: no
+    deadlock between them)."""
     results: dict[int, IngestResult] = {}
-    for index in sorted(range(len(parts)), key=lambda i: parts[i].gateway):
-        known = {**known_schemas, **new_schemas}
-        results[index] = ingest(db, dialect, where, parts[index], received_at, known, new_schemas)
+    for indices in rounds(parts):
+        with dialect.pipeline(db):
+            written = [
+                write_part(db, dialect, parts[index], received_at, known_schemas, new_schemas)
+                for index in indices
+            ]
+            acks = move_acks(db, dialect.statements, where, written, received_at)
+            results.update(zip(indices, acks, strict=True))
     return [results[index] for index in range(len(parts))]
+
+
+def rounds(parts: Sequence[Part]) -> list[list[int]]:
+    """The parts' indices by gateway, in rounds: round k holds each gateway's (k+1)-th part, so
+    a gateway's parts keep their order and no round holds a gateway twice."""
+    by_round: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for index in sorted(range(len(parts)), key=lambda i: parts[i].gateway):
+        k = seen[parts[index].gateway] = seen.get(parts[index].gateway, -1) + 1
+        if k == len(by_round):
+            by_round.append([])
+        by_round[k].append(index)
+    return by_round
+
+
+def write_part(
+    db: DbApiConnection,
+    dialect: Dialect,
+    part: Part,
+    received_at: float,
+    known_schemas: SchemaIds,
+    new_schemas: SchemaIds,
+) -> Written:
+    """Steps 1 to 3, and ask for the gateway's chain."""
+    sql = dialect.statements
+    new_schemas.update(resolve_schemas(db, sql, part, {**known_schemas, **new_schemas}))
+    inserts = insert_records(db, dialect, part, {**known_schemas, **new_schemas})
+    records = len(part.records)
+    if part.summary is not None:
+        inserts += ingest_summary(db, dialect, part, known_schemas, new_schemas, received_at)
+        records += sum(len(nested.records) for nested in part.summary.promoted)
+    db.execute(sql.insert_part, part_row(part, received_at))
+    db.execute(sql.upsert_gateway, (part.gateway, received_at, received_at, newest_time(part)))
+    chain = db.execute(sql.select_gateway, (part.gateway,))
+    return Written(part.header, records, inserts, chain)
+
+
+def ingest_summary(
+    db: DbApiConnection,
+    dialect: Dialect,
+    part: Part,
+    known_schemas: SchemaIds,
+    new_schemas: SchemaIds,
+    received_at: float,
+) -> list[Any]:
+    """A summary part (the summary profile): the windows it promotes, stored like any record
+    (a duplicate ignored), and its minutes (summary_tables.py); the cursors of its record
+    inserts."""
+    assert part.summary is not None
+    inserts = []
+    for nested in part.summary.promoted:
+        new_schemas.update(
+            resolve_schemas(db, dialect.statements, nested, {**known_schemas, **new_schemas})
+        )
+        inserts += insert_records(db, dialect, nested, {**known_schemas, **new_schemas})
+    names = [minute.names for minute in part.summary.minutes if minute.names]
+    new_schemas.update(
+        resolve_names(db, dialect.statements, names, {**known_schemas, **new_schemas})
+    )
+    insert_summaries(db, dialect, part, {**known_schemas, **new_schemas}, received_at)
+    return inserts
 
 
 def ingest_fetched(
@@ -137,8 +176,39 @@ def ingest_fetched(
     inserted = []
     for part in parts:
         new_schemas.update(resolve_schemas(db, dialect.statements, part, known_schemas))
-        inserted.append(insert_records(db, dialect, part, {**known_schemas, **new_schemas}))
+        inserts = insert_records(db, dialect, part, {**known_schemas, **new_schemas})
+        inserted.append(count_inserted(inserts))
     return inserted
+
+
+def move_acks(
+    db: DbApiConnection, sql: Statements, where: str, written: Sequence[Written], received_at: float
+) -> list[IngestResult]:
+    """Step 4 for parts of distinct gateways: read their chains, ask for the ranges they may
+    complete, then move each ack the answers extend. DatabaseError("implausible") if a part's
+    hi is too far above its gateway's ack."""
+    chains = [chain_of(where, part.header, part.chain) for part in written]
+    asked = [
+        ask_ranges(db, sql, part.header, start)
+        for part, (_, start) in zip(written, chains, strict=True)
+    ]
+    ends = [
+        start if ranges is None else chain_end(part.header, start, *ranges)
+        for part, (_, start), ranges in zip(written, chains, asked, strict=True)
+    ]
+    results = []
+    for part, (acked, start), new_ack in zip(written, chains, ends, strict=True):
+        if new_ack > acked:
+            db.execute(sql.update_ack, (new_ack, received_at, part.header.gateway, new_ack))
+        inserted = count_inserted(part.inserts)
+        results.append(IngestResult(
+            inserted=inserted,
+            duplicates=part.records - inserted,
+            acked_seq=max(new_ack, acked),
+            advanced=new_ack > acked,
+            resent=part.header.hi <= start,
+        ))  # fmt: skip
+    return results
 
 
 def update_ack(
@@ -152,7 +222,15 @@ def update_ack(
 ) -> IngestResult:
     """After the part's row: move the gateway's ack if the part completed a range that
     extends the chain. DatabaseError("implausible") if hi is too far above the ack."""
-    acked, chain_start = db.execute(sql.select_gateway, (header.gateway,)).fetchone()
+    chain = db.execute(sql.select_gateway, (header.gateway,))
+    result = move_acks(db, sql, where, [Written(header, records, [], chain)], received_at)[0]
+    return replace(result, inserted=inserted, duplicates=records - inserted)
+
+
+def chain_of(where: str, header: PartHeader, chain: Any) -> tuple[int, int]:
+    """The gateway's acked seq and where its chain stands, from the cursor of select_gateway;
+    DatabaseError("implausible") if the part's hi is too far above."""
+    acked, chain_start = chain.fetchone()
     start = max(int(acked), int(chain_start))
     if not plausible(header, start):
         raise DatabaseError(
@@ -161,16 +239,7 @@ def update_ack(
             transient=False,
             reason="implausible",
         )
-    new_ack = advance_chain(db, sql, header, start)
-    if new_ack > int(acked):
-        db.execute(sql.update_ack, (new_ack, received_at, header.gateway, new_ack))
-    return IngestResult(
-        inserted=inserted,
-        duplicates=records - inserted,
-        acked_seq=max(new_ack, int(acked)),
-        advanced=new_ack > int(acked),
-        resent=header.hi <= start,
-    )
+    return int(acked), start
 
 
 def plausible_now(db: DbApiConnection, sql: Statements, header: PartHeader) -> bool:
@@ -203,7 +272,10 @@ def resolve_names(
     return resolved
 
 
-def insert_records(db: DbApiConnection, dialect: Dialect, part: Part, schema_ids: SchemaIds) -> int:
+def insert_records(
+    db: DbApiConnection, dialect: Dialect, part: Part, schema_ids: SchemaIds
+) -> list[Any]:
+    """The part's records sent with `ON CONFLICT DO NOTHING`; the cursors that count them."""
     sql = dialect.statements
     if part.kind == "features":
         return execute_many(
@@ -213,25 +285,37 @@ def insert_records(db: DbApiConnection, dialect: Dialect, part: Part, schema_ids
         return execute_many(db, sql.insert_scores, score_rows(part))
     if part.kind == "alerts":
         return execute_many(db, sql.insert_alerts, alert_rows(part))
-    return 0
+    return []
 
 
-def advance_chain(db: DbApiConnection, sql: Statements, part: PartHeader, start: int) -> int:
-    """The new end of the chain, or `start` if this part cannot have moved it."""
+def ask_ranges(
+    db: DbApiConnection, sql: Statements, part: PartHeader, start: int
+) -> tuple[Any, Any] | None:
+    """If the part can move the chain (its range holds `start`), the cursors of its range's
+    part count and of the complete ranges above `start`; their answers are read later."""
     if not part.lo <= start < part.hi:
-        return start
+        return None
     count = db.execute(sql.count_parts, (part.gateway, part.lo, part.hi, part.parts))
-    if int(count.fetchone()[0]) != part.parts:
+    return count, db.execute(sql.complete_ranges_above, (part.gateway, start))
+
+
+def chain_end(part: PartHeader, start: int, count: Any, ranges: Any) -> int:
+    """The new end of the chain from ask_ranges' answers, or `start` if the part's range is
+    not complete."""
+    complete = int(count.fetchone()[0]) == part.parts
+    above = ranges.fetchall()
+    if not complete:
         return start
-    ranges = db.execute(sql.complete_ranges_above, (part.gateway, start)).fetchall()
-    return extend_chain(start, ((int(lo), int(hi)) for lo, hi in ranges))
+    return extend_chain(start, ((int(lo), int(hi)) for lo, hi in above))
 
 
-def execute_many(db: DbApiConnection, sql: str, rows: Iterable[Row]) -> int:
-    """Run `sql` for every row; the number of rows it inserted."""
+def execute_many(db: DbApiConnection, sql: str, rows: Iterable[Row]) -> list[Any]:
+    """Run `sql` for every row; the cursor, whose rowcount (once its answers are read) is the
+    number of rows inserted. Left open: closing it in a pipeline would drop that count."""
     cursor = db.cursor()
-    try:
-        cursor.executemany(sql, list(rows))
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
+    cursor.executemany(sql, list(rows))
+    return [cursor]
+
+
+def count_inserted(inserts: Iterable[Any]) -> int:
+    return sum(int(cursor.rowcount) for cursor in inserts)

@@ -4,6 +4,7 @@ gateway_status view, migrations. No broker: parts go straight to Database.ingest
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import sqlite3
 from pathlib import Path
@@ -174,6 +175,27 @@ async def test_the_view_shows_last_seen_and_lag(db: Database) -> None:
     assert row["newest_t"] is not None
     lag = row["lag_s"]
     assert isinstance(lag, float) and lag > 0
+
+
+def mixed_batch(first: str, second: str) -> list[Part]:
+    """Two gateways' parts interleaved: ranges in and out of order, one beyond a gap, one
+    incomplete, one part twice."""
+    a = parts_of(0, 10, first) + parts_of(20, 30, first) + parts_of(10, 20, first)
+    b = parts_of(0, 10, second)[::-1] + parts_of(40, 50, second)[:1] + parts_of(10, 20, second)
+    interleaved = [part for pair in itertools.zip_longest(a, b) for part in pair if part]
+    return [*interleaved, a[0]]
+
+
+async def test_a_batch_gives_what_its_parts_give_one_by_one(db: Database) -> None:
+    """ingest_many (pipelined in rounds of one part per gateway) against db.ingest per part, on
+    two pairs of gateways of the same database."""
+    batch = await db.ingest_many(mixed_batch("gw-a", "gw-b"), NOW)
+    one_by_one = [await db.ingest(part, NOW) for part in mixed_batch("gw-c", "gw-d")]
+
+    assert batch == one_by_one
+    assert [await db.acked_seq(gateway) for gateway in ("gw-a", "gw-b")] == [30, 20]
+    twice = mixed_batch("gw-a", "gw-b")[0]
+    assert (batch[-1].inserted, batch[-1].duplicates) == (0, len(twice.records))
 
 
 async def test_two_instances_sharing_the_database_give_the_right_ack(any_db_url: str) -> None:
