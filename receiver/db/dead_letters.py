@@ -53,9 +53,9 @@ def refuse(
     result = None
     if header is not None and plausible_now(db, sql, header):
         db.execute(sql.insert_refused_part, part_row(header, letter.received_at))
-        db.execute(sql.upsert_gateway, (header.gateway, letter.received_at,
-                                        letter.received_at, None))  # fmt: skip
-        result = update_ack(db, sql, where, header, letter.received_at, 0, 0)
+        chain = db.execute(sql.upsert_gateway, (header.gateway, letter.received_at,
+                                                letter.received_at, None))  # fmt: skip
+        result = update_ack(db, sql, where, header, chain, letter.received_at)
     return Refusal(letter_id, len(dropped), sum(dropped), result)
 
 

@@ -44,6 +44,7 @@ class Statements:
     insert_alerts: str
     insert_part: str
     upsert_gateway: str
+    """RETURNING the row's acked_seq, chain_start."""
     update_ack: str
     select_features: str
     select_score_flags: str
@@ -53,11 +54,8 @@ class Statements:
     insert_dead_letter: str
     select_dead_letters: str
     select_gateway: str = "SELECT acked_seq, chain_start FROM gateways WHERE gateway = ?"
-    count_parts: str = (
-        "SELECT count(*) FROM parts WHERE gateway = ? AND lo = ? AND hi = ? AND parts = ?"
-    )
     complete_ranges_above: str = (
-        "SELECT lo, hi FROM parts WHERE gateway = ? AND hi > ?"
+        "SELECT lo, hi, parts FROM parts WHERE gateway = ? AND hi > ?"
         " GROUP BY lo, hi, parts HAVING count(*) = parts ORDER BY lo, hi"
     )
     select_schema_names: str = "SELECT names_json FROM feature_schemas WHERE id = ?"

@@ -4,8 +4,9 @@ part"), as plain functions of the DB-API connection run by Database on its threa
   1. resolve feature schema ids (cached by Database after commit), insert the records with
      `ON CONFLICT DO NOTHING` in one executemany per table: duplicates are counted, not errors;
   2. insert the part (ON CONFLICT DO NOTHING);
-  3. upsert the gateway's row (last seen, newest record time). On PostgreSQL this takes the row's
-     lock, so of two transactions of one gateway the second reads what the first committed;
+  3. upsert the gateway's row (last seen, newest record time), returning its ack and chain start.
+     On PostgreSQL this takes the row's lock, so of two transactions of one gateway the second
+     reads what the first committed;
   4. if the part completed its range and that range touches the acknowledged chain, extend the
      chain over the complete ranges above it and store the new acked seq.
 """
@@ -13,7 +14,7 @@ part"), as plain functions of the DB-API connection run by Database on its threa
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from appliance.uplink.schema import Part, PartHeader
@@ -68,7 +69,7 @@ class Written:
     inserts: list[Any]
     """The cursors of its record inserts: their rowcounts, once read, are the records inserted."""
     chain: Any
-    """The cursor of its gateway's (acked_seq, chain_start)."""
+    """The cursor of its gateway's (acked_seq, chain_start), as upserted."""
 
 
 def ingest_parts(
@@ -81,18 +82,19 @@ def ingest_parts(
     new_schemas: SchemaIds,
 ) -> list[IngestResult]:
     """Steps 1 to 4 for each part, in one transaction; their results in the order given. The
-    parts go in rounds of at most one part per gateway, each round pipelined (dialect.pipeline:
-    PostgreSQL sends its statements without waiting for each answer), so that a round costs
-    three round trips to the server whatever its size: write the parts and read their chains,
-    count the ranges they may complete, move the acks. The schema ids added on the way go into
+    parts go in rounds of at most one part per gateway, pipelined (dialect.pipeline: PostgreSQL
+    sends the statements without waiting for each answer), so that a round costs two round
+    trips to the server whatever its size: write the parts and upsert their gateways (reading
+    back their chains), then read the complete ranges they may extend the chains over; the
+    acks they move go with the next round's writes. The schema ids added on the way go into
     `new_schemas` (for the cache, once committed).
 
     The parts go in by gateway, and a later round holds only gateways of the first, so two
     receivers' transactions take the gateways' row locks in the same order (PostgreSQL: no
     deadlock between them)."""
     results: dict[int, IngestResult] = {}
-    for indices in rounds(parts):
-        with dialect.pipeline(db):
+    with dialect.pipeline(db):
+        for indices in rounds(parts):
             written = [
                 write_part(db, dialect, parts[index], received_at, known_schemas, new_schemas)
                 for index in indices
@@ -132,9 +134,8 @@ def write_part(
         inserts += ingest_summary(db, dialect, part, known_schemas, new_schemas, received_at)
         records += sum(len(nested.records) for nested in part.summary.promoted)
     db.execute(sql.insert_part, part_row(part, received_at))
-    db.execute(sql.upsert_gateway, (part.gateway, received_at, received_at, newest_time(part)))
-    chain = db.execute(sql.select_gateway, (part.gateway,))
-    return Written(part.header, records, inserts, chain)
+    row = (part.gateway, received_at, received_at, newest_time(part))
+    return Written(part.header, records, inserts, chain=db.execute(sql.upsert_gateway, row))
 
 
 def ingest_summary(
@@ -193,7 +194,7 @@ def move_acks(
         for part, (_, start) in zip(written, chains, strict=True)
     ]
     ends = [
-        start if ranges is None else chain_end(part.header, start, *ranges)
+        start if ranges is None else chain_end(part.header, start, ranges)
         for part, (_, start), ranges in zip(written, chains, asked, strict=True)
     ]
     results = []
@@ -216,15 +217,13 @@ def update_ack(
     sql: Statements,
     where: str,
     header: PartHeader,
+    chain: Any,
     received_at: float,
-    inserted: int,
-    records: int,
 ) -> IngestResult:
-    """After the part's row: move the gateway's ack if the part completed a range that
-    extends the chain. DatabaseError("implausible") if hi is too far above the ack."""
-    chain = db.execute(sql.select_gateway, (header.gateway,))
-    result = move_acks(db, sql, where, [Written(header, records, [], chain)], received_at)[0]
-    return replace(result, inserted=inserted, duplicates=records - inserted)
+    """After the part's row and the gateway's upsert (`chain`, its cursor) of a part without
+    records: move the gateway's ack if the part completed a range that extends the chain.
+    DatabaseError("implausible") if hi is too far above the ack."""
+    return move_acks(db, sql, where, [Written(header, 0, [], chain)], received_at)[0]
 
 
 def chain_of(where: str, header: PartHeader, chain: Any) -> tuple[int, int]:
@@ -288,25 +287,21 @@ def insert_records(
     return []
 
 
-def ask_ranges(
-    db: DbApiConnection, sql: Statements, part: PartHeader, start: int
-) -> tuple[Any, Any] | None:
-    """If the part can move the chain (its range holds `start`), the cursors of its range's
-    part count and of the complete ranges above `start`; their answers are read later."""
+def ask_ranges(db: DbApiConnection, sql: Statements, part: PartHeader, start: int) -> Any:
+    """If the part can move the chain (its range holds `start`), the cursor of the complete
+    ranges above `start` (its own among them if it is complete), read later; else None."""
     if not part.lo <= start < part.hi:
         return None
-    count = db.execute(sql.count_parts, (part.gateway, part.lo, part.hi, part.parts))
-    return count, db.execute(sql.complete_ranges_above, (part.gateway, start))
+    return db.execute(sql.complete_ranges_above, (part.gateway, start))
 
 
-def chain_end(part: PartHeader, start: int, count: Any, ranges: Any) -> int:
-    """The new end of the chain from ask_ranges' answers, or `start` if the part's range is
-    not complete."""
-    complete = int(count.fetchone()[0]) == part.parts
-    above = ranges.fetchall()
-    if not complete:
+def chain_end(part: PartHeader, start: int, ranges: Any) -> int:
+    """The new end of the chain from ask_ranges' answer, or `start` if the part's range (as
+    this part splits it) is not among the complete ones."""
+    complete = [(int(lo), int(hi), int(parts)) for lo, hi, parts in ranges.fetchall()]
+    if (part.lo, part.hi, part.parts) not in complete:
         return start
-    return extend_chain(start, ((int(lo), int(hi)) for lo, hi in above))
+    return extend_chain(start, ((lo, hi) for lo, hi, _ in complete))
 
 
 def execute_many(db: DbApiConnection, sql: str, rows: Iterable[Row]) -> list[Any]:

@@ -197,6 +197,7 @@ STATEMENTS = Statements(
         " VALUES (?, to_timestamp(?), to_timestamp(?), to_timestamp(?))"
         " ON CONFLICT (gateway) DO UPDATE SET last_seen = excluded.last_seen,"
         " newest_t = greatest(gateways.newest_t, excluded.newest_t)"
+        " RETURNING acked_seq, chain_start"
     ),
     update_ack=(
         "UPDATE gateways SET acked_seq = ?, acked_at = to_timestamp(?)"

@@ -196,7 +196,7 @@ STATEMENTS = Statements(
         "INSERT INTO gateways (gateway, first_seen, last_seen, newest_t) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (gateway) DO UPDATE SET last_seen = excluded.last_seen,"
         " newest_t = CASE WHEN gateways.newest_t IS NULL OR excluded.newest_t > gateways.newest_t"
-        " THEN excluded.newest_t ELSE gateways.newest_t END"
+        " THEN excluded.newest_t ELSE gateways.newest_t END RETURNING acked_seq, chain_start"
     ),
     update_ack=(
         "UPDATE gateways SET acked_seq = ?, acked_at = ? WHERE gateway = ? AND acked_seq < ?"
