@@ -316,10 +316,11 @@ class Senders:
         tasks = []
         for topic, payload in messages:
             await self._window.acquire("backlog")
-            tasks.append(self._group.create_task(self._publish_aside(topic, payload)))
+            tasks.append(self._group.create_task(self._publish_measured(topic, payload)))
         await asyncio.gather(*tasks)
 
-    async def _publish_aside(self, topic: str, payload: bytes) -> None:
+    async def _publish_measured(self, topic: str, payload: bytes) -> None:
+        """Publish; the window's slot is freed and the link gauge learns the PUBACK time."""
         handed_at = time.monotonic()
         try:
             await self._watch.publish(topic, payload)
@@ -413,13 +414,7 @@ class Senders:
             self._group.create_task(self._publish(topic, payload, entry, part))
 
     async def _publish(self, topic: str, payload: bytes, entry: SentRange, part: int) -> None:
-        handed_at = time.monotonic()
-        try:
-            await self._watch.publish(topic, payload)
-        finally:
-            self._window.release()
-        self._gauge.acknowledged(len(payload), handed_at, time.monotonic())
-        self._window.resize(self._gauge.window)
+        await self._publish_measured(topic, payload)
         was_complete = entry.complete
         entry.acked_parts.add(part)
         completed = entry.complete and not was_complete
