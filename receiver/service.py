@@ -60,8 +60,6 @@ SUBSCRIBE_FAILED = 0x80
 DB_RETRY_MIN_S = 0.1
 MAX_BATCH = 64
 """Messages committed in one transaction at most (the broker lets 100 be unacknowledged)."""
-PIPELINE = 2
-"""Batches handled at once: one decoding while the other's transaction commits."""
 T = TypeVar("T")
 
 
@@ -195,47 +193,22 @@ class Receiver:
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         """Take the messages waiting (up to MAX_BATCH) at once: one transaction commits them,
-        then each is PUBACKed, in the order received. Up to PIPELINE batches are handled at
-        once, so the next batch is decoded while the previous one's COMMIT waits for its fsync
-        on the database thread; the PUBACKs still follow each batch's own commit, in order."""
-        slots = asyncio.Semaphore(PIPELINE)
-        handled: asyncio.Queue[tuple[asyncio.Task[None], list[aiomqtt.Message]] | None]
-        handled = asyncio.Queue()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._puback_in_order(client, handled, slots))
-            async for first in client.messages:
-                raise_if_cancelling()
-                await slots.acquire()  # meanwhile more messages wait: a bigger batch
-                batch = [first]
-                while len(batch) < MAX_BATCH and len(client.messages) > 0:
-                    batch.append(await anext(client.messages))
-                handled.put_nowait((tasks.create_task(self._handle_messages(batch)), batch))
-            handled.put_nowait(None)
-
-    async def _handle_messages(self, batch: list[aiomqtt.Message]) -> None:
-        received = [(m.topic.value, payload_bytes(m.payload)) for m in batch]
-        try:
-            await self.handle_batch(received)
-        except Exception:  # a bug of ours; one message must not end the fleet's receiver
-            self.stats.rejected["internal_error"] += len(batch)
-            log.exception("receiver_handle_failed", topics=sorted({t for t, _ in received}),
-                          messages=len(batch))  # fmt: skip
-
-    @staticmethod
-    async def _puback_in_order(
-        client: aiomqtt.Client,
-        handled: asyncio.Queue[tuple[asyncio.Task[None], list[aiomqtt.Message]] | None],
-        slots: asyncio.Semaphore,
-    ) -> None:
-        """PUBACK each batch once it is handled (committed or refused), batches in the order
-        received (MQTT 3.1.1 wants QoS 1 PUBACKs in the order of the PUBLISHes)."""
-        while (item := await handled.get()) is not None:
-            task, batch = item
-            await task
+        then each is PUBACKed, in the order received."""
+        async for first in client.messages:
+            raise_if_cancelling()
+            batch = [first]
+            while len(batch) < MAX_BATCH and len(client.messages) > 0:
+                batch.append(await anext(client.messages))
+            received = [(m.topic.value, payload_bytes(m.payload)) for m in batch]
+            try:
+                await self.handle_batch(received)
+            except Exception:  # a bug of ours; one message must not end the fleet's receiver
+                self.stats.rejected["internal_error"] += len(batch)
+                log.exception("receiver_handle_failed", topics=sorted({t for t, _ in received}),
+                              messages=len(batch))  # fmt: skip
             for message in batch:
                 if message.qos > 0:
                     client._client.ack(message.mid, message.qos)
-            slots.release()
 
     async def handle(self, topic: str, payload: bytes) -> IngestResult | None:
         """Decode and commit one data message; None if it was refused."""
