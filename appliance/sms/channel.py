@@ -95,9 +95,11 @@ class AtChannel:
     async def close(self) -> None:
         self.die("closed")
         self._reader_task.cancel()
-        await asyncio.wait([self._reader_task])  # unlike awaiting it, never eats our own cancel
-        with contextlib.suppress(OSError):
-            self._writer.close()
+        try:
+            await asyncio.wait([self._reader_task])  # unlike awaiting it, never eats our own cancel
+        finally:  # cancelled while closing: the port is still closed, not left to the GC
+            with contextlib.suppress(OSError):
+                self._writer.close()
         try:  # the port (and its exclusive lock) is released when the transport has closed
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self._writer.wait_closed()
