@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,44 +22,45 @@ from appliance.detect.assets import AssetScoring, open_scorings, restore_health,
 from appliance.detect.health import AssetHealth, run_health_stage
 from appliance.detect.restart import renotify_open_alarms, restore_alerts
 from appliance.detect.routing import ROUTER_STATE, AlertRouter, run_alert_stage
-from appliance.detect.rules import ChannelSpec as RuleChannel
 from appliance.detect.stage import run_detect_stage
 from appliance.detect.verdicts import EpisodeVerdicts
-from appliance.devices import EmulatedDevices, emulated
+from appliance.devices import EmulatedDevices
 from appliance.errors import ApplianceError
 from appliance.features import AssetFeatures, diagnosis_stage
 from appliance.features.from_config import build_feature_engines
 from appliance.features.spectra import Spectra
 from appliance.features.stage import run_feature_stage
-from appliance.homeassistant import HomeAssistant, home_assistant
+from appliance.homeassistant import home_assistant
 from appliance.net.cancellation import cancel_and_wait
-from appliance.ota.manager import ModelManager, ota_settings
-from appliance.ota.release.manager import ReleaseManager, release_settings
+from appliance.ota.manager import ModelManager
+from appliance.ota.release.manager import ReleaseManager
 from appliance.records import Alert, FeatureVector, SampleBlock
 from appliance.sdnotify import SystemdNotifier
-from appliance.sms.gpio import gpio_line, power_cycle_hook
-from appliance.sms.modem import ModemHealth
-from appliance.sms.policy import DAY_S, SmsPolicy
-from appliance.sms.sender import ShownSms, SmsIntake, SmsSender, SmsStatus, usable_pin
-from appliance.sms.settings import SmsSettings, sms_settings
+from appliance.sms.sender import ShownSms
+from appliance.sms.service import SmsService, open_sms
+from appliance.sms.settings import sms_settings
 from appliance.status import StatusBoard
 from appliance.store import (
-    Delivery,
     DetectorStates,
     Recorder,
-    SmsQueue,
     Store,
     StoredRecord,
     run_store_writer,
     store_settings,
 )
 from appliance.summary import SummaryPrinter
-from appliance.uplink.commands import RELEASE_ACTIONS, Command, CommandHandler, RefusedCommand
 from appliance.uplink.publisher import Uplink
-from appliance.uplink.settings import UplinkSettings, uplink_settings
 from appliance.web import serve_status
 from appliance.web.history import ChartSources
 from appliance.web.limits import ConnectionLimits
+from appliance.wiring import (
+    build_health,
+    build_router,
+    build_uplink,
+    build_uplink_settings,
+    open_models,
+    open_releases,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -70,16 +70,6 @@ QUEUE_ALERTS = 256
 STATE_SAVE_EVERY_S = 60.0
 SHUTDOWN_DRAIN_S = 10.0
 SHUTDOWN_GRACE_S = 15.0
-
-
-@dataclass
-class SmsService:
-    """The SMS sender task (owns the modem link), the alert stage's intake, and the status
-    board entry."""
-
-    sender: SmsSender
-    intake: SmsIntake
-    status: SmsStatus
 
 
 @dataclass
@@ -362,19 +352,6 @@ def unhealthy(p: Pipeline) -> str | None:
     return None
 
 
-def open_releases(
-    config: ApplianceConfig, board: StatusBoard, stop: asyncio.Event
-) -> ReleaseManager | None:
-    """The release manager (None without a [release] table), its status on the board."""
-    if config.release is None:
-        return None
-    settings = release_settings(config.release, Path(config.store.path))
-    manager = ReleaseManager(settings, board, stop)
-    manager.open()
-    board.release = manager.status
-    return manager
-
-
 async def _drain(queue: asyncio.Queue[Any]) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(SHUTDOWN_DRAIN_S):
@@ -423,157 +400,3 @@ async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-@contextlib.asynccontextmanager
-async def open_models(
-    config: ApplianceConfig, store: Store, board: StatusBoard, engines: dict[str, AssetFeatures]
-) -> AsyncIterator[ModelManager | None]:
-    """The model manager with its library taken (None without a [models] table)."""
-    if config.models is None:
-        yield None
-        return
-    settings = ota_settings(config.models, Path(config.store.path))
-    names = {asset: engine.feature_names for asset, engine in engines.items()}
-    manager = ModelManager(settings, config, store.history, store.detector_states, board, names)
-    manager.open()
-    try:
-        yield manager
-    finally:
-        manager.close()
-
-
-def build_uplink(
-    settings: UplinkSettings,
-    delivery: Delivery,
-    new_data: asyncio.Event,
-    models: ModelManager | None,
-    home: HomeAssistant | None = None,
-    releases: ReleaseManager | None = None,
-) -> Uplink:
-    """The uplink; with a model manager it also takes model commands and publishes the active
-    models in its retained status, with a release manager release commands and the release;
-    with Home Assistant it announces to it on each connection."""
-    on_connected = home.serve if home is not None else None
-    if models is None and releases is None:
-        return Uplink(settings, delivery, new_data=new_data, on_connected=on_connected)
-    uplink = Uplink(
-        settings,
-        delivery,
-        new_data=new_data,
-        commands=command_handler(models, releases),
-        extra_status=lambda: extra_status(models, releases),
-        on_connected=on_connected,
-    )
-    if models is not None:
-        models.on_change = uplink.status_changed
-    return uplink
-
-
-def extra_status(models: ModelManager | None, releases: ReleaseManager | None) -> dict[str, Any]:
-    """What the retained online status adds: the active models, the release."""
-    extra: dict[str, Any] = {}
-    if models is not None:
-        extra["models"] = dict(models.status.active)
-    if releases is not None:
-        status = releases.status
-        trial = status.trial["version"] if status.trial is not None else None
-        failed = [f["version"] for f in status.failed]
-        extra["release"] = {"running": status.release, "confirmed": status.confirmed,
-                            "trial": trial, "failed": failed}  # fmt: skip
-    return extra
-
-
-def command_handler(models: ModelManager | None, releases: ReleaseManager | None) -> CommandHandler:
-    """Release commands to the release manager, the others to the model manager; a command
-    for a manager this gateway does not have is refused."""
-
-    async def handle(command: Command | RefusedCommand) -> dict[str, Any]:
-        if isinstance(command, Command) and command.action in RELEASE_ACTIONS:
-            if releases is None:
-                return {"accepted": False, "message": "no [release] table: this gateway "
-                        "takes no appliance updates over the air"}  # fmt: skip
-            return await releases.handle_command(command)
-        if isinstance(command, RefusedCommand) and models is None:
-            return {"accepted": False, "message": command.reason}
-        if models is None:
-            return {"accepted": False, "message": "no [models] table: this gateway takes "
-                    "no model commands"}  # fmt: skip
-        return await models.handle_command(command)
-
-    return handle
-
-
-def build_uplink_settings(config: ApplianceConfig) -> UplinkSettings | None:
-    """None without an [uplink] table; ConfigError if a file it names cannot be read."""
-    if config.uplink is None:
-        return None
-    return uplink_settings(config.gateway.id, config.uplink)
-
-
-async def open_sms(
-    settings: SmsSettings,
-    sms_queue: SmsQueue,
-    board: StatusBoard,
-    devices: EmulatedDevices | None,
-    on_alert_stored: Callable[[], None],
-) -> SmsService:
-    """The SMS sender and its intake, not yet running (emulate = true: on the emulated modem).
-
-    A PIN the SIM refused before (flag in the store) is not used; the policy's rate limits
-    continue from the messages queued in the last 24 h."""
-    pin, refused = await usable_pin(sms_queue, settings.modem.pin)
-    status = SmsStatus(
-        ModemHealth(),
-        len(settings.policy.recipients),
-        emulated=settings.emulated,
-        pin_rejected=refused,
-    )
-    port = settings.port
-    if settings.emulated:
-        port = emulated(devices, "sms").modem_port
-    assert port is not None
-    power_cycle = None
-    if settings.power_cycle is not None:
-        gpio = settings.power_cycle
-        line = gpio_line(gpio.chip, gpio.offset, active_low=gpio.active_low)
-        power_cycle = power_cycle_hook(line, gpio.off_s)
-    sender = SmsSender(
-        sms_queue,
-        port,
-        dataclasses.replace(settings.modem, pin=pin),
-        settings.sender,
-        status,
-        power_cycle=power_cycle,
-        on_alert_stored=on_alert_stored,
-    )
-    history = await sms_queue.sms_created_since(time.time() - DAY_S)
-    policy = SmsPolicy(settings.policy, history)
-    intake = SmsIntake(policy, sms_queue, settings.sender.give_up_after_s, sender.wake, status)
-    board.sms = status
-    return SmsService(sender, intake, status)
-
-
-def build_health(config: ApplianceConfig) -> dict[str, AssetHealth]:
-    """Sensor-health checks per asset: vibration channels over the feature window, slow channels
-    over the slow window (they also get CUSUM drift)."""
-    f = config.features
-    return {
-        asset.name: AssetHealth(
-            asset.name,
-            {
-                c.name: (
-                    RuleChannel(c.name, c.unit, c.rate_hz, (c.valid_range[0], c.valid_range[1])),
-                    f.window_s if c.is_vibration else f.slow_window_s,
-                    not c.is_vibration,
-                )
-                for c in asset.channels
-            },
-        )
-        for asset in config.assets
-    }
-
-
-def build_router(config: ApplianceConfig) -> AlertRouter:
-    channels = [f"{a.name}/{c.name}" for a in config.assets for c in a.channels]
-    return AlertRouter(config.gateway.id, channels, [a.name for a in config.assets])

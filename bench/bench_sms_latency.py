@@ -50,16 +50,18 @@ from bench_pipeline import RATE, Stream, make_streams
 from bench_sms import emulated_modem
 
 import appliance.detect.stage as detect_stage
-from appliance import app
+from appliance import app, wiring
 from appliance.config import ApplianceConfig, parse_config
 from appliance.detect.alarms import AlarmSettings, alert_from_event
 from appliance.detect.assets import AssetScoring
 from appliance.detect.health import run_health_stage
 from appliance.detect.routing import run_alert_stage
 from appliance.detect.scorer import AssetDetector, DetectorSettings
+from appliance.features.from_config import build_feature_engines
 from appliance.features.stage import run_feature_stage
 from appliance.logging import configure_logging
 from appliance.records import Alert, FeatureVector, FloatArray, SampleBlock
+from appliance.sms.service import open_sms
 from appliance.sms.settings import sms_settings
 from appliance.status import StatusBoard
 from appliance.store import Store, StoredRecord, run_store_writer, store_settings
@@ -222,19 +224,17 @@ async def measure(
         settings = sms_settings(config.gateway.id, config.sms)
         unlimited = dataclasses.replace(settings.policy, max_per_hour=10**6, max_per_day=10**6)
         settings = dataclasses.replace(settings, policy=unlimited)  # the bench sends hundreds
-        health = app.build_health(config)
+        health = wiring.build_health(config)
         store_config = store_settings(config.store, with_uplink=config.uplink is not None)
         async with await Store.open(store_config) as store:
-            sms = await app.open_sms(settings, store.sms_queue, board, None, lambda: None)
+            sms = await open_sms(settings, store.sms_queue, board, None, lambda: None)
             tasks = [
                 run_store_writer(store.recorder, records),
                 sms.sender.run(),
-                run_alert_stage(app.build_router(config), alerts_q, records, sms.intake.accept),
+                run_alert_stage(wiring.build_router(config), alerts_q, records, sms.intake.accept),
                 detect_stage.run_detect_stage(scorings, vectors, records, alerts_q, board),
                 run_health_stage(health, alerts_q, board),
-                run_feature_stage(
-                    app.build_feature_engines(config), blocks, vectors, board, health
-                ),
+                run_feature_stage(build_feature_engines(config), blocks, vectors, board, health),
             ]
             if streams is not None:
                 tasks.append(feed_samples(streams, seconds, blocks, run))

@@ -103,10 +103,10 @@ def load_checked_config(path: Path) -> ApplianceConfig:
 
 def _check_usable(config: ApplianceConfig) -> None:
     from appliance import rig
-    from appliance.app import build_uplink_settings
     from appliance.features.from_config import build_feature_engines
     from appliance.ota.settings import ota_settings
     from appliance.sms.settings import sms_settings
+    from appliance.wiring import build_uplink_settings
 
     if Path(config.store.path).is_dir():
         raise ConfigError(f"store.path: {config.store.path} is a directory: name the database file")

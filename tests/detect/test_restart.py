@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from appliance.app import build_health, build_router
 from appliance.config import ApplianceConfig
 from appliance.detect.acks import AlertAcks
 from appliance.detect.assets import AssetScoring, States, open_scorings
@@ -25,6 +24,7 @@ from appliance.sms.sender import SmsIntake, SmsStatus
 from appliance.sms.settings import sms_settings
 from appliance.status import StatusBoard
 from appliance.store import Store, StoreSettings
+from appliance.wiring import build_health, build_router
 
 RAISED = Alert("compressor-2", 1_000.0, "critical", "anomaly_raised", "compressor-2: anomaly")
 FLATLINE = Alert(

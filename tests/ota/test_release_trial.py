@@ -15,7 +15,6 @@ from ota_helpers import drop
 from release_helpers import release_wheels, seed
 from waiting import wait_until
 
-from appliance.app import command_handler, extra_status
 from appliance.config import ApplianceConfig, parse_config
 from appliance.ota.inbox import RESULT_SUFFIX
 from appliance.ota.release import trial
@@ -29,6 +28,7 @@ from appliance.rig.demo import demo_config
 from appliance.status import StatusBoard
 from appliance.status_snapshot import snapshot
 from appliance.uplink.commands import Command, decode_command, encode_command
+from appliance.wiring import command_handler, extra_status
 
 KEY = Ed25519PrivateKey.generate()
 
