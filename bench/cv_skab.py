@@ -17,6 +17,8 @@ ensemble; grid keys `adapt`, `n`, `centre`, `scale`, `recentre`, `slow` replay e
 row with the model's input centred on a gated running estimate of normal (bench/cv_adapt.py);
 `--context Temperature:0.5,Thermocouple:0.5` weights those features' squared residuals
 down in the error's mean (weight 0 or no weight: left out), through the same cached int8 models.
+Grid keys `error=mean|max|top2` and `cap` replay a per-feature standardised error through the
+same cached int8 models (bench/cv_standard.py).
 
 Then the cross-validated choice: for each fold held out, the setting with the smallest
 shortfall from the bars on the other folds (seeds pooled; ties: the higher NAB; a setting that
@@ -37,11 +39,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from cv_adapt import Adapt, Model, evaluate_adapted, open_model
+from cv_standard import Standard, with_standard
 from sweep_skab import (
     PRECISIONS,
     FileErrors,
@@ -397,13 +400,27 @@ class WhatIf:
     precision: str
     trailing: str = ""
 
+    residuals: dict[tuple[Path, str], np.ndarray] = field(default_factory=dict)
+
     def errors(
-        self, path: Path, directory: Path, train: TrainSettings, weights: dict[str, float]
-    ) -> FileErrors:
+        self, path: Path, directory: Path, train: TrainSettings, weights: dict[str, float],
+        standard: Standard | None = None,
+    ) -> FileErrors:  # fmt: skip
         data = file_errors(path, directory, train, self.cache)
+        if standard is not None:
+            return with_standard(data, self.per_feature(path, directory, train), standard)
         data = with_trailing(data, path, directory, train, self.cache, self.trailing)
         data = with_context(data, path, directory, train, self.cache, weights)
         return with_score(data, path, self.score, self.precision)
+
+    def per_feature(self, path: Path, directory: Path, train: TrainSettings) -> np.ndarray:
+        """Every row's per-feature squared residuals under the file's cached int8 model."""
+        key = (path, train_key(train))
+        if key not in self.residuals:
+            bundle, _ = cached_models(path, directory, train, self.cache)
+            features = load_skab_csv(path).features
+            self.residuals[key] = reconstruction_error(bundle, open_runtime(bundle), features)[1]
+        return self.residuals[key]
 
 
 @dataclass(frozen=True)
@@ -418,11 +435,14 @@ class Loaded:
 def load(
     what_if: WhatIf, paths: Sequence[Path], directory: Path, free: Path | None,
     trainings: Sequence[TrainSettings], weights: dict[str, float], size: int,
+    standard: Standard | None = None,
 ) -> Loaded:  # fmt: skip
-    runs = [[what_if.errors(p, directory, t, weights) for p in paths] for t in trainings]
+    runs = [[what_if.errors(p, directory, t, weights, standard) for p in paths] for t in trainings]
     folded = [[files[i : i + size] for i in range(0, len(files), size)] for files in runs]
     free_paths = find_skab_csvs(free) if free else []
-    free_runs = [[what_if.errors(p, free, t, weights) for p in free_paths] for t in trainings]
+    free_runs = [
+        [what_if.errors(p, free, t, weights, standard) for p in free_paths] for t in trainings
+    ]
     return Loaded(runs, folded, free_runs if free else [])
 
 
@@ -476,7 +496,7 @@ def main() -> None:
         return
     size = -(-len(paths) // args.folds)
     what_if = WhatIf(args.cache, args.score, args.precision, args.trailing)
-    loaded: dict[float, Loaded] = {}
+    loaded: dict[tuple[float, Standard | None], Loaded] = {}
     names = [p.name for p in paths]
     print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
     print(f"seeds {seeds}, precision {args.precision}, context {args.context or '-'}")
@@ -508,13 +528,13 @@ def main() -> None:
             if args.files:
                 print(per_file_adapted(setting, adapt, models, names), flush=True)
             continue
-        weight = axis_value(setting, "weight", 0.0)
-        if weight not in loaded:
+        weight, standard = axis_value(setting, "weight", 0.0), Standard.of(setting)
+        if (weight, standard) not in loaded:
             weights = context_weights(args.context, weight)
-            loaded[weight] = load(
-                what_if, paths, args.directory, args.free, trainings, weights, size
+            loaded[weight, standard] = load(
+                what_if, paths, args.directory, args.free, trainings, weights, size, standard
             )
-        data = loaded[weight]
+        data = loaded[weight, standard]
         by_seed_fold = [
             [evaluate(fold, setting, args.precision) for fold in f] for f in data.folded
         ]
