@@ -61,6 +61,7 @@ rm -f "$ROOT/usr/sbin/update-initramfs"
 chroot "$ROOT" dpkg-divert --local --rename --divert /usr/sbin/update-initramfs.distrib \
     --remove /usr/sbin/update-initramfs
 chroot "$ROOT" update-initramfs -c -k all
+"$(dirname "$0")/check-kernel-modules.sh" "$ROOT"
 DEB_MAINT_PARAMS=configure chroot "$ROOT" /etc/kernel/postinst.d/z50-raspi-firmware
 ls -l "$ROOT/boot" "$ROOT/boot/firmware" >&2
 cat "$ROOT/boot/firmware/cmdline.txt" "$ROOT/boot/firmware/config.txt" >&2

@@ -5,6 +5,9 @@
 # hooks/base-customize.sh restores it and runs it exactly once.
 set -eu
 ROOT="$1"
+# Kernel modules a Pi 4 gateway cannot use are never unpacked (kernel-modules.cfg: dpkg path
+# filters, kept on the card so kernel updates on the gateway leave them out too).
+install -m 0644 "$(dirname "$0")/kernel-modules.cfg" "$ROOT/etc/dpkg/dpkg.cfg.d/appliance-kernel-modules"
 chroot "$ROOT" dpkg-divert --local --rename --divert /usr/sbin/update-initramfs.distrib \
     --add /usr/sbin/update-initramfs
 cat > "$ROOT/usr/sbin/update-initramfs" <<'STUB'
