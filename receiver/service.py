@@ -9,8 +9,8 @@ header was valid, accounted in its range so the gateway's ack moves past it (PRO
 "Refused parts"); then it is PUBACKed like any other, so the broker does not redeliver it. Acks
 for the gateways go out through a small outbox that keeps only the newest per gateway, so a burst
 of messages costs one publish per gateway; on every (re)subscription each known gateway's ack is
-announced again (PROTOCOL.md). The connection is retried with exponential backoff and jitter;
-this task owns that policy.
+published again and announced (PROTOCOL.md). The connection is retried with exponential backoff
+and jitter; this task owns that policy.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class AckOutbox:
         self._pending: dict[str, int] = {}
         self._ready = asyncio.Event()
         self.schema_requests: dict[str, tuple[int, frozenset[bytes]]] = {}
+        self.announcements: dict[str, int] = {}
 
     def put(self, gateway: str, seq: int) -> None:
         if seq >= self._pending.get(gateway, -1):
@@ -81,6 +82,13 @@ class AckOutbox:
         _, asked = self.schema_requests.get(gateway, (seq, frozenset()))
         self.schema_requests[gateway] = (seq, asked | refs)
         self._ready.set()
+
+    def announce(self, acks: dict[str, int]) -> None:
+        """Each gateway's ack, retained as usual, then once more as an announcement (not
+        retained): this receiver has just subscribed."""
+        for gateway, seq in acks.items():
+            self.put(gateway, seq)
+        self.announcements.update(acks)
 
     async def take(self) -> dict[str, int]:
         await self._ready.wait()
@@ -164,15 +172,16 @@ class Receiver:
                 self.subscribed.clear()
 
     async def _announce_acks(self) -> None:
-        """Publish every known gateway's ack again (PROTOCOL.md): a gateway that re-sent in vain
-        while no receiver was there re-sends at once instead of waiting out its ack timeout."""
+        """Publish every known gateway's ack again, and announce it (PROTOCOL.md): a gateway
+        that sent while no receiver was subscribed (mosquitto forgets shared subscriptions when
+        it restarts, and drops what matches none) sends it again at once instead of waiting out
+        its ack timeout."""
         try:
             acks = await self.database.acks()
         except DatabaseError as exc:
             log.warning("receiver_acks_not_announced", reason=str(exc))
             return
-        for gateway, seq in acks.items():
-            self._acks.put(gateway, seq)
+        self._acks.announce(acks)
 
     def _make_client(self) -> aiomqtt.Client:
         settings = self.settings
@@ -415,6 +424,16 @@ class Receiver:
                     raise
                 del pending[gateway]
                 self.stats.acks_published += 1
+            await self._publish_announcements(client)
+
+    async def _publish_announcements(self, client: aiomqtt.Client) -> None:
+        """After the retained acks; what a lost connection leaves unsent is announced again at
+        the next subscription."""
+        announcements = self._acks.announcements
+        while announcements:
+            gateway, seq = announcements.popitem()
+            payload = encode_ack(gateway, seq, announced=True)
+            await client.publish(ack_topic(self.settings.prefix, gateway), payload, qos=1)
 
 
 def gateway_of(topic: str) -> str | None:

@@ -118,7 +118,10 @@ class ReceiverSettings:
     stats_interval_s: float = 60.0
     keepalive_s: int = 30
     reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = 5.0
+    """A few receivers retrying every few seconds cost the broker nothing; waiting longer only
+    keeps the gateways' parts from being taken (a restarted mosquitto has forgotten the shared
+    subscription until a receiver subscribes again)."""
     db_retry_max_s: float = 30.0
     max_payload_bytes: int = MAX_PART_BYTES
     """Larger messages are refused unread (a gateway's max_message_bytes must stay below)."""

@@ -60,6 +60,9 @@ class Connection:
         self._ack_timeout_s = self._settings.ack_timeout_s
         self._warned_ack_beyond = False
         self._senders: Senders | None = None
+        self._handed_over = False
+        """A part was handed to the client on this connection."""
+        self._resent_on_announcement = False
         self.delivered = False
         """A data part got its PUBACK, or the acknowledged seq moved (the retry loop then
         resets its backoff, however short the connection was)."""
@@ -91,6 +94,7 @@ class Connection:
         return self._uplink.schemas
 
     def sending(self) -> None:
+        self._handed_over = True
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
 
@@ -258,7 +262,9 @@ class Connection:
             if ack.unknown_schemas:
                 self._schemas_unknown(ack.unknown_schemas)
                 continue
-            if self._first_ack.is_set():
+            if self._first_ack.is_set() and ack.announced:
+                await self._receiver_announced(ack.seq)
+            elif self._first_ack.is_set():
                 await self._receiver_acknowledged(ack.seq)
             else:
                 await self._first_ack_of_connection(ack.seq)
@@ -307,6 +313,7 @@ class Connection:
         if seq == self.cursors.acked and self._resent_in_vain():
             # A receiver announces its acks when it (re)subscribes: one is back, without what
             # was sent while it was away (a clean session): no need to wait out the timeout.
+            self._resent_on_announcement = True  # its announcement follows: one resend
             self._resend(
                 f"the receiver is back and acknowledges seq {seq} again",
                 next_timeout_s=self._settings.ack_timeout_s,
@@ -318,6 +325,20 @@ class Connection:
             self._refuse_ack_beyond(seq)
             return
         await self._acknowledge(seq)
+
+    async def _receiver_announced(self, seq: int) -> None:
+        """A receiver has just subscribed. What this connection sent before may have matched no
+        subscription (a restarted mosquitto forgets the receivers' shared subscription until
+        they subscribe again, and drops what matches none after its PUBACK): send everything
+        unacknowledged again at once, once per connection (each receiver announces)."""
+        if seq > self.cursors.acked:
+            await self._receiver_acknowledged(seq)
+        if self._resent_on_announcement or not self._handed_over or not self.cursors.outstanding:
+            return
+        self._resent_on_announcement = True
+        self._resend(f"a receiver subscribed (again) and acknowledges seq {seq}: what was sent "
+                     "before may have reached no receiver",
+                     next_timeout_s=self._settings.ack_timeout_s)  # fmt: skip
 
     def _refuse_ack_beyond(self, seq: int) -> None:
         """An ack, later in a connection, for seqs this store never handed out: another gateway

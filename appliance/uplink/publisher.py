@@ -31,8 +31,9 @@ Acknowledgement: ack = "receiver" marks rows delivered (acknowledge) only when t
 retained ack says it committed them; when that ack stops moving for ack_timeout_s while records
 are outstanding (a receiver or broker that lost them), everything unacknowledged is sent again (the
 receiver drops duplicates) and the timeout doubles until the ack moves. A receiver announces its
-acks when it (re)subscribes: the same ack again after such a fruitless resend means one came back
-without what was sent meanwhile, and everything is sent again at once. ack = "broker" marks a
+acks when it (re)subscribes: what the connection sent before may have reached no receiver (a
+restarted mosquitto forgets shared subscriptions), so everything is sent again at once, once per
+connection; so it is after the same ack again after a fruitless resend. ack = "broker" marks a
 range delivered once the broker acknowledged every part of it and of every range before it: this
 survives our crashes but not a broker or receiver that loses messages (PROTOCOL.md).
 

@@ -16,7 +16,8 @@ check:
   what it made while offline (the backlog);
 - a range unacknowledged for `ack_timeout_s` is sent again (the timeout doubles up to
   `ack_timeout_max_s`, and is reset by an ack that moves); an ack equal to the acked seq after a
-  resend in vain sends everything again at once;
+  resend in vain sends everything again at once, and so does, once per connection, a
+  receiver's announcement (it has just subscribed) after the connection sent something;
 - reconnects back off as the gateway does (appliance.net.backoff: doubling with jitter), so a
   fleet that lost its broker comes back spread out, not in step.
 
@@ -113,6 +114,9 @@ class FleetCounters:
     messages_sent: int = 0
     ranges_sent: int = 0
     resends: int = 0
+    """Timed resends and resends after an ack repeated in vain..."""
+    announced_resends: int = 0
+    """...and resends after a receiver's announcement."""
     acked_at: array[float] = field(default_factory=lambda: array("d"))
     """For every record an ack covered: when the ack came (in arrival order)..."""
     ack_lag_s: array[float] = field(default_factory=lambda: array("d"))
@@ -141,6 +145,8 @@ class SimGateway:
         self.ack_timeout_s = settings.ack_timeout_s
         self.resent_in_vain = False
         self.client: aiomqtt.Client | None = None
+        self.sent_on_connection = False
+        self.resent_on_announcement = False
         self.link_up = asyncio.Event()
         self.link_up.set()
         self.dropped_at: list[float] = []
@@ -186,6 +192,7 @@ class SimGateway:
         if seq <= self.acked:
             if seq == self.acked and self.resent_in_vain and self.ranges:
                 self.resent_in_vain = False
+                self.resent_on_announcement = True  # its announcement follows: one resend
                 return self.resend_all(now)
             return []
         self.acked = seq
@@ -201,6 +208,20 @@ class SimGateway:
             del self.ranges[lo]
         self.cut_to = max(self.cut_to, seq)
         return []
+
+    def on_announcement(self, now: float) -> list[SentRange]:
+        """A receiver has just subscribed: what this connection sent before may have matched no
+        subscription (mosquitto forgets shared subscriptions when it restarts); the ranges to
+        send again at once, once per connection."""
+        if self.resent_on_announcement or not self.sent_on_connection or not self.ranges:
+            return []
+        self.resent_on_announcement = True
+        self.ack_timeout_s = self.settings.ack_timeout_s
+        self.resent_in_vain = False
+        self.fleet.counters.announced_resends += 1
+        for entry in self.ranges.values():
+            entry.sent_at = now
+        return sorted(self.ranges.values(), key=lambda entry: entry.lo)
 
     def first_sent(self, seq: int) -> float:
         """When the range holding `seq` was first sent."""
@@ -249,6 +270,7 @@ class SimGateway:
         s = self.settings
         async with self.make_client() as client:
             self.client = client
+            self.sent_on_connection = self.resent_on_announcement = False
             self.fleet.counters.connects += 1
             self.backoff.reset()
             await client.subscribe(ack_topic(s.prefix, self.name), qos=1)
@@ -274,6 +296,8 @@ class SimGateway:
             except SchemaError:
                 continue
             again = self.on_ack(ack.seq, time.time())
+            if ack.announced and not again:
+                again = self.on_announcement(time.time())
             if again:
                 await self.publish(client, again)
 
@@ -304,6 +328,7 @@ class SimGateway:
         as the gateway does."""
         s = self.settings
         for entry in ranges:
+            self.sent_on_connection = True
             self.fleet.counters.ranges_sent += 1
             for topic, payload in entry.messages:
                 await client.publish(topic, payload, qos=1, timeout=s.stall_timeout_s)
@@ -320,7 +345,6 @@ class SimGateway:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         asyncio.get_running_loop().call_later(down_s, self.link_up.set)
-        self.dropped_at.append(time.time())
         self.dropped_at.append(time.time())
         self.fleet.counters.link_drops += 1
         return True

@@ -99,6 +99,7 @@ class FakeGateway:
         self.broker = broker
         self.gateway = gateway
         self.acks: list[int] = []
+        self.announcements: list[int] = []
         self.schema_requests: list[frozenset[bytes]] = []
         self._stack = contextlib.AsyncExitStack()
         self.client: aiomqtt.Client | None = None
@@ -121,6 +122,8 @@ class FakeGateway:
             ack = decode_ack(payload, self.gateway)
             if ack.unknown_schemas:
                 self.schema_requests.append(ack.unknown_schemas)
+            elif ack.announced:
+                self.announcements.append(ack.seq)
             else:
                 self.acks.append(ack.seq)
 

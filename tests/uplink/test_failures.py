@@ -48,14 +48,18 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @contextlib.asynccontextmanager
-async def real_receiver(broker: Broker, db: Path) -> AsyncIterator[Receiver]:
-    """The receiver of receiver/ with a clean session (while it is away the broker drops what
-    the gateway publishes) on a SQLite file; stopped and closed at the end of the block."""
+async def real_receiver(
+    broker: Broker, db: Path, client_id: str | None = None
+) -> AsyncIterator[Receiver]:
+    """The receiver of receiver/ on a SQLite file, with a clean session (while it is away the
+    broker drops what the gateway publishes) unless given a client id; stopped and closed at the
+    end of the block."""
     settings = ReceiverSettings(
         broker=parse_broker_url(broker.url("receiver")),
         db_url=f"sqlite:///{db}",
         ca_path=broker.ca_path,
         prefix=PREFIX,
+        client_id=client_id,
         reconnect_min_s=0.05,
         reconnect_max_s=0.5,
         db_retry_max_s=0.2,
@@ -178,6 +182,34 @@ async def test_a_receiver_down_for_an_hour_is_named_and_its_backlog_arrives_in_f
     back_again = [e for e in resending if "the receiver is back" in e["reason"]]
     assert len(back_again) == 1 and back_again[0] is resending[-1], "re-sent once it was back"
     assert recovered_in < 20 * MINUTE_S / COMPRESSION, "not when the next timed resend is due"
+    assert await assert_receiver_has_everything(tmp_path / "gateway.db", receiver_db)
+
+
+async def test_what_a_restarted_broker_dropped_is_sent_again_when_a_receiver_subscribes(
+    broker: Broker, store: Store, tmp_path: Path
+) -> None:
+    """Mosquitto forgets shared subscriptions when it restarts (persistent sessions or not):
+    until a receiver subscribes again, it PUBACKs the gateway's parts and drops them. The
+    receiver's announcement must bring them at once, not the ack timeout (120 s here)."""
+    uplink = Uplink(settings_for(broker, ack_timeout_s=120.0), store.delivery)
+    receiver_db = tmp_path / "receiver.db"
+
+    with capture_logs() as logs:
+        async with running(uplink.run()):
+            async with real_receiver(broker, receiver_db, client_id="rx-persistent"):
+                await store.recorder.add_records(live_records(20))
+                await wait_for_value(store.delivery.acked_seq, 20, "delivery before the restart")
+            broker.stop()
+            broker.start()
+            await wait_until(lambda: uplink.status.connected, "the gateway reconnected")
+            await store.recorder.add_records(live_records(20))
+            await wait_until(lambda: uplink.status.published_records == 40, "the broker's PUBACKs")
+            async with real_receiver(broker, receiver_db, client_id="rx-persistent") as receiver:
+                await wait_for_value(store.delivery.acked_seq, 40, "the dropped parts again")
+
+    assert receiver.stats.records_inserted == 20, "the broker had dropped them: sent again"
+    resending = events(logs, "uplink_resending")
+    assert len(resending) == 1 and "a receiver subscribed" in resending[0]["reason"]
     assert await assert_receiver_has_everything(tmp_path / "gateway.db", receiver_db)
 
 

@@ -435,7 +435,14 @@ def test_acks_round_trip() -> None:
     payload = encode_ack("gw-1", 12345)
     assert json.loads(payload) == {"v": 1, "gateway": "gw-1", "seq": 12345}
     ack = decode_ack(payload, "gw-1")
-    assert (ack.gateway, ack.seq) == ("gw-1", 12345)
+    assert (ack.gateway, ack.seq, ack.announced) == ("gw-1", 12345, False)
+
+
+def test_an_announcement_is_an_ack_that_says_so() -> None:
+    payload = encode_ack("gw-1", 7, announced=True)
+    assert json.loads(payload) == {"v": 1, "gateway": "gw-1", "seq": 7, "announced": True}
+    ack = decode_ack(payload, "gw-1")
+    assert (ack.seq, ack.announced, ack.unknown_schemas) == (7, True, frozenset())
 
 
 @pytest.mark.parametrize(
@@ -446,6 +453,8 @@ def test_acks_round_trip() -> None:
         (b'{"v":1,"gateway":"gw-1"}', "missing field(s) seq"),
         (b'{"v":3,"gateway":"gw-1","seq":1}', "v is 3"),
         (b'{"v":1,"gateway":"gw-2","seq":1}', "is for gateway 'gw-2'"),
+        (b'{"v":1,"gateway":"gw-1","seq":1,"announced":false}', "announced must be true"),
+        (b'{"v":1,"gateway":"gw-1","seq":1,"announced":true,"x":1}', "unknown field(s) 'x'"),
     ],
 )
 def test_bad_acks_are_refused(payload: bytes, words: str) -> None:

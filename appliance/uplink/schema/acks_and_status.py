@@ -23,13 +23,19 @@ class Ack:
     unknown_schemas: frozenset[bytes] = frozenset()
     """Not an ack but a request, never retained: the receiver refused parts referring to these
     feature schemas (it does not know them): send their names again (PROTOCOL.md)."""
+    announced: bool = False
+    """Never retained: a receiver has just (re)subscribed; what was sent while none was
+    subscribed may be lost (PROTOCOL.md, "Gateway rules")."""
 
 
 ACK_KEYS: Final = frozenset({"v", "gateway", "seq"})
 SCHEMA_REQUEST_KEYS: Final = ACK_KEYS | {"unknown_schemas"}
+ANNOUNCEMENT_KEYS: Final = ACK_KEYS | {"announced"}
 
 
-def encode_ack(gateway: str, seq: int, unknown_schemas: Iterable[bytes] = ()) -> bytes:
+def encode_ack(
+    gateway: str, seq: int, unknown_schemas: Iterable[bytes] = (), *, announced: bool = False
+) -> bytes:
     check_name(gateway, "gateway")
     if check_int(seq, "ack seq") < 0:
         raise SchemaError(f"ack seq must not be negative, not {seq}")
@@ -37,6 +43,8 @@ def encode_ack(gateway: str, seq: int, unknown_schemas: Iterable[bytes] = ()) ->
     refs = sorted(ref.hex() for ref in unknown_schemas)
     if refs:
         body["unknown_schemas"] = refs
+    elif announced:
+        body["announced"] = True
     return dump_json(body, "ack")
 
 
@@ -46,17 +54,26 @@ def decode_ack(payload: bytes, gateway: str | None = None) -> Ack:
     where = "ack" if gateway is None else f"ack for {gateway}"
     body = load_json(payload, where)
     check_version(body, where)
-    check_keys(body, SCHEMA_REQUEST_KEYS if "unknown_schemas" in body else ACK_KEYS, where)
+    check_keys(body, ack_keys(body), where)
+    if body.get("announced", True) is not True:
+        raise SchemaError(f"{where}: announced must be true when present")
     ack = Ack(
         check_name(body["gateway"], f"{where}: gateway"),
         check_int(body["seq"], where),
         schema_refs(body.get("unknown_schemas", []), where),
+        "announced" in body,
     )
     if ack.seq < 0:
         raise SchemaError(f"{where}: seq must not be negative, not {ack.seq}")
     if gateway is not None and ack.gateway != gateway:
         raise SchemaError(f"{where}: is for gateway {ack.gateway!r}", "gateway_mismatch")
     return ack
+
+
+def ack_keys(body: Mapping[str, object]) -> frozenset[str]:
+    if "unknown_schemas" in body:
+        return SCHEMA_REQUEST_KEYS
+    return ANNOUNCEMENT_KEYS if "announced" in body else ACK_KEYS
 
 
 def schema_refs(value: object, where: str) -> frozenset[bytes]:
