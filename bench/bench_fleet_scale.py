@@ -10,10 +10,11 @@ every gateway connects (a connect storm of its own); 30 s to settle; the steady 
 (`--minutes` for the last size, `--baseline-minutes` for the others) with `--flap-share` of the
 fleet losing its link per minute for 10-60 s (a socket shut under the client: the broker
 publishes the last will; the gateway keeps making records and replays its backlog when back);
-then the broker is restarted (SIGTERM, `--outage-s` down, started on its persistence) and all N
-reconnect with the gateway's backoff; `--storm-window-s` after the restart the records stop and
-the fleet drains (every record acknowledged, or `--drain-deadline-s`); then the database is
-checked: every (gateway, seq) up to the receiver's ack stored once, none twice.
+then, `--pre-storm-s` later, the broker is restarted (SIGTERM, `--outage-s` down, started on
+its persistence) and all N reconnect with the gateway's backoff; `--storm-window-s` after the
+restart the records stop and the fleet drains (every record acknowledged, or
+`--drain-deadline-s`); then the database is checked: every (gateway, seq) up to the receiver's
+ack stored once, none twice.
 
 Figures per phase: ingest rate (rows committed per second of the steady part); lag from
 PostgreSQL's commit timestamps, record time -> commit (includes the gateway's batching wait of
@@ -334,6 +335,9 @@ async def run_phase(args: argparse.Namespace, gateways: int, receiver_count: int
         phase.ack_lag_end_p99 = percentile(fleet.ack_lags_between(steady_end - 60, steady_end),
                                            99)  # fmt: skip
         flapper.cancel()
+        # The last steady minute's records get their time before the broker goes down (else a
+        # record cut just before it would count the storm's lag as the steady state's).
+        await asyncio.sleep(args.pre_storm_s)
 
         await asyncio.to_thread(components.restart_broker, args.outage_s)
         restart = time.time()
@@ -559,6 +563,12 @@ def main() -> None:
     parser.add_argument("--live-batch-s", type=float, default=5.0)
     parser.add_argument("--flap-share", type=float, default=0.02)
     parser.add_argument("--outage-s", type=float, default=30.0)
+    parser.add_argument(
+        "--pre-storm-s",
+        type=float,
+        default=15.0,
+        help="between the steady part and the broker's restart (no links dropped)",
+    )
     parser.add_argument("--storm-window-s", type=float, default=150.0)
     parser.add_argument("--drain-deadline-s", type=float, default=300.0)
     parser.add_argument("--no-tls", dest="tls", action="store_false")
