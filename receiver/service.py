@@ -427,13 +427,17 @@ class Receiver:
             await self._publish_announcements(client)
 
     async def _publish_announcements(self, client: aiomqtt.Client) -> None:
-        """After the retained acks; what a lost connection leaves unsent is announced again at
-        the next subscription."""
+        """After the retained acks, a few at a time (aiomqtt warns above 10 publishes waiting;
+        one at a time, 2,500 PUBACK round trips would hold up new acks for seconds); what a lost
+        connection leaves unsent is announced again at the next subscription."""
         announcements = self._acks.announcements
         while announcements:
-            gateway, seq = announcements.popitem()
-            payload = encode_ack(gateway, seq, announced=True)
-            await client.publish(ack_topic(self.settings.prefix, gateway), payload, qos=1)
+            batch = [announcements.popitem() for _ in range(min(8, len(announcements)))]
+            await asyncio.gather(*(
+                client.publish(ack_topic(self.settings.prefix, gateway),
+                               encode_ack(gateway, seq, announced=True), qos=1)
+                for gateway, seq in batch
+            ))  # fmt: skip
 
 
 def gateway_of(topic: str) -> str | None:
