@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import pickle
 import tempfile
 import time
 from collections.abc import Iterator
@@ -292,7 +293,29 @@ def variants(args: argparse.Namespace) -> list[Variant]:
         for shape in args.shapes
         for seed in args.seeds
         for defect in (True, False)
+        if not (args.healthy_only and defect) and not (args.defect_only and not defect)
     ]
+
+
+def played_for(variant: Variant, args: argparse.Namespace, tmp: Path,
+               bundles: dict[str, ModelBundle]) -> Played:  # fmt: skip
+    """The variant's gateway run, from `--cache` when it was played before with the same
+    settings (the simulation is most of a variant's time; the analysis can then be re-run)."""
+    name = (f"{variant.label}-{args.days}d-{args.every_min}min-{args.defect_g}g-"
+            f"{args.onset_day}-{args.growth_days}.pkl").replace(" ", "_")  # fmt: skip
+    path = Path(args.cache) / name if args.cache else None
+    if path is not None and path.exists():
+        with path.open("rb") as file:
+            cached: Played = pickle.load(file)
+            return cached
+    if variant.load not in bundles:
+        bundles[variant.load] = train_with_load_cycle(tmp, variant.load)
+    played = play(variant, args, bundles[variant.load])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as file:
+            pickle.dump(played, file)
+    return played
 
 
 def report(variant: Variant, played: Played, outcome: Outcome, seconds: float) -> str:
@@ -316,6 +339,13 @@ def main() -> None:
                         "gaps: sine with 6 days missing")  # fmt: skip
     parser.add_argument("--in-memory", action="store_true",
                         help="the aggregates and detect() without the database")  # fmt: skip
+    parser.add_argument("--healthy-only", action="store_true")
+    parser.add_argument("--defect-only", action="store_true")
+    parser.add_argument(
+        "--cache",
+        default="",
+        help="a directory keeping each variant's played run (re-analyse fast)",
+    )
     args = parser.parse_args()
     params = TrendParams()
     with tempfile.TemporaryDirectory() as tmp:
@@ -323,9 +353,7 @@ def main() -> None:
         print(params, flush=True)
         for variant in variants(args):
             started = time.perf_counter()
-            if variant.load not in bundles:
-                bundles[variant.load] = train_with_load_cycle(Path(tmp), variant.load)
-            played = play(variant, args, bundles[variant.load])
+            played = played_for(variant, args, Path(tmp), bundles)
             outcome = analyse_in_memory(played, args.days, params)
             if not args.in_memory:
                 margin = outcome.margin, outcome.margin_at

@@ -19,6 +19,7 @@ SCORE_NAME = "anomaly_score"
 STATS = ("median", "p95")
 LEVEL_FEATURES = ("rms", "std", "peak", "spectral_energy")
 IMPACT_FEATURES = ("crest_factor", "excess_kurtosis")
+AXES = ("x", "y", "z")
 NOTABLE_RATE_CHANGE = 0.25
 """An update is announced when the headline rate moved by this fraction, or the features changed."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -98,17 +99,26 @@ def score_series(model_id: str) -> str:
 
 
 def cause_of(name: str) -> str:
-    """What a drifting series points at: `<channel>.vibration_level` (rms, std, peak, energy,
-    bands), `<channel>.impacts` (crest factor, kurtosis), the anomaly score (of any model), else
-    the feature itself."""
+    """What a drifting series points at: `<sensor>.vibration_level` (rms, std, peak, energy,
+    bands), `<sensor>.impacts` (crest factor, kurtosis), the anomaly score (of any model), else
+    the feature itself. The sensor is the channel without its axis (`accel_y` -> `accel`): one
+    bearing's defect shows on the axes of the sensor on its housing, so a band rising on two
+    axes corroborates it (in the 30-day scenario the defect's first trends were one band on
+    accel_x and one on accel_y); sensors at other places stay causes of their own."""
     if name.startswith(f"{SCORE_NAME}@"):
         return SCORE_NAME
     channel, _, feature = name.partition(".")
     if feature in LEVEL_FEATURES or feature.startswith("band_"):
-        return f"{channel}.vibration_level"
+        return f"{sensor_of(channel)}.vibration_level"
     if feature in IMPACT_FEATURES:
-        return f"{channel}.impacts"
+        return f"{sensor_of(channel)}.impacts"
     return name
+
+
+def sensor_of(channel: str) -> str:
+    """The channel without a trailing axis: `accel_y` and `de_accel_x` -> `accel`, `de_accel`."""
+    stem, separator, axis = channel.rpartition("_")
+    return stem if separator and stem and axis.lower() in AXES else channel
 
 
 def detect(

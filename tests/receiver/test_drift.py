@@ -83,7 +83,7 @@ async def test_a_rise_of_4_percent_a_week_is_found_once_and_updated(db: Database
     runs = await run_through(db, range(DAY0 + 10, DAY0 + 31))
 
     rows = await findings(db)
-    assert [(row["cause"], row["status"]) for row in rows] == [("accel_y.vibration_level", "open")]
+    assert [(row["cause"], row["status"]) for row in rows] == [("accel.vibration_level", "open")]
     finding = rows[0]
     assert "accel_y.spectral_energy" in finding["features"]  # type: ignore[operator]
     assert 2.5 <= float(finding["rate_pct_per_week"]) <= 6.0  # type: ignore[arg-type]
@@ -152,7 +152,7 @@ async def test_the_periodic_task_hands_its_events_over(db: Database) -> None:
         await wait_until(lambda: len(events) == 1, "the finding handed over")
     finally:
         task.cancel()
-    assert (events[0]["action"], events[0]["cause"]) == ("opened", "accel_y.vibration_level")
+    assert (events[0]["action"], events[0]["cause"]) == ("opened", "accel.vibration_level")
 
 
 async def test_one_assets_failure_leaves_the_others_analysed(

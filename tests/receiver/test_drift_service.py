@@ -71,7 +71,7 @@ async def test_the_drift_command_opens_a_finding_and_posts_it(
     summary, opened, listed = lines
     assert summary["type"] == "drift_run" and summary["assets"] == 1
     assert summary["webhooks"][url]["delivered"] == 1
-    assert (opened["action"], opened["cause"]) == ("opened", "accel_y.vibration_level")
+    assert (opened["action"], opened["cause"]) == ("opened", "accel.vibration_level")
     assert listed["type"] == "open_finding" and listed["id"] == opened["finding_id"]
     headers, body = hook.requests[0]
     assert json.loads(body) == opened

@@ -96,9 +96,12 @@ def test_daily_aggregate_ignores_nan_and_empty_columns() -> None:
 
 
 def test_causes_group_related_features() -> None:
-    assert cause_of("accel_y.spectral_energy") == "accel_y.vibration_level"
-    assert cause_of("accel_y.band_100_200hz") == "accel_y.vibration_level"
-    assert cause_of("accel_y.excess_kurtosis") == "accel_y.impacts"
+    assert cause_of("accel_y.spectral_energy") == "accel.vibration_level"
+    assert cause_of("accel_x.band_100_200hz") == "accel.vibration_level"  # the sensor's axes
+    assert cause_of("de_accel_z.rms") == "de_accel.vibration_level"
+    assert cause_of("nde_accel_z.rms") == "nde_accel.vibration_level"  # another place
+    assert cause_of("accel.rms") == "accel.vibration_level"
+    assert cause_of("accel_y.excess_kurtosis") == "accel.impacts"
     assert cause_of("temp.mean") == "temp.mean"
     assert cause_of("anomaly_score@ae@sha256:01.2") == "anomaly_score"
 
@@ -115,12 +118,12 @@ def test_one_finding_per_cause_opened_updated_and_closed() -> None:
         ("temp.mean", "median"): (days, np.full(len(days), 40.0) + 0.1 * np.sin(days)),
     }
     detections = detect(series, PARAMS)
-    assert [d.cause for d in detections] == ["accel_y.vibration_level"]
+    assert [d.cause for d in detections] == ["accel.vibration_level"]
     assert detections[0].features == ("accel_y.rms", "accel_y.spectral_energy")
 
     opened = reconcile([], detections)
     assert [(c.action, c.finding_id) for c in opened] == [("opened", None)]
-    finding = OpenFinding(5, "accel_y.vibration_level", detections[0].rate_pct_per_week,
+    finding = OpenFinding(5, "accel.vibration_level", detections[0].rate_pct_per_week,
                           detections[0].features, 20_001)  # fmt: skip
     updated = reconcile([finding], detections)
     assert [(c.action, c.finding_id, c.notable) for c in updated] == [("updated", 5, False)]
@@ -228,6 +231,33 @@ def test_one_series_alone_is_no_finding_two_of_a_cause_are() -> None:
     assert [(d.cause, d.features) for d in detections] == [("ch0.vibration_level", ("ch0.rms",))]
     assert 3.0 <= detections[0].rate_pct_per_week <= 5.0
     assert [c.action for c in reconcile([], detections)] == ["opened"]
+
+
+def test_a_band_rising_on_two_axes_of_one_sensor_corroborates_not_on_two_sensors() -> None:
+    """One series per axis: the 30-day scenario's defect first rose in one band of accel_x and
+    one of accel_y, each alone (the old per-channel causes found it 3 days later)."""
+    series = healthy_asset(0, series=10)
+    series[("accel_x.band_400_500hz", "median")] = rising(3)
+    series[("accel_y.band_300_400hz", "median")] = rising(4)
+    detections = detect(series, PARAMS)
+    assert [(d.cause, d.corroborated, d.features) for d in detections] == [
+        ("accel.vibration_level", True, ("accel_x.band_400_500hz", "accel_y.band_300_400hz"))
+    ]
+    apart = {("de_" + name, stat): days_values for (name, stat), days_values in series.items()}
+    apart[("nde_accel_y.band_300_400hz", "median")] = apart.pop(
+        ("de_accel_y.band_300_400hz", "median")
+    )
+    assert [d.corroborated for d in detect(apart, PARAMS)] == [False, False]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_healthy_triaxial_sensor_raises_nothing(seed: int) -> None:
+    """Three axes' 30 series in one cause: more chances for two chance trends to meet."""
+    series = healthy_asset(seed, series=30)
+    named = {(f"accel_{'xyz'[int(name[2])]}.{name.partition('.')[2]}", stat): values
+             for (name, stat), values in series.items()}  # fmt: skip
+    assert len({cause_of(name) for name, _ in named}) == 1
+    assert [d.cause for d in detect(named, PARAMS) if d.corroborated] == []
 
 
 @pytest.mark.parametrize("seed", SEEDS)
