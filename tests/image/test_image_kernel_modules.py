@@ -72,17 +72,17 @@ FILTERED = [
 ]
 
 
-def _rules() -> list[tuple[str, str]]:
-    lines = (HOOKS / "kernel-modules.cfg").read_text().splitlines()
+def _rules(name: str = "kernel-modules.cfg") -> list[tuple[str, str]]:
+    lines = (HOOKS / name).read_text().splitlines()
     rules = [tuple(line.split("=", 1)) for line in lines if line.startswith("path-")]
     assert rules and all(kind in ("path-exclude", "path-include") for kind, _ in rules)
     return rules
 
 
-def _kept(path: str) -> bool:
+def _kept(path: str, name: str = "kernel-modules.cfg") -> bool:
     """dpkg's filter: fnmatch without FNM_PATHNAME ('*' crosses '/'), the last match decides."""
     kept = True
-    for kind, pattern in _rules():
+    for kind, pattern in _rules(name):
         if fnmatch.fnmatchcase(path, pattern):
             kept = kind == "path-include"
     return kept
@@ -110,4 +110,14 @@ def test_filters_installed_before_the_kernel_and_in_the_base_key() -> None:
     assert customize.index("update-initramfs -c") < customize.index("check-kernel-modules.sh")
     build = (REPO / "image" / "build").read_text()
     key = build[build.index("base_key() {"):build.index("build_base() {")]
-    assert "kernel-modules.cfg" in key and "check-kernel-modules.sh" in key
+    assert "kernel-modules.cfg" in key and "check-kernel-modules.sh" in key and "docs.cfg" in key
+    assert re.search(r"docs\.cfg.*/etc/dpkg/dpkg\.cfg\.d/", essential)
+
+
+def test_docs_filtered_but_copyrights_kept() -> None:
+    assert not _kept("/usr/share/doc/openssh-server/README.Debian.gz", "docs.cfg")
+    assert not _kept("/usr/share/man/man8/sshd.8.gz", "docs.cfg")
+    assert not _kept("/usr/share/locale/de/LC_MESSAGES/apt.mo", "docs.cfg")
+    assert _kept("/usr/share/doc/openssh-server/copyright", "docs.cfg")
+    assert _kept("/usr/share/zoneinfo/UTC", "docs.cfg")
+    assert _kept("/usr/lib/python3.11/locale.py", "docs.cfg")
