@@ -52,6 +52,7 @@ class Standard:
             combined = np.sort(units, axis=1)[:, -2:].mean(axis=1)
         return combined
 
+
 def with_standard(data: FileErrors, per_feature: np.ndarray, standard: Standard) -> FileErrors:
     """The file's int8 errors replaced by the standardised error of its per-feature residuals
     (every row of the file, learnt rows first)."""
