@@ -109,7 +109,7 @@ def test_filters_installed_before_the_kernel_and_in_the_base_key() -> None:
     customize = (HOOKS / "base-customize.sh").read_text()
     assert customize.index("update-initramfs -c") < customize.index("check-kernel-modules.sh")
     build = (REPO / "image" / "build").read_text()
-    key = build[build.index("base_key() {"):build.index("build_base() {")]
+    key = build[build.index("base_key() {") : build.index("build_base() {")]
     assert "kernel-modules.cfg" in key and "check-kernel-modules.sh" in key and "docs.cfg" in key
     assert re.search(r"docs\.cfg.*/etc/dpkg/dpkg\.cfg\.d/", essential)
 
