@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 LOG_EVERY_S = 10.0
+LISTEN_BACKLOG = 128
+"""aiohttp's default listen backlog; a smaller connection cap lowers it (CappedSite)."""
 
 BUSY_BODY = b'{"error": "too many connections to the status page: try again shortly"}'
 BUSY_RESPONSE = (
@@ -90,13 +92,13 @@ class ConnectionGuard:
     def __init__(self, max_connections: int) -> None:
         self.server: web.Server | None = None
         """aiohttp's handler factory, known once the runner is set up."""
-        self._max = max_connections
+        self.max_connections = max_connections
         self._open: dict[RequestHandler, _Connection] = {}
         self.stats = ConnectionStats()
         self._logged_at = -LOG_EVERY_S
 
     def __call__(self) -> asyncio.Protocol:
-        if len(self._open) >= self._max and not self._evict_idle():
+        if len(self._open) >= self.max_connections and not self._evict_idle():
             self.stats.refused += 1
             self._log_pressure()
             return _Busy()
@@ -139,7 +141,7 @@ class ConnectionGuard:
             self._logged_at = now
             log.warning(
                 "http_connection_cap_reached",
-                max_connections=self._max,
+                max_connections=self.max_connections,
                 refused=self.stats.refused,
                 evicted_idle=self.stats.evicted,
             )
@@ -231,7 +233,10 @@ class CappedSite(web.BaseSite):
     """A TCP site whose connections go through a ConnectionGuard."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard):
-        super().__init__(runner)
+        # asyncio accepts up to `backlog` queued connections in one go before any is closed
+        # again (evicted or refused): a backlog over the cap lets one burst take that many
+        # descriptors at once (with a low descriptor limit: "Too many open files" at accept)
+        super().__init__(runner, backlog=min(LISTEN_BACKLOG, guard.max_connections))
         self._host = host
         self._port = port
         self._guard = guard
