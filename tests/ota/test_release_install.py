@@ -10,8 +10,18 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from release_helpers import BROKEN, install_killed_at, installer, release_wheels, seed, start
+from release_helpers import (
+    BROKEN,
+    install_killed_at,
+    installer,
+    make_wheel,
+    release_wheels,
+    seed,
+    start,
+)
 
+from appliance.detect.bundle import sha256_hex
+from appliance.errors import BundleError
 from appliance.ota.archive import BundleArchive
 from appliance.ota.release import trial
 from appliance.ota.release.bundle import RELEASE_LIMITS, ReleaseManifest, pack_release
@@ -41,8 +51,6 @@ def update(tmp_path: Path, key: Ed25519PrivateKey, root: ReleaseRoot, body: str 
 
 
 def _pooled(root: ReleaseRoot) -> dict[str, str]:
-    from appliance.detect.bundle import sha256_hex
-
     return {p.name: sha256_hex(p.read_bytes()) for p in root.wheels.glob("*.whl")}
 
 
@@ -141,3 +149,36 @@ def test_no_rollback_without_a_previous_release(root: ReleaseRoot) -> None:
         trial.roll_back(root, "asked")
     with pytest.raises(trial.NoRollback, match="no release is on trial"):
         trial.fail(root, "unhealthy", automatic=True)
+
+
+def test_a_wheel_a_power_cut_left_empty_in_the_pool_is_replaced(
+    tmp_path: Path, key: Ed25519PrivateKey, root: ReleaseRoot
+) -> None:
+    """The cut came after the carried wheel was renamed into the pool, before its bytes reached
+    the disk: the same bundle, taken again from the inbox, installs."""
+    data = update(tmp_path, key, root)
+    cut_short = root.wheels / "edge_appliance-2.0-py3-none-any.whl"
+    cut_short.write_bytes(b"")
+    with root.locked():
+        installer(root.root, key).install(data, "inbox:2.0.tar")
+    assert start(root.root).stdout == "appliance 2.0\n"
+    signed = (tmp_path / "w2" / cut_short.name).read_bytes()
+    assert sha256_hex(cut_short.read_bytes()) == sha256_hex(signed)
+
+
+def test_a_wheel_an_installed_release_pins_is_not_replaced_by_other_bytes(
+    tmp_path: Path, key: Ed25519PrivateKey, root: ReleaseRoot
+) -> None:
+    wheels = release_wheels(tmp_path / "w2", "2.0")
+    make_wheel(wheels, "helperlib", "1.0", body="print('other bytes, same name')")
+    _, data = pack_release(wheels, key)
+    pooled = root.wheels / "helperlib-1.0-py3-none-any.whl"
+    before = pooled.read_bytes()
+    with root.locked(), pytest.raises(BundleError) as refused:
+        installer(root.root, key).install(data, "inbox:2.0.tar")
+    assert str(refused.value) == (
+        "release: helperlib-1.0-py3-none-any.whl differs from the wheel of that name"
+        " release 1.0 runs"
+    )
+    assert pooled.read_bytes() == before
+    assert start(root.root).stdout == "appliance 1.0\n"

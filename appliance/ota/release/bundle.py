@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from appliance.detect.bundle import MANIFEST_FILE, sha256_hex
 from appliance.errors import BundleError
 from appliance.ota.archive import MEMBER_NAME, ArchiveLimits, BundleArchive, pack
-from appliance.ota.release.slots import VERSION, VERSION_RULE
+from appliance.ota.release.slots import VERSION, VERSION_RULE, write_synced
 from appliance.ota.signing import read_signed_manifest, sign_bundle
 
 FORMAT = "appliance-release/1"
@@ -108,7 +108,7 @@ def stage_release(
             if sha256_hex(wheel) != manifest.wheels[name]:
                 raise BundleError(f"release: {name}: sha256 {sha256_hex(wheel)} does not match "
                                   f"the signed manifest's {manifest.wheels[name]}")  # fmt: skip
-            (dest / name).write_bytes(wheel)
+            write_synced(dest / name, wheel)
             written.append(dest / name)
     return manifest, written
 

@@ -3,7 +3,7 @@
 Steps (each named to `on_step` as it ends; a power cut at any point leaves the running release
 linked and whole, docs/IMAGE.md "Appliance updates over the air"):
 
-1. staged: the archive checked (bundle.py) and its wheels written to wheels/.incoming/;
+1. staged: the archive checked (bundle.py) and its wheels written and synced to wheels/.incoming/;
    every wheel of the manifest is there or already in the pool with the signed hash.
 2. built: the wheels joined the pool, releases/<version>/ made as a venv and the pinned wheels
    installed into it (pip --no-index --require-hashes), everything synced to disk, then
@@ -84,12 +84,17 @@ class Installer:
         return f"release {version} installed; restarting into it for its trial"
 
     def _check_pool(self, manifest: ReleaseManifest, carried: list[Path]) -> None:
+        """A carried wheel replaces the pool's file of its name unless an installed release pins
+        other bytes under that name; a file there that no release pins is what an interrupted
+        install left (a power cut can leave it empty)."""
         names = {p.name for p in carried}
+        installed = self._installed_wheels()
         for name, digest in manifest.wheels.items():
             pooled = self.root.wheels / name
             if name in names:
-                if pooled.exists() and sha256_hex(pooled.read_bytes()) != digest:
-                    raise BundleError(f"release: {name} differs from the wheel of that name here")
+                if name in installed and installed[name][1] != digest:
+                    raise BundleError(f"release: {name} differs from the wheel of that name "
+                                      f"release {installed[name][0]} runs")  # fmt: skip
             elif not pooled.is_file():
                 raise BundleError(f"release: {name} is neither in the bundle nor on this gateway")
             elif sha256_hex(pooled.read_bytes()) != digest:
@@ -130,13 +135,19 @@ class Installer:
         for version in versions[: max(0, len(versions) - self.keep + 1)]:
             if version not in pinned:
                 shutil.rmtree(self.root.release_dir(version), ignore_errors=True)
-        needed = set(incoming.wheels)
-        for version in self.root.versions():
-            path = self.root.release_dir(version) / RELEASE_MANIFEST
-            needed |= set(read_manifest(path.read_bytes()).wheels)
+        needed = set(incoming.wheels) | set(self._installed_wheels())
         for wheel in self.root.wheels.glob("*.whl"):
             if wheel.name not in needed:
                 wheel.unlink()
+
+    def _installed_wheels(self) -> dict[str, tuple[str, str]]:
+        """Wheel name -> (a release that pins it, its sha256), over the complete releases."""
+        pinned = {}
+        for version in self.root.versions():
+            path = self.root.release_dir(version) / RELEASE_MANIFEST
+            for name, digest in read_manifest(path.read_bytes()).wheels.items():
+                pinned[name] = (version, digest)
+        return pinned
 
 
 def _run(command: list[str], what: str) -> None:

@@ -146,12 +146,18 @@ class ReleaseRoot:
 
 def write_durably(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
+    write_synced(temporary, text.encode("utf-8"))
     os.replace(temporary, path)
     fsync_dir(path.parent)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """`data` in `path`, on the disk before this returns: a file renamed into place later must
+    not arrive empty after a power cut (ext4 can keep the rename and lose the data)."""
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def fsync_dir(path: Path) -> None:
