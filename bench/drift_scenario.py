@@ -41,7 +41,7 @@ from appliance.detect.bundle import ModelBundle
 from appliance.detect.runtime import open_runtime
 from appliance.detect.scorer import AssetDetector, BundleModel
 from appliance.features.from_config import build_feature_engines
-from appliance.records import FeatureVector, SampleBlock
+from appliance.records import FeatureVector, SampleBlock, Score
 from appliance.rig.demo import demo_config
 from appliance.rig.i2c import Clock as PlantClock
 from appliance.rig.i2c import PlantModel
@@ -318,6 +318,31 @@ def played_for(variant: Variant, args: argparse.Namespace, tmp: Path,
     return played
 
 
+def alarmed_windows(played: Played) -> dict[float, bool]:
+    """Whether the gateway was in alarm, per window end time."""
+    return {r.t: r.anomalous for _, r in played.records if isinstance(r, Score)}
+
+
+def first_defect_alarm(defect: Played, healthy: Played) -> int | None:
+    """The day of the defect run's first window in alarm while its healthy twin (same seed, load
+    and gaps: the same noise, the defect's strikes draw no random numbers) was not: the first
+    alarm the defect caused, where the gateway's first alarm may be a false one both runs share."""
+    twin = alarmed_windows(healthy)
+    for t, alarmed in alarmed_windows(defect).items():
+        if alarmed and not twin.get(t, False):
+            return int(t // 86400) - DAY0
+    return None
+
+
+def twin_report(variant: Variant, defect: Played, outcome: Outcome, healthy: Played) -> str:
+    alarm, finding = first_defect_alarm(defect, healthy), outcome.first_finding
+    ahead = "" if finding is None or alarm is None else f"; {alarm - finding} days ahead"
+    return (
+        f"defect seed {variant.seed} {variant.load}: first alarm caused by the defect (its "
+        f"healthy twin not in alarm) day {alarm}; first finding day {finding}{ahead}"
+    )
+
+
 def report(variant: Variant, played: Played, outcome: Outcome, seconds: float) -> str:
     finding, alarm = outcome.first_finding, played.first_alarm
     ahead = "" if finding is None or alarm is None else f"{alarm - finding} days ahead; "
@@ -350,6 +375,7 @@ def main() -> None:
     params = TrendParams()
     with tempfile.TemporaryDirectory() as tmp:
         bundles: dict[str, ModelBundle] = {}
+        defect_runs: dict[tuple[int, str, tuple[int, ...]], tuple[Played, Outcome]] = {}
         print(params, flush=True)
         for variant in variants(args):
             started = time.perf_counter()
@@ -360,6 +386,11 @@ def main() -> None:
                 outcome = asyncio.run(analyse_in_database(played, args.days, params))
                 outcome.margin, outcome.margin_at = margin
             print(report(variant, played, outcome, time.perf_counter() - started), flush=True)
+            twin = (variant.seed, variant.load, variant.gaps)
+            if variant.defect:
+                defect_runs[twin] = played, outcome
+            elif twin in defect_runs:
+                print(twin_report(variant, *defect_runs[twin], played), flush=True)
 
 
 if __name__ == "__main__":
