@@ -30,7 +30,7 @@ import pickle
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -375,7 +375,7 @@ def main() -> None:
     params = TrendParams()
     with tempfile.TemporaryDirectory() as tmp:
         bundles: dict[str, ModelBundle] = {}
-        defect_runs: dict[tuple[int, str, tuple[int, ...]], tuple[Played, Outcome]] = {}
+        defect_runs: dict[Variant, tuple[Played, Outcome]] = {}
         print(params, flush=True)
         for variant in variants(args):
             started = time.perf_counter()
@@ -386,9 +386,9 @@ def main() -> None:
                 outcome = asyncio.run(analyse_in_database(played, args.days, params))
                 outcome.margin, outcome.margin_at = margin
             print(report(variant, played, outcome, time.perf_counter() - started), flush=True)
-            twin = (variant.seed, variant.load, variant.gaps)
+            twin = replace(variant, defect=True)
             if variant.defect:
-                defect_runs[twin] = played, outcome
+                defect_runs[variant] = played, outcome
             elif twin in defect_runs:
                 print(twin_report(variant, *defect_runs[twin], played), flush=True)
 
