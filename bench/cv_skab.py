@@ -61,8 +61,9 @@ from sweep_skab import (
 
 from appliance.detect.runtime import open_runtime, reconstruction_error
 from appliance.detect.scorer import AssetDetector, BundleModel
+from appliance.evaluation.evaluate import SKAB_TRAIN_ROWS
 from appliance.evaluation.skab import find_skab_csvs, load_skab_csv
-from appliance.training.autoencoder import TrainSettings
+from appliance.training.autoencoder import TrainSettings, fit_autoencoder
 
 MIN_F1, MAX_FAR, MAX_MAR, MIN_NAB = 0.78, 20.0, 25.0, 28.0
 """The bars of issue 13 (checked there on unseen files)."""
@@ -391,6 +392,32 @@ def with_trailing(
     return replace(data, train=train_errors, test={p: stored[f"test_{p}"] for p in PRECISIONS})
 
 
+def crossfit_errors(
+    path: Path, directory: Path, train: TrainSettings, cache: Path, blocks: int
+) -> np.ndarray:
+    """Out-of-sample int8 errors of the learnt rows: each of `blocks` contiguous blocks scored
+    by a model trained (same settings and seed) on the other rows (cached on disk)."""
+    where = cache / train_key(train) / f"crossfit{blocks}"
+    cached = where / path.relative_to(directory).with_suffix(".npy")
+    if not cached.exists():
+        rows = load_skab_csv(path)
+        learnt = rows.features[:SKAB_TRAIN_ROWS]
+        errors = np.empty(len(learnt))
+        for block in np.array_split(np.arange(len(learnt)), blocks):
+            fit = np.setdiff1d(np.arange(len(learnt)), block)
+            with tempfile.TemporaryDirectory() as out_dir:
+                trained = fit_autoencoder(
+                    learnt[fit], tuple(rows.feature_names), asset=None, version="crossfit",
+                    out_dir=Path(out_dir), settings=train,
+                )  # fmt: skip
+                bundle = trained.bundle
+                errors[block] = reconstruction_error(bundle, open_runtime(bundle), learnt[block])[0]
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cached, errors)
+    stored: np.ndarray = np.load(cached)
+    return stored
+
+
 @dataclass(frozen=True)
 class WhatIf:
     """Which errors a run replays: the autoencoder's (cached), with `--context` and `--score`."""
@@ -399,6 +426,7 @@ class WhatIf:
     score: str
     precision: str
     trailing: str = ""
+    crossfit: int = 0
 
     residuals: dict[tuple[Path, str], np.ndarray] = field(default_factory=dict)
 
@@ -407,6 +435,9 @@ class WhatIf:
         standard: Standard | None = None,
     ) -> FileErrors:  # fmt: skip
         data = file_errors(path, directory, train, self.cache)
+        if self.crossfit:
+            seed = crossfit_errors(path, directory, train, self.cache, self.crossfit)
+            data = replace(data, train={**data.train, "int8": seed})
         if standard is not None:
             return with_standard(data, self.per_feature(path, directory, train), standard)
         data = with_trailing(data, path, directory, train, self.cache, self.trailing)
@@ -484,6 +515,11 @@ def main() -> None:
         help="what-if: a model of each row and its change against the mean of the W rows before"
         " it ('W'), or of that change only ('W:change'); trained and cached per file and seed",
     )  # fmt: skip
+    parser.add_argument(
+        "--crossfit", type=int, default=0, metavar="BLOCKS",
+        help="what-if: seed the threshold with out-of-sample errors of the learnt rows, each of"
+        " BLOCKS time blocks scored by a model trained on the others (int8; 0: in-sample)",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sweep_skab")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -495,7 +531,7 @@ def main() -> None:
             cost(paths[0], args.directory, setting, args.cache)
         return
     size = -(-len(paths) // args.folds)
-    what_if = WhatIf(args.cache, args.score, args.precision, args.trailing)
+    what_if = WhatIf(args.cache, args.score, args.precision, args.trailing, args.crossfit)
     loaded: dict[tuple[float, Standard | None], Loaded] = {}
     names = [p.name for p in paths]
     print(f"{args.directory}: folds {[names[i : i + size] for i in range(0, len(names), size)]}")
