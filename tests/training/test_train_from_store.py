@@ -14,7 +14,12 @@ from appliance.cli import main
 from appliance.detect.bundle import load_bundle
 from appliance.records import FeatureVector, FloatArray, Score
 from appliance.store import Store, StoredRecord, StoreSettings
-from appliance.training.from_store import MIN_TRAINING_ROWS, load_store_rows
+from appliance.training.from_store import (
+    ADVISED_SPAN_S,
+    MIN_TRAINING_ROWS,
+    load_store_rows,
+    short_span_warning,
+)
 from appliance.training.synthetic import T0_UTC, LatentFactorSource
 from receiver.export import FeatureExport, write_export
 
@@ -111,6 +116,15 @@ def test_train_writes_a_bundle_of_the_newest_schema_without_anomalous_windows(
     assert "1 with non-finite values" in report
     assert manifest.model_sha256 in report
     assert bundle.bundle_id in report
+    minutes = (stored.usable.max() - stored.usable.min()) / 60
+    assert f"warning: the training windows span only {minutes:.1f} minutes" in report
+
+
+def test_training_on_an_hour_or_more_of_windows_is_not_warned_about() -> None:
+    hour = np.array([T0_UTC, T0_UTC + 1800.0, T0_UTC + ADVISED_SPAN_S])
+
+    assert short_span_warning(hour) == []
+    assert len(short_span_warning(hour[:2])) == 1
 
 
 def test_the_loader_leaves_out_exactly_the_anomalous_and_non_finite_windows(
