@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from appliance.cli import main
-from appliance.config import load_config, parse_config
+from appliance.config import ModelConfig, load_config, parse_config
+from appliance.detect.assets import detector_settings
+from appliance.detect.scorer import DetectorSettings
 from appliance.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gateway.toml"
@@ -84,6 +86,10 @@ def first_channel(d: Document) -> Document:
         ),
         (lambda d: d.pop("gateway"), "gateway: Field required"),
         (
+            lambda d: d["assets"][0]["model"].update(clear_after_windows=0),
+            "assets[0].model.clear_after_windows",
+        ),
+        (
             lambda d: d["assets"][0]["channels"][3].update(kind="vibration"),
             "vibration channel must come from a serial",
         ),
@@ -119,3 +125,14 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.toml" in err and "assets[0].channels[0].rate_hz" in err
+
+
+def test_the_alarm_hold_comes_from_the_asset_model_table(document: Document) -> None:
+    document["assets"][0]["model"]["clear_after_windows"] = 4
+    config = parse_config(document, "site.toml")
+
+    held = detector_settings(config.assets[0].model)
+    default = detector_settings(ModelConfig())
+
+    assert held.alarm.off_count == 4
+    assert default.alarm == DetectorSettings().alarm

@@ -97,6 +97,12 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
         help="adaptive rule's m and s (default: the gateway's)",
     )
     parser.add_argument(
+        "--clear-after",
+        type=_positive_int,
+        help="windows in a row below 0.9 x the threshold that clear an alarm (default: the "
+        "gateway's clear_after_windows)",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=60, help="training epochs (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
@@ -123,7 +129,10 @@ def _eval_detector(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         k=measured.k if args.k is None else args.k,
         statistic=args.statistic or measured.statistic,
     )
-    settings = DetectorSettings(rule=args.rule, adaptive=adaptive)
+    alarm = DetectorSettings().alarm
+    if args.clear_after is not None:
+        alarm = replace(alarm, off_count=args.clear_after)
+    settings = DetectorSettings(rule=args.rule, adaptive=adaptive, alarm=alarm)
     train = TrainSettings(epochs=args.epochs, seed=args.seed)
     work_dir = Path(tempfile.mkdtemp(prefix="appliance-eval-"))
     factory = detector_factory(settings, train, work_dir, precision=args.precision)

@@ -24,6 +24,11 @@ class ModelConfig(Strict):
     k: PositiveFloat = 6.5
     """Adaptive rule: threshold = centre + k * spread of recent non-alarmed errors."""
     statistic: Literal["mean_std", "median_mad"] = "mean_std"
+    clear_after_windows: Annotated[int, Field(ge=1)] = 10
+    """An alarm clears after this many windows in a row below 0.9 x the threshold. Fewer: fewer
+    false alarms on a machine that drifts, more of a long anomaly missed (docs/DETECTION.md,
+    "How long to learn": 8 instead of 10 alarmed 7 points fewer normal SKAB rows and missed 2
+    points more of valve1's anomalous rows)."""
     backend: Literal["ai-edge-litert", "tflite-runtime"] = "ai-edge-litert"
 
 

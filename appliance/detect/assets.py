@@ -155,8 +155,10 @@ class AssetScoring:
 
 
 def detector_settings(model: ModelConfig) -> DetectorSettings:
-    adaptive = replace(DetectorSettings().adaptive, k=model.k, statistic=model.statistic)
-    return DetectorSettings(rule=model.rule, adaptive=adaptive)
+    defaults = DetectorSettings()
+    adaptive = replace(defaults.adaptive, k=model.k, statistic=model.statistic)
+    alarm = replace(defaults.alarm, off_count=model.clear_after_windows)
+    return DetectorSettings(rule=model.rule, adaptive=adaptive, alarm=alarm)
 
 
 def open_detector(asset: str, model: ModelConfig) -> AssetDetector:

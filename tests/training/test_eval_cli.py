@@ -85,3 +85,28 @@ def test_eval_skab_float_precision_scores_the_float_network_of_the_same_training
     assert not np.array_equal(scores["int8"], scores["float"])
     relative = np.abs(scores["int8"] - scores["float"]) / scores["float"]
     assert np.median(relative) < 0.2
+
+
+def test_eval_skab_clear_after_sets_how_many_quiet_windows_clear_an_alarm(tmp_path: Path) -> None:
+    source = tmp_path / "skab"
+    source.mkdir()
+    (source / "3.csv").symlink_to(DATA / "skab" / "valve1" / "3.csv")
+    out = tmp_path / "out"
+    argv = ["eval", "skab", str(source), "--out", str(out), "--epochs", "20", "--no-plots"]
+
+    assert main([*argv, "--clear-after", "3"]) == 0
+
+    assert json.loads((out / "summary.json").read_text())["detector"]["alarm"]["off_count"] == 3
+    with (out / "3.pred.csv").open() as f:
+        rows = [
+            (float(r["score"]), float(r["threshold"]), r["anomaly"] == "1")
+            for r in csv.DictReader(f)
+        ]
+    quiet_runs_at_clearing = []
+    quiet = 0
+    for i, (score, threshold, anomalous) in enumerate(rows):
+        quiet = quiet + 1 if score < 0.9 * threshold else 0
+        if i and rows[i - 1][2] and not anomalous:
+            quiet_runs_at_clearing.append(quiet)
+    assert quiet_runs_at_clearing, "no alarm cleared in valve1/3"
+    assert set(quiet_runs_at_clearing) == {3}
