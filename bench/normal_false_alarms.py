@@ -28,12 +28,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from sweep_skab import FileErrors, Setting, grid, replay, train_key
+from sweep_skab import FileErrors, Setting, grid, int8_errors, replay, train_key
 
-from appliance.detect.runtime import open_runtime, reconstruction_error
 from appliance.evaluation.evaluate import SKAB_TRAIN_ROWS
 from appliance.evaluation.skab import SkabRecording, load_skab_csv
-from appliance.training.autoencoder import TrainSettings, fit_autoencoder
+from appliance.training.autoencoder import TrainSettings
 
 JUDGED_ROWS = 775
 PIECE_STRIDE = SKAB_TRAIN_ROWS + JUDGED_ROWS
@@ -50,12 +49,7 @@ def piece_errors(
     cached = cache / train_key(train) / "normal_pieces" / f"t{learnt}_at{start}.npy"
     rows = recording.features[start : start + learnt + JUDGED_ROWS]
     if not cached.exists():
-        with tempfile.TemporaryDirectory() as out_dir:
-            trained = fit_autoencoder(
-                rows[:learnt], tuple(recording.feature_names), asset=None, version="pieces",
-                out_dir=Path(out_dir), settings=train,
-            )  # fmt: skip
-            errors, _ = reconstruction_error(trained.bundle, open_runtime(trained.bundle), rows)
+        errors = int8_errors(rows[:learnt], recording.feature_names, train, rows)
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.save(cached, errors)
     errors = np.load(cached)

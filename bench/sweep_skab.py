@@ -195,6 +195,19 @@ def train_key(train: TrainSettings) -> str:
     return f"e{train.epochs}_w{widths}_lr{train.learning_rate:g}_s{train.seed}"
 
 
+def int8_errors(
+    fit_rows: FloatArray, names: Sequence[str], train: TrainSettings, rows: FloatArray
+) -> FloatArray:
+    """The int8 reconstruction errors of `rows` under a model trained on `fit_rows`."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        trained = fit_autoencoder(
+            fit_rows, tuple(names), asset=None, version="sweep", out_dir=Path(out_dir),
+            settings=train,
+        )  # fmt: skip
+    errors, _ = reconstruction_error(trained.bundle, open_runtime(trained.bundle), rows)
+    return errors
+
+
 def train_and_score(
     features: FloatArray, names: Sequence[str], train: TrainSettings
 ) -> dict[str, FloatArray]:
